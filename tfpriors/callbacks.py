@@ -1,0 +1,132 @@
+"""Keras callbacks that schedule and log the parts of a variational objective."""
+
+import keras
+import numpy as np
+
+from tfpriors import _validation
+from tfpriors.compression import compression_report
+from tfpriors.layers.kl_layer import kl_layers, set_kl_weight
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class KLWarmup(keras.callbacks.Callback):
+    """Raises the KL weight linearly from 0 to 1 between two epochs.
+
+    Before ``start_epoch`` the weight is 0 (pure likelihood); from ``end_epoch``
+    on it is 1 (the full ELBO). The current weight is written to ``logs`` as
+    ``kl_weight`` so it shows in the progress bar, CSVLogger and TensorBoard.
+
+    Args:
+        start_epoch: first epoch (0-based) of the ramp, where the weight is 0.
+        end_epoch: epoch at which the weight reaches 1; > ``start_epoch``.
+
+    Example:
+
+    >>> model.fit(x, y, epochs=100,
+    ...           callbacks=[tfpriors.callbacks.KLWarmup(start_epoch=0, end_epoch=20)])
+    """
+
+    def __init__(self, start_epoch=0, end_epoch=20):
+        super().__init__()
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, (int, np.integer)) \
+                or start_epoch < 0:
+            raise ValueError(f"`start_epoch` must be an integer >= 0; received {start_epoch!r}.")
+        self.start_epoch = int(start_epoch)
+        self.end_epoch = _validation.positive_int(end_epoch, "end_epoch")
+        if self.end_epoch <= self.start_epoch:
+            raise ValueError(f"`end_epoch` ({end_epoch}) must be greater than "
+                             f"`start_epoch` ({start_epoch}).")
+
+    def weight_at(self, epoch):
+        """The KL weight used during ``epoch`` (0-based)."""
+        ramp = (epoch - self.start_epoch) / (self.end_epoch - self.start_epoch)
+        return float(np.clip(ramp, 0.0, 1.0))
+
+    def on_train_begin(self, logs=None):
+        if not kl_layers(self.model):
+            raise ValueError("KLWarmup was given a model without variational (KL) layers.")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        set_kl_weight(self.model, self.weight_at(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["kl_weight"] = self.weight_at(epoch)
+
+    def get_config(self):
+        return {"start_epoch": self.start_epoch, "end_epoch": self.end_epoch}
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class SparsityMonitor(keras.callbacks.Callback):
+    """Writes the sparsity and compression of Sparse VD layers into ``logs``.
+
+    At the end of each epoch it adds ``sparsity`` and ``compression`` (whole
+    model) and, with ``per_layer=True``, ``sparsity/<layer name>`` for each
+    Sparse VD layer. Keras' progress bar shows them; put this callback before
+    ``CSVLogger`` or ``TensorBoard`` in the list so they record them too.
+
+    Args:
+        per_layer: also log each layer's sparsity.
+
+    Example:
+
+    >>> model.fit(x, y, epochs=100, callbacks=[
+    ...     tfpriors.callbacks.SparsityMonitor(),
+    ...     keras.callbacks.CSVLogger("log.csv")])
+    """
+
+    def __init__(self, per_layer=True):
+        super().__init__()
+        if not isinstance(per_layer, bool):
+            raise TypeError(f"`per_layer` must be a bool; received {per_layer!r}.")
+        self.per_layer = per_layer
+
+    def compute(self):
+        """Returns the dict of values this callback would log now."""
+        report = compression_report(self.model)
+        values = {"sparsity": report.total_sparsity,
+                  "compression": report.total_compression}
+        if self.per_layer:
+            for row in report.layers:
+                values[f"sparsity/{row.name}"] = row.sparsity
+        return values
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.compute())
+
+    def get_config(self):
+        return {"per_layer": self.per_layer}
+
+
+class EpochProgressBar(keras.callbacks.Callback):
+    """One tqdm bar over epochs with the latest logs as its postfix.
+
+    Use with ``fit(verbose=0)`` for long runs where Keras' per-epoch lines
+    would scroll away.
+    """
+
+    def __init__(self, description="training", keys=None):
+        super().__init__()
+        self.description = description
+        self.keys = keys
+        self._bar = None
+
+    def on_train_begin(self, logs=None):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.params.get("epochs"), desc=self.description,
+                         unit="epoch", leave=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        keys = self.keys or [k for k in logs if "/" not in k]
+        self._bar.set_postfix({k: f"{logs[k]:.4g}" for k in keys if k in logs},
+                              refresh=False)
+        self._bar.update(1)
+
+    def on_train_end(self, logs=None):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

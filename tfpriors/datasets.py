@@ -1,0 +1,105 @@
+"""Data: the embedded default (scikit-learn's digits) and the real loaders.
+
+Every loader returns ``(x_train, y_train), (x_test, y_test)`` like
+``keras.datasets``: images float32 in [0, 1], labels int64.
+"""
+
+import os
+
+import numpy as np
+
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 0
+
+
+class DatasetUnavailableError(OSError):
+    """A data set is neither cached on disk nor downloadable."""
+
+
+def _shape_images(images, flat, channels_axis=True):
+    if flat:
+        return images.reshape(len(images), -1)
+    return images[..., None] if channels_axis else images
+
+
+def load_digits(flat=True):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images), split once.
+
+    The split is fixed (25% test, stratified, seed 0): 1,347 training and 450
+    test images. Pixels are scaled from 0..16 to [0, 1].
+
+    Args:
+        flat: ``True`` gives ``(n, 64)`` vectors, ``False`` ``(n, 8, 8, 1)`` images.
+
+    Example:
+
+    >>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits()
+    >>> x_train.shape, x_test.shape
+    ((1347, 64), (450, 64))
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    if not isinstance(flat, bool):
+        raise TypeError(f"`flat` must be a bool; received {flat!r}.")
+    data = sklearn_digits()
+    images = (data.images / 16.0).astype("float32")
+    labels = data.target.astype("int64")
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
+        stratify=labels)
+    return (_shape_images(x_train, flat), y_train), (_shape_images(x_test, flat), y_test)
+
+
+def _keras_cache_dir():
+    return os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")),
+                        "datasets")
+
+
+def _load_keras_dataset(name, module_name, expected_files, flat, channels_axis):
+    import keras
+
+    loader = getattr(keras.datasets, module_name)
+    try:
+        (x_train, y_train), (x_test, y_test) = loader.load_data()
+    except Exception as error:  # keras raises URLError, HTTPError or plain Exception offline
+        where = os.path.join(_keras_cache_dir(), expected_files)
+        raise DatasetUnavailableError(
+            f"The {name} data set could not be loaded: it is not cached and could not "
+            f"be downloaded ({type(error).__name__}: {error}). On a machine without "
+            f"internet access, copy the files into {where} (the Keras cache; set "
+            "KERAS_HOME to move it) and call the loader again.") from error
+    x_train = _shape_images(x_train.astype("float32") / 255.0, flat, channels_axis)
+    x_test = _shape_images(x_test.astype("float32") / 255.0, flat, channels_axis)
+    return ((x_train, y_train.reshape(-1).astype("int64")),
+            (x_test, y_test.reshape(-1).astype("int64")))
+
+
+def load_mnist(flat=True):
+    """MNIST through ``keras.datasets`` (28x28 grey; ``flat=False`` gives (n, 28, 28, 1))."""
+    return _load_keras_dataset("MNIST", "mnist", "mnist.npz", flat, True)
+
+
+def load_fashion_mnist(flat=True):
+    """Fashion-MNIST through ``keras.datasets`` (28x28 grey)."""
+    return _load_keras_dataset(
+        "Fashion-MNIST", "fashion_mnist",
+        "fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz", flat, True)
+
+
+def load_cifar10(flat=False):
+    """CIFAR-10 through ``keras.datasets`` (32x32x3; ``flat=True`` gives (n, 3072))."""
+    return _load_keras_dataset("CIFAR-10", "cifar10",
+                               "cifar-10-batches-py (from cifar-10-python.tar.gz)",
+                               flat, False)
+
+
+LOADERS = {"digits": load_digits, "mnist": load_mnist,
+           "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10}
+
+
+def load(name, flat=True):
+    """Loads a data set by name: one of ``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``."""
+    if name not in LOADERS:
+        raise ValueError(f"`name` must be one of {sorted(LOADERS)}; received {name!r}.")
+    return LOADERS[name](flat=flat)

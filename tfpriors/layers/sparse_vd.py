@@ -1,0 +1,296 @@
+"""Sparse Variational Dropout layers (Molchanov, Ashukha & Vetrov, 2017).
+
+Each weight has a Gaussian posterior ``N(theta, sigma^2)`` in the additive
+parametrization (``theta`` is the layer's ``kernel``, ``log_sigma2`` its
+log-variance) and the log-uniform prior. Training uses the local
+reparameterization trick: the pre-activations are sampled from
+``N(x @ theta, (x^2) @ (alpha * theta^2) + 1e-8)`` instead of the weights.
+Evaluation uses the posterior mean with every weight whose
+``log_alpha >= threshold`` set to zero.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfpriors import _validation
+from tfpriors.layers.kl_layer import KLLayer
+from tfpriors.priors.log_uniform import LogUniform, log_alpha, validate_threshold
+
+# Initial log-variance when training from scratch (reference code and paper).
+LOG_SIGMA2_INIT_SCRATCH = -10.0
+
+
+class SparseVDLayer(KLLayer):
+    """Shared machinery of the Sparse VD layers: weights, KL, pruning, forward modes.
+
+    Subclasses set ``self._kernel_shape`` / ``self._bias_shape`` in ``build``
+    (then call ``_build_weights``) and implement ``_linear(inputs, kernel)``,
+    the deterministic linear map (a matmul or a convolution).
+    """
+
+    def __init__(self, activation=None, use_bias=True, threshold=3.0,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH,
+                 kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, seed=None, dataset_size=None, **kwargs):
+        super().__init__(dataset_size=dataset_size,
+                         activity_regularizer=activity_regularizer, **kwargs)
+        self.activation = keras.activations.get(activation)
+        if not isinstance(use_bias, (bool, np.bool_)):
+            raise TypeError(f"`use_bias` must be a bool; received {use_bias!r}.")
+        self.use_bias = bool(use_bias)
+        self.threshold = validate_threshold(threshold)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        if not callable(log_sigma2_initializer):
+            log_sigma2_initializer = keras.initializers.Constant(
+                _validation.real_number(log_sigma2_initializer, "log_sigma2_initializer"))
+        self.log_sigma2_initializer = keras.initializers.get(log_sigma2_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.prior = LogUniform()
+
+    def _build_weights(self, kernel_shape, bias_shape):
+        # autocast=False keeps the variational parameters in float32 under
+        # mixed precision: log(theta^2 + 1e-8) underflows in float16.
+        self.kernel = self.add_weight(
+            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer, autocast=False)
+        self.log_sigma2 = self.add_weight(
+            name="log_sigma2", shape=kernel_shape,
+            initializer=self.log_sigma2_initializer, autocast=False)
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=bias_shape, initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer)
+
+    # -- posterior summaries ---------------------------------------------------------
+
+    def log_alpha(self):
+        """Per-weight log dropout rate, clipped to [-8, 8] (float32, kernel shape)."""
+        return log_alpha(self.kernel, self.log_sigma2)
+
+    def kl(self):
+        return self.prior.kl(self.kernel, self.log_sigma2)
+
+    def kept_mask(self):
+        """Boolean NumPy mask of the weights kept at evaluation (log_alpha < threshold)."""
+        return ops.convert_to_numpy(self.log_alpha() < self.threshold)
+
+    def pruned_kernel(self):
+        """The evaluation kernel: posterior means with dropped weights set to zero."""
+        keep = ops.cast(self.log_alpha() < self.threshold, self.kernel.dtype)
+        return self.kernel * keep
+
+    def sparsity(self):
+        """Fraction of kernel weights removed at evaluation, in [0, 1]."""
+        return 1.0 - float(np.mean(self.kept_mask()))
+
+    # -- forward -------------------------------------------------------------------
+
+    def _linear(self, inputs, kernel):
+        raise NotImplementedError
+
+    def _add_bias(self, outputs):
+        return outputs if self.bias is None else outputs + self.bias
+
+    def call(self, inputs, training=False):
+        self.add_kl(training)
+        dtype = self.compute_dtype
+        if training:
+            theta = ops.cast(self.kernel, dtype)
+            variance_kernel = ops.cast(
+                ops.exp(self.log_alpha()) * ops.square(self.kernel), dtype)
+            mean = self._linear(inputs, theta)
+            variance = self._linear(ops.square(inputs), variance_kernel)
+            # 1e-8 keeps sqrt differentiable; float16 needs a representable floor.
+            floor = max(1e-8, float(np.finfo(dtype).tiny))
+            noise = keras.random.normal(ops.shape(mean), dtype=dtype,
+                                        seed=self.seed_generator)
+            outputs = mean + ops.sqrt(variance + floor) * noise
+        else:
+            outputs = self._linear(inputs, ops.cast(self.pruned_kernel(), dtype))
+        outputs = self._add_bias(outputs)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "activation": keras.activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "threshold": self.threshold,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "log_sigma2_initializer": keras.initializers.serialize(self.log_sigma2_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
+            "seed": self.seed,
+        })
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class SparseVDDense(SparseVDLayer):
+    """Densely connected layer with Sparse Variational Dropout on its kernel.
+
+    A drop-in replacement for ``keras.layers.Dense``: ``kernel`` and ``bias`` have
+    the same shapes and meaning (``kernel`` holds the posterior means), plus a
+    ``log_sigma2`` weight of the kernel's shape. Its KL divergence from the
+    log-uniform prior joins the model's loss once the dataset size is set.
+
+    Args:
+        units: positive integer, dimensionality of the output space.
+        activation: activation function (name or callable); default linear.
+        use_bias: whether the layer has a (non-variational) bias.
+        threshold: weights with ``log_alpha >= threshold`` are zero at evaluation
+            and export; a number in [-8, 8], default 3 (alpha ~ 20).
+        kernel_initializer, bias_initializer: initializers of the means and bias.
+        log_sigma2_initializer: initial log-variance, a number or an initializer;
+            default -10 (training from scratch; ``tfpriors.sparsify`` uses -8).
+        kernel_regularizer, bias_regularizer, activity_regularizer: as in Dense.
+        seed: seed of the local-reparameterization noise.
+        dataset_size: training-set size dividing the KL; usually set later with
+            ``tfpriors.set_dataset_size(model, n)``.
+
+    Input shape: ``(batch, ..., input_dim)``. Output shape: ``(batch, ..., units)``.
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((64,)),
+    ...     tfpriors.layers.SparseVDDense(300, activation="relu"),
+    ...     tfpriors.layers.SparseVDDense(10)])
+    >>> tfpriors.set_dataset_size(model, 1347)
+    2
+    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = _validation.positive_int(units, "units")
+
+    def build(self, input_shape):
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(
+                f"`inputs` of {type(self).__name__} '{self.name}' must have rank >= 2 "
+                f"with a known last dimension; received shape {tuple(input_shape)}.")
+        input_dim = int(input_shape[-1])
+        self._build_weights((input_dim, self.units), (self.units,))
+        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
+
+    def _linear(self, inputs, kernel):
+        return ops.matmul(inputs, kernel)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config["units"] = self.units
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class SparseVDConv2D(SparseVDLayer):
+    """2D convolution with Sparse Variational Dropout on its kernel.
+
+    A drop-in replacement for ``keras.layers.Conv2D`` (``groups=1``): ``kernel``
+    ``(kh, kw, in_channels, filters)`` and ``bias`` ``(filters,)`` mean what they
+    mean there. Training samples the output of the convolution with the local
+    reparameterization trick (one convolution for the mean, one of ``x^2`` for
+    the variance).
+
+    Args:
+        filters: positive integer, the number of output channels.
+        kernel_size: int or tuple of 2 ints.
+        strides: int or tuple of 2 ints, default 1.
+        padding: ``"valid"`` or ``"same"``.
+        data_format: ``"channels_last"`` (default) or ``"channels_first"``.
+        dilation_rate: int or tuple of 2 ints, default 1.
+        **kwargs: the arguments of :class:`SparseVDDense` after ``units``
+            (activation, use_bias, threshold, initializers, seed, dataset_size).
+
+    Example:
+
+    >>> conv = tfpriors.layers.SparseVDConv2D(32, 3, padding="same", activation="relu")
+    >>> conv(np.zeros((2, 8, 8, 1), "float32")).shape
+    TensorShape([2, 8, 8, 32])
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid",
+                 data_format=None, dilation_rate=1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = _validation.positive_int(filters, "filters")
+        self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
+        self.strides = _validation.int_tuple(strides, "strides", 2)
+        self.padding = _validation.one_of(padding, "padding", {"valid", "same"})
+        self.data_format = _validation.one_of(
+            data_format or keras.config.image_data_format(), "data_format",
+            {"channels_last", "channels_first"})
+        self.dilation_rate = _validation.int_tuple(dilation_rate, "dilation_rate", 2)
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not "
+                             f"supported; received strides={self.strides}, "
+                             f"dilation_rate={self.dilation_rate}.")
+
+    @property
+    def _channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[self._channel_axis] is None:
+            raise ValueError(
+                f"`inputs` of {type(self).__name__} '{self.name}' must have rank 4 "
+                f"({'(batch, height, width, channels)' if self._channel_axis == -1 else '(batch, channels, height, width)'}) "
+                f"with known channels; received shape {tuple(input_shape)}.")
+        in_channels = int(input_shape[self._channel_axis])
+        self._build_weights(self.kernel_size + (in_channels, self.filters), (self.filters,))
+        self.input_spec = keras.InputSpec(ndim=4, axes={self._channel_axis: in_channels})
+
+    def _linear(self, inputs, kernel):
+        return ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                        data_format=self.data_format, dilation_rate=self.dilation_rate)
+
+    def _add_bias(self, outputs):
+        if self.bias is None:
+            return outputs
+        if self.data_format == "channels_first":
+            return outputs + ops.reshape(self.bias, (1, self.filters, 1, 1))
+        return outputs + self.bias
+
+    def compute_output_shape(self, input_shape):
+        spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        spatial = []
+        for axis, k, s, d in zip(spatial_axes, self.kernel_size, self.strides,
+                                 self.dilation_rate):
+            size = input_shape[axis]
+            if size is None:
+                spatial.append(None)
+            elif self.padding == "same":
+                spatial.append(math.ceil(size / s))
+            else:
+                spatial.append((size - d * (k - 1) - 1) // s + 1)
+        if self.data_format == "channels_last":
+            return (input_shape[0], *spatial, self.filters)
+        return (input_shape[0], self.filters, *spatial)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "data_format": self.data_format,
+            "dilation_rate": self.dilation_rate,
+        })
+        return config

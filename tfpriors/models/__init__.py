@@ -1,0 +1,5 @@
+"""Reference networks, each buildable with plain Keras or tfpriors layers."""
+
+from tfpriors.models.lenet import lenet5, lenet_300_100
+
+__all__ = ["lenet_300_100", "lenet5"]

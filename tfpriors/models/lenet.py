@@ -1,0 +1,85 @@
+"""LeNet-300-100 and the Caffe-style LeNet-5, dense or Sparse VD."""
+
+import keras
+
+from tfpriors import _validation
+from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense
+
+KINDS = ("dense", "sparse_vd")
+
+
+def _layer_types(kind):
+    kind = _validation.one_of(kind, "kind", set(KINDS))
+    if kind == "sparse_vd":
+        return SparseVDDense, SparseVDConv2D
+    return keras.layers.Dense, keras.layers.Conv2D
+
+
+def _check_common(input_shape, num_classes):
+    try:
+        input_shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"`input_shape` must be a tuple of ints; received {input_shape!r}.") \
+            from None
+    num_classes = _validation.positive_int(num_classes, "num_classes")
+    return input_shape, num_classes
+
+
+def lenet_300_100(input_shape=(784,), num_classes=10, kind="dense", name=None):
+    """The fully connected LeNet-300-100 (two hidden ReLU layers of 300 and 100 units).
+
+    Inputs of any shape are flattened first. Outputs are logits.
+
+    Args:
+        input_shape: shape of one example, e.g. ``(64,)`` for digits.
+        num_classes: number of output logits.
+        kind: ``"dense"`` (``keras.layers.Dense``) or ``"sparse_vd"`` (``SparseVDDense``).
+
+    Example:
+
+    >>> model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
+    """
+    input_shape, num_classes = _check_common(input_shape, num_classes)
+    dense, _ = _layer_types(kind)
+    layers = [keras.Input(input_shape)]
+    if len(input_shape) > 1:
+        layers.append(keras.layers.Flatten())
+    layers += [dense(300, activation="relu", name="fc1"),
+               dense(100, activation="relu", name="fc2"),
+               dense(num_classes, name="fc3")]
+    return keras.Sequential(layers, name=name or f"lenet_300_100_{kind}")
+
+
+def lenet5(input_shape=(28, 28, 1), num_classes=10, kind="dense", padding="auto", name=None):
+    """Caffe's LeNet-5: conv 20@5x5, max-pool, conv 50@5x5, max-pool, 500 ReLU, logits.
+
+    Args:
+        input_shape: ``(height, width, channels)``.
+        num_classes: number of output logits.
+        kind: ``"dense"`` or ``"sparse_vd"``.
+        padding: ``"valid"`` (Caffe), ``"same"``, or ``"auto"``: valid for
+            inputs of at least 16 pixels a side, same for small ones such as
+            the 8x8 digits (valid 5x5 convolutions would not fit there).
+
+    Example:
+
+    >>> model = tfpriors.models.lenet5((8, 8, 1), 10, kind="sparse_vd")
+    """
+    input_shape, num_classes = _check_common(input_shape, num_classes)
+    if len(input_shape) != 3:
+        raise ValueError("`input_shape` of lenet5 must be (height, width, channels); "
+                         f"received {input_shape}.")
+    dense, conv = _layer_types(kind)
+    padding = _validation.one_of(padding, "padding", {"auto", "valid", "same"})
+    if padding == "auto":
+        padding = "valid" if min(input_shape[:2]) >= 16 else "same"
+    return keras.Sequential([
+        keras.Input(input_shape),
+        conv(20, 5, padding=padding, name="conv1"),
+        keras.layers.MaxPooling2D(2, name="pool1"),
+        conv(50, 5, padding=padding, name="conv2"),
+        keras.layers.MaxPooling2D(2, name="pool2"),
+        keras.layers.Flatten(name="flatten"),
+        dense(500, activation="relu", name="fc1"),
+        dense(num_classes, name="fc2"),
+    ], name=name or f"lenet5_{kind}")

@@ -1,0 +1,6 @@
+"""Priors over weights: one ``Prior.kl`` interface for every variational layer."""
+
+from tfpriors.priors.base import Prior
+from tfpriors.priors.log_uniform import LogUniform, log_alpha
+
+__all__ = ["Prior", "LogUniform", "log_alpha"]

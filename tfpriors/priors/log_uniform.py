@@ -1,0 +1,56 @@
+"""The log-uniform prior of Sparse Variational Dropout (Molchanov et al., 2017)."""
+
+import keras
+from keras import ops
+
+from tfpriors import _validation
+from tfpriors.priors.base import Prior
+
+# Constants of the sigmoid approximation of -KL(q || log-uniform), fitted in the paper.
+K1, K2, K3 = 0.63576, 1.87320, 1.48695
+LOG_ALPHA_MIN, LOG_ALPHA_MAX = -8.0, 8.0
+
+
+def log_alpha(mean, log_sigma2):
+    """Dropout log-rate of the additive parametrization, clipped to [-8, 8].
+
+    ``log_alpha = clip(log_sigma2 - log(mean^2 + 1e-8), -8, 8)``.
+    """
+    return ops.clip(log_sigma2 - ops.log(ops.square(mean) + 1e-8),
+                    LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class LogUniform(Prior):
+    """Improper log-uniform prior ``p(|w|) ∝ 1/|w|``, the sparsifying prior.
+
+    Its KL divergence from a Gaussian posterior depends only on the dropout
+    rate ``alpha = sigma^2 / mean^2`` and is approximated by
+
+    ``-KL ~= k1 * sigmoid(k2 + k3 * log_alpha) - 0.5 * log1p(exp(-log_alpha)) - k1``
+
+    with ``k1, k2, k3 = 0.63576, 1.87320, 1.48695``.
+
+    Example:
+
+    >>> prior = LogUniform()
+    >>> float(prior.kl(keras.ops.ones((3,)), keras.ops.zeros((3,))))  # alpha = 1
+    1.1637...
+    """
+
+    def kl_from_log_alpha(self, log_alpha_value):
+        """Elementwise approximate KL(q || p) for the given log dropout rates."""
+        log_alpha_value = ops.cast(log_alpha_value, "float32")
+        return (K1 - K1 * ops.sigmoid(K2 + K3 * log_alpha_value)
+                + 0.5 * ops.softplus(-log_alpha_value))
+
+    def kl(self, mean, log_sigma2):
+        mean = ops.cast(mean, "float32")
+        log_sigma2 = ops.cast(log_sigma2, "float32")
+        return ops.sum(self.kl_from_log_alpha(log_alpha(mean, log_sigma2)))
+
+
+def validate_threshold(threshold):
+    """Checks the pruning threshold on log_alpha of a Sparse VD layer."""
+    return _validation.real_number(threshold, "threshold",
+                                   minimum=LOG_ALPHA_MIN, maximum=LOG_ALPHA_MAX)

@@ -1,0 +1,109 @@
+"""Turn a trained Keras model into a Sparse VD model with the same function."""
+
+import keras
+
+from tfpriors import _validation
+from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense
+from tfpriors.priors.log_uniform import validate_threshold
+
+# Initial log-variance when sparsifying a pretrained model (reference code).
+LOG_SIGMA2_INIT_PRETRAINED = -8.0
+
+_SHARED_KEYS = ("name", "activation", "use_bias", "kernel_initializer",
+                "bias_initializer", "kernel_regularizer", "bias_regularizer",
+                "activity_regularizer", "dtype", "trainable")
+
+
+def _sparse_vd_counterpart(layer, threshold, log_sigma2_init, dataset_size):
+    """Returns the Sparse VD layer replacing ``layer``, or None to keep it."""
+    config = layer.get_config()
+    common = {key: config[key] for key in _SHARED_KEYS if key in config}
+    common.update(threshold=threshold, log_sigma2_initializer=log_sigma2_init,
+                  dataset_size=dataset_size)
+    if type(layer) is keras.layers.Dense:
+        return SparseVDDense(units=config["units"], **common)
+    if type(layer) is keras.layers.Conv2D and config.get("groups", 1) == 1:
+        return SparseVDConv2D(
+            filters=config["filters"], kernel_size=config["kernel_size"],
+            strides=config["strides"], padding=config["padding"],
+            data_format=config["data_format"], dilation_rate=config["dilation_rate"],
+            **common)
+    return None
+
+
+def sparsify(model, threshold=3.0, log_sigma2_init=LOG_SIGMA2_INIT_PRETRAINED,
+             dataset_size=None, skip=()):
+    """Replaces ``Dense`` and ``Conv2D`` layers by Sparse VD layers with the same weights.
+
+    Works on Sequential and functional models (nested ones included). Every
+    other layer is kept as it is, with its weights. The new layers start with
+    ``log_sigma2 = log_sigma2_init`` (default -8), so the model computes the
+    same function as before, up to the small posterior noise during training.
+
+    Args:
+        model: a built Sequential or functional ``keras.Model``.
+        threshold: pruning threshold on log_alpha of the new layers.
+        log_sigma2_init: initial log-variance of the new layers.
+        dataset_size: optional training-set size for the KL; it can be set
+            later with ``tfpriors.set_dataset_size``.
+        skip: names of Dense / Conv2D layers to keep as they are (for example
+            the output layer).
+
+    Returns:
+        A new, uncompiled model. The original model is not changed.
+
+    Example:
+
+    >>> sparse = tfpriors.sparsify(pretrained)
+    >>> tfpriors.set_dataset_size(sparse, len(x_train))
+    >>> sparse.compile("adam", loss, metrics=["accuracy"])
+    >>> sparse.fit(x_train, y_train, epochs=50,
+    ...            callbacks=[tfpriors.callbacks.KLWarmup(0, 10)])
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+    if not isinstance(model, (keras.Sequential,)) and not _is_functional(model):
+        raise ValueError("`model` must be a Sequential or functional model; subclassed "
+                         f"models ({type(model).__name__}) cannot be rewritten layer by "
+                         "layer. Build the model with Sparse VD layers directly instead.")
+    if not model.built:
+        raise ValueError("`model` must be built (give it an Input) before sparsify.")
+    threshold = validate_threshold(threshold)
+    log_sigma2_init = _validation.real_number(log_sigma2_init, "log_sigma2_init")
+    if dataset_size is not None:
+        dataset_size = _validation.positive_int(dataset_size, "dataset_size")
+    skip = set([skip] if isinstance(skip, str) else skip)
+    unknown = skip - {layer.name for layer in model._flatten_layers(include_self=False)}
+    if unknown:
+        raise ValueError(f"`skip` names layers the model does not have: {sorted(unknown)}.")
+
+    originals = {}
+
+    def clone_layer(layer):
+        replacement = None
+        if layer.name not in skip:
+            replacement = _sparse_vd_counterpart(layer, threshold, log_sigma2_init,
+                                                 dataset_size)
+        if replacement is None:
+            replacement = layer.__class__.from_config(layer.get_config())
+        originals[id(replacement)] = layer
+        return replacement
+
+    new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    for new_layer in new_model._flatten_layers(include_self=False, recursive=True):
+        original = originals.get(id(new_layer))
+        if original is None or not original.weights:
+            continue
+        if isinstance(new_layer, (SparseVDDense, SparseVDConv2D)):
+            new_layer.kernel.assign(original.kernel)
+            if new_layer.use_bias:
+                new_layer.bias.assign(original.bias)
+        elif not isinstance(new_layer, keras.Model):
+            new_layer.set_weights(original.get_weights())
+    return new_model
+
+
+def _is_functional(model):
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)
