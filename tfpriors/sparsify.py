@@ -1,6 +1,7 @@
 """Turn a trained Keras model into a Sparse VD model with the same function."""
 
 import keras
+import numpy as np
 
 from tfpriors import _validation
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense
@@ -37,8 +38,10 @@ def sparsify(model, threshold=3.0, log_sigma2_init=LOG_SIGMA2_INIT_PRETRAINED,
 
     Works on Sequential and functional models (nested ones included). Every
     other layer is kept as it is, with its weights. The new layers start with
-    ``log_sigma2 = log_sigma2_init`` (default -8), so the model computes the
-    same function as before, up to the small posterior noise during training.
+    ``log_sigma2 = log_sigma2_init`` (default -8, as in the paper's pretrained
+    runs), lowered for the few weights so small that -8 alone would already
+    prune them; so the model computes the same function as before (exactly at
+    evaluation, up to the small posterior noise during training).
 
     Args:
         model: a built Sequential or functional ``keras.Model``.
@@ -95,12 +98,24 @@ def sparsify(model, threshold=3.0, log_sigma2_init=LOG_SIGMA2_INIT_PRETRAINED,
         if original is None or not original.weights:
             continue
         if isinstance(new_layer, (SparseVDDense, SparseVDConv2D)):
-            new_layer.kernel.assign(original.kernel)
+            theta = keras.ops.convert_to_numpy(original.kernel)
+            new_layer.kernel.assign(theta)
+            new_layer.log_sigma2.assign(_function_preserving_log_sigma2(
+                theta, log_sigma2_init, threshold))
             if new_layer.use_bias:
                 new_layer.bias.assign(original.bias)
         elif not isinstance(new_layer, keras.Model):
             new_layer.set_weights(original.get_weights())
     return new_model
+
+
+def _function_preserving_log_sigma2(theta, log_sigma2_init, threshold):
+    # A constant -8 would give |theta| < ~0.004 a log_alpha above the
+    # threshold, pruning them before training starts. Lowering log_sigma2 for
+    # those weights (to log_alpha = threshold - 1) keeps the pretrained
+    # function exactly; training then decides which of them to drop.
+    ceiling = np.log(np.square(theta.astype("float64")) + 1e-8) + threshold - 1.0
+    return np.minimum(log_sigma2_init, ceiling).astype("float32")
 
 
 def _is_functional(model):

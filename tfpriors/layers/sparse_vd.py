@@ -23,6 +23,18 @@ from tfpriors.priors.log_uniform import LogUniform, log_alpha, validate_threshol
 LOG_SIGMA2_INIT_SCRATCH = -10.0
 
 
+def _log_sigma2_initializer(value):
+    """A number means a constant log-variance; anything else is a Keras initializer."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return keras.initializers.Constant(
+            _validation.real_number(value, "log_sigma2_initializer"))
+    try:
+        return keras.initializers.get(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError("`log_sigma2_initializer` must be a number or a Keras initializer; "
+                         f"received {value!r}.") from error
+
+
 class SparseVDLayer(KLLayer):
     """Shared machinery of the Sparse VD layers: weights, KL, pruning, forward modes.
 
@@ -45,10 +57,7 @@ class SparseVDLayer(KLLayer):
         self.threshold = validate_threshold(threshold)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        if not callable(log_sigma2_initializer):
-            log_sigma2_initializer = keras.initializers.Constant(
-                _validation.real_number(log_sigma2_initializer, "log_sigma2_initializer"))
-        self.log_sigma2_initializer = keras.initializers.get(log_sigma2_initializer)
+        self.log_sigma2_initializer = _log_sigma2_initializer(log_sigma2_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.seed = seed
@@ -257,8 +266,15 @@ class SparseVDConv2D(SparseVDLayer):
         self.input_spec = keras.InputSpec(ndim=4, axes={self._channel_axis: in_channels})
 
     def _linear(self, inputs, kernel):
-        return ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
-                        data_format=self.data_format, dilation_rate=self.dilation_rate)
+        # TensorFlow's CPU convolution only supports NHWC, so channels-first
+        # inputs are transposed around it.
+        if self.data_format == "channels_first":
+            inputs = ops.transpose(inputs, (0, 2, 3, 1))
+        outputs = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                           data_format="channels_last", dilation_rate=self.dilation_rate)
+        if self.data_format == "channels_first":
+            outputs = ops.transpose(outputs, (0, 3, 1, 2))
+        return outputs
 
     def _add_bias(self, outputs):
         if self.bias is None:

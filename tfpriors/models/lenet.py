@@ -16,6 +16,8 @@ def _layer_types(kind):
 
 
 def _check_common(input_shape, num_classes):
+    if isinstance(input_shape, (str, bytes)):
+        raise TypeError(f"`input_shape` must be a tuple of ints; received {input_shape!r}.")
     try:
         input_shape = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError):

@@ -41,7 +41,8 @@ class LogUniform(Prior):
     def kl_from_log_alpha(self, log_alpha_value):
         """Elementwise approximate KL(q || p) for the given log dropout rates."""
         log_alpha_value = ops.cast(log_alpha_value, "float32")
-        return (K1 - K1 * ops.sigmoid(K2 + K3 * log_alpha_value)
+        # k1 - k1*sigmoid(t) written as k1*sigmoid(-t): no cancellation in float32.
+        return (K1 * ops.sigmoid(-(K2 + K3 * log_alpha_value))
                 + 0.5 * ops.softplus(-log_alpha_value))
 
     def kl(self, mean, log_sigma2):

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+import tfpriors
+from tfpriors import datasets
+
+
+def test_digits_split_is_fixed_and_scaled():
+    (x, y), (xt, yt) = datasets.load_digits()
+    assert x.shape == (1347, 64) and xt.shape == (450, 64)
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    assert 0.0 == x.min() and x.max() == 1.0
+    assert set(np.unique(y)) == set(range(10))
+    (x2, y2), _ = datasets.load_digits()
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    (xi, _), _ = datasets.load_digits(flat=False)
+    assert xi.shape == (1347, 8, 8, 1)
+    np.testing.assert_array_equal(xi.reshape(len(xi), -1), x)
+
+
+@pytest.mark.parametrize("loader,name,module", [
+    (datasets.load_mnist, "MNIST", "mnist"),
+    (datasets.load_fashion_mnist, "Fashion-MNIST", "fashion_mnist"),
+    (datasets.load_cifar10, "CIFAR-10", "cifar10"),
+])
+def test_offline_error_names_the_data_set_and_the_cache(loader, name, module, monkeypatch,
+                                                          tmp_path):
+    import keras
+    import urllib.error
+
+    def offline():
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(getattr(keras.datasets, module), "load_data", offline)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(datasets.DatasetUnavailableError) as info:
+        loader()
+    message = str(info.value)
+    assert name in message and str(tmp_path) in message
+
+
+def test_real_loader_shapes_when_the_data_is_there(monkeypatch):
+    import keras
+
+    fake = ((np.full((5, 32, 32, 3), 255, np.uint8), np.arange(5).reshape(5, 1)),
+            (np.zeros((2, 32, 32, 3), np.uint8), np.arange(2).reshape(2, 1)))
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", lambda: fake)
+    (x, y), (xt, yt) = datasets.load_cifar10()
+    assert x.shape == (5, 32, 32, 3) and x.dtype == np.float32 and x.max() == 1.0
+    assert y.shape == (5,) and yt.dtype == np.int64
+    (x, _), _ = datasets.load_cifar10(flat=True)
+    assert x.shape == (5, 3072)
+
+
+def test_load_by_name_and_bad_arguments():
+    (x, _), _ = datasets.load("digits")
+    assert x.shape == (1347, 64)
+    with pytest.raises(ValueError, match="name"):
+        datasets.load("imagenet")
+    with pytest.raises(TypeError, match="flat"):
+        tfpriors.datasets.load_digits(flat="yes")
