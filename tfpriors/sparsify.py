@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
+from tfpriors._rewrite import check_rewritable, rewrite_model
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense
 from tfpriors.priors.log_uniform import validate_threshold
 
@@ -63,14 +64,7 @@ def sparsify(model, threshold=3.0, log_sigma2_init=LOG_SIGMA2_INIT_PRETRAINED,
     >>> sparse.fit(x_train, y_train, epochs=50,
     ...            callbacks=[tfpriors.callbacks.KLWarmup(0, 10)])
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
-    if not isinstance(model, (keras.Sequential,)) and not _is_functional(model):
-        raise ValueError("`model` must be a Sequential or functional model; subclassed "
-                         f"models ({type(model).__name__}) cannot be rewritten layer by "
-                         "layer. Build the model with Sparse VD layers directly instead.")
-    if not model.built:
-        raise ValueError("`model` must be built (give it an Input) before sparsify.")
+    check_rewritable(model)
     threshold = validate_threshold(threshold)
     log_sigma2_init = _validation.real_number(log_sigma2_init, "log_sigma2_init")
     if dataset_size is not None:
@@ -80,33 +74,24 @@ def sparsify(model, threshold=3.0, log_sigma2_init=LOG_SIGMA2_INIT_PRETRAINED,
     if unknown:
         raise ValueError(f"`skip` names layers the model does not have: {sorted(unknown)}.")
 
-    originals = {}
+    def replace(layer):
+        if layer.name in skip:
+            return None
+        new_layer = _sparse_vd_counterpart(layer, threshold, log_sigma2_init, dataset_size)
+        if new_layer is None:
+            return None
 
-    def clone_layer(layer):
-        replacement = None
-        if layer.name not in skip:
-            replacement = _sparse_vd_counterpart(layer, threshold, log_sigma2_init,
-                                                 dataset_size)
-        if replacement is None:
-            replacement = layer.__class__.from_config(layer.get_config())
-        originals[id(replacement)] = layer
-        return replacement
+        def set_weights(target, theta=keras.ops.convert_to_numpy(layer.kernel),
+                        bias=layer.bias):
+            target.kernel.assign(theta)
+            target.log_sigma2.assign(
+                _function_preserving_log_sigma2(theta, log_sigma2_init, threshold))
+            if target.use_bias:
+                target.bias.assign(bias)
 
-    new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    for new_layer in new_model._flatten_layers(include_self=False, recursive=True):
-        original = originals.get(id(new_layer))
-        if original is None or not original.weights:
-            continue
-        if isinstance(new_layer, (SparseVDDense, SparseVDConv2D)):
-            theta = keras.ops.convert_to_numpy(original.kernel)
-            new_layer.kernel.assign(theta)
-            new_layer.log_sigma2.assign(_function_preserving_log_sigma2(
-                theta, log_sigma2_init, threshold))
-            if new_layer.use_bias:
-                new_layer.bias.assign(original.bias)
-        elif not isinstance(new_layer, keras.Model):
-            new_layer.set_weights(original.get_weights())
-    return new_model
+        return new_layer, set_weights
+
+    return rewrite_model(model, replace)
 
 
 def _function_preserving_log_sigma2(theta, log_sigma2_init, threshold):
@@ -116,9 +101,3 @@ def _function_preserving_log_sigma2(theta, log_sigma2_init, threshold):
     # function exactly; training then decides which of them to drop.
     ceiling = np.log(np.square(theta.astype("float64")) + 1e-8) + threshold - 1.0
     return np.minimum(log_sigma2_init, ceiling).astype("float32")
-
-
-def _is_functional(model):
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, Functional)
