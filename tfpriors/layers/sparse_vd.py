@@ -97,6 +97,12 @@ class SparseVDLayer(KLLayer):
         keep = ops.cast(self.log_alpha() < self.threshold, self.kernel.dtype)
         return self.kernel * keep
 
+    def _inference_weights(self):
+        weights = [ops.convert_to_numpy(self.pruned_kernel())]
+        if self.use_bias:
+            weights.append(ops.convert_to_numpy(self.bias))
+        return weights
+
     def sparsity(self):
         """Fraction of kernel weights removed at evaluation, in [0, 1]."""
         return 1.0 - float(np.mean(self.kept_mask()))
@@ -202,6 +208,12 @@ class SparseVDDense(SparseVDLayer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
+    def inference_layer(self):
+        """The export form: a plain ``keras.layers.Dense`` and its pruned weights."""
+        layer = keras.layers.Dense(self.units, activation=self.activation,
+                                   use_bias=self.use_bias, name=self.name)
+        return layer, self._inference_weights()
+
     def get_config(self):
         config = super().get_config()
         config["units"] = self.units
@@ -298,6 +310,14 @@ class SparseVDConv2D(SparseVDLayer):
         if self.data_format == "channels_last":
             return (input_shape[0], *spatial, self.filters)
         return (input_shape[0], self.filters, *spatial)
+
+    def inference_layer(self):
+        """The export form: a plain ``keras.layers.Conv2D`` and its pruned weights."""
+        layer = keras.layers.Conv2D(
+            self.filters, self.kernel_size, strides=self.strides, padding=self.padding,
+            data_format=self.data_format, dilation_rate=self.dilation_rate,
+            activation=self.activation, use_bias=self.use_bias, name=self.name)
+        return layer, self._inference_weights()
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,244 @@
+"""Structural shrink: remove dead units and filters so any runtime runs a smaller net.
+
+A unit (Dense) or filter (Conv2D) of a producer layer is dead when
+
+* all its outgoing weights in the next weight layer are zero: it contributes
+  nothing, or
+* all its incoming weights are zero: it outputs the constant
+  ``activation(bias)``, whose contribution is folded into the next layer's
+  bias (exact for Dense consumers and "valid" convolutions; with "same"
+  padding the border would differ, so such filters are kept).
+
+Between producer and consumer only channel-wise layers may stand (pooling,
+element-wise activations, dropout, batch normalization, flatten); anything
+else, a branch, or a model output leaves that producer alone. Shrinking runs
+to a fixed point, since removing a consumer's inputs can kill its own units.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from tfpriors._rewrite import rewrite_model
+
+_ELEMENTWISE_ACTIVATIONS = {
+    "linear", "relu", "relu6", "elu", "selu", "gelu", "sigmoid", "tanh", "softplus",
+    "softsign", "swish", "silu", "leaky_relu", "hard_sigmoid", "hard_silu",
+    "hard_swish", "exponential", "mish", "celu"}
+_POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
+            keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+_PASS_THROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout2D,
+                 keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+                 keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+                 keras.layers.Identity)
+
+
+@dataclasses.dataclass
+class ShrinkSummary:
+    """What :func:`shrink` removed: ``{layer name: (units before, units after)}``."""
+
+    resized: dict
+
+    @property
+    def removed_units(self):
+        return sum(before - after for before, after in self.resized.values())
+
+    def __str__(self):
+        if not self.resized:
+            return "no dead units"
+        return ", ".join(f"{name}: {before}->{after}"
+                         for name, (before, after) in self.resized.items())
+
+
+def _activation_name(layer):
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return "linear"
+    return getattr(activation, "__name__", str(activation))
+
+
+def _channels_last(layer):
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def _is_transparent(layer):
+    """Channel-wise layers a dead channel can pass through unchanged in index."""
+    if not _channels_last(layer):
+        return False
+    if isinstance(layer, keras.layers.Activation):
+        return _activation_name(layer) in _ELEMENTWISE_ACTIVATIONS
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return layer.axis in (-1, len(layer.input.shape) - 1)
+    return isinstance(layer, _POOLING + _PASS_THROUGH + (keras.layers.Flatten,))
+
+
+def _is_weight_layer(layer):
+    return (type(layer) in (keras.layers.Dense, keras.layers.Conv2D)
+            and _channels_last(layer) and getattr(layer, "groups", 1) == 1)
+
+
+class _Graph:
+    """Consumers of each top-level layer of a functional (or Sequential) model."""
+
+    def __init__(self, model):
+        functional = getattr(model, "_functional", None) or model
+        self.layers = [layer for layer in functional.layers
+                       if not isinstance(layer, keras.layers.InputLayer)]
+        members = {id(layer) for layer in self.layers}
+        self.output_ids = {id(t) for t in keras.tree.flatten(functional.outputs)}
+        self._consumers = {}
+        for layer in self.layers:
+            consumers = [node.operation for node in layer._outbound_nodes
+                         if id(node.operation) in members]
+            self._consumers[id(layer)] = consumers
+
+    def chain_from(self, producer):
+        """Returns (transparent layers, consumer) after ``producer``, or None."""
+        chain, current = [], producer
+        while True:
+            consumers = self._consumers[id(current)]
+            if len(consumers) != 1 or id(current.output) in self.output_ids:
+                return None
+            nxt = consumers[0]
+            if _is_weight_layer(nxt):
+                return chain, nxt
+            if not _is_transparent(nxt):
+                return None
+            chain.append(nxt)
+            current = nxt
+
+
+def _constant_after_chain(producer, chain, weights, channels_value):
+    """Runs a constant-per-channel tensor of the producer's output through the chain."""
+    shape = (1,) + tuple(producer.output.shape[1:])
+    tensor = np.broadcast_to(channels_value, shape).astype("float32")
+    for layer in chain:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = _bn_arrays(layer, weights)
+            tensor = (tensor - mean) / np.sqrt(var + layer.epsilon) * gamma + beta
+        else:
+            tensor = keras.ops.convert_to_numpy(layer(tensor, training=False))
+    return tensor
+
+
+def _bn_arrays(layer, weights):
+    arrays = dict(zip([w.name for w in layer.weights], weights[layer.name]))
+    channels = arrays["moving_mean"].shape[0]
+    gamma = arrays.get("gamma", np.ones(channels, "float32"))
+    beta = arrays.get("beta", np.zeros(channels, "float32"))
+    return gamma, beta, arrays["moving_mean"], arrays["moving_variance"]
+
+
+def _shrink_pair(producer, chain, consumer, weights):
+    """Removes dead channels between producer and consumer; True if any were removed."""
+    kernel = weights[producer.name][0]
+    bias = weights[producer.name][1] if producer.use_bias else None
+    channels = kernel.shape[-1]
+    consumer_kernel = weights[consumer.name][0]
+    flattened = any(isinstance(layer, keras.layers.Flatten) for layer in chain)
+    if isinstance(consumer, keras.layers.Dense):
+        rows = consumer_kernel.shape[0]
+        if rows % channels:
+            return False
+        # With a flatten in between, row r of the consumer reads channel r % C.
+        row_channel = np.arange(rows) % channels if flattened else np.arange(rows)
+        if not flattened and rows != channels:
+            return False
+        outgoing_abs = np.zeros(channels)
+        np.add.at(outgoing_abs, row_channel, np.abs(consumer_kernel).sum(axis=1))
+    else:
+        row_channel = None
+        outgoing_abs = np.abs(consumer_kernel).sum(axis=(0, 1, 3))
+
+    dead_out = outgoing_abs == 0
+    dead_in = np.abs(kernel.reshape(-1, channels)).sum(axis=0) == 0
+    if _activation_name(producer) not in _ELEMENTWISE_ACTIVATIONS:
+        return False  # e.g. softmax: removing a unit would renormalise the others
+    foldable = ((isinstance(consumer, keras.layers.Dense) or consumer.padding == "valid")
+                and consumer.use_bias)
+    dead = dead_out | (dead_in if foldable else np.zeros_like(dead_in))
+    if not dead.any():
+        return False
+    if dead.all():
+        dead[0] = False  # keep one channel: TFLite has no zero-sized tensors
+        if channels == 1:
+            return False
+    keep = ~dead
+
+    folded = dead & dead_in & ~dead_out
+    if folded.any():
+        constant = np.zeros(channels, "float32")
+        constant[folded] = keras.ops.convert_to_numpy(producer.activation(
+            (bias if bias is not None else np.zeros(channels, "float32"))[folded]))
+        # Only folded channels matter; a batch norm in the chain shifts the
+        # others too, so they are masked out again after it.
+        after = _constant_after_chain(producer, chain, weights, constant)
+        if flattened:
+            values = np.where(folded[row_channel], after.reshape(-1), 0.0)
+        else:
+            # Every position carries the same per-channel constant.
+            values = np.where(folded, after.reshape(-1, channels)[0], 0.0)
+        if isinstance(consumer, keras.layers.Dense):
+            delta = values @ consumer_kernel
+        else:
+            delta = np.einsum("c,hwco->o", values, consumer_kernel)
+        weights[consumer.name][1] = weights[consumer.name][1] + delta.astype("float32")
+
+    weights[producer.name][0] = kernel[..., keep]
+    if bias is not None:
+        weights[producer.name][1] = bias[keep]
+    for layer in chain:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            weights[layer.name] = [w[keep] for w in weights[layer.name]]
+    if isinstance(consumer, keras.layers.Dense):
+        weights[consumer.name][0] = consumer_kernel[keep[row_channel]]
+    else:
+        weights[consumer.name][0] = consumer_kernel[:, :, keep, :]
+    return True
+
+
+def shrink(model):
+    """Returns ``(smaller model, ShrinkSummary)`` with dead units and filters removed.
+
+    ``model`` must be a plain Keras model (see ``inference_model``); its
+    outputs are unchanged up to float32 rounding.
+
+    Example:
+
+    >>> small, summary = tfpriors.export.shrink(tfpriors.export.inference_model(model))
+    >>> print(summary)   # fc1: 300->42, fc2: 100->21
+    """
+    graph = _Graph(model)
+    weights = {layer.name: [np.array(w) for w in layer.get_weights()]
+               for layer in graph.layers}
+    sizes_before = {layer.name: weights[layer.name][0].shape[-1]
+                    for layer in graph.layers if _is_weight_layer(layer)}
+    changed = True
+    while changed:
+        changed = False
+        for layer in graph.layers:
+            if not _is_weight_layer(layer):
+                continue
+            found = graph.chain_from(layer)
+            if found is not None and _shrink_pair(layer, *found, weights):
+                changed = True
+    resized = {name: (before, weights[name][0].shape[-1])
+               for name, before in sizes_before.items()
+               if weights[name][0].shape[-1] != before}
+    if not resized:
+        return model, ShrinkSummary({})
+
+    by_name = {layer.name: layer for layer in graph.layers}
+
+    def replace(layer):
+        if by_name.get(layer.name) is not layer:
+            return None
+        config = layer.get_config()
+        if layer.name in resized:
+            config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = \
+                int(resized[layer.name][1])
+        new_weights = weights[layer.name]
+        return layer.__class__.from_config(config), lambda t: t.set_weights(new_weights)
+
+    return rewrite_model(model, replace), ShrinkSummary(resized)
