@@ -5,6 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfpriors._layers import walk
 from tfpriors.layers.sparse_vd import SparseVDLayer
 
 # Plain layers whose kernels count as fully kept, so that the total
@@ -101,7 +102,7 @@ def compression_report(model):
         raise ValueError("`model` must be built (call it on data or give it an Input) "
                          "before a compression report can count its weights.")
     rows = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in walk(model):
         if isinstance(layer, SparseVDLayer):
             kept = layer.kept_mask()
             rows.append(LayerCompression(layer.name, type(layer).__name__,

@@ -24,6 +24,11 @@ def atomic_path(path):
     handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{suffix}",
                                          dir=directory)
     os.close(handle)
+    # mkstemp makes the file private (0600); give it the permissions a plain
+    # open() would have given.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     try:
         yield temporary
         os.replace(temporary, path)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
+from tfpriors._layers import walk
 from tfpriors._rewrite import check_rewritable, rewrite_model
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense
 from tfpriors.priors.log_uniform import validate_threshold
@@ -70,7 +71,7 @@ def sparsify(model, threshold=3.0, log_sigma2_init=LOG_SIGMA2_INIT_PRETRAINED,
     if dataset_size is not None:
         dataset_size = _validation.positive_int(dataset_size, "dataset_size")
     skip = set([skip] if isinstance(skip, str) else skip)
-    unknown = skip - {layer.name for layer in model._flatten_layers(include_self=False)}
+    unknown = skip - {layer.name for layer in walk(model)}
     if unknown:
         raise ValueError(f"`skip` names layers the model does not have: {sorted(unknown)}.")
 

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
+from tfpriors._layers import walk
 from tfpriors.export.inference import ExportError, inference_model
 from tfpriors.export.shrink import ShrinkSummary, shrink as shrink_model
 from tfpriors.io import atomic_path
@@ -105,7 +106,7 @@ def _frozen_function(model, batch_size):
 
 def _layer_of_op(model, op_name):
     # Keras names ops "<model>/<layer>_<n>/..." inside traced functions.
-    names = sorted((layer.name for layer in model._flatten_layers(include_self=False)),
+    names = sorted((layer.name for layer in walk(model)),
                    key=len, reverse=True)
     for part in op_name.split("/"):
         for name in names:
@@ -117,7 +118,7 @@ def _layer_of_op(model, op_name):
 def _sparse_candidates(model):
     """Dense layers whose kernels are sparse enough for TFLite's sparse encoding."""
     names = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in walk(model):
         if isinstance(layer, keras.layers.Dense):
             kernel = keras.ops.convert_to_numpy(layer.kernel)
             if np.mean(kernel == 0) >= SPARSE_STORAGE_MIN_ZEROS:
@@ -294,8 +295,7 @@ def to_tflite(model, path, quantize=None, representative_data=None, verify_data=
 def _dense_architecture(model):
     """The same architecture with unpruned posterior means: the dense baseline."""
     plain = inference_model(model)
-    for layer, original in zip(plain._flatten_layers(include_self=False),
-                               model._flatten_layers(include_self=False)):
+    for layer, original in zip(walk(plain), walk(model)):
         if hasattr(original, "inference_layer") and hasattr(original, "kernel"):
             layer.kernel.assign(original.kernel)
     return plain

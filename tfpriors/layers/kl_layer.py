@@ -10,6 +10,7 @@ model's losses, so the compiled loss becomes the per-example negative ELBO.
 import keras
 
 from tfpriors import _validation
+from tfpriors._layers import walk
 
 
 class DatasetSizeNotSetError(ValueError):
@@ -38,11 +39,16 @@ class KLLayer(keras.layers.Layer):
         """Returns the unscaled KL(q || p) of this layer's weights (float32 scalar)."""
         raise NotImplementedError(f"{type(self).__name__} does not define `kl`.")
 
-    def add_kl(self, training):
+    def add_kl(self, training, kl=None):
         """Adds ``kl_weight * kl / dataset_size`` to the layer's losses.
 
         Training without a dataset size is refused rather than silently
         mis-scaled; evaluation without one simply reports no KL.
+
+        Args:
+            training: whether the layer is called in training mode.
+            kl: the KL value when the layer computed it already (``self.kl()``
+                otherwise).
         """
         if self.dataset_size is None:
             if training:
@@ -52,7 +58,9 @@ class KLLayer(keras.layers.Layer):
                     "`tfpriors.set_dataset_size(model, len(x_train))` before `fit` "
                     "(or pass `dataset_size=` to the layer).")
             return
-        self.add_loss(self.kl_weight * self.kl() / float(self.dataset_size))
+        if kl is None:
+            kl = self.kl()
+        self.add_loss(self.kl_weight * kl / float(self.dataset_size))
 
     def get_config(self):
         config = super().get_config()
@@ -62,12 +70,7 @@ class KLLayer(keras.layers.Layer):
 
 def kl_layers(model):
     """Lists the :class:`KLLayer` instances of ``model``, nested ones included."""
-    if isinstance(model, KLLayer):
-        return [model]
-    if not isinstance(model, keras.layers.Layer):
-        raise TypeError(f"`model` must be a Keras model or layer; received {type(model).__name__}.")
-    return [layer for layer in model._flatten_layers(include_self=True, recursive=True)
-            if isinstance(layer, KLLayer)]
+    return [layer for layer in walk(model, include_self=True) if isinstance(layer, KLLayer)]
 
 
 def _forget_compiled_functions(model):

@@ -45,6 +45,12 @@ class LogUniform(Prior):
         return (K1 * ops.sigmoid(-(K2 + K3 * log_alpha_value))
                 + 0.5 * ops.softplus(-log_alpha_value))
 
+    def kl_derivative(self, log_alpha_value):
+        """Elementwise d KL / d log_alpha of :meth:`kl_from_log_alpha`."""
+        log_alpha_value = ops.cast(log_alpha_value, "float32")
+        gate = ops.sigmoid(-(K2 + K3 * log_alpha_value))
+        return -K1 * K3 * gate * (1.0 - gate) - 0.5 * ops.sigmoid(-log_alpha_value)
+
     def kl(self, mean, log_sigma2):
         mean = ops.cast(mean, "float32")
         log_sigma2 = ops.cast(log_sigma2, "float32")

@@ -1,0 +1,273 @@
+"""The ``tfpriors`` command line.
+
+    tfpriors demo [--epochs N] [--out DIR] [--seed S]
+
+``demo`` trains LeNet-300-100 on the embedded digits data: a dense baseline,
+then the same network sparsified with Sparse Variational Dropout and
+fine-tuned. It prints both accuracies and the compression, and writes the
+Sparse VD model (``model.keras``) and a picture of what it removed
+(``sparsity.png``).
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+
+DEFAULT_OUT = "tfpriors_demo"
+MODEL_FILE = "model.keras"
+PLOT_FILE = "sparsity.png"
+
+# The demo recipe: pretrain dense, `tfpriors.sparsify` it, fine-tune with the
+# KL weight warmed up over the first third of the epochs (the paper's recipe
+# for pretrained nets). On digits (5 seeds, batch 64, adam 1e-3) it beat
+# Sparse VD from scratch on accuracy at similar compression: 100 epochs
+# 96.3% vs 95.7% test accuracy at 92x vs 94x; 150 epochs 96.8% vs 96.6% at
+# 106x vs 116x, with a smaller spread over seeds. 150 epochs take about half
+# a minute on 2 CPU cores.
+DEFAULT_EPOCHS = 150
+DENSE_EPOCHS = 20
+BATCH_SIZE = 64
+WARMUP_FRACTION = 1 / 3
+DIGITS_IMAGE_SHAPE = (8, 8)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer; received {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; received {value}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 0; received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; received {value}")
+    return value
+
+
+def _directory(text):
+    if not text:
+        raise argparse.ArgumentTypeError("must be a directory path; received ''")
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(
+            f"must be a directory; {text!r} exists and is not a directory")
+    return text
+
+
+def build_parser():
+    """The argument parser of ``tfpriors`` (one subparser per command)."""
+    parser = argparse.ArgumentParser(
+        prog="tfpriors",
+        description="Prior knowledge for Keras 3 models: Sparse Variational Dropout "
+                    "and friends.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo", help="dense vs Sparse VD LeNet-300-100 on digits; saves model and plot",
+        description="Trains LeNet-300-100 (64-300-100-10) on the embedded 8x8 digits "
+                    "(1,347 train / 450 test images): a dense baseline, then the same "
+                    "network sparsified with Sparse Variational Dropout "
+                    "(tfpriors.sparsify) and fine-tuned. Prints test accuracy and "
+                    f"compression, and writes {MODEL_FILE} (the Sparse VD model) and "
+                    f"{PLOT_FILE} into --out.")
+    demo.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS, metavar="N",
+                      help=f"Sparse VD fine-tuning epochs (default {DEFAULT_EPOCHS}); the "
+                           f"dense baseline trains for min(N, {DENSE_EPOCHS})")
+    demo.add_argument("--out", type=_directory, default=DEFAULT_OUT, metavar="DIR",
+                      help=f"output directory, created if missing (default ./{DEFAULT_OUT})")
+    demo.add_argument("--seed", type=_non_negative_int, default=0,
+                      help="random seed of initialisation and training (default 0)")
+    demo.set_defaults(handler=_demo_command, parser=demo)
+    return parser
+
+
+@dataclasses.dataclass
+class DemoResult:
+    """What :func:`run_demo` trained, measured and wrote."""
+
+    model: object
+    dense_model: object
+    dense_accuracy: float
+    sparse_accuracy: float
+    report: object
+    dense_weights: int
+    model_path: str
+    plot_path: str
+    seconds: float
+
+
+@contextlib.contextmanager
+def _native_stderr_hidden_unless_failing():
+    """Hides what C++ code writes to stderr in the block, unless the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                os.dup2(saved, 2)
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace"))
+                raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _initialize_devices():
+    # TensorFlow 2.21 probes CUDA when it first lists devices and logs a
+    # scary "failed call to cuInit" on CPU-only machines, whatever
+    # TF_CPP_MIN_LOG_LEVEL says. The demo runs on CPU; keep that line out of
+    # its output unless the user asked for TensorFlow's logs.
+    import tensorflow as tf
+
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
+        tf.config.list_logical_devices()
+        return
+    with _native_stderr_hidden_unless_failing():
+        tf.config.list_logical_devices()
+
+
+def run_demo(epochs=DEFAULT_EPOCHS, out=DEFAULT_OUT, seed=0):
+    """Trains a dense baseline on digits, sparsifies and fine-tunes it; saves model and plot.
+
+    Args:
+        epochs: Sparse VD fine-tuning epochs; the dense baseline trains for
+            ``min(epochs, 20)``.
+        out: existing output directory.
+        seed: random seed for Keras, NumPy and Python.
+
+    Returns:
+        A :class:`DemoResult`.
+
+    Example:
+
+    >>> result = tfpriors.cli.run_demo(epochs=100, out="tfpriors_demo")
+    >>> result.report.total_compression
+    """
+    _initialize_devices()
+    import keras
+
+    import tfpriors
+    from tfpriors.io import atomic_path
+    from tfpriors.plotting import plot_sparsity
+
+    start = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits()
+    num_classes = int(y_train.max()) + 1
+    print(f"digits: {len(x_train):,} training / {len(x_test):,} test images, "
+          f"{x_train.shape[1]} features; LeNet-300-100, batch {BATCH_SIZE}", flush=True)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    # The name carries over to the sparsified model, its file and its plot.
+    dense = tfpriors.models.lenet_300_100(x_train.shape[1:], num_classes, kind="dense",
+                                          name="lenet_300_100")
+    dense.compile("adam", loss, metrics=["accuracy"])
+    dense.fit(x_train, y_train, epochs=min(epochs, DENSE_EPOCHS), batch_size=BATCH_SIZE,
+              verbose=0, callbacks=[tfpriors.callbacks.EpochProgressBar(
+                  "dense baseline", keys=["loss", "accuracy"])])
+    _, dense_accuracy = dense.evaluate(x_test, y_test, batch_size=len(x_test), verbose=0)
+
+    sparse = tfpriors.sparsify(dense)
+    tfpriors.set_dataset_size(sparse, len(x_train))
+    sparse.compile("adam", loss, metrics=["accuracy"])
+    warmup_end = max(1, round(WARMUP_FRACTION * epochs))
+    sparse.fit(x_train, y_train, epochs=epochs, batch_size=BATCH_SIZE, verbose=0,
+               callbacks=[tfpriors.callbacks.KLWarmup(0, warmup_end),
+                          tfpriors.callbacks.SparsityMonitor(per_layer=False),
+                          tfpriors.callbacks.EpochProgressBar(
+                              "Sparse VD", keys=["loss", "accuracy", "kl_weight",
+                                                 "compression"])])
+    _, sparse_accuracy = sparse.evaluate(x_test, y_test, batch_size=len(x_test), verbose=0)
+
+    model_path = os.path.join(out, MODEL_FILE)
+    with atomic_path(model_path) as temporary:
+        sparse.save(temporary)
+    plot_path = os.path.join(out, PLOT_FILE)
+    plot_sparsity(sparse, plot_path, input_image_shape=DIGITS_IMAGE_SHAPE)
+
+    return DemoResult(
+        model=sparse, dense_model=dense, dense_accuracy=float(dense_accuracy),
+        sparse_accuracy=float(sparse_accuracy), report=tfpriors.compression_report(sparse),
+        dense_weights=tfpriors.compression_report(dense).total_weights,
+        model_path=model_path, plot_path=plot_path,
+        seconds=time.perf_counter() - start)
+
+
+def format_summary(result):
+    """The demo's result table (a string)."""
+    report = result.report
+    rows = [("", "test accuracy", "weights kept", "compression", "sparsity"),
+            ("dense baseline", f"{result.dense_accuracy:.2%}", f"{result.dense_weights:,}",
+             "1.0x", f"{0:.2%}"),
+            ("Sparse VD", f"{result.sparse_accuracy:.2%}", f"{report.total_nonzero:,}",
+             f"{report.total_compression:.1f}x", f"{report.total_sparsity:.2%}")]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join([row[0].ljust(widths[0])]
+                       + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])])
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def _demo_command(args):
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as error:
+        args.parser.error(f"argument --out: cannot create directory {args.out!r}: "
+                          f"{error.strerror or error}")
+    result = run_demo(epochs=args.epochs, out=args.out, seed=args.seed)
+    print()
+    print(format_summary(result))
+    print()
+    print("Sparse VD layers (weights kept at evaluation):")
+    print(result.report)
+    print()
+    print(f"wrote {result.model_path}  (the Sparse VD model; `import tfpriors` before "
+          "keras.models.load_model)")
+    print(f"wrote {result.plot_path}  (sparsity per layer and first-layer mask)")
+    print(f"done in {result.seconds:.0f} s")
+    return 0
+
+
+def main(argv=None):
+    """Entry point of the ``tfpriors`` console script; returns the exit code.
+
+    Usage errors exit through ``SystemExit(2)`` (argparse's convention),
+    naming the bad argument.
+
+    Example:
+
+    >>> from tfpriors.cli import main
+    >>> main(["demo", "--epochs", "20", "--out", "demo_out"])
+    0
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        parser.exit(2, f"\n{parser.prog}: error: a command is required, e.g. "
+                       f"`{parser.prog} demo`\n")
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
