@@ -156,3 +156,52 @@ def test_summary_table_lines_up():
     assert len(lines) == 4 and len({len(line) for line in lines}) == 1
     assert lines[2].split() == ["dense", "baseline", "97.56%", "1,000", "1.0x", "0.00%"]
     assert lines[3].split() == ["Sparse", "VD", "97.11%", "10", "100.0x", "99.00%"]
+
+
+def test_export_command_writes_a_verified_tflite(tmp_path, capsys):
+    import json
+
+    import keras
+
+    import tfpriors
+    from tfpriors.cli import main
+
+    model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
+    model_path = tmp_path / "m.keras"
+    model.save(model_path)
+    out = tmp_path / "m.tflite"
+    code = main(["export", str(model_path), str(out), "--verify", "digits",
+                 "--report", str(tmp_path / "r.json")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "top-1 agreement 100.00%" in printed
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["size_bytes"] == out.stat().st_size
+    assert report["max_abs_diff"] < 1e-5
+    assert keras.models.load_model(model_path).count_params() == model.count_params()
+
+
+def test_export_command_errors_are_one_line(tmp_path, capsys):
+    import tfpriors
+    from tfpriors.cli import main
+
+    model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
+    model.save(tmp_path / "m.keras")
+    content = (tmp_path / "m.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(content[: len(content) // 2])
+    cases = [
+        ([str(tmp_path / "missing.keras"), str(tmp_path / "a.tflite")], "no model file"),
+        ([str(tmp_path / "cut.keras"), str(tmp_path / "a.tflite")], "not a .keras file"),
+        ([str(tmp_path / "m.keras"), str(tmp_path / "a.tflite"), "--verify", "imagenet"],
+         "--verify"),
+        ([str(tmp_path / "m.keras"), str(tmp_path / "a.tflite"), "--quantize", "int8"],
+         "--verify"),
+    ]
+    for args, message in cases:
+        assert main(["export", *args]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "a.tflite").exists()
+    with pytest.raises(SystemExit) as info:
+        main(["export", str(tmp_path / "m.keras"), str(tmp_path / "a.bin")])
+    assert info.value.code == 2
