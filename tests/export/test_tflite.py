@@ -171,3 +171,24 @@ def test_mobile_runner_bad_inputs_give_one_line(sparse_lenet, tmp_path):
         assert result.returncode == 1, (model_file, input_file, result.stderr)
         assert len(error_lines) == 1 and message in error_lines[0], result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_runtime_falls_back_to_tf_lite_and_says_so(monkeypatch, tmp_path):
+    import builtins
+
+    import tfpriors_mobile.runtime as runtime
+
+    real_import = builtins.__import__
+
+    def without_litert(name, *args, **kwargs):
+        if name.startswith(("ai_edge_litert", "tflite_runtime")):
+            raise ImportError(f"{name} hidden by the test")
+        return real_import(name, *args, **kwargs)
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    to_tflite(model, str(tmp_path / "m.tflite"))
+    monkeypatch.setattr(builtins, "__import__", without_litert)
+    interpreter, name = runtime.load_interpreter(str(tmp_path / "m.tflite"))
+    assert name == "tf.lite"
+    outputs = runtime.run_batch(interpreter, np.ones((3, 4), "float32"))
+    np.testing.assert_allclose(outputs, model.predict(np.ones((3, 4)), verbose=0), atol=1e-5)
