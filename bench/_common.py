@@ -1,0 +1,254 @@
+"""Helpers shared by the benchmarks: timing, medians, machine info, JSON files.
+
+This module imports neither TensorFlow nor Keras, so the Keras 2 workers
+(started with TF_USE_LEGACY_KERAS=1) can use it too.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+# Quick smoke runs must never overwrite the figures of a full run.
+QUICK_RESULTS_DIR = os.path.join(RESULTS_DIR, "quick")
+
+_VERSIONED = ("tensorflow", "keras", "tf_keras", "tensorflow-probability",
+              "tensorflow-model-optimization", "numpy", "scikit-learn")
+
+
+def median(values):
+    return float(statistics.median(values))
+
+
+def doc_body(doc):
+    """A benchmark's docstring without its title line and its usage paragraph (Markdown)."""
+    paragraphs = doc.strip().split("\n\n")[1:]
+    if paragraphs and paragraphs[-1].lstrip().startswith("python "):
+        paragraphs = paragraphs[:-1]
+    return "\n\n".join(paragraphs)
+
+
+def results_dir(quick):
+    return QUICK_RESULTS_DIR if quick else RESULTS_DIR
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def usable_cores():
+    # The affinity mask is what TensorFlow's thread pools will actually get
+    # inside a container; os.cpu_count() reports the host.
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count()
+
+
+def versions():
+    found = {}
+    for name in _VERSIONED:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    found["python"] = platform.python_version()
+    return found
+
+
+def code_state():
+    """The tfpriors commit measured, and whether tfpriors/ differed from it."""
+    repo = os.path.dirname(BENCH_DIR)
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    status = git("status", "--porcelain", "--", "tfpriors")
+    return {"commit": git("rev-parse", "HEAD"),
+            "tfpriors_uncommitted_changes": None if status is None else bool(status)}
+
+
+def machine_info():
+    return {"cpu": cpu_model(), "cores": usable_cores(), "platform": platform.platform(),
+            "versions": versions(), "load_average": list(os.getloadavg()),
+            "code": code_state()}
+
+
+def now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _usual_permissions(path):
+    # mkstemp creates files readable by their owner only; results are for everyone.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def write_json(path, payload):
+    """Writes ``payload`` as JSON so that readers never see a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        _usual_permissions(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path, text):
+    """Atomic counterpart of :func:`write_json` for text files."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        _usual_permissions(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def time_interleaved(candidates, repeats, warmup=1):
+    """Times each zero-argument callable ``repeats`` times; returns seconds per call.
+
+    A callable may return the seconds it measured itself (see
+    :func:`fit_runner`); otherwise its wall time counts. The candidates
+    alternate inside every repeat, so a slow phase of the machine (another
+    process, frequency scaling) hits all of them alike and cancels out of
+    their ratios.
+
+    Returns ``{name: [seconds, ...]}``.
+    """
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            measured = fn()
+            times[name].append(time.perf_counter() - start if measured is None else measured)
+    return times
+
+
+def fit_runner(model, dataset, steps, callback_base, skip_steps=5):
+    """A callable that runs ``model.fit`` and returns the seconds of ``steps`` train steps.
+
+    ``fit`` is how users train, so its per-step overhead belongs in the
+    figure. The clock runs from the end of the ``skip_steps``-th batch to the
+    end of the last one: on this machine ``fit`` sometimes stalls for 0.1-1 s
+    after its last batch, snapping whole-call times to ~0.3, 0.6, 1.3, 2.5 s,
+    which would swamp the differences being measured. ``dataset`` should
+    repeat one in-memory batch so that no input pipeline cost hides the step.
+    ``callback_base`` is ``keras.callbacks.Callback`` of the Keras that built
+    ``model`` (Keras 3, or tf_keras in the Keras 2 workers).
+    """
+
+    class Clock(callback_base):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == skip_steps - 1:
+                self.start = time.perf_counter()
+            elif batch == skip_steps + steps - 1:
+                self.stop = time.perf_counter()
+
+    def run():
+        clock = Clock()
+        model.fit(dataset, steps_per_epoch=skip_steps + steps, epochs=1, verbose=0,
+                  shuffle=False, callbacks=[clock])
+        return clock.stop - clock.start
+
+    return run
+
+
+def ms_per_step(seconds, steps):
+    return [1000.0 * s / steps for s in seconds]
+
+
+def goal_row(name, measured, unit, baseline_name, baseline, goal_op, goal_value,
+             condition=True, note=""):
+    """One line of a benchmark's verdict: a figure, its baseline, ratio and goal.
+
+    The goal is met when ``ratio goal_op goal_value`` holds ("<=" or ">=")
+    and ``condition`` (a side requirement such as an error budget) is true.
+    """
+    ratio = measured / baseline if baseline else float("inf")
+    ratio_ok = ratio <= goal_value if goal_op == "<=" else ratio >= goal_value
+    return {"name": name, "measured": measured, "unit": unit, "baseline_name": baseline_name,
+            "baseline": baseline, "ratio": ratio, "goal": f"ratio {goal_op} {goal_value:g}",
+            "goal_op": goal_op, "goal_value": goal_value,
+            "met": bool(ratio_ok and condition), "note": note}
+
+
+def keras2_env():
+    """Environment of a Keras 2 child: tf.keras is tf_keras there (TFMOT, TFP layers)."""
+    env = dict(os.environ)
+    env["TF_USE_LEGACY_KERAS"] = "1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def run_keras2_worker(script, job, label, arrays=None):
+    """Runs ``bench/<script>`` under Keras 2 on ``job`` (a dict) and returns its JSON reply.
+
+    ``arrays`` (a dict of NumPy arrays) travel in an .npz file whose path the
+    worker finds in ``job["arrays"]``. The worker's stderr (its progress bar)
+    passes through; the reply comes back through a file because TensorFlow
+    writes freely to both streams.
+    """
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="tfpriors-bench-") as tmp:
+        job = dict(job)
+        if arrays is not None:
+            job["arrays"] = os.path.join(tmp, "arrays.npz")
+            np.savez(job["arrays"], **arrays)
+        job_path = os.path.join(tmp, "job.json")
+        reply_path = os.path.join(tmp, "reply.json")
+        write_json(job_path, job)
+        print(f"[{label}] starting a Keras 2 subprocess ({script})", flush=True)
+        start = time.perf_counter()
+        completed = subprocess.run(
+            [sys.executable, os.path.join(BENCH_DIR, script), job_path, reply_path],
+            env=keras2_env(), stdout=subprocess.DEVNULL)
+        if completed.returncode != 0:
+            raise RuntimeError(f"{script} failed with exit status {completed.returncode}; "
+                               "its error is printed above.")
+        print(f"[{label}] Keras 2 subprocess done in {time.perf_counter() - start:.0f} s",
+              flush=True)
+        return read_json(reply_path)

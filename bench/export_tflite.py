@@ -1,0 +1,178 @@
+"""TFLite export: file size and LiteRT latency against the dense export and TFMOT's path.
+
+For LeNet-300-100 and the Caffe LeNet-5 on digits (seed 0, the recipe of
+bench/compression.py: dense pretraining, ``tfpriors.sparsify``, fine-tuning
+with the KL warmed up), three float32 files are measured side by side:
+
+1. dense: the dense net as trained, exported as it is;
+2. tfpriors: ``tfpriors.export.to_tflite`` of the Sparse VD net (pruned,
+   dead units removed, sparse storage where it pays); also its int8 variant;
+3. TFMOT: the same dense net pruned by magnitude to the sparsity TFMOT
+   reached within the error budget in bench/compression.py (0.9 when that
+   result is absent), ``strip_pruning``, converted with
+   EXPERIMENTAL_SPARSITY, in a Keras 2 subprocess.
+
+Latency: one invoke of a batch of 1 on LiteRT with XNNPACK and 1 thread;
+each figure is the median of rounds that alternate between the files (each
+round itself the median of many invokes), so drift of the machine hits all
+files alike. Top-1: test accuracy of each file, run on LiteRT.
+
+Goal: tfpriors at least 5x smaller and 2x faster than the dense export, with
+the file's test accuracy within 0.5 points of the Keras Sparse VD model it was
+exported from (how Sparse VD's accuracy compares with the dense net's is
+bench/compression.py's subject; both accuracies are listed here too).
+
+    python bench/export_tflite.py [--quick]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import tfpriors  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+import compression  # noqa: E402
+from tfpriors_mobile import load_interpreter, median_latency_ms, run_batch  # noqa: E402
+
+SEED = 0
+SIZE_GOAL = 5.0
+SPEED_GOAL = 2.0
+ACCURACY_BUDGET = 0.005
+
+
+def tfmot_sparsity(net):
+    """The sparsity TFMOT reached within the error budget in bench/compression.py."""
+    path = os.path.join(_common.RESULTS_DIR, "compression.json")
+    if os.path.exists(path):
+        compression_ratio = _common.read_json(path)["nets"][net]["summary"]["tfmot_compression"]
+        if compression_ratio > 1:
+            return round(1.0 - 1.0 / compression_ratio, 3)
+    return 0.9
+
+
+def accuracy(interpreter, x, y):
+    return float(np.mean(run_batch(interpreter, x).argmax(1) == y))
+
+
+def interleaved_latency(interpreters, example, rounds, invokes):
+    per_file = {name: [] for name in interpreters}
+    for _ in range(rounds):
+        for name, interpreter in interpreters.items():
+            per_file[name].append(median_latency_ms(interpreter, example, repeats=invokes))
+    return per_file
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    settings = compression.QUICK if args.quick else compression.FULL
+    rounds, invokes = (3, 200) if args.quick else (9, 2000)
+    start = time.perf_counter()
+    workdir = tempfile.mkdtemp(prefix="tfpriors-export-bench-")
+
+    trained, arrays, tfmot_job = {}, {}, {}
+    for net, spec in compression.NETS.items():
+        (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits(flat=spec["flat"])
+        dense = compression.train_dense(net, x_train, y_train, settings, SEED)
+        sparse = compression.train_sparse_vd(dense, x_train, y_train, settings)
+        trained[net] = (dense, sparse, x_train, x_test, y_test)
+        weights = dense.get_weights()
+        arrays.update({f"{net}/x_train": x_train, f"{net}/y_train": y_train,
+                       f"{net}/x_test": x_test, f"{net}/y_test": y_test,
+                       f"{net}/count": np.array(len(weights))})
+        arrays.update({f"{net}/w{i}": w for i, w in enumerate(weights)})
+        tfmot_job[net] = {"sparsity": tfmot_sparsity(net),
+                          "path": os.path.join(workdir, f"{net}_tfmot.tflite")}
+        print(f"[export_tflite] trained {net}", flush=True)
+
+    job = {"nets": tfmot_job, "seed": SEED,
+           "recipe": {"num_classes": compression.NUM_CLASSES,
+                      "epochs": settings.finetune_epochs,
+                      "batch_size": compression.BATCH_SIZE,
+                      "learning_rate": compression.LEARNING_RATE}}
+    reply = _common.run_keras2_worker("_tfmot_export_worker.py", job, "export_tflite", arrays)
+
+    nets, goals = {}, []
+    for net, (dense, sparse, x_train, x_test, y_test) in trained.items():
+        paths = {name: os.path.join(workdir, f"{net}_{name}.tflite")
+                 for name in ("dense", "tfpriors", "tfpriors_int8")}
+        tfpriors.export.to_tflite(dense, paths["dense"], shrink=False, sparse_storage=False)
+        report = tfpriors.export.to_tflite(sparse, paths["tfpriors"], verify_data=x_test,
+                                           compare_dense=False, latency_repeats=10)
+        int8 = tfpriors.export.to_tflite(sparse, paths["tfpriors_int8"], quantize="int8",
+                                         representative_data=x_train[:200],
+                                         verify_data=x_test, compare_dense=False,
+                                         latency_repeats=10)
+        paths["tfmot"] = tfmot_job[net]["path"]
+        interpreters = {name: load_interpreter(path, num_threads=1)[0]
+                        for name, path in paths.items()}
+        latencies = interleaved_latency(interpreters, x_test[:1], rounds, invokes)
+        files = {}
+        for name, path in paths.items():
+            files[name] = {"size_bytes": os.path.getsize(path),
+                           "latency_ms_rounds": latencies[name],
+                           "latency_ms": _common.median(latencies[name]),
+                           "test_accuracy": accuracy(interpreters[name], x_test, y_test)}
+        dense_file, ours = files["dense"], files["tfpriors"]
+        size_ratio = dense_file["size_bytes"] / ours["size_bytes"]
+        speedup = dense_file["latency_ms"] / ours["latency_ms"]
+        keras_accuracy = float(np.mean(
+            sparse.predict(x_test, verbose=0).argmax(1) == y_test))
+        within = abs(ours["test_accuracy"] - keras_accuracy) <= ACCURACY_BUDGET
+        nets[net] = {
+            "title": compression.NETS[net]["title"], "files": files,
+            "tfpriors_report": report.to_dict(), "tfpriors_int8_report": int8.to_dict(),
+            "tfmot": reply["nets"][net],
+            "keras_sparse_vd_compression": tfpriors.compression_report(sparse).total_compression,
+            "keras_sparse_vd_test_accuracy": keras_accuracy,
+            "size_ratio_vs_dense": size_ratio, "speedup_vs_dense": speedup,
+            "accuracy_within_budget": within}
+        goals.append(_common.goal_row(
+            f"{net}: dense export size / tfpriors size", size_ratio, "x", "dense", 1.0,
+            ">=", SIZE_GOAL, condition=within,
+            note="" if within else "file accuracy more than 0.5 pt off the Keras model's"))
+        goals.append(_common.goal_row(
+            f"{net}: dense export latency / tfpriors latency", speedup, "x", "dense", 1.0,
+            ">=", SPEED_GOAL, condition=within))
+        print(f"[export_tflite] {net}: {size_ratio:.1f}x smaller, {speedup:.2f}x faster, "
+              f"accuracy {ours['test_accuracy']:.2%} vs dense "
+              f"{dense_file['test_accuracy']:.2%}; TFMOT "
+              f"{dense_file['size_bytes'] / files['tfmot']['size_bytes']:.1f}x smaller, "
+              f"{dense_file['latency_ms'] / files['tfmot']['latency_ms']:.2f}x faster",
+              flush=True)
+
+    payload = {
+        "benchmark": "export_tflite",
+        "title": "TFLite export: size and LiteRT latency (digits)",
+        "description": _common.doc_body(__doc__),
+        "command": "make bench",
+        "quick": args.quick,
+        "timestamp": _common.now_iso(),
+        "machine": _common.machine_info(),
+        "keras2_worker_machine": reply["machine"],
+        "repeats": rounds,
+        "repeat_kind": f"interleaved latency rounds of {invokes} invokes",
+        "settings": {"seed": SEED, "pretrain_epochs": settings.pretrain_epochs,
+                     "finetune_epochs": settings.finetune_epochs,
+                     "warmup_end": settings.warmup_end, "threads": 1, "batch": 1,
+                     "runtime": "ai_edge_litert with XNNPACK"},
+        "nets": nets,
+        "goals": goals,
+        "seconds": time.perf_counter() - start,
+    }
+    path = os.path.join(_common.results_dir(args.quick), "export_tflite.json")
+    _common.write_json(path, payload)
+    print(f"[export_tflite] wrote {path} ({payload['seconds']:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
