@@ -58,6 +58,10 @@ def _evaluation(theta, log_sigma2, threshold):
     return pruned_kernel, ops.sum(_PRIOR.kl_from_log_alpha(log_alpha_value))
 
 
+def _pruned(theta, log_sigma2, threshold):
+    return theta * ops.cast(log_alpha(theta, log_sigma2) < threshold, theta.dtype)
+
+
 class _FusedTerms:
     """XLA-compiled per-weight terms of one layer.
 
@@ -70,6 +74,8 @@ class _FusedTerms:
         forward = tf.function(_training_forward, jit_compile=True)
         backward = tf.function(_training_backward, jit_compile=True)
         self.evaluation = tf.function(_evaluation, jit_compile=True)
+        # Prediction without a dataset size reports no KL: skip computing it.
+        self.pruned = tf.function(_pruned, jit_compile=True)
 
         @tf.custom_gradient
         def training(theta, log_sigma2):
@@ -192,9 +198,13 @@ class SparseVDLayer(KLLayer):
                                         seed=self.seed_generator)
             outputs = mean + ops.sqrt(variance + floor) * noise
         else:
-            pruned_kernel, kl = self._fused.evaluation(self.kernel.value,
-                                                       self.log_sigma2.value, self.threshold)
-            self.add_kl(training, kl)
+            if self.dataset_size is None:
+                pruned_kernel = self._fused.pruned(self.kernel.value, self.log_sigma2.value,
+                                                   self.threshold)
+            else:
+                pruned_kernel, kl = self._fused.evaluation(
+                    self.kernel.value, self.log_sigma2.value, self.threshold)
+                self.add_kl(training, kl)
             outputs = self._linear(inputs, ops.cast(pruned_kernel, dtype))
         outputs = self._add_bias(outputs)
         if self.activation is not None:
