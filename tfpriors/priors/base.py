@@ -1,9 +1,11 @@
 """The interface every prior over weights implements."""
 
+import abc
+
 import keras
 
 
-class Prior:
+class Prior(abc.ABC):
     """A prior over the weights of a variational layer.
 
     A layer hands its posterior parameters to ``kl`` and adds the result to its
@@ -13,6 +15,7 @@ class Prior:
     Subclasses implement ``kl`` and, when they take arguments, ``get_config``.
     """
 
+    @abc.abstractmethod
     def kl(self, mean, log_sigma2):
         """Returns KL(q || p) summed over all weights, as a float32 scalar.
 
@@ -20,7 +23,6 @@ class Prior:
             mean: posterior means, any shape.
             log_sigma2: posterior log-variances, the shape of ``mean``.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not define `kl`.")
 
     def get_config(self):
         return {}
