@@ -177,7 +177,8 @@ class SparseVDLayer(KLLayer):
     # -- forward -------------------------------------------------------------------
 
     def _linear(self, inputs, kernel):
-        raise NotImplementedError(f"{type(self).__name__} must define `_linear` (its matmul or convolution).")
+        raise NotImplementedError(
+            f"{type(self).__name__} must define `_linear` (its matmul or convolution).")
 
     def _add_bias(self, outputs):
         return outputs if self.bias is None else outputs + self.bias
