@@ -1,0 +1,242 @@
+"""Calibration metrics: NLL, accuracy, ECE, Brier, temperature scaling, calibrated NLL, DEE.
+
+All functions take NumPy-compatible arrays: ``values`` of shape
+``(n, num_classes)`` (logits, or probabilities with ``from_logits=False``)
+and integer ``labels`` of shape ``(n,)``. They return Python floats.
+
+Calibrated NLL follows Ashukha et al. (2020): the temperature is fitted on
+one random half of the test set and the NLL scored on the other half, the
+halves swapped, and the result averaged over several random splits, so no
+test example scores a temperature it helped to fit.
+"""
+
+import numpy as np
+from scipy import optimize, special
+
+from tfpriors import _validation
+
+# Probabilities are clipped here before the log: a probability of exactly
+# zero on the true class would make the NLL infinite.
+_EPS = 1e-12
+# Bounds of the log-temperature search (T from 0.01 to 100).
+_LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
+
+
+def _check(values, labels, from_logits):
+    if not isinstance(from_logits, bool):
+        raise TypeError(f"`from_logits` must be a bool; received {from_logits!r}.")
+    values = np.asarray(values, dtype="float64")
+    labels = np.asarray(labels)
+    name = "logits" if from_logits else "probs"
+    if values.ndim != 2 or values.shape[1] < 2:
+        raise ValueError(f"`{name}` must have shape (n, num_classes) with num_classes >= 2; "
+                         f"received shape {values.shape}.")
+    if len(values) == 0:
+        raise ValueError(f"`{name}` is empty.")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"`{name}` contains NaN or inf.")
+    if labels.shape != (len(values),):
+        raise ValueError(f"`labels` must have shape ({len(values)},) to match `{name}`; "
+                         f"received shape {labels.shape}.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.equal(np.mod(labels, 1), 0)):
+            raise ValueError("`labels` must be integer class indices.")
+        labels = labels.astype("int64")
+    if labels.min() < 0 or labels.max() >= values.shape[1]:
+        raise ValueError(f"`labels` must lie in [0, {values.shape[1] - 1}]; received values "
+                         f"from {labels.min()} to {labels.max()}.")
+    if not from_logits and (values.min() < 0 or np.any(np.abs(values.sum(1) - 1) > 1e-3)):
+        raise ValueError("`probs` must be non-negative rows summing to 1 (pass "
+                         "`from_logits=True` for logits).")
+    return values, labels
+
+
+def _log_probs(values, from_logits, temperature=1.0):
+    if from_logits:
+        return special.log_softmax(values / temperature, axis=1)
+    return np.log(np.clip(values, _EPS, 1.0))
+
+
+def nll(values, labels, from_logits=True):
+    """Mean negative log-likelihood of the true labels.
+
+    Example:
+
+    >>> calibration.nll([[2.0, 0.0], [0.0, 1.0]], [0, 1])
+    0.2201...
+    """
+    values, labels = _check(values, labels, from_logits)
+    log_probs = _log_probs(values, from_logits)
+    return float(-np.mean(log_probs[np.arange(len(labels)), labels]))
+
+
+def accuracy(values, labels, from_logits=True):
+    """Fraction of examples whose arg-max class is the label."""
+    values, labels = _check(values, labels, from_logits)
+    return float(np.mean(values.argmax(1) == labels))
+
+
+def brier(values, labels, from_logits=True):
+    """Brier score: mean over examples of the squared error of the probability vector."""
+    values, labels = _check(values, labels, from_logits)
+    probs = np.exp(_log_probs(values, from_logits))
+    onehot = np.eye(values.shape[1])[labels]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+def _bin_statistics(probs, labels, bins):
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    mean_confidence = np.bincount(index, confidence, bins) / np.maximum(counts, 1)
+    mean_accuracy = np.bincount(index, correct, bins) / np.maximum(counts, 1)
+    return edges, counts, mean_confidence, mean_accuracy
+
+
+def ece(values, labels, from_logits=True, bins=15):
+    """Expected calibration error over ``bins`` equal-width confidence bins."""
+    values, labels = _check(values, labels, from_logits)
+    bins = _validation.positive_int(bins, "bins")
+    probs = np.exp(_log_probs(values, from_logits))
+    _, counts, confidence, hits = _bin_statistics(probs, labels, bins)
+    return float(np.sum(counts * np.abs(confidence - hits)) / len(labels))
+
+
+def _as_logits(values, from_logits):
+    # Temperature scaling of probabilities acts on their logs (logits up to a constant).
+    return values if from_logits else np.log(np.clip(values, _EPS, 1.0))
+
+
+def fit_temperature(values, labels, from_logits=True):
+    """The temperature T minimising the NLL of ``softmax(logits / T)``, as a float.
+
+    Fitted with scipy's bounded scalar minimiser on log T in [log 0.01, log 100].
+
+    Example:
+
+    >>> t = calibration.fit_temperature(logits, labels)
+    >>> calibrated_probs = scipy.special.softmax(logits / t, axis=1)
+    """
+    values, labels = _check(values, labels, from_logits)
+    logits = _as_logits(values, from_logits)
+    rows = np.arange(len(labels))
+
+    def objective(log_t):
+        return -np.mean(special.log_softmax(logits / np.exp(log_t), axis=1)[rows, labels])
+
+    result = optimize.minimize_scalar(objective, bounds=_LOG_T_BOUNDS, method="bounded",
+                                      options={"xatol": 1e-6})
+    return float(np.exp(result.x))
+
+
+def calibrated_nll(values, labels, from_logits=True, splits=5, seed=0):
+    """NLL after temperature scaling fitted on held-out halves of the data.
+
+    For each of ``splits`` random permutations: fit T on the first half and
+    score the second, fit on the second and score the first; the result is
+    the mean of all these scores.
+    """
+    values, labels = _check(values, labels, from_logits)
+    splits = _validation.positive_int(splits, "splits")
+    if len(labels) < 4:
+        raise ValueError(f"`labels` needs at least 4 examples for split halves; "
+                         f"received {len(labels)}.")
+    logits = _as_logits(values, from_logits)
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(splits):
+        order = rng.permutation(len(labels))
+        halves = (order[: len(order) // 2], order[len(order) // 2:])
+        for fit_part, score_part in (halves, halves[::-1]):
+            t = fit_temperature(logits[fit_part], labels[fit_part])
+            log_probs = special.log_softmax(logits[score_part] / t, axis=1)
+            scores.append(-np.mean(log_probs[np.arange(len(score_part)), labels[score_part]]))
+    return float(np.mean(scores))
+
+
+def deep_ensemble_equivalent(metric_value, ensemble_curve):
+    """Deep ensemble equivalent: the ensemble size that matches ``metric_value``.
+
+    ``ensemble_curve`` maps ensemble sizes to a lower-is-better metric of the
+    deep ensemble of that size (usually calibrated NLL), e.g. ``{1: 0.21, 2:
+    0.17, 4: 0.15}``. The DEE is found by linear interpolation on that curve;
+    values better than the largest ensemble or worse than the smallest are
+    clipped to the ends of the curve (so a DEE of 1 means "no better than one
+    model").
+
+    Example:
+
+    >>> calibration.deep_ensemble_equivalent(0.16, {1: 0.20, 2: 0.17, 4: 0.15})
+    3.0
+    """
+    value = _validation.real_number(metric_value, "metric_value")
+    try:
+        items = sorted((float(size), float(metric)) for size, metric in
+                       dict(ensemble_curve).items())
+    except (TypeError, ValueError):
+        raise TypeError("`ensemble_curve` must map ensemble sizes to metric values; "
+                        f"received {ensemble_curve!r}.") from None
+    if len(items) < 2 or any(size <= 0 or not np.isfinite(metric) for size, metric in items):
+        raise ValueError("`ensemble_curve` needs at least 2 positive sizes with finite "
+                         f"metric values; received {ensemble_curve!r}.")
+    sizes, metrics = map(np.array, zip(*items))
+    # The metric improves with size; keep its running minimum so that the
+    # curve is monotone and the inverse is well defined.
+    metrics = np.minimum.accumulate(metrics)
+    if value >= metrics[0]:
+        return float(sizes[0])
+    if value <= metrics[-1]:
+        return float(sizes[-1])
+    # np.interp needs increasing x: interpolate size as a function of -metric.
+    return float(np.interp(-value, -metrics, sizes))
+
+
+def reliability_diagram(values, labels, path, from_logits=False, bins=15, title=None):
+    """Writes a reliability diagram (accuracy vs confidence per bin) to ``path`` (PNG).
+
+    Returns the matplotlib figure. The bars show the accuracy per confidence
+    bin, the gap to the diagonal is the miscalibration, and the lower panel
+    how many examples fall in each bin.
+
+    Example:
+
+    >>> calibration.reliability_diagram(probs, labels, "reliability.png")
+    """
+    values, labels = _check(values, labels, from_logits)
+    bins = _validation.positive_int(bins, "bins")
+    probs = np.exp(_log_probs(values, from_logits))
+    edges, counts, confidence, hits = _bin_statistics(probs, labels, bins)
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from tfpriors.io import atomic_path
+
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    centers = (edges[:-1] + edges[1:]) / 2
+    width = 1.0 / bins
+    shown = counts > 0
+    top.bar(centers[shown], hits[shown], width=width * 0.95, color="#1f4e79",
+            label="accuracy")
+    top.bar(centers[shown], (confidence - hits)[shown], bottom=hits[shown],
+            width=width * 0.95, color="#e07b39", alpha=0.6, label="gap to confidence")
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.legend(loc="upper left", frameon=False)
+    top.set_title(title or f"ECE {ece(probs, labels, from_logits=False, bins=bins):.2%}, "
+                           f"accuracy {np.mean(probs.argmax(1) == labels):.2%}")
+    bottom.bar(centers, counts, width=width * 0.95, color="#8faadc")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("examples")
+    bottom.set_xlim(0, 1)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
+    plt.close(figure)
+    return figure
