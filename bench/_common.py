@@ -106,31 +106,27 @@ def _usual_permissions(path):
 
 def write_json(path, payload):
     """Writes ``payload`` as JSON so that readers never see a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        _usual_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def save_result(name, quick, payload):
+    """Writes a benchmark's payload to results/<name>.json (results/quick/ for --quick)."""
+    path = os.path.join(results_dir(quick), f"{name}.json")
+    write_json(path, payload)
+    print(f"[{name}] wrote {path} ({payload['seconds']:.0f} s)", flush=True)
+    return path
 
 
 def write_text(path, text):
-    """Atomic counterpart of :func:`write_json` for text files."""
+    """Writes ``text`` atomically: readers see the old file or the new one, never half."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".txt")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         _usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:

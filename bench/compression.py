@@ -276,9 +276,7 @@ def main():
         "goals": goals,
         "seconds": time.perf_counter() - start,
     }
-    path = os.path.join(_common.results_dir(args.quick), "compression.json")
-    _common.write_json(path, payload)
-    print(f"[compression] wrote {path} ({payload['seconds']:.0f} s)", flush=True)
+    _common.save_result("compression", args.quick, payload)
 
 
 if __name__ == "__main__":

@@ -169,9 +169,7 @@ def main():
         "goals": goals,
         "seconds": time.perf_counter() - start,
     }
-    path = os.path.join(_common.results_dir(args.quick), "export_tflite.json")
-    _common.write_json(path, payload)
-    print(f"[export_tflite] wrote {path} ({payload['seconds']:.0f} s)", flush=True)
+    _common.save_result("export_tflite", args.quick, payload)
 
 
 if __name__ == "__main__":

@@ -255,9 +255,7 @@ def main():
         "goals": [c["goal"] for c in cases.values() if c["goal"] is not None],
         "seconds": time.perf_counter() - start,
     }
-    path = os.path.join(_common.results_dir(args.quick), "train_step.json")
-    _common.write_json(path, payload)
-    print(f"[train_step] wrote {path} ({payload['seconds']:.0f} s)", flush=True)
+    _common.save_result("train_step", args.quick, payload)
 
 
 if __name__ == "__main__":
