@@ -1,11 +1,14 @@
-"""Test-time augmentation (work in progress: the transforms are in place).
+"""Test-time augmentation: batched transforms and JSON policies (predictor and
+policy search are still to come).
 
 Example:
 
->>> from tfpriors.tta import transforms
->>> transforms.apply("flip", images, magnitude=0, seed=0)
+>>> from tfpriors import tta
+>>> policy = tta.Policy.flip_crop()
+>>> augmented = policy.augment(images, draw=0, seed=0)
 """
 
 from tfpriors.tta import transforms
+from tfpriors.tta.policy import Policy
 
-__all__ = ["transforms"]
+__all__ = ["Policy", "transforms"]
