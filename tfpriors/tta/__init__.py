@@ -1,5 +1,5 @@
-"""Test-time augmentation: batched transforms and JSON policies (predictor and
-policy search are still to come).
+"""Test-time augmentation: batched transforms, JSON policies and a predictor for
+models and ensembles (Greedy Policy Search and MeTTA are still to come).
 
 Example:
 
@@ -10,5 +10,6 @@ Example:
 
 from tfpriors.tta import transforms
 from tfpriors.tta.policy import Policy
+from tfpriors.tta.predictor import TTAPredictor
 
-__all__ = ["Policy", "transforms"]
+__all__ = ["Policy", "TTAPredictor", "transforms"]

@@ -1,0 +1,120 @@
+"""Test-time augmentation for one model or an ensemble.
+
+The prediction for an image is the mean, over ensemble members and over
+``num_samples`` augmentations, of the predicted probabilities; its log is
+the merged "logit" (log of the mean probability), which is what the
+calibration metrics score.
+"""
+
+import keras
+import numpy as np
+from scipy import special
+
+from tfpriors import _validation, calibration
+from tfpriors.tta.policy import Policy
+
+
+def _call(model, inputs):
+    if isinstance(model, keras.layers.Layer):
+        return model(inputs, training=False)
+    return model(inputs)
+
+
+class TTAPredictor:
+    """Averages an ensemble's predictions over test-time augmentations.
+
+    Each member gets its own augmentations of the same images (its own
+    random stream). Batches are processed one at a time, with the
+    ``num_samples`` augmented copies of a batch stacked into one model call,
+    so memory stays bounded by ``batch_size * num_samples`` images.
+
+    Args:
+        models: a Keras model or a list of them (the ensemble members), all
+            mapping the same inputs to the same number of classes.
+        policy: a :class:`Policy` (default: no augmentation).
+        num_samples: augmentations per image and member.
+        from_logits: whether the models output logits (else probabilities).
+        seed: seed of the augmentation draws.
+
+    Example:
+
+    >>> predictor = tta.TTAPredictor([m1, m2, m3], tta.Policy.flip_crop(), num_samples=10)
+    >>> probs = predictor.predict(x_test, batch_size=256)
+    >>> predictor.evaluate(x_test, y_test)   # accuracy, nll, calibrated_nll, ece, brier
+    """
+
+    def __init__(self, models, policy=None, num_samples=10, from_logits=True, seed=0):
+        members = list(models) if isinstance(models, (list, tuple)) else [models]
+        if not members or not all(isinstance(m, keras.layers.Layer) or callable(m)
+                                  for m in members):
+            raise ValueError("`models` must be a Keras model or a non-empty list of them; "
+                             f"received {models!r}.")
+        if policy is not None and not isinstance(policy, Policy):
+            raise TypeError(f"`policy` must be a tfpriors.tta.Policy; received "
+                            f"{type(policy).__name__}.")
+        if not isinstance(from_logits, bool):
+            raise TypeError(f"`from_logits` must be a bool; received {from_logits!r}.")
+        self.models = members
+        self.policy = policy or Policy.identity()
+        self.num_samples = _validation.positive_int(num_samples, "num_samples")
+        self.from_logits = from_logits
+        self.seed = int(seed)
+
+    def _member_log_probs(self, member, outputs):
+        outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype="float64")
+        if outputs.ndim != 2:
+            raise ValueError(f"Ensemble member {member} must output (batch, num_classes); "
+                             f"it gave shape {outputs.shape}.")
+        if self.from_logits:
+            return special.log_softmax(outputs, axis=1)
+        return np.log(np.clip(outputs, 1e-12, 1.0))
+
+    def predict_log(self, x, batch_size=256, verbose=0):
+        """Log of the mean probability over members and augmentations, ``(n, classes)``."""
+        batch_size = _validation.positive_int(batch_size, "batch_size")
+        x = np.asarray(x, dtype="float32")
+        if x.ndim < 2 or len(x) == 0:
+            raise ValueError(f"`x` must be a non-empty batch of inputs; received shape "
+                             f"{x.shape}.")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("`x` contains NaN or inf.")
+        draws = len(self.models) * self.num_samples
+        progress = keras.utils.Progbar(len(x), verbose=verbose, unit_name="image")
+        generators = [keras.random.SeedGenerator(self.seed + 7919 * i)
+                      for i in range(len(self.models))]
+        rngs = [np.random.default_rng(self.seed + i) for i in range(len(self.models))]
+        merged = []
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size]
+            total = None
+            for member, (model, generator, rng) in enumerate(zip(self.models, generators,
+                                                                 rngs)):
+                # All samples of a batch in one call: fewer, larger model invocations.
+                augmented = np.concatenate([
+                    keras.ops.convert_to_numpy(
+                        self.policy.augment(batch, draw=s, seed=generator, rng=rng))
+                    for s in range(self.num_samples)])
+                log_probs = self._member_log_probs(member, _call(model, augmented))
+                log_probs = log_probs.reshape(self.num_samples, len(batch), -1)
+                member_sum = special.logsumexp(log_probs, axis=0)
+                total = member_sum if total is None else np.logaddexp(total, member_sum)
+            merged.append(total - np.log(draws))
+            progress.update(min(start + batch_size, len(x)))
+        return np.concatenate(merged)
+
+    def predict(self, x, batch_size=256, verbose=0):
+        """Mean probability over members and augmentations, ``(n, classes)``."""
+        return np.exp(self.predict_log(x, batch_size=batch_size, verbose=verbose))
+
+    def evaluate(self, x, y, batch_size=256, calibration_splits=5, bins=15, verbose=0):
+        """Accuracy, NLL, calibrated NLL, ECE and Brier score of the merged prediction."""
+        log_probs = self.predict_log(x, batch_size=batch_size, verbose=verbose)
+        return {
+            "accuracy": calibration.accuracy(log_probs, y),
+            "nll": calibration.nll(log_probs, y),
+            "calibrated_nll": calibration.calibrated_nll(log_probs, y,
+                                                         splits=calibration_splits,
+                                                         seed=self.seed),
+            "ece": calibration.ece(log_probs, y, bins=bins),
+            "brier": calibration.brier(log_probs, y),
+        }
