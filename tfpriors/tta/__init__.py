@@ -1,5 +1,5 @@
 """Test-time augmentation: batched transforms, JSON policies and a predictor for
-models and ensembles (Greedy Policy Search and MeTTA are still to come).
+models and ensembles, Greedy Policy Search (MeTTA is still to come).
 
 Example:
 
@@ -11,5 +11,6 @@ Example:
 from tfpriors.tta import transforms
 from tfpriors.tta.policy import Policy
 from tfpriors.tta.predictor import TTAPredictor
+from tfpriors.tta.search import GreedyPolicySearch
 
-__all__ = ["Policy", "TTAPredictor", "transforms"]
+__all__ = ["GreedyPolicySearch", "Policy", "TTAPredictor", "transforms"]
