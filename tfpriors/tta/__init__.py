@@ -1,5 +1,5 @@
-"""Test-time augmentation: batched transforms, JSON policies and a predictor for
-models and ensembles, Greedy Policy Search (MeTTA is still to come).
+"""Test-time augmentation: batched transforms, JSON policies, a predictor for
+models and ensembles, Greedy Policy Search and MeTTA mean embeddings.
 
 Example:
 
@@ -9,8 +9,10 @@ Example:
 """
 
 from tfpriors.tta import transforms
+from tfpriors.tta.metta import linear_probe, mean_embeddings
 from tfpriors.tta.policy import Policy
 from tfpriors.tta.predictor import TTAPredictor
 from tfpriors.tta.search import GreedyPolicySearch
 
-__all__ = ["GreedyPolicySearch", "Policy", "TTAPredictor", "transforms"]
+__all__ = ["GreedyPolicySearch", "Policy", "TTAPredictor", "linear_probe",
+           "mean_embeddings", "transforms"]

@@ -1,0 +1,86 @@
+"""MeTTA: mean embeddings over test-time augmentations, and a linear probe to judge them.
+
+The embedding of an image is the mean, over ``num_samples`` augmentations,
+of the activations of one layer of a trained model (no change to training).
+"""
+
+import keras
+import numpy as np
+
+from tfpriors import _validation
+from tfpriors.tta.policy import Policy
+
+
+def _feature_model(model, layer):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+    try:
+        target = model.get_layer(layer) if isinstance(layer, str) else model.layers[layer]
+    except (ValueError, IndexError, TypeError):
+        raise ValueError(f"`layer` must name a layer of '{model.name}' (or be its index); "
+                         f"received {layer!r}; layers: {[l.name for l in model.layers]}.") \
+            from None
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, target.output)
+
+
+def mean_embeddings(model, layer, x, policy=None, num_samples=32, batch_size=256, seed=0):
+    """Mean activation of ``layer`` over ``num_samples`` augmentations of each input.
+
+    Args:
+        model: a built functional or Sequential model.
+        layer: the layer's name or index.
+        x: inputs, ``(n, height, width, channels)`` in [0, 1].
+        policy: a :class:`Policy` (default: ``Policy.flip_crop()``); with
+            ``Policy.identity()`` the result is the central embedding.
+        num_samples: augmentations averaged per input.
+        batch_size: inputs per model call (times ``num_samples``).
+        seed: seed of the augmentations.
+
+    Returns:
+        ``(n, features)`` float32 array (the layer's output flattened per input).
+
+    Example:
+
+    >>> emb = tta.mean_embeddings(model, "features", x, tta.Policy.flip_crop(), 32)
+    """
+    features = _feature_model(model, layer)
+    policy = policy or Policy.flip_crop()
+    if not isinstance(policy, Policy):
+        raise TypeError(f"`policy` must be a tfpriors.tta.Policy; received "
+                        f"{type(policy).__name__}.")
+    num_samples = _validation.positive_int(num_samples, "num_samples")
+    batch_size = _validation.positive_int(batch_size, "batch_size")
+    x = np.asarray(x, dtype="float32")
+    if len(x) == 0:
+        raise ValueError("`x` is empty.")
+    generator = keras.random.SeedGenerator(seed)
+    rng = np.random.default_rng(seed)
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        augmented = np.concatenate([
+            keras.ops.convert_to_numpy(policy.augment(batch, draw=s, seed=generator, rng=rng))
+            for s in range(num_samples)])
+        activations = keras.ops.convert_to_numpy(features(augmented, training=False))
+        activations = activations.reshape(num_samples, len(batch), -1)
+        outputs.append(activations.mean(axis=0))
+    return np.concatenate(outputs).astype("float32")
+
+
+def linear_probe(train_embeddings, train_labels, test_embeddings, test_labels, c=1.0):
+    """Test accuracy of a logistic regression fitted on embeddings (their quality).
+
+    Example:
+
+    >>> central = tta.mean_embeddings(model, "features", x, tta.Policy.identity(), 1)
+    >>> tta.linear_probe(central_train, y_train, central_test, y_test)
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    c = _validation.real_number(c, "c", minimum=1e-12)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+    probe.fit(np.asarray(train_embeddings), np.asarray(train_labels))
+    return float(probe.score(np.asarray(test_embeddings), np.asarray(test_labels)))
