@@ -197,8 +197,9 @@ def reliability_diagram(values, labels, path, from_logits=False, bins=15, title=
     """Writes a reliability diagram (accuracy vs confidence per bin) to ``path`` (PNG).
 
     Returns the matplotlib figure. The bars show the accuracy per confidence
-    bin, the gap to the diagonal is the miscalibration, and the lower panel
-    how many examples fall in each bin.
+    bin, the orange marks the bin's mean confidence (bar above the mark:
+    underconfident, below: overconfident), and the lower panel how many
+    examples fall in each bin.
 
     Example:
 
@@ -223,8 +224,10 @@ def reliability_diagram(values, labels, path, from_logits=False, bins=15, title=
     shown = counts > 0
     top.bar(centers[shown], hits[shown], width=width * 0.95, color="#1f4e79",
             label="accuracy")
-    top.bar(centers[shown], (confidence - hits)[shown], bottom=hits[shown],
-            width=width * 0.95, color="#e07b39", alpha=0.6, label="gap to confidence")
+    # A calibrated bin has its accuracy bar end exactly at this mark.
+    top.hlines(confidence[shown], (centers - width * 0.475)[shown],
+               (centers + width * 0.475)[shown], colors="#e07b39", linewidth=2.5,
+               label="mean confidence")
     top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
     top.set_ylabel("accuracy")
     top.set_ylim(0, 1)
