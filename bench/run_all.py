@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
-BENCHMARKS = ("compression", "train_step", "export_tflite")
+BENCHMARKS = ("compression", "train_step", "export_tflite", "tta")
 
 
 def run_benchmark(name, quick):
@@ -191,8 +191,42 @@ def export_section(result):
     return lines
 
 
+def tta_section(result):
+    lines = [f"## {result['title']}", "", result["description"], ""]
+    names = list(result["rows"][0]["policies"])
+    header = ["Models", "Samples"] + [f"{n}: acc / NLL / cNLL / DEE" for n in names] + \
+        ["Lowest cNLL"]
+    rows = []
+    for row in result["rows"]:
+        cells = [row["models"], row["samples"]]
+        for name in names:
+            m = row["policies"][name]
+            cells.append(f"{pct(m['accuracy'])} / {m['nll']:.4f} / {m['calibrated_nll']:.4f} "
+                         f"/ {m['dee']:.2f}")
+        cells.append(row["best"])
+        rows.append(cells)
+    lines += table(header, rows)
+    settings, speed, metta = result["settings"], result["speed"], result["metta"]
+    curve = ", ".join(f"{k}: {v:.4f}" for k, v in settings["ensemble_curve"].items())
+    lines += ["", f"- Deep-ensemble curve (calibrated NLL by size, no TTA): {curve}.",
+              f"- RandAugment grid on the search split (calibrated NLL by M): "
+              + ", ".join(f"{k}: {v:.4f}" for k, v in settings["randaugment_grid"].items())
+              + f"; chosen M = {settings['randaugment_best_m']}.",
+              f"- GPS (pool {settings['pool_size']}, length {settings['policy_length']}): "
+              + "; ".join(" -> ".join(f"{s['op']}({s['magnitude']:g})" for s in sub)
+                          for sub in settings["gps_policy"]["subpolicies"]) + ".",
+              f"- Speed ({speed['samples']} samples): TTAPredictor "
+              f"{speed['median_batched']:.2f} ms per image, Python loop "
+              f"{speed['median_python_loop']:.2f} ms per image "
+              f"({speed['median_python_loop'] / speed['median_batched']:.1f}x).",
+              f"- MeTTA linear probe on the 'features' layer: central embeddings "
+              f"{pct(metta['central'])}, mean embeddings (16 augmentations) "
+              f"{pct(metta['mean'])}."]
+    return lines
+
+
 SECTIONS = {"compression": compression_section, "train_step": train_step_section,
-            "export_tflite": export_section}
+            "export_tflite": export_section, "tta": tta_section}
 
 
 def machine_lines(results):

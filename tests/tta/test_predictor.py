@@ -96,3 +96,18 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="images"):
         TTAPredictor(keras.Sequential([keras.Input((64,)), keras.layers.Dense(3)]),
                      Policy.flip()).predict(np.zeros((2, 64)))
+
+
+def test_works_with_models_built_under_a_mirrored_strategy(data):
+    import tensorflow as tf
+
+    _, _, x, _ = data
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    with tf.distribute.MirroredStrategy(devices).scope():
+        mirrored = _cnn(5)
+    plain = _cnn(5)
+    plain.set_weights(mirrored.get_weights())
+    policy = Policy([[("rotate", 9), ("crop", 9)]])
+    np.testing.assert_allclose(
+        TTAPredictor(mirrored, policy, num_samples=3, seed=2).predict(x[:20]),
+        TTAPredictor(plain, policy, num_samples=3, seed=2).predict(x[:20]), atol=1e-6)
