@@ -39,13 +39,7 @@ SEARCH_SPLIT = 300
 
 def train_member(x, y, seed, epochs):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((8, 8, 1)),
-                              keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-                              keras.layers.MaxPooling2D(),
-                              keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-                              keras.layers.Flatten(),
-                              keras.layers.Dense(64, activation="relu", name="features"),
-                              keras.layers.Dense(10)])
+    model = tfpriors.models.small_cnn((8, 8, 1), 10)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     for epoch in range(epochs):
         augmented = TRAIN_POLICY.augment(x, draw=epoch, seed=seed * 1000 + epoch)

@@ -19,12 +19,7 @@ DIGITS_POLICY = tta.Policy([[("crop", 10), ("rotate", 5)]])
 
 def train_member(x, y, seed, epochs):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((8, 8, 1)),
-                              keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-                              keras.layers.MaxPooling2D(),
-                              keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-                              keras.layers.Flatten(),
-                              keras.layers.Dense(10)])
+    model = tfpriors.models.small_cnn((8, 8, 1), 10)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     policy = DIGITS_POLICY
     for epoch in range(epochs):

@@ -43,3 +43,11 @@ def test_bad_arguments(kwargs, match):
 def test_lenet5_needs_image_shape():
     with pytest.raises(ValueError, match="input_shape"):
         tfpriors.models.lenet5((64,), 10)
+
+
+def test_small_cnn_has_a_features_layer():
+    model = tfpriors.models.small_cnn((8, 8, 1), 7)
+    assert model.get_layer("features").units == 64
+    assert model(np.zeros((2, 8, 8, 1), "float32")).shape == (2, 7)
+    with pytest.raises(ValueError, match="input_shape"):
+        tfpriors.models.small_cnn((64,), 10)

@@ -1,5 +1,6 @@
 """Reference networks, each buildable with plain Keras or tfpriors layers."""
 
+from tfpriors.models.cnn import small_cnn
 from tfpriors.models.lenet import lenet5, lenet_300_100
 
-__all__ = ["lenet_300_100", "lenet5"]
+__all__ = ["lenet_300_100", "lenet5", "small_cnn"]

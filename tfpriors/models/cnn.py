@@ -1,0 +1,30 @@
+"""A small CNN for 8x8 digits and other small images, with a named feature layer."""
+
+import keras
+
+from tfpriors.models.lenet import _check_common
+
+
+def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16, name=None):
+    """Two 3x3 convolutions, a max-pool, a 64-unit ``"features"`` layer and logits.
+
+    The ``"features"`` layer is the embedding used by MeTTA
+    (``tfpriors.tta.mean_embeddings(model, "features", ...)``).
+
+    Example:
+
+    >>> model = tfpriors.models.small_cnn((8, 8, 1), 10)
+    """
+    input_shape, num_classes = _check_common(input_shape, num_classes)
+    if len(input_shape) != 3:
+        raise ValueError("`input_shape` of small_cnn must be (height, width, channels); "
+                         f"received {input_shape}.")
+    return keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="conv1"),
+        keras.layers.MaxPooling2D(name="pool"),
+        keras.layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(64, activation="relu", name="features"),
+        keras.layers.Dense(num_classes, name="logits"),
+    ], name=name or "small_cnn")
