@@ -56,3 +56,13 @@ def one_of(value, name, accepted):
     if not isinstance(value, str) or value.lower() not in accepted:
         raise ValueError(f"`{name}` must be one of {sorted(accepted)}; received {value!r}.")
     return value.lower()
+
+
+def finite_batch(values, name, dtype="float32"):
+    """Returns ``values`` as an array after checking it is non-empty and finite."""
+    values = np.asarray(values, dtype=dtype)
+    if values.ndim == 0 or len(values) == 0:
+        raise ValueError(f"`{name}` is empty.")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"`{name}` contains NaN or inf.")
+    return values

@@ -31,10 +31,7 @@ def _check(values, labels, from_logits):
     if values.ndim != 2 or values.shape[1] < 2:
         raise ValueError(f"`{name}` must have shape (n, num_classes) with num_classes >= 2; "
                          f"received shape {values.shape}.")
-    if len(values) == 0:
-        raise ValueError(f"`{name}` is empty.")
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"`{name}` contains NaN or inf.")
+    values = _validation.finite_batch(values, name, dtype="float64")
     if labels.shape != (len(values),):
         raise ValueError(f"`labels` must have shape ({len(values)},) to match `{name}`; "
                          f"received shape {labels.shape}.")

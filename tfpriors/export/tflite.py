@@ -171,11 +171,7 @@ def _validate_samples(data, name, input_shape):
     if data.ndim != len(input_shape) + 1 or tuple(data.shape[1:]) != input_shape:
         raise ValueError(f"`{name}` must have shape (n, {', '.join(map(str, input_shape))}); "
                          f"received {tuple(data.shape)}.")
-    if len(data) == 0:
-        raise ValueError(f"`{name}` is empty.")
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"`{name}` contains NaN or inf.")
-    return data
+    return _validation.finite_batch(data, name)
 
 
 def to_tflite(model, path, quantize=None, representative_data=None, verify_data=None,

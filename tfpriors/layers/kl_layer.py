@@ -7,6 +7,8 @@ model's losses, so the compiled loss becomes the per-example negative ELBO.
 ``kl_weight`` is a non-trainable variable that callbacks (``KLWarmup``) change.
 """
 
+import abc
+
 import keras
 
 from tfpriors import _validation
@@ -17,7 +19,7 @@ class DatasetSizeNotSetError(ValueError):
     """Raised when a variational layer trains without a dataset size."""
 
 
-class KLLayer(keras.layers.Layer):
+class KLLayer(keras.layers.Layer, metaclass=abc.ABCMeta):
     """Base class of layers whose weights have a posterior and a prior.
 
     Args:
@@ -35,9 +37,9 @@ class KLLayer(keras.layers.Layer):
             shape=(), initializer="ones", trainable=False, name="kl_weight",
             autocast=False)
 
+    @abc.abstractmethod
     def kl(self):
         """Returns the unscaled KL(q || p) of this layer's weights (float32 scalar)."""
-        raise NotImplementedError(f"{type(self).__name__} does not define `kl`.")
 
     def add_kl(self, training, kl=None):
         """Adds ``kl_weight * kl / dataset_size`` to the layer's losses.

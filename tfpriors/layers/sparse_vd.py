@@ -9,6 +9,7 @@ Evaluation uses the posterior mean with every weight whose
 ``log_alpha >= threshold`` set to zero.
 """
 
+import abc
 import math
 
 import keras
@@ -176,9 +177,9 @@ class SparseVDLayer(KLLayer):
 
     # -- forward -------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _linear(self, inputs, kernel):
-        raise NotImplementedError(
-            f"{type(self).__name__} must define `_linear` (its matmul or convolution).")
+        """The deterministic linear map of the layer: its matmul or convolution."""
 
     def _add_bias(self, outputs):
         return outputs if self.bias is None else outputs + self.bias

@@ -72,12 +72,9 @@ class TTAPredictor:
     def predict_log(self, x, batch_size=256, verbose=0):
         """Log of the mean probability over members and augmentations, ``(n, classes)``."""
         batch_size = _validation.positive_int(batch_size, "batch_size")
-        x = np.asarray(x, dtype="float32")
-        if x.ndim < 2 or len(x) == 0:
-            raise ValueError(f"`x` must be a non-empty batch of inputs; received shape "
-                             f"{x.shape}.")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("`x` contains NaN or inf.")
+        x = _validation.finite_batch(x, "x")
+        if x.ndim < 2:
+            raise ValueError(f"`x` must be a batch of inputs; received shape {x.shape}.")
         draws = len(self.models) * self.num_samples
         progress = keras.utils.Progbar(len(x), verbose=verbose, unit_name="image")
         generators = [keras.random.SeedGenerator(self.seed + 7919 * i)
