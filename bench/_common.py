@@ -109,6 +109,13 @@ def write_json(path, payload):
     write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
+def result_header(name, title, doc, quick):
+    """The fields every benchmark's JSON starts with."""
+    return {"benchmark": name, "title": title, "description": doc_body(doc),
+            "command": "make bench", "quick": quick, "timestamp": now_iso(),
+            "machine": machine_info()}
+
+
 def save_result(name, quick, payload):
     """Writes a benchmark's payload to results/<name>.json (results/quick/ for --quick)."""
     path = os.path.join(results_dir(quick), f"{name}.json")

@@ -251,13 +251,8 @@ def main():
               f"{'met' if goals[-1]['met'] else 'MISSED'}", flush=True)
 
     payload = {
-        "benchmark": "compression",
-        "title": "Compression at equal quality (digits)",
-        "description": _common.doc_body(__doc__),
-        "command": "make bench",
-        "quick": args.quick,
-        "timestamp": _common.now_iso(),
-        "machine": _common.machine_info(),
+        **_common.result_header("compression", "Compression at equal quality (digits)",
+                                __doc__, args.quick),
         "keras2_worker_machine": reply["machine"],
         "repeats": len(settings.seeds),
         "repeat_kind": "seeds",

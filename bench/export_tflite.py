@@ -151,13 +151,8 @@ def main():
               flush=True)
 
     payload = {
-        "benchmark": "export_tflite",
-        "title": "TFLite export: size and LiteRT latency (digits)",
-        "description": _common.doc_body(__doc__),
-        "command": "make bench",
-        "quick": args.quick,
-        "timestamp": _common.now_iso(),
-        "machine": _common.machine_info(),
+        **_common.result_header("export_tflite", "TFLite export: size and LiteRT latency (digits)",
+                                __doc__, args.quick),
         "keras2_worker_machine": reply["machine"],
         "repeats": rounds,
         "repeat_kind": f"interleaved latency rounds of {invokes} invokes",

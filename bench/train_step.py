@@ -238,13 +238,8 @@ def main():
             + f"; ratio {result['ratio']:.2f} ({verdict})", flush=True)
 
     payload = {
-        "benchmark": "train_step",
-        "title": "Train step cost",
-        "description": _common.doc_body(__doc__),
-        "command": "make bench",
-        "quick": args.quick,
-        "timestamp": _common.now_iso(),
-        "machine": _common.machine_info(),
+        **_common.result_header("train_step", "Train step cost",
+                                __doc__, args.quick),
         "keras2_worker_machine": reply["machine"],
         # The machine may be shared; the load tells whether timings were contended.
         "load_average_before_after": [list(load_before), list(os.getloadavg())],

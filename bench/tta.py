@@ -141,10 +141,9 @@ def main():
              "mean": tta.linear_probe(mean_train, y_train, mean_test, y_test)}
 
     payload = {
-        "benchmark": "tta", "title": "Test-time augmentation on digits",
-        "description": _common.doc_body(__doc__), "command": "make bench",
-        "quick": args.quick, "timestamp": _common.now_iso(),
-        "machine": _common.machine_info(), "repeats": 3,
+        **_common.result_header("tta", "Test-time augmentation on digits", __doc__,
+                                args.quick),
+        "repeats": 3,
         "repeat_kind": "timing repeats (metrics: one run, seed 0)",
         "settings": {"epochs": epochs, "pool_size": pool_size, "policy_length": length,
                      "randaugment_grid": grid, "randaugment_best_m": best_m,
