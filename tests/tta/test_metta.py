@@ -6,19 +6,8 @@ from tfpriors import tta
 
 
 @pytest.fixture(scope="module")
-def setup():
-    import tfpriors
-
-    (x, y), (x_test, y_test) = tfpriors.datasets.load_digits(flat=False)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)),
-                              keras.layers.Conv2D(6, 3, activation="relu"),
-                              keras.layers.Flatten(name="flat"),
-                              keras.layers.Dense(16, activation="relu", name="features"),
-                              keras.layers.Dense(10)])
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=3, verbose=0)
-    return model, x, y, x_test, y_test
+def setup(trained_cnn):
+    return trained_cnn
 
 
 def test_identity_gives_the_central_embedding(setup):
@@ -31,12 +20,12 @@ def test_identity_gives_the_central_embedding(setup):
 
 def test_mean_embedding_is_the_mean_over_augmented_copies(setup):
     model, x, *_ = setup
-    flip_only = tta.mean_embeddings(model, "flat", x[:5], tta.Policy.flip(), 300, seed=1)
-    features = keras.Model(model.inputs[0], model.get_layer("flat").output)
+    flip_only = tta.mean_embeddings(model, "flatten", x[:5], tta.Policy.flip(), 300, seed=1)
+    features = keras.Model(model.inputs[0], model.get_layer("flatten").output)
     both = 0.5 * (features.predict(x[:5], verbose=0)
                   + features.predict(x[:5, :, ::-1], verbose=0))
     np.testing.assert_allclose(flip_only, both, atol=0.1 * np.abs(both).max())
-    assert flip_only.shape == (5, 6 * 6 * 6)
+    assert flip_only.shape == (5, 4 * 4 * 32)
 
 
 def test_linear_probe_scores_embeddings(setup):

@@ -1,4 +1,3 @@
-import keras
 import numpy as np
 import pytest
 
@@ -7,16 +6,8 @@ from tfpriors.tta import GreedyPolicySearch, Policy, TTAPredictor
 
 
 @pytest.fixture(scope="module")
-def trained():
-    import tfpriors
-
-    (x, y), (x_test, y_test) = tfpriors.datasets.load_digits(flat=False)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)),
-                              keras.layers.Conv2D(4, 3, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(10)])
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=3, verbose=0)
+def trained(trained_cnn):
+    model, _, _, x_test, y_test = trained_cnn
     return model, x_test[:80], y_test[:80]
 
 
