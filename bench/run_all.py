@@ -13,6 +13,7 @@ other benchmarks' latest figures.
 
 import argparse
 import glob
+import importlib
 import os
 import subprocess
 import sys
@@ -21,7 +22,19 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
-BENCHMARKS = ("compression", "train_step", "export_tflite", "tta")
+# Every bench/<name>.py that does not start with "_" is a benchmark; these run
+# first, in this order, the others after them alphabetically.
+_FIRST = ("compression", "train_step", "export_tflite", "tta")
+
+
+def discover_benchmarks():
+    names = sorted(os.path.splitext(os.path.basename(p))[0]
+                   for p in glob.glob(os.path.join(_common.BENCH_DIR, "*.py")))
+    names = [n for n in names if not n.startswith("_") and n != "run_all"]
+    return tuple(n for n in _FIRST if n in names) + tuple(n for n in names if n not in _FIRST)
+
+
+BENCHMARKS = discover_benchmarks()
 
 
 def run_benchmark(name, quick):
@@ -229,6 +242,20 @@ SECTIONS = {"compression": compression_section, "train_step": train_step_section
             "export_tflite": export_section, "tta": tta_section}
 
 
+def section_renderer(name):
+    """The RESULTS.md renderer of benchmark ``name``.
+
+    Newer benchmarks keep theirs beside them in ``bench/_report_<name>.py``
+    (a ``section(result)`` function returning Markdown lines), a module that
+    imports no TensorFlow so that ``--report-only`` stays fast.
+    """
+    if name in SECTIONS:
+        return SECTIONS[name]
+    if os.path.exists(os.path.join(_common.BENCH_DIR, f"_report_{name}.py")):
+        return importlib.import_module(f"_report_{name}").section
+    return None
+
+
 def machine_lines(results):
     machine = results[0]["machine"]
     v = machine["versions"]
@@ -266,7 +293,7 @@ def render(results_dir):
     lines += machine_lines(results) + [""]
     lines += summary_section(results)
     for result in results:
-        section = SECTIONS.get(result["benchmark"])
+        section = section_renderer(result["benchmark"])
         if section is not None:
             lines += [""] + section(result)
     return "\n".join(lines) + "\n"

@@ -19,6 +19,14 @@ def positive_int(value, name):
     return int(value)
 
 
+def positive_number(value, name):
+    """Returns ``value`` as a finite float > 0."""
+    value = real_number(value, name)
+    if value <= 0:
+        raise ValueError(f"`{name}` must be > 0; received {value}.")
+    return value
+
+
 def real_number(value, name, minimum=None, maximum=None):
     """Returns ``value`` as a finite float within ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):

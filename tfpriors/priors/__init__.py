@@ -2,5 +2,6 @@
 
 from tfpriors.priors.base import Prior
 from tfpriors.priors.log_uniform import LogUniform, log_alpha
+from tfpriors.priors.normal import Normal
 
-__all__ = ["Prior", "LogUniform", "log_alpha"]
+__all__ = ["Prior", "LogUniform", "Normal", "log_alpha"]
