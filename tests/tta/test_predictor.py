@@ -111,3 +111,36 @@ def test_works_with_models_built_under_a_mirrored_strategy(data):
     np.testing.assert_allclose(
         TTAPredictor(mirrored, policy, num_samples=3, seed=2).predict(x[:20]),
         TTAPredictor(plain, policy, num_samples=3, seed=2).predict(x[:20]), atol=1e-6)
+
+
+def test_spreads_model_calls_over_the_replicas_of_a_strategy(data, monkeypatch):
+    import tensorflow as tf
+
+    _, _, x, _ = data
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        mirrored = _cnn(5)
+    plain = _cnn(5)
+    plain.set_weights(mirrored.get_weights())
+    replica_batches = []
+    run = strategy.run
+
+    def counting_run(fn, args=()):
+        replica_batches.extend(v.shape[0] for v in strategy.experimental_local_results(args[0]))
+        return run(fn, args=args)
+
+    monkeypatch.setattr(strategy, "run", counting_run)
+    policy = Policy([[("rotate", 9), ("crop", 9)]])
+    # 21 images x 3 samples = 63 rows per call: an odd count exercises the padding.
+    distributed = TTAPredictor([mirrored, mirrored], policy, num_samples=3, seed=2,
+                               strategy=strategy).predict(x[:21], batch_size=21)
+    single = TTAPredictor([plain, plain], policy, num_samples=3, seed=2).predict(
+        x[:21], batch_size=21)
+    np.testing.assert_allclose(distributed, single, atol=1e-6)
+    assert replica_batches == [32, 32, 32, 32]  # two members, each split over 2 replicas
+
+
+def test_rejects_a_strategy_that_is_not_one():
+    with pytest.raises(TypeError, match="strategy"):
+        TTAPredictor(_cnn(0), strategy="mirrored")

@@ -8,6 +8,7 @@ calibration metrics score.
 
 import keras
 import numpy as np
+import tensorflow as tf
 from scipy import special
 
 from tfpriors import _validation, calibration
@@ -18,6 +19,60 @@ def _call(model, inputs):
     if isinstance(model, keras.layers.Layer):
         return model(inputs, training=False)
     return model(inputs)
+
+
+def _resolve_strategy(strategy, members):
+    """The strategy to spread model calls over, or None for plain calls.
+
+    An explicit ``strategy`` wins; otherwise the one whose scope is open, then
+    the one a member was built under (Keras remembers it), when it has more
+    than one replica.
+    """
+    if strategy is not None:
+        if not isinstance(strategy, tf.distribute.Strategy):
+            raise TypeError("`strategy` must be a tf.distribute.Strategy or None; received "
+                            f"{type(strategy).__name__}.")
+        return strategy
+    candidates = [tf.distribute.get_strategy()] if tf.distribute.has_strategy() else []
+    candidates += [getattr(m, "_distribute_strategy", None) for m in members]
+    for candidate in candidates:
+        if candidate is not None and candidate.num_replicas_in_sync > 1:
+            return candidate
+    return None
+
+
+class _ReplicatedCall:
+    """Calls a model on a batch split evenly over a strategy's replicas.
+
+    The batch is padded to a multiple of the replica count (with copies of its
+    last row, dropped again afterwards), each replica gets one contiguous
+    slice, and the slices' outputs are concatenated back in input order.
+    """
+
+    def __init__(self, strategy, model):
+        self.strategy = strategy
+        self.model = model
+        self._step = tf.function(lambda inputs: _call(model, inputs), reduce_retracing=True)
+
+    def __call__(self, inputs):
+        replicas = self.strategy.num_replicas_in_sync
+        count = len(inputs)
+        per_replica = -(-count // replicas)
+        if per_replica * replicas != count:
+            padding = np.repeat(inputs[-1:], per_replica * replicas - count, axis=0)
+            inputs = np.concatenate([inputs, padding])
+
+        def slice_for(context):
+            start = context.replica_id_in_sync_group * per_replica
+            return tf.constant(inputs[start:start + per_replica])
+
+        distributed = self.strategy.experimental_distribute_values_from_function(slice_for)
+        outputs = self.strategy.run(self._step, args=(distributed,))
+        # Replica outputs come back to the host in replica order; concatenating
+        # them there needs no collective op (which would tie every call's
+        # shapes together across strategies sharing the devices).
+        local = self.strategy.experimental_local_results(outputs)
+        return np.concatenate([keras.ops.convert_to_numpy(v) for v in local])[:count]
 
 
 class TTAPredictor:
@@ -35,6 +90,10 @@ class TTAPredictor:
         num_samples: augmentations per image and member.
         from_logits: whether the models output logits (else probabilities).
         seed: seed of the augmentation draws.
+        strategy: a ``tf.distribute.Strategy`` whose replicas share each
+            model call (each gets an equal slice of the augmented batch).
+            Default: the strategy whose scope is open, else the one the
+            members were built under, else plain calls on one device.
 
     Example:
 
@@ -43,7 +102,8 @@ class TTAPredictor:
     >>> predictor.evaluate(x_test, y_test)   # accuracy, nll, calibrated_nll, ece, brier
     """
 
-    def __init__(self, models, policy=None, num_samples=10, from_logits=True, seed=0):
+    def __init__(self, models, policy=None, num_samples=10, from_logits=True, seed=0,
+                 strategy=None):
         members = list(models) if isinstance(models, (list, tuple)) else [models]
         if not members or not all(isinstance(m, keras.layers.Layer) or callable(m)
                                   for m in members):
@@ -59,6 +119,8 @@ class TTAPredictor:
         self.num_samples = _validation.positive_int(num_samples, "num_samples")
         self.from_logits = from_logits
         self.seed = int(seed)
+        self.strategy = strategy
+        _resolve_strategy(strategy, members)  # a bad argument fails here, not at predict
 
     def _member_log_probs(self, member, outputs):
         outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype="float64")
@@ -80,18 +142,20 @@ class TTAPredictor:
         generators = [keras.random.SeedGenerator(self.seed + 7919 * i)
                       for i in range(len(self.models))]
         rngs = [np.random.default_rng(self.seed + i) for i in range(len(self.models))]
+        strategy = _resolve_strategy(self.strategy, self.models)
+        callers = [(lambda inputs, model=model: _call(model, inputs)) if strategy is None
+                   else _ReplicatedCall(strategy, model) for model in self.models]
         merged = []
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size]
             total = None
-            for member, (model, generator, rng) in enumerate(zip(self.models, generators,
-                                                                 rngs)):
+            for member, (caller, generator, rng) in enumerate(zip(callers, generators, rngs)):
                 # All samples of a batch in one call: fewer, larger model invocations.
                 augmented = np.concatenate([
                     keras.ops.convert_to_numpy(
                         self.policy.augment(batch, draw=s, seed=generator, rng=rng))
                     for s in range(self.num_samples)])
-                log_probs = self._member_log_probs(member, _call(model, augmented))
+                log_probs = self._member_log_probs(member, caller(augmented))
                 log_probs = log_probs.reshape(self.num_samples, len(batch), -1)
                 member_sum = special.logsumexp(log_probs, axis=0)
                 total = member_sum if total is None else np.logaddexp(total, member_sum)
