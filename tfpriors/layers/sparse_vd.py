@@ -19,6 +19,7 @@ from keras import ops
 
 from tfpriors import _validation
 from tfpriors.layers.kl_layer import KLLayer
+from tfpriors.layers.seed_state import SeedStateMixin
 from tfpriors.priors.log_uniform import (LOG_ALPHA_MAX, LOG_ALPHA_MIN, LogUniform, log_alpha,
                                          validate_threshold)
 
@@ -102,7 +103,7 @@ def _log_sigma2_initializer(value):
                          f"received {value!r}.") from error
 
 
-class SparseVDLayer(KLLayer):
+class SparseVDLayer(SeedStateMixin, KLLayer):
     """Shared machinery of the Sparse VD layers: weights, KL, pruning, forward modes.
 
     Subclasses set ``self._kernel_shape`` / ``self._bias_shape`` in ``build``

@@ -1,0 +1,82 @@
+"""Trains a small model with BackupAndRestore; optionally SIGKILLs itself mid-epoch.
+
+Run by test_crash_safe.py in a subprocess:
+
+    python crash_worker.py MODEL BACKUP_DIR OUT.npz [--kill-at EPOCH BATCH]
+
+MODEL names a builder in BUILDERS. The final weights (and, for models that
+have one, their sampler state) go to OUT.npz.
+"""
+
+import argparse
+import os
+import signal
+import sys
+
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfpriors  # noqa: E402
+
+EPOCHS, BATCH, EXAMPLES = 3, 32, 256
+
+
+def sparse_vd():
+    model = keras.Sequential([keras.Input((64,)),
+                              tfpriors.layers.SparseVDDense(32, activation="relu", seed=1),
+                              tfpriors.layers.SparseVDDense(10, seed=2)])
+    tfpriors.set_dataset_size(model, EXAMPLES)
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model, []
+
+
+BUILDERS = {"sparse_vd": sparse_vd}
+
+
+class KillAt(keras.callbacks.Callback):
+    """SIGKILL (no clean-up, no flush) at a given batch of a given epoch."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model", choices=sorted(BUILDERS))
+    parser.add_argument("backup_dir")
+    parser.add_argument("out")
+    parser.add_argument("--kill-at", nargs=2, type=int, metavar=("EPOCH", "BATCH"))
+    args = parser.parse_args()
+
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(0)
+    (x, y), _ = tfpriors.datasets.load_digits()
+    x, y = x[:EXAMPLES], y[:EXAMPLES]
+    model, extra_callbacks = BUILDERS[args.model]()
+    model.build((None, 64))
+    callbacks = [keras.callbacks.BackupAndRestore(args.backup_dir)] + extra_callbacks
+    if args.kill_at:
+        callbacks.append(KillAt(*args.kill_at))
+    model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, shuffle=False, verbose=0,
+              callbacks=callbacks)
+    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    for callback in extra_callbacks:
+        arrays.update(getattr(callback, "state_arrays", lambda: {})())
+    np.savez(args.out, **arrays)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
