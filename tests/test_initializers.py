@@ -31,6 +31,17 @@ def test_kernels_are_decoder_means_at_standard_normal_z(vae):
     np.testing.assert_array_equal(DWPInitializer(vae, seed=3)((3, 3, 16, 32)), kernel)
 
 
+def test_noise_draws_from_the_decoder_distribution(vae):
+    init = DWPInitializer(vae, seed=4, noise=True)
+    slices = np.transpose(keras.ops.convert_to_numpy(init((3, 3, 40, 50))),
+                          (2, 3, 0, 1)).reshape(-1, 3, 3)
+    means = np.transpose(keras.ops.convert_to_numpy(DWPInitializer(vae, seed=4)(
+        (3, 3, 40, 50))), (2, 3, 0, 1)).reshape(-1, 3, 3)
+    z = np.random.default_rng(0).normal(size=(4000, 2)).astype("float32")
+    decoder_var = np.exp(keras.ops.convert_to_numpy(vae.decode(z)[1])).mean(0)
+    np.testing.assert_allclose(slices.var(0), means.var(0) + decoder_var, rtol=0.15)
+
+
 def test_usable_in_conv2d_and_saved_with_the_model(vae, tmp_path):
     init = DWPInitializer(vae, seed=1)
     model = keras.Sequential([keras.Input((8, 8, 1)),
@@ -55,5 +66,7 @@ def test_bad_shapes_and_arguments(vae):
         init((9, 4))
     with pytest.raises(TypeError, match="vae"):
         DWPInitializer(None)
+    with pytest.raises(TypeError, match="noise"):
+        DWPInitializer(vae, noise=1)
     with pytest.raises(TypeError, match="seed"):
         DWPInitializer(vae, seed=1.5)
