@@ -18,7 +18,8 @@ def section(result):
     settings = result["settings"]
     lines = [f"## {result['title']}", "", result["description"], "",
              f"Source nets: {settings['sources']} x {settings['source_epochs']} epochs, test "
-             f"accuracy on digits 0-4 {100 * statistics.mean(result['source_test_accuracy']):.1f}%; "
+             "accuracy on digits 0-4 "
+             f"{100 * statistics.mean(result['source_test_accuracy']):.1f}%; "
              f"KernelVAE on {result['kernel_slices']} slices, {settings['vae_epochs']} epochs, "
              f"negative ELBO {result['vae_negative_elbo']:.2f} per slice; weight std of real "
              f"kernels {result['kernel_std']:.3f}, of VAE samples (decoder means) "

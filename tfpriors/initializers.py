@@ -9,7 +9,7 @@ from tfpriors.priors.kernel_vae import (check_kernel_shape, check_vae, vae_from_
 
 @keras.saving.register_keras_serializable(package="tfpriors")
 class DWPInitializer(keras.initializers.Initializer):
-    """Draws conv kernels from a :class:`tfpriors.priors.KernelVAE`: decoder means at ``z ~ N(0, I)``.
+    """Draws conv kernels from a :class:`~tfpriors.priors.KernelVAE`: decoder means at z ~ N(0, I).
 
     Every ``(input channel, filter)`` slice of a ``(k, k, in, out)`` kernel
     gets its own ``z``, so a new layer starts from kernels that look like
