@@ -237,11 +237,11 @@ def main():
                         ("Deep Weight Prior", tfpriors.priors.DeepWeightPrior(vae,
                                                                                seed=args.seed))):
         accuracy = train_variational(prior, x, y, xt_test, yt_test, args.steps, args.seed)
-        print(f"  variational net, {name:<22} test accuracy {accuracy:.1%}")
+        print(f"  variational net, {name:<26} test accuracy {accuracy:.1%}")
     epochs = max(1, math.ceil(args.steps / math.ceil(len(x) / 32)))
     for name, make in init_variants(vae, sources).items():
         curve = accuracy_curve(make(args.seed), x, y, xt_test, yt_test, (epochs,), args.seed)
-        print(f"  plain net, {name + ' init':<22} test accuracy {curve[epochs]:.1%} "
+        print(f"  plain net, {name + ' init':<26} test accuracy {curve[epochs]:.1%} "
               f"after {epochs} epochs")
     print(f"done in {time.perf_counter() - start:.0f} s")
 
