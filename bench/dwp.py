@@ -52,6 +52,21 @@ def make_prior(name, vae):
     return name
 
 
+def prior_note(kernels, samples):
+    return (f"The KernelVAE's latent code explains little of these kernels: its samples "
+            f"(decoder means) have weight std {samples.std():.3f} against "
+            f"{kernels.std():.3f} for the real ones, so the prior mostly pulls kernels "
+            "towards flat ones, while the standard normal prior (variance 1, far wider "
+            "than the weights) barely regularizes this easy task.")
+
+
+def init_note(kernels, samples):
+    return (f"DWP initialization draws decoder means, whose weight std "
+            f"({samples.std():.3f}) is {kernels.std() / samples.std():.1f}x below that of "
+            f"trained kernels ({kernels.std():.3f}): the net starts too small; with the "
+            "decoder noise added (DWPInitializer(noise=True)) it starts at the right scale.")
+
+
 def plot(result, path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -146,19 +161,14 @@ def main():
         f"DWP prior vs standard normal, {smallest} target images (test accuracy)",
         dwp_small, "accuracy", "standard normal prior", normal_small, ">=", 1.0,
         condition=dwp_small > normal_small,
-        note="" if dwp_small > normal_small else
-        "the KernelVAE of these small source nets is close to a per-pixel Gaussian "
-        "(its samples are nearly flat, see the kernel picture), so the prior adds "
-        "little beyond a learned Gaussian.")]
+        note="" if dwp_small > normal_small else prior_note(kernels, samples))]
     for epochs in settings["init_epochs"]:
         dwp = float(np.mean(inits["DWP"][str(epochs)]))
         he = float(np.mean(inits["He"][str(epochs)]))
         goals.append(_common.goal_row(
             f"DWP init vs He init, {epochs} epoch{'s' if epochs > 1 else ''} (test accuracy)",
             dwp, "accuracy", "He init", he, ">=", 1.0, condition=dwp > he,
-            note="" if dwp > he else
-            "decoder means of a VAE whose latent carries little information have a "
-            "smaller spread than trained kernels, so the net starts nearly at zero."))
+            note="" if dwp > he else init_note(kernels, samples)))
 
     result = _common.result_header("dwp", "Deep Weight Prior: small-data priors and "
                                    "initialization", __doc__, args.quick)
