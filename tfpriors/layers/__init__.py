@@ -2,6 +2,7 @@
 
 from tfpriors.layers.kl_layer import DatasetSizeNotSetError, KLLayer
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense, SparseVDLayer
+from tfpriors.layers.variational import VariationalConv2D, VariationalDense, VariationalLayer
 
 __all__ = ["KLLayer", "DatasetSizeNotSetError", "SparseVDLayer", "SparseVDDense",
-           "SparseVDConv2D"]
+           "SparseVDConv2D", "VariationalLayer", "VariationalDense", "VariationalConv2D"]

@@ -1,7 +1,12 @@
 """Priors over weights: one ``Prior.kl`` interface for every variational layer."""
 
 from tfpriors.priors.base import Prior
+from tfpriors.priors.dwp import DeepWeightPrior
+from tfpriors.priors.kernel_vae import KernelVAE
+from tfpriors.priors.kernels import collect_kernels, plot_kernels
+from tfpriors.priors.learned_gaussian import LearnedGaussian
 from tfpriors.priors.log_uniform import LogUniform, log_alpha
 from tfpriors.priors.normal import Normal
 
-__all__ = ["Prior", "LogUniform", "Normal", "log_alpha"]
+__all__ = ["Prior", "LogUniform", "Normal", "log_alpha", "LearnedGaussian", "KernelVAE",
+           "DeepWeightPrior", "collect_kernels", "plot_kernels"]

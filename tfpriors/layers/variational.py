@@ -1,0 +1,287 @@
+"""Variational Dense and Conv2D layers with a pluggable prior.
+
+Each kernel weight has a Gaussian posterior ``N(mean, sigma^2)`` (``kernel``
+holds the means, ``log_sigma2`` the log-variances, initialised to -10) and a
+prior given as ``"normal"`` (``priors.Normal(1.0)``), ``"log_uniform"``
+(``priors.LogUniform()``) or any :class:`tfpriors.priors.Prior` object, e.g. a
+``LearnedGaussian`` or a ``DeepWeightPrior``. The layer hands its posterior
+to ``prior.kl(mean, log_sigma2)`` and adds the result through the shared KL
+path (:class:`tfpriors.layers.KLLayer`), so it never knows which prior it has.
+
+Training samples the pre-activations with the local reparameterization trick
+(``N(x @ mean, x^2 @ sigma^2)``), whatever the prior: it has lower variance
+than sampling the weights, and a prior that needs weight samples (the Deep
+Weight Prior's bound is an expectation over ``w ~ q``) draws its own
+reparameterized sample inside ``kl``. Evaluation and export use the
+posterior means.
+"""
+
+import abc
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfpriors import _validation
+from tfpriors.layers.kl_layer import KLLayer
+from tfpriors.layers.sparse_vd import LOG_SIGMA2_INIT_SCRATCH, _log_sigma2_initializer
+from tfpriors.priors import base as prior_base
+from tfpriors.priors.base import Prior
+from tfpriors.priors.log_uniform import LogUniform
+from tfpriors.priors.normal import Normal
+
+PRIOR_NAMES = {"normal": lambda: Normal(1.0), "log_uniform": LogUniform}
+
+
+def get_prior(prior):
+    """Resolves a layer's ``prior`` argument to a :class:`Prior` object.
+
+    Accepts ``"normal"``, ``"log_uniform"``, a ``Prior`` object, or the
+    serialized form of one (what ``get_config`` stores).
+    """
+    if isinstance(prior, Prior):
+        return prior
+    if isinstance(prior, str):
+        key = prior.lower()
+        if key not in PRIOR_NAMES:
+            raise ValueError(f"`prior` must be one of {sorted(PRIOR_NAMES)} or a "
+                             f"tfpriors.priors.Prior object; received {prior!r}.")
+        return PRIOR_NAMES[key]()
+    if isinstance(prior, dict):
+        restored = prior_base.deserialize(prior)
+        if isinstance(restored, Prior):
+            return restored
+    raise TypeError(f"`prior` must be one of {sorted(PRIOR_NAMES)} or a "
+                    f"tfpriors.priors.Prior object; received {prior!r} of type "
+                    f"{type(prior).__name__}.")
+
+
+class VariationalLayer(KLLayer):
+    """Shared machinery: posterior weights, the prior's KL, the three forward modes.
+
+    Subclasses call ``_build_weights`` in ``build`` and implement ``_linear``.
+    """
+
+    def __init__(self, prior="normal", activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH, seed=None,
+                 dataset_size=None, **kwargs):
+        super().__init__(dataset_size=dataset_size, **kwargs)
+        self.prior = get_prior(prior)
+        self.activation = keras.activations.get(activation)
+        if not isinstance(use_bias, (bool, np.bool_)):
+            raise TypeError(f"`use_bias` must be a bool; received {use_bias!r}.")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.log_sigma2_initializer = _log_sigma2_initializer(log_sigma2_initializer)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _build_weights(self, kernel_shape, bias_shape):
+        # A prior over kernel slices (the Deep Weight Prior) checks that it fits
+        # this layer's kernel before any weight exists.
+        check = getattr(self.prior, "check_kernel_shape", None)
+        if check is not None:
+            check(kernel_shape, self)
+        # float32 variational parameters under mixed precision: exp(log_sigma2)
+        # of -10 and the KL's logs lose too much in float16.
+        self.kernel = self.add_weight(name="kernel", shape=kernel_shape,
+                                      initializer=self.kernel_initializer, autocast=False)
+        self.log_sigma2 = self.add_weight(name="log_sigma2", shape=kernel_shape,
+                                          initializer=self.log_sigma2_initializer,
+                                          autocast=False)
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=bias_shape,
+                                        initializer=self.bias_initializer)
+
+    def kl(self):
+        return self.prior.kl(self.kernel, self.log_sigma2)
+
+    @abc.abstractmethod
+    def _linear(self, inputs, kernel):
+        """The deterministic linear map of the layer: its matmul or convolution."""
+
+    def _add_bias(self, outputs):
+        return outputs if self.bias is None else outputs + self.bias
+
+    def call(self, inputs, training=False):
+        dtype = self.compute_dtype
+        mean = self._linear(inputs, ops.cast(self.kernel, dtype))
+        if training:
+            variance = self._linear(ops.square(inputs),
+                                    ops.cast(ops.exp(self.log_sigma2), dtype))
+            # The floor keeps sqrt differentiable at zero variance (float16 included).
+            floor = max(1e-8, float(np.finfo(dtype).tiny))
+            noise = keras.random.normal(ops.shape(mean), dtype=dtype, seed=self.seed_generator)
+            outputs = mean + ops.sqrt(variance + floor) * noise
+        else:
+            outputs = mean
+        # Without a dataset size, evaluation reports no KL and training refuses to run.
+        self.add_kl(training)
+        outputs = self._add_bias(outputs)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def _inference_weights(self):
+        weights = [ops.convert_to_numpy(self.kernel)]
+        if self.use_bias:
+            weights.append(ops.convert_to_numpy(self.bias))
+        return weights
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "prior": prior_base.serialize(self.prior),
+            "activation": keras.activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "log_sigma2_initializer": keras.initializers.serialize(self.log_sigma2_initializer),
+            "seed": self.seed,
+        })
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class VariationalDense(VariationalLayer):
+    """Densely connected layer with a Gaussian posterior over its kernel and a prior.
+
+    A drop-in replacement for ``keras.layers.Dense``: ``kernel`` holds the
+    posterior means, ``log_sigma2`` their log-variances. The KL divergence
+    from the prior, divided by the dataset size, joins the model's loss.
+
+    Args:
+        units: positive integer, dimensionality of the output space.
+        prior: ``"normal"`` (standard normal), ``"log_uniform"`` or a
+            :class:`tfpriors.priors.Prior` object (saved with the layer).
+        activation: activation function (name or callable); default linear.
+        use_bias: whether the layer has a (non-variational) bias.
+        kernel_initializer, bias_initializer: initializers of the means and bias.
+        log_sigma2_initializer: initial log-variance, a number or an
+            initializer; default -10.
+        seed: seed of the local-reparameterization noise.
+        dataset_size: training-set size dividing the KL; usually set later with
+            ``tfpriors.set_dataset_size(model, n)``.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((64,)),
+    ...                           tfpriors.layers.VariationalDense(10, prior="normal")])
+    >>> tfpriors.set_dataset_size(model, 1347)
+    1
+    """
+
+    def __init__(self, units, prior="normal", **kwargs):
+        super().__init__(prior=prior, **kwargs)
+        self.units = _validation.positive_int(units, "units")
+
+    def build(self, input_shape):
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(
+                f"`inputs` of {type(self).__name__} '{self.name}' must have rank >= 2 "
+                f"with a known last dimension; received shape {tuple(input_shape)}.")
+        input_dim = int(input_shape[-1])
+        self._build_weights((input_dim, self.units), (self.units,))
+        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
+
+    def _linear(self, inputs, kernel):
+        return ops.matmul(inputs, kernel)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def inference_layer(self):
+        """The export form: a plain ``keras.layers.Dense`` holding the posterior means."""
+        layer = keras.layers.Dense(self.units, activation=self.activation,
+                                   use_bias=self.use_bias, name=self.name)
+        return layer, self._inference_weights()
+
+    def get_config(self):
+        config = super().get_config()
+        config["units"] = self.units
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class VariationalConv2D(VariationalLayer):
+    """2D convolution with a Gaussian posterior over its kernel and a prior.
+
+    A drop-in replacement for ``keras.layers.Conv2D`` (``groups=1``,
+    channels last): ``kernel`` ``(kh, kw, in_channels, filters)`` holds the
+    posterior means. With a ``DeepWeightPrior`` the kernel must be square and
+    of the prior's kernel size.
+
+    Args:
+        filters: positive integer, the number of output channels.
+        kernel_size: int or tuple of 2 ints.
+        prior: ``"normal"``, ``"log_uniform"`` or a :class:`tfpriors.priors.Prior`.
+        strides: int or tuple of 2 ints, default 1.
+        padding: ``"valid"`` or ``"same"``.
+        dilation_rate: int or tuple of 2 ints, default 1.
+        **kwargs: the arguments of :class:`VariationalDense` after ``prior``.
+
+    Example:
+
+    >>> vae = tfpriors.priors.KernelVAE(kernel_size=3)
+    >>> vae.fit(tfpriors.priors.collect_kernels(source_models), epochs=20)
+    >>> conv = tfpriors.layers.VariationalConv2D(
+    ...     32, 3, prior=tfpriors.priors.DeepWeightPrior(vae), padding="same")
+    """
+
+    def __init__(self, filters, kernel_size, prior="normal", strides=1, padding="valid",
+                 dilation_rate=1, **kwargs):
+        super().__init__(prior=prior, **kwargs)
+        self.filters = _validation.positive_int(filters, "filters")
+        self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
+        self.strides = _validation.int_tuple(strides, "strides", 2)
+        self.padding = _validation.one_of(padding, "padding", {"valid", "same"})
+        self.dilation_rate = _validation.int_tuple(dilation_rate, "dilation_rate", 2)
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not "
+                             f"supported; received strides={self.strides}, "
+                             f"dilation_rate={self.dilation_rate}.")
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                f"`inputs` of {type(self).__name__} '{self.name}' must have rank 4 "
+                "(batch, height, width, channels) with known channels; received shape "
+                f"{tuple(input_shape)}.")
+        in_channels = int(input_shape[-1])
+        self._build_weights(self.kernel_size + (in_channels, self.filters), (self.filters,))
+        self.input_spec = keras.InputSpec(ndim=4, axes={-1: in_channels})
+
+    def _linear(self, inputs, kernel):
+        return ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                        dilation_rate=self.dilation_rate)
+
+    def compute_output_shape(self, input_shape):
+        spatial = []
+        for size, k, s, d in zip(input_shape[1:3], self.kernel_size, self.strides,
+                                 self.dilation_rate):
+            if size is None:
+                spatial.append(None)
+            elif self.padding == "same":
+                spatial.append(math.ceil(size / s))
+            else:
+                spatial.append((size - d * (k - 1) - 1) // s + 1)
+        return (input_shape[0], *spatial, self.filters)
+
+    def inference_layer(self):
+        """The export form: a plain ``keras.layers.Conv2D`` holding the posterior means."""
+        layer = keras.layers.Conv2D(
+            self.filters, self.kernel_size, strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, activation=self.activation,
+            use_bias=self.use_bias, name=self.name)
+        return layer, self._inference_weights()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "kernel_size": self.kernel_size,
+                       "strides": self.strides, "padding": self.padding,
+                       "dilation_rate": self.dilation_rate})
+        return config

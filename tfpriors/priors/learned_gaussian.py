@@ -1,0 +1,56 @@
+"""A Gaussian prior whose mean and variance are fitted to the layer (empirical Bayes)."""
+
+import keras
+from keras import ops
+
+from tfpriors import _validation
+from tfpriors.priors.base import Prior
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class LearnedGaussian(Prior):
+    """Prior ``N(mu, v)`` over a layer's weights with ``mu`` and ``v`` chosen by empirical Bayes.
+
+    For a fixed Gaussian posterior ``q = prod N(m_i, s_i^2)`` the ``(mu, v)``
+    that minimise ``KL(q || N(mu, v))`` are closed form:
+    ``mu = mean(m)`` (0 with ``zero_mean=True``) and
+    ``v = mean(s^2 + (m - mu)^2)``. ``kl`` evaluates the KL at that optimum,
+    so every layer gets its own prior, refitted at every step. Since the
+    optimum is a stationary point of the KL in ``(mu, v)``, the gradient with
+    respect to the posterior is the same as for a prior held fixed there.
+
+    Args:
+        zero_mean: keep the prior mean at 0 and fit only the variance.
+        min_variance: lower bound of the fitted variance (keeps a collapsed
+            posterior from driving the prior to a point mass), > 0.
+
+    Example:
+
+    >>> layer = tfpriors.layers.VariationalDense(10, prior=LearnedGaussian())
+    >>> mu, variance = LearnedGaussian().fit(layer.kernel, layer.log_sigma2)
+    """
+
+    def __init__(self, zero_mean=False, min_variance=1e-8):
+        if not isinstance(zero_mean, bool):
+            raise TypeError(f"`zero_mean` must be a bool; received {zero_mean!r}.")
+        self.zero_mean = zero_mean
+        self.min_variance = _validation.positive_number(min_variance, "min_variance")
+
+    def fit(self, mean, log_sigma2):
+        """The empirical-Bayes prior ``(mu, variance)`` for this posterior (float32 scalars)."""
+        mean = ops.cast(mean, "float32")
+        log_sigma2 = ops.cast(log_sigma2, "float32")
+        mu = ops.zeros((), "float32") if self.zero_mean else ops.mean(mean)
+        variance = ops.mean(ops.exp(log_sigma2) + ops.square(mean - mu))
+        return mu, ops.maximum(variance, self.min_variance)
+
+    def kl(self, mean, log_sigma2):
+        mu, variance = self.fit(mean, log_sigma2)
+        mean = ops.cast(mean, "float32")
+        log_sigma2 = ops.cast(log_sigma2, "float32")
+        log_variance = ops.log(variance)
+        return 0.5 * ops.sum(log_variance - log_sigma2
+                             + (ops.exp(log_sigma2) + ops.square(mean - mu)) / variance - 1.0)
+
+    def get_config(self):
+        return {"zero_mean": self.zero_mean, "min_variance": self.min_variance}
