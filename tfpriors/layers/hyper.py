@@ -16,7 +16,7 @@ and produces the parameters either
 
 Training feeds several lambda draws per batch: the batch is split into
 ``len(lambdas)`` consecutive groups, group ``d`` runs with the weights at
-``lambda_d`` (one batched matmul / grouped convolution for all groups, local
+``lambda_d`` (one batched matmul for all groups, im2col for convolutions; local
 reparameterization), and the KL added to the loss is the mean over draws of
 ``lambda_d * KL(q_lambda_d || N(0, prior_variance))`` through the shared KL path
 (divided by the dataset size, times ``kl_weight``). The bias is a deterministic
@@ -436,9 +436,8 @@ class HyperVariationalDense(HyperVariationalLayer):
 class HyperVariationalConv2D(HyperVariationalLayer):
     __doc__ = """2D convolution (channels last) whose Gaussian posterior is a function of lambda.
 
-    The draws of a batch run as one grouped convolution: group ``d`` of the
-    batch becomes channel group ``d`` and meets the kernel of ``lambda_d``.
-    The low-rank kind treats the kernel as a ``(kh * kw * in_channels, filters)``
+    The draws of a batch run as one batched matmul over image patches
+    (im2col): group ``d`` of the batch meets the kernel of ``lambda_d``. The low-rank kind treats the kernel as a ``(kh * kw * in_channels, filters)``
     matrix.
 
     Args:
@@ -484,26 +483,26 @@ class HyperVariationalConv2D(HyperVariationalLayer):
         self.input_spec = keras.InputSpec(ndim=4, axes={-1: in_channels})
 
     def _batched_linear(self, groups, kernels):
-        # Draws become channel groups of one grouped convolution:
-        # (draws, b, h, w, c) -> (b, h, w, draws * c) with kernel (kh, kw, c, draws * f).
         draws = kernels.shape[0]
         kh, kw, channels, filters = self._kernel_shape
         if draws == 1:
             outputs = tf.nn.conv2d(groups[0], kernels[0], strides=self.strides,
                                    padding=self.padding.upper(), dilations=self.dilation_rate)
             return outputs[None]
+        # Several kernels: im2col, then one batched matmul. (A grouped
+        # convolution would do the forward pass, but TensorFlow's CPU kernels
+        # have no grouped filter gradient.) Patches are ordered (kh, kw, c),
+        # the order of the kernel's rows.
         shape = tf.shape(groups)
-        stacked = tf.transpose(groups, (1, 2, 3, 0, 4))
-        stacked = tf.reshape(stacked, tf.stack([shape[1], shape[2], shape[3],
-                                                draws * channels]))
-        kernel = tf.reshape(tf.transpose(kernels, (1, 2, 3, 0, 4)),
-                            (kh, kw, channels, draws * filters))
-        outputs = tf.nn.conv2d(stacked, kernel, strides=self.strides,
-                               padding=self.padding.upper(), dilations=self.dilation_rate)
-        out_shape = tf.shape(outputs)
-        outputs = tf.reshape(outputs, tf.stack([out_shape[0], out_shape[1], out_shape[2],
-                                                draws, filters]))
-        return tf.transpose(outputs, (3, 0, 1, 2, 4))
+        flat = tf.reshape(groups, tf.concat([[-1], shape[2:]], 0))
+        patches = tf.image.extract_patches(
+            flat, sizes=[1, kh, kw, 1], strides=[1, *self.strides, 1],
+            rates=[1, *self.dilation_rate, 1], padding=self.padding.upper())
+        patch_shape = tf.shape(patches)
+        patches = tf.reshape(patches, tf.stack([draws, -1, kh * kw * channels]))
+        outputs = tf.matmul(patches, tf.reshape(kernels, (draws, kh * kw * channels, filters)))
+        return tf.reshape(outputs, tf.stack([draws, shape[1], patch_shape[1], patch_shape[2],
+                                             filters]))
 
     def compute_output_shape(self, input_shape):
         spatial = []
