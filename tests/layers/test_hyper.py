@@ -42,7 +42,7 @@ def numpy_parameters(layer, lam):
                 rows, cols = w[f"{name}_c"].shape
                 a1 = (h @ w[f"{name}_a1"] + w[f"{name}_a1_bias"]).reshape(rows, layer.rank)
                 a2 = (h @ w[f"{name}_a2"] + w[f"{name}_a2_bias"]).reshape(cols, layer.rank)
-                value = w[f"{name}_c"] + a1 @ a2.T
+                value = w[f"{name}_c"] + a1 @ a2.T / np.sqrt(rows * cols)
         out.append(value)
     return out
 

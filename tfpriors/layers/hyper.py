@@ -10,9 +10,11 @@ variational optimization). The hypernetwork sees the normalized log lambda
 and produces the parameters either
 
 * ``kind="linear"``: ``p(l) = l * A + (1 - l) * B``, or
-* ``kind="lowrank"``: ``P(l) = C + a1(h) a2(h)^T`` with ``h = relu(W l + b)``
-  (``hidden_units`` ReLU units; ``a1``, ``a2`` are linear maps of ``h`` to an
-  ``(rows, rank)`` and a ``(cols, rank)`` factor; vectors use ``C + a(h)``).
+* ``kind="lowrank"``: ``P(l) = C + a1(h) a2(h)^T / sqrt(rows * cols)`` with
+  ``h = relu(W l + b)`` (``hidden_units`` ReLU units; ``a1``, ``a2`` are linear
+  maps of ``h`` to an ``(rows, rank)`` and a ``(cols, rank)`` factor; vectors
+  use ``C + a(h)``). The fixed scale keeps plain SGD stable: each head's
+  gradient sums over a whole row or column of the matrix.
 
 Training feeds several lambda draws per batch: the batch is split into
 ``len(lambdas)`` consecutive groups, group ``d`` runs with the weights at
@@ -38,6 +40,7 @@ DEFAULT_LAMBDA_RANGE = (1e-3, 10.0)
 # sigma = exp(-3): small enough that the noise does not swamp a freshly
 # initialised layer, large enough for the KL gradient to move it quickly.
 LOG_SIGMA2_INIT = -6.0
+LOG_SIGMA2_MIN, LOG_SIGMA2_MAX = -20.0, 4.0
 
 
 def validate_lambda_range(lambda_range):
@@ -170,7 +173,9 @@ class HyperVariationalLayer(KLLayer):
                 f"{name}_b", shape, lambda shape, dtype=None: tf.identity(a.value))
             return
         self._hyper[f"{name}_c"] = self._weight(f"{name}_c", shape, initializer)
-        glorot = keras.initializers.GlorotUniform(seed=self.seed)
+        # Unit-scale a1: with the 1/sqrt(rows * cols) scale, a glorot-sized a1
+        # would leave a2 (which starts at zero) almost no gradient.
+        factor = keras.initializers.RandomNormal(stddev=1.0, seed=self.seed)
         if len(shape) == 1:
             self._hyper[f"{name}_head"] = self._weight(f"{name}_head",
                                                        (self.hidden_units, shape[0]), "zeros")
@@ -179,7 +184,7 @@ class HyperVariationalLayer(KLLayer):
         # a2 starts at zero so the correction a1 a2^T starts at zero while a1's
         # gradient (through a2) and a2's gradient (through a1) are not both zero.
         self._hyper[f"{name}_a1"] = self._weight(f"{name}_a1",
-                                                 (self.hidden_units, rows * self.rank), glorot)
+                                                 (self.hidden_units, rows * self.rank), factor)
         self._hyper[f"{name}_a1_bias"] = self._weight(f"{name}_a1_bias", (rows * self.rank,),
                                                       "zeros")
         self._hyper[f"{name}_a2"] = self._weight(f"{name}_a2",
@@ -218,7 +223,16 @@ class HyperVariationalLayer(KLLayer):
                 a2 = hidden @ self._hyper[f"{name}_a2"] + self._hyper[f"{name}_a2_bias"]
                 a1 = tf.reshape(a1, (-1, rows, self.rank))
                 a2 = tf.reshape(a2, (-1, cols, self.rank))
-                value = self._hyper[f"{name}_c"] + tf.matmul(a1, a2, transpose_b=True)
+                # Each head's gradient sums over a whole row or column of the
+                # matrix; 1/sqrt(rows * cols) keeps plain SGD steps on the heads
+                # the size of steps on C (unscaled, SGD with momentum diverges).
+                value = self._hyper[f"{name}_c"] + tf.matmul(
+                    a1, a2, transpose_b=True) / math.sqrt(rows * cols)
+            if name == "kernel_log_sigma2":
+                # The low-rank correction is bilinear and can overshoot early in
+                # training; exp() of an overshoot is inf. Far outside anything
+                # the prior asks for (its log-variance is log(prior_variance)).
+                value = tf.clip_by_value(value, LOG_SIGMA2_MIN, LOG_SIGMA2_MAX)
             if name != "bias":
                 value = tf.reshape(value, (-1,) + tuple(self._kernel_shape))
             values[name] = value
