@@ -1,0 +1,548 @@
+"""Lambda-hypernetwork layers: one variational layer for every complexity level.
+
+The variational parameters of a layer (the posterior means and log-variances
+of its kernel, and its bias) are functions of a complexity parameter
+``lambda``, the weight of the KL term (Grebenkova et al., complexity-controlled
+variational optimization). The hypernetwork sees the normalized log lambda
+
+    l = (log lambda - log lambda_min) / (log lambda_max - log lambda_min)  in [0, 1]
+
+and produces the parameters either
+
+* ``kind="linear"``: ``p(l) = l * A + (1 - l) * B``, or
+* ``kind="lowrank"``: ``P(l) = C + a1(h) a2(h)^T / sqrt(rows * cols)`` with
+  ``h = relu(W l + b)`` (``hidden_units`` ReLU units; ``a1``, ``a2`` are linear
+  maps of ``h`` to an ``(rows, rank)`` and a ``(cols, rank)`` factor; vectors
+  use ``C + a(h)``). The fixed scale keeps plain SGD stable: each head's
+  gradient sums over a whole row or column of the matrix.
+
+Training feeds several lambda draws per batch: the batch is split into
+``len(lambdas)`` consecutive groups, group ``d`` runs with the weights at
+``lambda_d`` (one batched matmul for all groups, im2col for convolutions; local
+reparameterization), and the KL added to the loss is the mean over draws of
+``lambda_d * KL(q_lambda_d || N(0, prior_variance))`` through the shared KL path
+(divided by the dataset size, times ``kl_weight``). The bias is a deterministic
+function of lambda (no KL), as in most variational layers.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfpriors import _validation
+from tfpriors.layers.kl_layer import KLLayer
+from tfpriors.priors.normal import Normal
+
+KINDS = ("linear", "lowrank")
+DEFAULT_LAMBDA_RANGE = (1e-3, 10.0)
+# sigma = exp(-3): small enough that the noise does not swamp a freshly
+# initialised layer, large enough for the KL gradient to move it quickly.
+LOG_SIGMA2_INIT = -6.0
+LOG_SIGMA2_MIN, LOG_SIGMA2_MAX = -20.0, 4.0
+
+
+def validate_lambda_range(lambda_range):
+    """Returns ``lambda_range`` as a ``(low, high)`` float pair with 0 < low < high."""
+    if isinstance(lambda_range, (str, bytes)):
+        raise TypeError("`lambda_range` must be a pair (low, high) of positive numbers; "
+                        f"received {lambda_range!r}.")
+    try:
+        items = tuple(lambda_range)
+    except TypeError:
+        raise TypeError("`lambda_range` must be a pair (low, high) of positive numbers; "
+                        f"received {lambda_range!r}.") from None
+    if len(items) != 2:
+        raise ValueError("`lambda_range` must be a pair (low, high) of positive numbers; "
+                         f"received {lambda_range!r}.")
+    low = _validation.real_number(items[0], "lambda_range[0]")
+    high = _validation.real_number(items[1], "lambda_range[1]")
+    if low <= 0 or high <= 0:
+        raise ValueError("`lambda_range` must hold positive numbers (lambda is sampled "
+                         f"log-uniformly); received {lambda_range!r}.")
+    if low >= high:
+        raise ValueError("`lambda_range` must be (low, high) with low < high; received "
+                         f"{lambda_range!r}.")
+    return (low, high)
+
+
+def validate_lambda(value, lambda_range, name="lambda_value"):
+    """Returns ``value`` as a float inside ``lambda_range`` (the range trained on)."""
+    value = _validation.real_number(value, name)
+    low, high = lambda_range
+    # A relative tolerance lets a range's own printed ends (e.g. 1e-3) pass.
+    if not low * (1 - 1e-6) <= value <= high * (1 + 1e-6):
+        raise ValueError(f"`{name}` must lie in the trained lambda range [{low:g}, {high:g}]; "
+                         f"received {value:g}. The hypernetwork is not defined outside it.")
+    return min(max(value, low), high)
+
+
+def normalized_log_lambda(lambdas, lambda_range):
+    """Maps lambda values to ``l`` in [0, 1] (log scale over ``lambda_range``)."""
+    low, high = lambda_range
+    lambdas = tf.cast(lambdas, "float32")
+    return (tf.math.log(lambdas) - math.log(low)) / (math.log(high) - math.log(low))
+
+
+def sample_lambdas(draws, lambda_range, seed):
+    """``draws`` lambda values drawn log-uniformly from ``lambda_range`` (float32, (draws,))."""
+    low, high = lambda_range
+    logs = keras.random.uniform((draws,), minval=math.log(low), maxval=math.log(high),
+                                seed=seed)
+    return tf.exp(logs)
+
+
+class HyperVariationalLayer(KLLayer):
+    """Shared machinery of the lambda-hypernetwork layers.
+
+    Subclasses set ``self._kernel_shape`` and ``self._out_dim`` in ``build``
+    (then call ``_build_hypernetwork``) and implement
+    ``_batched_linear(groups, kernels)``: ``groups`` is ``(draws, b, ...)``,
+    ``kernels`` is ``(draws, *kernel_shape)``, the result ``(draws, b, ...)``.
+    """
+
+    def __init__(self, activation=None, kind="linear", rank=2, hidden_units=50,
+                 use_bias=True, lambda_range=DEFAULT_LAMBDA_RANGE, lambda_draws=1,
+                 prior_variance=1.0, kernel_initializer="glorot_uniform",
+                 log_sigma2_init=LOG_SIGMA2_INIT, seed=None, dataset_size=None, **kwargs):
+        super().__init__(dataset_size=dataset_size, **kwargs)
+        self.activation = keras.activations.get(activation)
+        self.kind = _validation.one_of(kind, "kind", set(KINDS))
+        self.rank = _validation.positive_int(rank, "rank")
+        self.hidden_units = _validation.positive_int(hidden_units, "hidden_units")
+        if not isinstance(use_bias, (bool, np.bool_)):
+            raise TypeError(f"`use_bias` must be a bool; received {use_bias!r}.")
+        self.use_bias = bool(use_bias)
+        self.lambda_range = validate_lambda_range(lambda_range)
+        self.lambda_draws = _validation.positive_int(lambda_draws, "lambda_draws")
+        self.prior_variance = _validation.positive_number(prior_variance, "prior_variance")
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.log_sigma2_init = _validation.real_number(log_sigma2_init, "log_sigma2_init")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @property
+    def prior(self):
+        return Normal(variance=self.prior_variance)
+
+    # -- the hypernetwork ---------------------------------------------------------------
+
+    def _build_hypernetwork(self):
+        rows = math.prod(self._kernel_shape[:-1])
+        cols = self._kernel_shape[-1]
+        self._matrix_shape = (rows, cols)
+        kernel_shape = tuple(self._kernel_shape)
+
+        def kernel_initializer(shape, dtype=None):
+            # Fans of the real kernel shape (a conv kernel's receptive field).
+            return tf.reshape(self.kernel_initializer(kernel_shape, dtype=dtype), shape)
+
+        # (name, matrix shape or vector length, initializer)
+        self._targets = [("kernel_mean", (rows, cols), kernel_initializer),
+                         ("kernel_log_sigma2", (rows, cols),
+                          keras.initializers.Constant(self.log_sigma2_init))]
+        if self.use_bias:
+            self._targets.append(("bias", (cols,), keras.initializers.Zeros()))
+        self._hyper = {}
+        if self.kind == "lowrank":
+            self._hyper["hidden_kernel"] = self._weight(
+                "hidden_kernel", (1, self.hidden_units),
+                keras.initializers.RandomNormal(stddev=1.0, seed=self.seed))
+            # Biases spread the ReLU kinks over [0, 1]: with zero biases every
+            # hidden unit would be l * relu(w), linear in l.
+            self._hyper["hidden_bias"] = self._weight(
+                "hidden_bias", (self.hidden_units,),
+                keras.initializers.RandomUniform(-1.0, 1.0, seed=self.seed))
+        for name, shape, initializer in self._targets:
+            self._build_target(name, shape, initializer)
+
+    def _weight(self, name, shape, initializer):
+        # float32 under mixed precision too: log-variances and the small
+        # low-rank corrections lose their meaning in float16.
+        return self.add_weight(name=name, shape=shape, initializer=initializer,
+                               autocast=False)
+
+    def _build_target(self, name, shape, initializer):
+        if self.kind == "linear":
+            # A = B at the start: the layer begins as one ordinary layer and
+            # learns how its parameters move with lambda.
+            a = self._weight(f"{name}_a", shape, initializer)
+            self._hyper[f"{name}_a"] = a
+            self._hyper[f"{name}_b"] = self._weight(
+                f"{name}_b", shape, lambda shape, dtype=None: tf.identity(a.value))
+            return
+        self._hyper[f"{name}_c"] = self._weight(f"{name}_c", shape, initializer)
+        # Unit-scale a1: with the 1/sqrt(rows * cols) scale, a glorot-sized a1
+        # would leave a2 (which starts at zero) almost no gradient.
+        factor = keras.initializers.RandomNormal(stddev=1.0, seed=self.seed)
+        if len(shape) == 1:
+            self._hyper[f"{name}_head"] = self._weight(f"{name}_head",
+                                                       (self.hidden_units, shape[0]), "zeros")
+            return
+        rows, cols = shape
+        # a2 starts at zero so the correction a1 a2^T starts at zero while a1's
+        # gradient (through a2) and a2's gradient (through a1) are not both zero.
+        self._hyper[f"{name}_a1"] = self._weight(f"{name}_a1",
+                                                 (self.hidden_units, rows * self.rank), factor)
+        self._hyper[f"{name}_a1_bias"] = self._weight(f"{name}_a1_bias", (rows * self.rank,),
+                                                      "zeros")
+        self._hyper[f"{name}_a2"] = self._weight(f"{name}_a2",
+                                                 (self.hidden_units, cols * self.rank), "zeros")
+        self._hyper[f"{name}_a2_bias"] = self._weight(f"{name}_a2_bias", (cols * self.rank,),
+                                                      "zeros")
+
+    def parameters_at(self, lambdas):
+        """The variational parameters at each lambda value.
+
+        Args:
+            lambdas: a float or a 1-D tensor of ``draws`` lambda values.
+
+        Returns:
+            A dict of float32 tensors with a leading ``draws`` axis:
+            ``kernel_mean`` and ``kernel_log_sigma2`` ``(draws, *kernel_shape)``,
+            and ``bias`` ``(draws, units)`` when the layer has one.
+        """
+        lambdas = tf.reshape(tf.cast(lambdas, "float32"), (-1,))
+        t = normalized_log_lambda(lambdas, self.lambda_range)
+        hidden = None
+        if self.kind == "lowrank":
+            hidden = tf.nn.relu(t[:, None] * self._hyper["hidden_kernel"]
+                                + self._hyper["hidden_bias"])
+        values = {}
+        for name, shape, _ in self._targets:
+            if self.kind == "linear":
+                a, b = self._hyper[f"{name}_a"], self._hyper[f"{name}_b"]
+                weight = tf.reshape(t, (-1,) + (1,) * len(shape))
+                value = weight * a + (1.0 - weight) * b
+            elif len(shape) == 1:
+                value = self._hyper[f"{name}_c"] + hidden @ self._hyper[f"{name}_head"]
+            else:
+                rows, cols = shape
+                a1 = hidden @ self._hyper[f"{name}_a1"] + self._hyper[f"{name}_a1_bias"]
+                a2 = hidden @ self._hyper[f"{name}_a2"] + self._hyper[f"{name}_a2_bias"]
+                a1 = tf.reshape(a1, (-1, rows, self.rank))
+                a2 = tf.reshape(a2, (-1, cols, self.rank))
+                # Each head's gradient sums over a whole row or column of the
+                # matrix; 1/sqrt(rows * cols) keeps plain SGD steps on the heads
+                # the size of steps on C (unscaled, SGD with momentum diverges).
+                value = self._hyper[f"{name}_c"] + tf.matmul(
+                    a1, a2, transpose_b=True) / math.sqrt(rows * cols)
+            if name == "kernel_log_sigma2":
+                # The low-rank correction is bilinear and can overshoot early in
+                # training; exp() of an overshoot is inf. Far outside anything
+                # the prior asks for (its log-variance is log(prior_variance)).
+                value = tf.clip_by_value(value, LOG_SIGMA2_MIN, LOG_SIGMA2_MAX)
+            if name != "bias":
+                value = tf.reshape(value, (-1,) + tuple(self._kernel_shape))
+            values[name] = value
+        return values
+
+    def kl_per_draw(self, parameters):
+        """``KL(q_lambda || prior)`` of the kernel for each draw, shape ``(draws,)``."""
+        prior = self.prior
+        # map_fn, not a Python loop: one graph op whatever the number of draws.
+        return tf.map_fn(lambda p: prior.kl(p[0], p[1]),
+                         (parameters["kernel_mean"], parameters["kernel_log_sigma2"]),
+                         fn_output_signature=tf.float32)
+
+    def kl(self):
+        """KL of the kernel at the middle of the lambda range (log scale), unscaled."""
+        parameters = self.parameters_at(self.default_lambda())
+        return self.kl_per_draw(parameters)[0]
+
+    def default_lambda(self):
+        """The lambda used at evaluation when none is given: the range's log midpoint."""
+        low, high = self.lambda_range
+        return math.sqrt(low * high)
+
+    def density_score(self, lambda_value):
+        """The relative density ``mu^2 / sigma^2`` of every kernel weight (NumPy array)."""
+        lambda_value = validate_lambda(lambda_value, self.lambda_range)
+        parameters = self.parameters_at(lambda_value)
+        mean = parameters["kernel_mean"][0]
+        log_sigma2 = parameters["kernel_log_sigma2"][0]
+        return keras.ops.convert_to_numpy(tf.square(mean) * tf.exp(-log_sigma2))
+
+    # -- forward ------------------------------------------------------------------------
+
+    def _forward(self, inputs, lambdas, training):
+        parameters = self.parameters_at(lambdas)
+        draws = parameters["kernel_mean"].shape[0]
+        if self.dataset_size is not None or training:
+            lambdas = tf.reshape(tf.cast(lambdas, "float32"), (-1,))
+            weighted = tf.reduce_mean(lambdas * self.kl_per_draw(parameters))
+            self.add_kl(training, kl=weighted)
+        dtype = self.compute_dtype
+        inputs = tf.cast(inputs, dtype)
+        batch = tf.shape(inputs)[0]
+        if draws == 1:
+            groups = inputs[None]
+        else:
+            # Pad the batch to a multiple of the draws; group d is the d-th
+            # consecutive slice and runs with the weights of lambda_d.
+            per_group = (batch + draws - 1) // draws
+            padding = [[0, per_group * draws - batch]] + [[0, 0]] * (len(inputs.shape) - 1)
+            padded = tf.pad(inputs, padding)
+            groups = tf.reshape(padded, tf.concat([[draws, per_group],
+                                                   tf.shape(inputs)[1:]], 0))
+        mean_kernel = tf.cast(parameters["kernel_mean"], dtype)
+        outputs = self._batched_linear(groups, mean_kernel)
+        if training:
+            variance_kernel = tf.cast(tf.exp(parameters["kernel_log_sigma2"]), dtype)
+            variance = self._batched_linear(tf.square(groups), variance_kernel)
+            floor = max(1e-8, float(np.finfo(dtype).tiny))
+            noise = keras.random.normal(tf.shape(outputs), dtype=dtype,
+                                        seed=self.seed_generator)
+            outputs = outputs + tf.sqrt(variance + floor) * noise
+        if self.use_bias:
+            bias = tf.cast(parameters["bias"], dtype)
+            outputs = outputs + tf.reshape(
+                bias, (draws,) + (1,) * (len(outputs.shape) - 2) + (self._out_dim,))
+        if draws == 1:
+            outputs = outputs[0]
+        else:
+            outputs = tf.reshape(outputs, tf.concat([[-1], tf.shape(outputs)[2:]], 0))[:batch]
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def call(self, inputs, lambdas=None, training=False):
+        """Runs the layer.
+
+        Args:
+            inputs: a batch.
+            lambdas: a float or a 1-D tensor of lambda values, one per group of
+                the batch. ``None``: in training, ``lambda_draws`` values drawn
+                log-uniformly by the layer itself; at evaluation, the log
+                midpoint of the range (``default_lambda()``). Inside a
+                :class:`tfpriors.hyper.LambdaHyperModel` the model passes them.
+            training: sample the outputs (local reparameterization) or use the
+                posterior means.
+        """
+        if lambdas is None:
+            if training:
+                lambdas = sample_lambdas(self.lambda_draws, self.lambda_range,
+                                         self.seed_generator)
+            else:
+                lambdas = tf.constant([self.default_lambda()], "float32")
+        return self._forward(inputs, lambdas, training)
+
+    # -- export -------------------------------------------------------------------------
+
+    def plain_weights(self, lambda_value, mask=None):
+        """The posterior means at ``lambda_value`` as ``[kernel, bias]`` NumPy arrays.
+
+        ``mask`` (a boolean array of the kernel's shape) zeroes the weights it
+        marks ``False``.
+        """
+        lambda_value = validate_lambda(lambda_value, self.lambda_range)
+        parameters = self.parameters_at(lambda_value)
+        kernel = keras.ops.convert_to_numpy(parameters["kernel_mean"][0])
+        if mask is not None:
+            kernel = np.where(mask, kernel, 0.0).astype("float32")
+        weights = [kernel]
+        if self.use_bias:
+            weights.append(keras.ops.convert_to_numpy(parameters["bias"][0]))
+        return weights
+
+    def inference_layer(self, lambda_value=None, mask=None):
+        """The export form: a built-in layer and its weights at ``lambda_value``.
+
+        ``None`` means ``default_lambda()``, what ``call`` uses at evaluation
+        when it is given no lambda.
+        """
+        if lambda_value is None:
+            lambda_value = self.default_lambda()
+        return self._plain_layer(), self.plain_weights(lambda_value, mask)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "activation": keras.activations.serialize(self.activation),
+            "kind": self.kind,
+            "rank": self.rank,
+            "hidden_units": self.hidden_units,
+            "use_bias": self.use_bias,
+            "lambda_range": list(self.lambda_range),
+            "lambda_draws": self.lambda_draws,
+            "prior_variance": self.prior_variance,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "log_sigma2_init": self.log_sigma2_init,
+            "seed": self.seed,
+        })
+        return config
+
+
+_COMMON_ARGS = """
+        activation: activation function (name or callable); default linear.
+        kind: ``"linear"`` (``l*A + (1-l)*B``) or ``"lowrank"``
+            (``C + a1(h) a2(h)^T``, ``h = relu(W l + b)``).
+        rank: rank of the low-rank correction (``kind="lowrank"``), default 2.
+        hidden_units: ReLU units of ``h`` (``kind="lowrank"``), default 50.
+        use_bias: whether the layer has a bias (a deterministic function of lambda).
+        lambda_range: ``(low, high)``, the lambda values the layer is trained
+            for (set by the owning ``LambdaHyperModel``).
+        lambda_draws: lambda values drawn per training batch when the layer
+            is used on its own (the owning model passes its own draws).
+        prior_variance: variance of the ``Normal`` prior (set by the owning model).
+        kernel_initializer: initializer of the kernel means.
+        log_sigma2_init: initial log-variance of every kernel weight, default -6.
+        seed: seed of the noise and of the layer's own lambda draws.
+        dataset_size: training-set size dividing the KL; usually set with
+            ``tfpriors.set_dataset_size(model, n)``.
+"""
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class HyperVariationalDense(HyperVariationalLayer):
+    __doc__ = """Dense layer whose Gaussian posterior is a function of lambda.
+
+    Args:
+        units: positive integer, dimensionality of the output space.""" + _COMMON_ARGS + """
+    Input shape ``(batch, ..., input_dim)``; output ``(batch, ..., units)``.
+    ``call(inputs, lambdas=None, training=False)``: see
+    :meth:`HyperVariationalLayer.call`.
+
+    Example:
+
+    >>> layer = tfpriors.layers.HyperVariationalDense(10, kind="lowrank")
+    >>> layer(np.zeros((6, 64), "float32"), lambdas=[0.01, 1.0, 10.0]).shape
+    TensorShape([6, 10])
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = _validation.positive_int(units, "units")
+
+    def build(self, input_shape):
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(
+                f"`inputs` of {type(self).__name__} '{self.name}' must have rank >= 2 "
+                f"with a known last dimension; received shape {tuple(input_shape)}.")
+        input_dim = int(input_shape[-1])
+        self._kernel_shape = (input_dim, self.units)
+        self._out_dim = self.units
+        self._build_hypernetwork()
+        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
+
+    def _batched_linear(self, groups, kernels):
+        # (draws, b, ..., in) -> (draws, b * ..., in) @ (draws, in, out)
+        shape = tf.shape(groups)
+        flat = tf.reshape(groups, tf.stack([shape[0], -1, shape[-1]]))
+        outputs = tf.matmul(flat, kernels)
+        return tf.reshape(outputs, tf.concat([shape[:-1], [self.units]], 0))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def _plain_layer(self):
+        return keras.layers.Dense(self.units, activation=self.activation,
+                                  use_bias=self.use_bias, name=self.name)
+
+    def get_config(self):
+        config = super().get_config()
+        config["units"] = self.units
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class HyperVariationalConv2D(HyperVariationalLayer):
+    __doc__ = """2D convolution (channels last) whose Gaussian posterior is a function of lambda.
+
+    The draws of a batch run as one batched matmul over image patches
+    (im2col): group ``d`` of the batch meets the kernel of ``lambda_d``. The low-rank kind treats the kernel as a ``(kh * kw * in_channels, filters)``
+    matrix.
+
+    Args:
+        filters: positive integer, the number of output channels.
+        kernel_size: int or tuple of 2 ints.
+        strides: int or tuple of 2 ints, default 1.
+        padding: ``"valid"`` or ``"same"``.
+        dilation_rate: int or tuple of 2 ints, default 1.""" + _COMMON_ARGS + """
+    Example:
+
+    >>> conv = tfpriors.layers.HyperVariationalConv2D(8, 3, padding="same", kind="linear")
+    >>> conv(np.zeros((4, 8, 8, 1), "float32"), lambdas=[0.1, 1.0]).shape
+    TensorShape([4, 8, 8, 8])
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
+                 **kwargs):
+        data_format = kwargs.pop("data_format", None)
+        if data_format not in (None, "channels_last"):
+            raise ValueError("`data_format` of HyperVariationalConv2D must be "
+                             f"'channels_last'; received {data_format!r}.")
+        super().__init__(**kwargs)
+        self.filters = _validation.positive_int(filters, "filters")
+        self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
+        self.strides = _validation.int_tuple(strides, "strides", 2)
+        self.padding = _validation.one_of(padding, "padding", {"valid", "same"})
+        self.dilation_rate = _validation.int_tuple(dilation_rate, "dilation_rate", 2)
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not "
+                             f"supported; received strides={self.strides}, "
+                             f"dilation_rate={self.dilation_rate}.")
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                f"`inputs` of {type(self).__name__} '{self.name}' must have rank 4 "
+                "(batch, height, width, channels) with known channels; received shape "
+                f"{tuple(input_shape)}.")
+        in_channels = int(input_shape[-1])
+        self._kernel_shape = self.kernel_size + (in_channels, self.filters)
+        self._out_dim = self.filters
+        self._build_hypernetwork()
+        self.input_spec = keras.InputSpec(ndim=4, axes={-1: in_channels})
+
+    def _batched_linear(self, groups, kernels):
+        draws = kernels.shape[0]
+        kh, kw, channels, filters = self._kernel_shape
+        if draws == 1:
+            outputs = tf.nn.conv2d(groups[0], kernels[0], strides=self.strides,
+                                   padding=self.padding.upper(), dilations=self.dilation_rate)
+            return outputs[None]
+        # Several kernels: im2col, then one batched matmul. (A grouped
+        # convolution would do the forward pass, but TensorFlow's CPU kernels
+        # have no grouped filter gradient.) Patches are ordered (kh, kw, c),
+        # the order of the kernel's rows.
+        shape = tf.shape(groups)
+        flat = tf.reshape(groups, tf.concat([[-1], shape[2:]], 0))
+        patches = tf.image.extract_patches(
+            flat, sizes=[1, kh, kw, 1], strides=[1, *self.strides, 1],
+            rates=[1, *self.dilation_rate, 1], padding=self.padding.upper())
+        patch_shape = tf.shape(patches)
+        patches = tf.reshape(patches, tf.stack([draws, -1, kh * kw * channels]))
+        outputs = tf.matmul(patches, tf.reshape(kernels, (draws, kh * kw * channels, filters)))
+        return tf.reshape(outputs, tf.stack([draws, shape[1], patch_shape[1], patch_shape[2],
+                                             filters]))
+
+    def compute_output_shape(self, input_shape):
+        spatial = []
+        for size, k, s, d in zip(input_shape[1:3], self.kernel_size, self.strides,
+                                 self.dilation_rate):
+            if size is None:
+                spatial.append(None)
+            elif self.padding == "same":
+                spatial.append(math.ceil(size / s))
+            else:
+                spatial.append((size - d * (k - 1) - 1) // s + 1)
+        return (input_shape[0], *spatial, self.filters)
+
+    def _plain_layer(self):
+        return keras.layers.Conv2D(
+            self.filters, self.kernel_size, strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, activation=self.activation,
+            use_bias=self.use_bias, name=self.name)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+        })
+        return config
