@@ -9,6 +9,7 @@ import tensorflow as tf
 from tfpriors import _validation
 from tfpriors.layers.hyper import (DEFAULT_LAMBDA_RANGE, HyperVariationalLayer,
                                    sample_lambdas, validate_lambda, validate_lambda_range)
+from tfpriors.layers.seed_state import SeedStateMixin
 
 
 def validate_prune_fraction(prune_fraction):
@@ -53,7 +54,7 @@ def density_masks(scores, prune_fraction):
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class LambdaHyperModel(keras.Model):
+class LambdaHyperModel(SeedStateMixin, keras.Model):
     """A stack of layers whose variational posterior is a function of lambda.
 
     Each training step draws ``lambda_draws`` values of lambda log-uniformly

@@ -34,6 +34,7 @@ import tensorflow as tf
 from tfpriors import _validation
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.priors.normal import Normal
+from tfpriors.layers.seed_state import SeedStateMixin
 
 KINDS = ("linear", "lowrank")
 DEFAULT_LAMBDA_RANGE = (1e-3, 10.0)
@@ -93,7 +94,7 @@ def sample_lambdas(draws, lambda_range, seed):
     return tf.exp(logs)
 
 
-class HyperVariationalLayer(KLLayer):
+class HyperVariationalLayer(SeedStateMixin, KLLayer):
     """Shared machinery of the lambda-hypernetwork layers.
 
     Subclasses set ``self._kernel_shape`` and ``self._out_dim`` in ``build``

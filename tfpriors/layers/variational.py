@@ -30,6 +30,7 @@ from tfpriors.priors import base as prior_base
 from tfpriors.priors.base import Prior
 from tfpriors.priors.log_uniform import LogUniform
 from tfpriors.priors.normal import Normal
+from tfpriors.layers.seed_state import SeedStateMixin
 
 PRIOR_NAMES = {"normal": lambda: Normal(1.0), "log_uniform": LogUniform}
 
@@ -57,7 +58,7 @@ def get_prior(prior):
                     f"{type(prior).__name__}.")
 
 
-class VariationalLayer(KLLayer):
+class VariationalLayer(SeedStateMixin, KLLayer):
     """Shared machinery: posterior weights, the prior's KL, the three forward modes.
 
     Subclasses call ``_build_weights`` in ``build`` and implement ``_linear``.
