@@ -20,7 +20,10 @@ import tensorflow as tf
 
 from tfpriors.ops.reference import conv_geometry, patch_indices, perforated_conv2d_reference
 
-_LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_perforated_conv.so")
+# TFPRIORS_OPS_LIBRARY selects another build (the AddressSanitizer one in the slow test).
+_LIBRARY_PATH = os.environ.get(
+    "TFPRIORS_OPS_LIBRARY",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "_perforated_conv.so"))
 IMPLEMENTATIONS = ("auto", "fused", "reference")
 
 _lock = threading.Lock()
