@@ -158,13 +158,20 @@ def test_fuzz_under_address_sanitizer():
 
     if shutil.which("g++") is None:
         pytest.skip("no g++")
-    subprocess.run([sys.executable, os.path.join(ROOT, "custom_ops", "build.py"), "--asan"],
-                   check=True, cwd=ROOT)
-    libasan = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0",
-               TFPRIORS_OPS_LIBRARY=os.path.join(ROOT, "tfpriors", "ops",
-                                                 "_perforated_conv_asan.so"),
+    library = os.path.join(ROOT, "tfpriors", "ops", "_perforated_conv_asan.so")
+    source = os.path.join(ROOT, "custom_ops", "perforated_conv.cc")
+    if not os.path.exists(library) or os.path.getmtime(library) < os.path.getmtime(source):
+        subprocess.run([sys.executable, os.path.join(ROOT, "custom_ops", "build.py"),
+                        "--asan"], check=True, cwd=ROOT)
+
+    def runtime_library(name):
+        return subprocess.run(["g++", f"-print-file-name={name}"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    # libstdc++ preloaded too: ASan must find the real __cxa_throw to intercept it.
+    preload = f"{runtime_library('libasan.so')} {runtime_library('libstdc++.so')}"
+    env = dict(os.environ, LD_PRELOAD=preload, ASAN_OPTIONS="detect_leaks=0",
+               TFPRIORS_OPS_LIBRARY=library,
                TFPRIORS_FUZZ_EXAMPLES="300", PYTHONPATH=ROOT)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
