@@ -3,10 +3,10 @@
 // output[n, p, :] = kept_out[n, fill_index[p], :] where
 // kept_out[n, k, :] = im2col(input, kept[k]) @ reshape(filter, [kh*kw*C, O]).
 //
-// CPU: the rows (image, kept position) are split into blocks across TF's intra-op
-// thread pool; each block builds its im2col rows in a thread-local buffer and
-// multiplies them with one Eigen GEMM, then a second parallel pass copies rows to fill
-// the output. Every shape, attribute and index is validated with InvalidArgument before
+// CPU: the rows (image, kept position) go through in chunks; each chunk's im2col rows
+// are built in parallel on TF's intra-op thread pool, then multiplied with the kernel
+// by one Eigen contraction on TF's thread-pool device; a last parallel pass copies
+// rows to fill the output. Every shape, attribute and index is validated with InvalidArgument before
 // any memory is touched: a bad index table never reads or writes out of bounds.
 
 #define EIGEN_USE_THREADS
@@ -16,7 +16,7 @@
 #include <limits>
 #include <vector>
 
-#include "Eigen/Core"
+#include "unsupported/Eigen/CXX11/Tensor"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -213,24 +213,31 @@ class PerforatedConv2DCpu : public PerforatedConv2DBase {
 
     const int64_t depth = g.depth();
     const int64_t rows = g.batch * g.kept;
-    const int64_t block = 64;
-    const int64_t blocks = (rows + block - 1) / block;
-    using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    Eigen::Map<const Matrix> weights(filter, depth, g.filters);
+    // Rows go through in chunks: a parallel im2col of the chunk, then one multithreaded
+    // Eigen contraction (TF's own CPU matmul path) - large GEMMs, bounded scratch memory.
+    const int64_t chunk = std::min<int64_t>(rows, std::max<int64_t>(256, (1 << 22) / depth));
+    Tensor scratch;
+    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
+                                                   TensorShape({chunk, depth}), &scratch));
+    float* patches = scratch.flat<float>().data();
     auto worker_threads = context->device()->tensorflow_cpu_worker_threads();
+    const Eigen::ThreadPoolDevice& device = context->eigen_cpu_device();
+    using ConstMatrix = Eigen::TensorMap<Eigen::Tensor<const float, 2, Eigen::RowMajor>>;
+    using Matrix = Eigen::TensorMap<Eigen::Tensor<float, 2, Eigen::RowMajor>>;
+    const Eigen::array<Eigen::IndexPair<Eigen::Index>, 1> contract_dims = {
+        Eigen::IndexPair<Eigen::Index>(1, 0)};
+    ConstMatrix weights(filter, depth, g.filters);
 
-    auto gemm_blocks = [&](int64_t first, int64_t last) {
-      std::vector<float> patches(block * depth);
-      for (int64_t b = first; b < last; ++b) {
-        const int64_t row0 = b * block;
-        const int64_t count = std::min(block, rows - row0);
-        for (int64_t r = 0; r < count; ++r) {
+    for (int64_t row0 = 0; row0 < rows; row0 += chunk) {
+      const int64_t count = std::min(chunk, rows - row0);
+      auto im2col = [&](int64_t first, int64_t last) {
+        for (int64_t r = first; r < last; ++r) {
           const int64_t row = row0 + r;
           const int64_t n = row / g.kept;
           const int64_t pos = kept[row % g.kept];
           const int64_t top = (pos / g.out_w) * g.stride_h - g.pad_top;
           const int64_t left = (pos % g.out_w) * g.stride_w - g.pad_left;
-          float* dst = patches.data() + r * depth;
+          float* dst = patches + r * depth;
           for (int64_t i = 0; i < g.kh; ++i) {
             const int64_t y = top + i;
             for (int64_t j = 0; j < g.kw; ++j, dst += g.channels) {
@@ -244,13 +251,13 @@ class PerforatedConv2DCpu : public PerforatedConv2DBase {
             }
           }
         }
-        Eigen::Map<const Matrix> a(patches.data(), count, depth);
-        Eigen::Map<Matrix> c(rows_out + row0 * g.filters, count, g.filters);
-        c.noalias() = a * weights;
-      }
-    };
-    tensorflow::Shard(worker_threads->num_threads, worker_threads->workers, blocks,
-                      /*cost_per_unit=*/block * depth * g.filters * 2, gemm_blocks);
+      };
+      tensorflow::Shard(worker_threads->num_threads, worker_threads->workers, count,
+                        /*cost_per_unit=*/depth, im2col);
+      ConstMatrix a(patches, count, depth);
+      Matrix c(rows_out + row0 * g.filters, count, g.filters);
+      c.device(device) = a.contract(weights, contract_dims);
+    }
 
     auto fill_rows = [&](int64_t first, int64_t last) {
       for (int64_t row = first; row < last; ++row) {
