@@ -67,7 +67,8 @@ def test_kept_equal_conv_others_equal_nearest(implementation, padding, strides, 
     flat_actual = actual.reshape(len(x), m.size, -1)
     np.testing.assert_allclose(flat_actual[:, m.kept], flat_expected[:, m.kept], atol=2e-5)
     np.testing.assert_allclose(flat_actual, flat_expected[:, m.nearest], atol=2e-5)
-    assert abs(m.rate - 0.6) < 1.0 / m.size + 1e-9
+    # A grid has rows x cols points, so its rate is only close on small outputs.
+    assert abs(m.rate - 0.6) < (0.1 if mask == "grid" else 1.0 / m.size + 1e-9)
     assert not np.allclose(actual, expected)  # perforation really changed something
 
 
