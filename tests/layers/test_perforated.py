@@ -127,8 +127,9 @@ def test_fit_learns_digits(digits):
     assert model.evaluate(x_test, y_test, verbose=0)[1] > 0.8
 
 
-def test_save_load_round_trip_is_exact(tmp_path):
-    model = _model({"rate": 0.7, "mask": "uniform"})  # no seed: the mask is random
+@pytest.mark.parametrize("mask", ["uniform", "grid"])
+def test_save_load_round_trip_is_exact(tmp_path, mask):
+    model = _model({"rate": 0.7, "mask": mask})  # no seed: the mask is random
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype("float32")
     expected = model.predict(x, verbose=0)
     path = str(tmp_path / "m.keras")

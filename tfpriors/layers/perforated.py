@@ -66,8 +66,8 @@ class PerforatedConv2D(keras.layers.Layer):
     ...                                          mask="grid")
     >>> layer(np.zeros((2, 16, 16, 3), "float32")).shape
     TensorShape([2, 16, 16, 64])
-    >>> layer.mask.rate
-    0.5
+    >>> layer.rate  # the built grid's rate: 12 x 11 of 16 x 16 positions computed
+    0.484375
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", rate=0.0,
@@ -151,6 +151,8 @@ class PerforatedConv2D(keras.layers.Layer):
     def build(self, input_shape):
         out_h, out_w, pad_top, pad_left = self._geometry(input_shape)
         self.mask = self._make_mask((out_h, out_w))
+        # A grid has rows x cols points: the true rate can differ from the one asked.
+        self.rate = self.mask.rate
         self._pads = (pad_top, pad_left)
         in_channels = int(input_shape[-1])
         self.kernel = self.add_weight(
