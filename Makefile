@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench clean ops ops-optional ops-asan ops-cuda
 
 install: $(STAMP)
 
@@ -16,21 +16,43 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) ops-optional
 	$(VENV)/bin/tfpriors demo
 
-test: $(STAMP)
+test: $(STAMP) ops-optional
 	$(PY) -m pytest -n 2 -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) ops-optional
 	$(PY) -m pytest -n 2 -q -m slow
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,bench]"
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) ops-optional
 	$(PY) bench/run_all.py
+
+# Fused perforated convolution (custom_ops/) -> tfpriors/ops/*.so, with tf.sysconfig flags.
+OPS_LIB := tfpriors/ops/_perforated_conv.so
+CXX ?= g++
+
+ops: $(OPS_LIB)
+
+$(OPS_LIB): custom_ops/perforated_conv.cc custom_ops/build.py | $(STAMP)
+	$(PY) custom_ops/build.py
+
+# Builds the op when a C++ compiler exists; without one the Python falls back to pure TF.
+ops-optional: $(STAMP)
+	@if command -v $(CXX) >/dev/null 2>&1; then $(MAKE) --no-print-directory ops || \
+	  echo "warning: building the fused op failed; the pure-TF path will be used"; \
+	else echo "no C++ compiler ($(CXX)): skipping the fused op (pure-TF path)"; fi
+
+ops-asan: $(STAMP)
+	$(PY) custom_ops/build.py --asan
+
+# Compile check of the CUDA kernels with nvcc (no GPU needed to compile).
+ops-cuda: $(STAMP)
+	$(PY) custom_ops/build.py --cuda
 
 clean:
 	rm -rf $(VENV) build *.egg-info

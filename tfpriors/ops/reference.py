@@ -1,0 +1,93 @@
+"""Pure-TensorFlow perforated convolution: the fallback path, the export graph and the
+test oracle of the fused op.
+
+The forward pass is an im2col restricted to the kept output positions (one
+``tf.gather`` of input pixels), one matmul with the kernel reshaped to
+``(kh * kw * in_channels, filters)``, and one ``tf.gather`` along positions
+that fills every output position from its nearest kept neighbour. Autodiff
+turns both gathers into scatter-adds for the backward pass. Every op here is
+a TFLite builtin (GATHER, RESHAPE, FULLY_CONNECTED / BATCH_MATMUL, CONCATENATION).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def conv_geometry(input_hw, kernel_size, strides, padding):
+    """Output size and leading pads of a dilation-1 convolution, as TensorFlow pads.
+
+    Returns ``(out_height, out_width, pad_top, pad_left)``; with "same" padding
+    TensorFlow puts ``pad_total // 2`` before and the rest after.
+    """
+    out, pads = [], []
+    for size, k, s in zip(input_hw, kernel_size, strides):
+        if padding == "same":
+            o = -(-size // s)
+            pads.append(max((o - 1) * s + k - size, 0) // 2)
+        else:
+            o = (size - k) // s + 1
+            pads.append(0)
+        if o <= 0:
+            raise ValueError(f"The input spatial size {tuple(input_hw)} is smaller than the "
+                             f"kernel {tuple(kernel_size)} with padding='valid'.")
+        out.append(o)
+    return out[0], out[1], pads[0], pads[1]
+
+
+def patch_indices(kept, input_hw, kernel_size, strides, pads, out_width, where=np.where):
+    """Flat input pixel read by every tap of every kept position; ``H * W`` means zero.
+
+    Works on NumPy arrays (``where=np.where``) and on tensors (``where=tf.where``).
+    Returns ``(K, kh * kw)`` indices in ``[0, H * W]``.
+    """
+    height, width = input_hw
+    kh, kw = kernel_size
+    rows = (kept // out_width) * strides[0] - pads[0]
+    cols = (kept % out_width) * strides[1] - pads[1]
+    tap_rows = np.repeat(np.arange(kh), kw).astype(np.int32)
+    tap_cols = np.tile(np.arange(kw), kh).astype(np.int32)
+    i = rows[:, None] + tap_rows[None, :]
+    j = cols[:, None] + tap_cols[None, :]
+    inside = (i >= 0) & (i < height) & (j >= 0) & (j < width)
+    return where(inside, i * width + j, height * width)
+
+
+def _flat_with_zero(inputs):
+    """``(N, H, W, C)`` -> ``(N, H * W + 1, C)`` with a zero pixel at the end for padding."""
+    shape = tf.shape(inputs)
+    flat = tf.reshape(inputs, (shape[0], shape[1] * shape[2], shape[3]))
+    return tf.concat([flat, tf.zeros_like(flat[:, :1])], axis=1)
+
+
+def perforated_conv2d_reference(inputs, kernel, kept, fill_index, output_shape, strides,
+                                pads):
+    """Perforated convolution of NHWC ``inputs`` (no bias, no activation).
+
+    Args:
+        inputs: ``(N, H, W, C)`` float tensor.
+        kernel: ``(kh, kw, C, O)`` float tensor.
+        kept: sorted kept flat output positions, ``(K,)`` int array.
+        fill_index: ``(out_h * out_w,)`` index into ``kept`` filling each position.
+        output_shape: ``(out_h, out_w)``.
+        strides: ``(sh, sw)``; pads: ``(pad_top, pad_left)``.
+
+    Returns:
+        ``(N, out_h, out_w, O)``: the convolution at kept positions, nearest
+        kept value elsewhere.
+    """
+    kh, kw, channels, filters = kernel.shape
+    input_hw = (int(inputs.shape[1]), int(inputs.shape[2]))
+    kept = np.asarray(kept, np.int64)
+    taps = patch_indices(kept, input_hw, (kh, kw), strides, pads, output_shape[1])
+    count = len(kept)
+    flat = _flat_with_zero(inputs)
+    # (N, K * kh * kw, C) -> (N * K, kh * kw * C): rows of the kept-position im2col.
+    patches = tf.gather(flat, tf.constant(taps.reshape(-1), tf.int32), axis=1)
+    patches = tf.reshape(patches, (-1, kh * kw * channels))
+    kept_outputs = tf.matmul(patches, tf.reshape(kernel, (kh * kw * channels, filters)))
+    kept_outputs = tf.reshape(kept_outputs, (-1, count, filters))
+    if count == output_shape[0] * output_shape[1]:
+        full = kept_outputs
+    else:
+        full = tf.gather(kept_outputs, tf.constant(np.asarray(fill_index, np.int32)), axis=1)
+    return tf.reshape(full, (-1, output_shape[0], output_shape[1], filters))

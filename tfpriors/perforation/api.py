@@ -1,0 +1,433 @@
+"""Perforating whole models: chosen rates, greedy cost/benefit rates, mask pictures."""
+
+import dataclasses
+import numbers
+import time
+
+import keras
+import numpy as np
+
+from tfpriors import _validation
+from tfpriors._layers import walk
+from tfpriors._rewrite import check_rewritable, rewrite_model
+from tfpriors.io import atomic_path
+from tfpriors.perforation.masks import (MASK_KINDS, PerforationMask, _outputs_logits,
+                                        _split_data, grid_mask, impact_scores, mask_from_scores,
+                                        structure_mask, uniform_mask)
+
+_POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
+# Layers between a convolution and its pooling that keep positions where they are.
+_POSITIONWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU,
+                 keras.layers.ELU, keras.layers.BatchNormalization, keras.layers.Dropout,
+                 keras.layers.Identity)
+
+
+def _perforated_class():
+    # Imported late: tfpriors.layers.perforated imports this package's masks.
+    from tfpriors.layers.perforated import PerforatedConv2D
+
+    return PerforatedConv2D
+
+
+def perforable_layers(model):
+    """The convolutions of ``model`` that can be perforated, in model order.
+
+    Conv2D layers with channels-last data, no dilation and one group, and
+    PerforatedConv2D layers (which can be re-perforated).
+    """
+    perforated = _perforated_class()
+    found = []
+    for layer in walk(model):
+        if isinstance(layer, perforated):
+            found.append(layer)
+        elif (type(layer) is keras.layers.Conv2D and layer.data_format == "channels_last"
+              and tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1):
+            found.append(layer)
+    return found
+
+
+def _next_pooling(layer):
+    """(pool_size, strides, padding) of the pooling fed by ``layer``, through position-wise
+    layers; None when there is none or the output branches."""
+    current = layer
+    for _ in range(16):
+        consumers = [node.operation for node in current._outbound_nodes]
+        if len(consumers) != 1:
+            return None
+        current = consumers[0]
+        if isinstance(current, _POOLING):
+            return current.pool_size, current.strides, current.padding
+        if not isinstance(current, _POSITIONWISE):
+            return None
+    return None
+
+
+def _output_hw(layer):
+    shape = layer.output.shape
+    return int(shape[1]), int(shape[2])
+
+
+def _build_mask(model, layer, kind, rate, data, seed, scores_cache):
+    output_shape = _output_hw(layer)
+    if isinstance(kind, PerforationMask):
+        return kind
+    if kind == "uniform":
+        return uniform_mask(output_shape, rate, seed=seed)
+    if kind == "grid":
+        return grid_mask(output_shape, rate, seed=seed)
+    if kind == "structure":
+        pooling = _next_pooling(layer)
+        if pooling is None:
+            # Without a pooling layer every position is read once: ties everywhere.
+            return structure_mask(output_shape, rate, pool_size=1, pool_strides=1, seed=seed)
+        pool_size, strides, padding = pooling
+        return structure_mask(output_shape, rate, pool_size, strides, padding, seed=seed)
+    if data is None:
+        raise ValueError("`mask='impact'` needs `data=(x, y)`: the impact of each output "
+                         "position on the loss is measured on it.")
+    if layer.name not in scores_cache:
+        scores_cache[layer.name] = impact_scores(model, layer, data)
+    return mask_from_scores(scores_cache[layer.name], rate, seed=seed)
+
+
+def _resolve_rates(model, rates):
+    layers = {layer.name: layer for layer in perforable_layers(model)}
+    if isinstance(rates, numbers.Real) and not isinstance(rates, bool):
+        rates = {name: rates for name in layers}
+    if not isinstance(rates, dict) or not rates:
+        raise TypeError("`rates` must be a dict {conv layer name: rate} or one rate for "
+                        f"every convolution; received {rates!r}.")
+    resolved = {}
+    for name, rate in rates.items():
+        if name not in layers:
+            raise ValueError(f"`rates` names '{name}', which is not a perforable convolution "
+                             f"of '{model.name}'; perforable layers: {sorted(layers)}.")
+        rate = _validation.real_number(rate, f"rates['{name}']", 0.0, 1.0)
+        if rate >= 1.0:
+            raise ValueError(f"`rates['{name}']` must be < 1; received {rate}.")
+        resolved[name] = rate
+    return resolved, layers
+
+
+def perforate(model, rates, mask="uniform", data=None, seed=0, implementation="auto"):
+    """Returns a copy of ``model`` with the named convolutions perforated.
+
+    Each named ``Conv2D`` becomes a :class:`~tfpriors.layers.PerforatedConv2D`
+    holding the same ``kernel`` and ``bias``; other layers are copied with
+    their weights (through the same rewrite as ``tfpriors.sparsify``).
+
+    Args:
+        model: a built Sequential or functional model.
+        rates: ``{layer name: rate}`` with rates in ``[0, 1)``, or one rate for
+            every perforable convolution.
+        mask: ``"uniform"``, ``"grid"``, ``"structure"`` (counts windows of the
+            pooling layer that follows each convolution), ``"impact"`` (needs
+            ``data``), a :class:`PerforationMask`, or a dict of those per layer.
+        data: ``(x, y)`` with integer labels; used by ``mask="impact"``.
+        seed: seed of the random masks.
+        implementation: passed to the new layers (``"auto"``, ``"fused"``,
+            ``"reference"``).
+
+    Example:
+
+    >>> fast = tfpriors.perforation.perforate(model, rates={"conv2": 0.5, "conv3": 0.75},
+    ...                                       mask="structure")
+    """
+    check_rewritable(model)
+    rates, layers = _resolve_rates(model, rates)
+    masks = mask if isinstance(mask, dict) else {name: mask for name in rates}
+    if set(masks) != set(rates):
+        raise ValueError(f"A `mask` dict must name exactly the layers of `rates` "
+                         f"({sorted(rates)}); received {sorted(masks)}.")
+    for name, kind in masks.items():
+        if not isinstance(kind, PerforationMask):
+            _validation.one_of(kind, f"mask['{name}']" if isinstance(mask, dict) else "mask",
+                               set(MASK_KINDS))
+    perforated = _perforated_class()
+    scores_cache = {}
+    built = {name: _build_mask(model, layers[name], masks[name].lower()
+                               if isinstance(masks[name], str) else masks[name],
+                               rates[name], data, seed, scores_cache)
+             for name in rates}
+
+    def replace(layer):
+        if layer.name not in rates:
+            return None
+        new_layer = perforated(
+            layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
+            mask=built[layer.name], activation=layer.activation, use_bias=layer.use_bias,
+            kernel_regularizer=layer.kernel_regularizer,
+            bias_regularizer=layer.bias_regularizer,
+            activity_regularizer=layer.activity_regularizer,
+            kernel_constraint=layer.kernel_constraint, bias_constraint=layer.bias_constraint,
+            implementation=implementation, name=layer.name, dtype=layer.dtype_policy)
+
+        def set_weights(target, source=layer):
+            target.kernel.assign(source.kernel)
+            if source.use_bias:
+                target.bias.assign(source.bias)
+
+        return new_layer, set_weights
+
+    return rewrite_model(model, replace)
+
+
+@dataclasses.dataclass
+class PerforationReport:
+    """What :func:`greedy_perforation` chose and what it measured.
+
+    ``layers`` maps each candidate layer name to its FLOPs, measured forward
+    time per rate and validation-loss increase per rate.
+    """
+
+    rates: dict
+    target_speedup: float
+    predicted_speedup: float
+    measured_speedup: float
+    accuracy_before: float
+    accuracy_after: float
+    loss_before: float
+    loss_after: float
+    layers: dict
+    mask: str
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def __str__(self):
+        chosen = ", ".join(f"{name}: {rate:g}" for name, rate in self.rates.items()) or "none"
+        return "\n".join([
+            f"Greedy perforation ({self.mask} masks), target {self.target_speedup:.2f}x",
+            f"  rates             {chosen}",
+            f"  speedup           {self.predicted_speedup:.2f}x predicted, "
+            f"{self.measured_speedup:.2f}x measured (model forward, median)",
+            f"  accuracy          {self.accuracy_before:.2%} -> {self.accuracy_after:.2%}",
+            f"  validation loss   {self.loss_before:.4f} -> {self.loss_after:.4f}"])
+
+
+def _loss_and_accuracy(model, x, y, batch_size):
+    outputs = keras.ops.convert_to_numpy(model.predict(x, batch_size=batch_size, verbose=0))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=_outputs_logits(model))
+    loss = float(keras.ops.convert_to_numpy(loss_fn(y, outputs)))
+    return loss, float(np.mean(outputs.argmax(-1) == y))
+
+
+def _median_seconds(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _interleaved_medians(fns, repeats):
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
+
+
+def _layer_timer(layer, rate, batch, mask_kind, seed, implementation):
+    """A callable running one (perforated) copy of ``layer`` on a random batch."""
+    import tensorflow as tf
+
+    perforated = _perforated_class()
+    input_shape = tuple(int(d) for d in layer.input.shape[1:])
+    config_mask = mask_kind if mask_kind != "impact" else "uniform"
+    copy = perforated(layer.filters, layer.kernel_size, strides=layer.strides,
+                      padding=layer.padding, rate=rate, mask=config_mask, seed=seed,
+                      use_bias=layer.use_bias, implementation=implementation)
+    x = tf.random.normal((batch,) + input_shape)
+    copy.build(x.shape)
+    call = tf.function(copy.call)
+    return lambda: call(x).numpy()
+
+
+def greedy_perforation(model, validation_data, target_speedup=2.0, mask="grid",
+                       rate_steps=(0.25, 0.5, 0.75), batch_size=32, timing_repeats=15,
+                       seed=0, implementation="auto", progress=True):
+    """Perforates ``model``'s convolutions until the predicted speedup reaches a target.
+
+    1. Cost of every perforable convolution: its FLOPs and its measured
+       forward time at each rate in ``rate_steps`` (batch ``batch_size``),
+       against the measured time of the whole model.
+    2. Benefit: the validation-loss increase of perforating each layer alone
+       at each rate.
+    3. Greedy: starting from no perforation, repeatedly raise one layer to its
+       next rate, choosing the step with the least loss increase per second
+       saved, until ``base time / predicted time >= target_speedup`` or no
+       step saves time.
+
+    Args:
+        model: a built Sequential or functional classifier (logits or softmax
+            output, integer labels).
+        validation_data: ``(x_val, y_val)``.
+        target_speedup: the forward speedup of the whole model to reach (> 1).
+        mask: mask kind of every perforated layer (``"uniform"``, ``"grid"``,
+            ``"structure"``, ``"impact"``).
+        rate_steps: increasing rates in ``(0, 1)`` each layer may take.
+        batch_size: batch of the timings and of the evaluations.
+        timing_repeats: timed runs per median.
+        seed: seed of the masks.
+        implementation: of the perforated layers (see ``PerforatedConv2D``).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The perforated model; its :class:`PerforationReport` (chosen rates,
+        predicted and measured speedup, accuracy and loss before/after) is
+        its ``perforation_report`` attribute.
+
+    Example:
+
+    >>> fast = tfpriors.perforation.greedy_perforation(model, (x_val, y_val),
+    ...                                                target_speedup=2.0)
+    >>> print(fast.perforation_report)
+    """
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    check_rewritable(model)
+    target_speedup = _validation.real_number(target_speedup, "target_speedup")
+    if target_speedup <= 1.0:
+        raise ValueError(f"`target_speedup` must be > 1; received {target_speedup}.")
+    mask = _validation.one_of(mask, "mask", set(MASK_KINDS))
+    steps = [_validation.real_number(r, "rate_steps", 0.0, 1.0) for r in rate_steps]
+    if not steps or steps != sorted(set(steps)) or steps[0] <= 0 or steps[-1] >= 1:
+        raise ValueError("`rate_steps` must be increasing rates in (0, 1); received "
+                         f"{rate_steps!r}.")
+    batch_size = _validation.positive_int(batch_size, "batch_size")
+    timing_repeats = _validation.positive_int(timing_repeats, "timing_repeats")
+    x, y = _split_data(validation_data)
+    candidates = perforable_layers(model)
+    if not candidates:
+        raise ValueError(f"'{model.name}' has no convolution that can be perforated.")
+    data = (x, y) if mask == "impact" else None
+
+    total = len(candidates) * len(steps) * 2 + 2
+    bar = tqdm(total=total, desc="greedy perforation", disable=not progress, leave=False)
+    loss_before, accuracy_before = _loss_and_accuracy(model, x, y, batch_size)
+    bar.update(1)
+    timing_x = tf.constant(np.resize(x, (batch_size,) + x.shape[1:]))
+    forward = tf.function(lambda inputs: model(inputs, training=False))
+    base_time = _median_seconds(lambda: forward(timing_x).numpy(), timing_repeats)
+    bar.update(1)
+
+    layers = {}
+    for layer in candidates:
+        kh, kw = layer.kernel_size
+        out_h, out_w = _output_hw(layer)
+        flops = out_h * out_w * kh * kw * int(layer.kernel.shape[2]) * layer.filters
+        timers = [_layer_timer(layer, 0.0, batch_size, mask, seed, implementation)]
+        timers += [_layer_timer(layer, r, batch_size, mask, seed, implementation)
+                   for r in steps]
+        seconds = _interleaved_medians(timers, timing_repeats)
+        bar.update(len(steps))
+        loss_increase = [0.0]
+        for rate in steps:
+            trial = perforate(model, {layer.name: rate}, mask=mask, data=data, seed=seed,
+                              implementation=implementation)
+            loss, _ = _loss_and_accuracy(trial, x, y, batch_size)
+            loss_increase.append(loss - loss_before)
+            bar.update(1)
+        layers[layer.name] = {"flops": int(flops), "rates": [0.0] + steps,
+                              "seconds": seconds, "loss_increase": loss_increase}
+
+    # Greedy on the independent estimates: least loss per second saved first.
+    level = {name: 0 for name in layers}
+    saved = 0.0
+    while base_time / max(base_time - saved, 1e-12) < target_speedup:
+        best = None
+        for name, info in layers.items():
+            i = level[name]
+            if i + 1 >= len(info["rates"]):
+                continue
+            gain = info["seconds"][i] - info["seconds"][i + 1]
+            if gain <= 0:
+                continue
+            cost = max(info["loss_increase"][i + 1] - info["loss_increase"][i], 0.0)
+            score = cost / gain
+            if best is None or score < best[0]:
+                best = (score, name, gain)
+        if best is None:
+            break
+        _, name, gain = best
+        level[name] += 1
+        saved += gain
+    chosen = {name: layers[name]["rates"][i] for name, i in level.items() if i > 0}
+    predicted = base_time / max(base_time - saved, 1e-12)
+
+    result = perforate(model, chosen, mask=mask, data=data, seed=seed,
+                       implementation=implementation) if chosen else \
+        rewrite_model(model, lambda layer: None)
+    loss_after, accuracy_after = _loss_and_accuracy(result, x, y, batch_size)
+    fast_forward = tf.function(lambda inputs: result(inputs, training=False))
+    before, after = _interleaved_medians(
+        [lambda: forward(timing_x).numpy(), lambda: fast_forward(timing_x).numpy()],
+        timing_repeats)
+    bar.close()
+    result.perforation_report = PerforationReport(
+        rates=chosen, target_speedup=target_speedup, predicted_speedup=float(predicted),
+        measured_speedup=before / after, accuracy_before=accuracy_before,
+        accuracy_after=accuracy_after, loss_before=loss_before, loss_after=loss_after,
+        layers=layers, mask=mask)
+    return result
+
+
+def plot_mask(layer, path, title=None):
+    """Draws a perforated layer's mask: kept positions and the region each one fills.
+
+    Args:
+        layer: a built :class:`~tfpriors.layers.PerforatedConv2D` (or a
+            :class:`PerforationMask`).
+        path: the ``.png`` file to write (atomically).
+        title: optional figure title (default: layer name, rate and size).
+
+    Returns:
+        ``path``.
+
+    Example:
+
+    >>> tfpriors.perforation.plot_mask(fast.get_layer("conv2"), "mask.png")
+    'mask.png'
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if isinstance(layer, PerforationMask):
+        mask, name = layer, "mask"
+    else:
+        mask = getattr(layer, "mask", None)
+        if not isinstance(mask, PerforationMask):
+            raise TypeError("`layer` must be a built PerforatedConv2D or a PerforationMask; "
+                            f"received {layer!r}.")
+        name = layer.name
+    if not str(path).endswith(".png"):
+        raise ValueError(f"`path` must end in '.png'; received {path!r}.")
+    height, width = mask.output_shape
+    figure = Figure(figsize=(8, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    left.imshow(mask.kept_image(), cmap="Blues", vmin=0, vmax=1.3, interpolation="nearest")
+    left.set_title(f"computed positions ({len(mask.kept)}/{mask.size})")
+    # Each kept position gets a colour; its fill region shares it.
+    colours = np.random.default_rng(0).permutation(len(mask.kept))
+    regions = colours[mask.fill_index].reshape(height, width)
+    right.imshow(regions, cmap="tab20", interpolation="nearest")
+    rows, cols = np.divmod(mask.kept, width)
+    right.scatter(cols, rows, s=max(2, 400 / max(height, width)), c="black", marker="o")
+    right.set_title("nearest-neighbour fill regions")
+    for axis in (left, right):
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(title or f"{name}: rate {mask.rate:.2f}, output {height}x{width}")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    return path

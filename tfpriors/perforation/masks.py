@@ -1,0 +1,309 @@
+"""Perforation masks: which output positions a perforated convolution computes.
+
+A :class:`PerforationMask` is the one index representation shared by the
+Keras layer, the pure-TF reference, the fused op and the TFLite export: the
+sorted kept output positions (flat indices into ``height * width``) and, for
+every output position, its nearest kept position (Euclidean distance on the
+output grid), whose value fills it.
+
+Builders (Figurnov et al., PerforatedCNNs, 2016):
+
+* :func:`uniform_mask`: kept positions drawn uniformly without replacement;
+* :func:`grid_mask`: pseudo-random grid, positions per axis
+  ``ceil(n_axis / n * (i + u))``, ``u ~ U(0, 1)``;
+* :func:`structure_mask`: keeps the positions covered by the most windows
+  of the next pooling layer (overlapping pooling reads some positions twice
+  or four times);
+* :func:`impact_mask`: keeps the positions whose removal would change the
+  loss most, estimated as the mean ``|dL/dy * y|`` over channels and data.
+"""
+
+
+import numpy as np
+from scipy import ndimage
+
+from tfpriors import _validation
+
+MASK_KINDS = ("uniform", "grid", "structure", "impact")
+
+
+def kept_count(size, rate):
+    """Number of positions kept out of ``size`` at perforation ``rate`` (at least 1)."""
+    rate = _validation.real_number(rate, "rate", 0.0, 1.0)
+    if rate >= 1.0:
+        raise ValueError(f"`rate` must be < 1 (at least one position is computed); "
+                         f"received {rate}.")
+    return max(1, int(round((1.0 - rate) * size)))
+
+
+def _output_shape(output_shape):
+    return _validation.int_tuple(output_shape, "output_shape", 2)
+
+
+class PerforationMask:
+    """Kept output positions of a perforated convolution and the fill map.
+
+    Args:
+        output_shape: ``(height, width)`` of the convolution's output.
+        kept: flat indices (``row * width + col``) of the computed positions;
+            distinct, within ``[0, height * width)``; stored sorted.
+
+    Attributes:
+        kept: sorted ``int32`` array of kept flat positions, shape ``(K,)``.
+        nearest: ``int32`` array ``(height * width,)``: the kept flat position
+            whose value fills each output position (itself when kept).
+        fill_index: ``int32`` array ``(height * width,)``: index into ``kept``
+            of that position (what the gather that fills the output uses).
+
+    Example:
+
+    >>> mask = tfpriors.perforation.PerforationMask((4, 4), [0, 5, 10, 15])
+    >>> mask.rate
+    0.75
+    """
+
+    def __init__(self, output_shape, kept):
+        self.output_shape = _output_shape(output_shape)
+        size = self.size
+        try:
+            kept = np.asarray(kept)
+        except (TypeError, ValueError):
+            raise TypeError(f"`kept` must be a sequence of integers; received {kept!r}.") \
+                from None
+        if kept.ndim != 1 or kept.size == 0:
+            raise ValueError(f"`kept` must be a non-empty 1-D sequence of flat positions; "
+                             f"received shape {kept.shape}.")
+        if not np.issubdtype(kept.dtype, np.integer):
+            if not (np.issubdtype(kept.dtype, np.floating)
+                    and np.all(np.isfinite(kept)) and np.all(kept == np.round(kept))):
+                raise TypeError(f"`kept` must hold integers; received dtype {kept.dtype}.")
+        kept = kept.astype(np.int64)
+        if kept.min() < 0 or kept.max() >= size:
+            raise ValueError(f"`kept` positions must lie in [0, {size}) for output shape "
+                             f"{self.output_shape}; received values in "
+                             f"[{kept.min()}, {kept.max()}].")
+        if len(np.unique(kept)) != len(kept):
+            raise ValueError("`kept` positions must be distinct.")
+        self.kept = np.sort(kept).astype(np.int32)
+        self.nearest, self.fill_index = _nearest_maps(self.output_shape, self.kept)
+
+    @property
+    def size(self):
+        return self.output_shape[0] * self.output_shape[1]
+
+    @property
+    def rate(self):
+        """The fraction of output positions that are not computed."""
+        return 1.0 - len(self.kept) / self.size
+
+    def kept_image(self):
+        """Boolean ``(height, width)`` image, True where the output is computed."""
+        image = np.zeros(self.size, bool)
+        image[self.kept] = True
+        return image.reshape(self.output_shape)
+
+    def get_config(self):
+        return {"output_shape": list(self.output_shape), "kept": self.kept.tolist()}
+
+    @classmethod
+    def from_config(cls, config):
+        if not isinstance(config, dict) or set(config) != {"output_shape", "kept"}:
+            raise ValueError("A PerforationMask config must be a dict with keys "
+                             f"'output_shape' and 'kept'; received {config!r}.")
+        return cls(config["output_shape"], config["kept"])
+
+    def __eq__(self, other):
+        return (isinstance(other, PerforationMask)
+                and self.output_shape == other.output_shape
+                and np.array_equal(self.kept, other.kept))
+
+    def __hash__(self):
+        return hash((self.output_shape, self.kept.tobytes()))
+
+    def __repr__(self):
+        return (f"PerforationMask(output_shape={self.output_shape}, kept={len(self.kept)}/"
+                f"{self.size}, rate={self.rate:.3f})")
+
+
+def _nearest_maps(output_shape, kept):
+    """Nearest kept position (Euclidean on the grid) of every output position."""
+    size = output_shape[0] * output_shape[1]
+    missing = np.ones(size, bool)
+    missing[kept] = False
+    # The distance transform of the "missing" image returns, for each position,
+    # the coordinates of the nearest zero, i.e. the nearest kept position.
+    _, (rows, cols) = ndimage.distance_transform_edt(missing.reshape(output_shape),
+                                                     return_indices=True)
+    nearest = (rows * output_shape[1] + cols).reshape(-1).astype(np.int32)
+    fill_index = np.searchsorted(kept, nearest).astype(np.int32)
+    return nearest, fill_index
+
+
+def uniform_mask(output_shape, rate, seed=None):
+    """Keeps ``round((1 - rate) * H * W)`` positions drawn uniformly at random.
+
+    Example:
+
+    >>> tfpriors.perforation.uniform_mask((8, 8), 0.5, seed=0).rate
+    0.5
+    """
+    output_shape = _output_shape(output_shape)
+    size = output_shape[0] * output_shape[1]
+    count = kept_count(size, rate)
+    rng = np.random.default_rng(seed)
+    return PerforationMask(output_shape, rng.choice(size, count, replace=False))
+
+
+def _grid_axis(length, count, rng):
+    # ceil(length / count * (i + u)) for i = 0..count-1 is 1-based and strictly
+    # increasing since length / count >= 1; shift to 0-based indices.
+    u = rng.uniform()
+    positions = np.ceil(length / count * (np.arange(count) + u)).astype(np.int64) - 1
+    return np.clip(positions, 0, length - 1)
+
+
+def grid_mask(output_shape, rate, seed=None):
+    """A pseudo-random grid: rows ``ceil(H/n*(i+u))`` times columns ``ceil(W/m*(j+v))``.
+
+    ``n * m`` is close to ``(1 - rate) * H * W`` with ``n / H`` close to
+    ``m / W`` (on small outputs the rate is approximate: a grid has
+    ``n * m`` points); ``u, v ~ U(0, 1)`` are drawn from ``seed``.
+
+    Example:
+
+    >>> tfpriors.perforation.grid_mask((8, 8), 0.75, seed=0).kept_image().sum()
+    16
+    """
+    output_shape = _output_shape(output_shape)
+    height, width = output_shape
+    target = kept_count(height * width, rate)
+    best = None
+    for rows in range(1, height + 1):
+        cols = min(width, max(1, int(round(target / rows))))
+        # Relative count error plus imbalance between the axes: a near-square grid
+        # with a few positions too many beats exact stripes.
+        score = abs(rows * cols - target) / target + abs(rows / height - cols / width)
+        if best is None or score < best[0] - 1e-12:
+            best = (score, rows, cols)
+    _, rows, cols = best
+    rng = np.random.default_rng(seed)
+    row_positions = _grid_axis(height, rows, rng)
+    col_positions = _grid_axis(width, cols, rng)
+    kept = (row_positions[:, None] * width + col_positions[None, :]).reshape(-1)
+    return PerforationMask(output_shape, kept)
+
+
+def pooling_counts(output_shape, pool_size, strides=None, padding="valid"):
+    """How many windows of a following pooling layer read each output position."""
+    output_shape = _output_shape(output_shape)
+    pool_size = _validation.int_tuple(pool_size, "pool_size", 2)
+    strides = pool_size if strides is None else _validation.int_tuple(strides, "strides", 2)
+    padding = _validation.one_of(padding, "padding", {"valid", "same"})
+    counts = np.zeros(output_shape, np.int64)
+    per_axis = []
+    for length, k, s in zip(output_shape, pool_size, strides):
+        if padding == "same":
+            windows = -(-length // s)
+            before = max((windows - 1) * s + k - length, 0) // 2
+        else:
+            windows = max(0, (length - k) // s + 1)
+            before = 0
+        axis = np.zeros(length, np.int64)
+        for w in range(windows):
+            start = w * s - before
+            axis[max(start, 0):max(min(start + k, length), 0)] += 1
+        per_axis.append(axis)
+    counts += per_axis[0][:, None] * per_axis[1][None, :]
+    return counts
+
+
+def _top_positions(scores, count, seed):
+    """Flat indices of the ``count`` highest scores; ties broken at random by ``seed``."""
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    tie_break = np.random.default_rng(seed).permutation(scores.size)
+    order = np.lexsort((tie_break, -scores))
+    return order[:count]
+
+
+def structure_mask(output_shape, rate, pool_size=3, pool_strides=2, pool_padding="valid",
+                   seed=None):
+    """Keeps the positions read by the most windows of the next pooling layer.
+
+    With overlapping pooling (the default 3x3 stride 2 of AlexNet-style nets)
+    positions on the window overlaps feed 2 or 4 windows; they are kept first.
+    Ties (e.g. non-overlapping pooling, where every count is 1) are broken at
+    random from ``seed``.
+
+    Example:
+
+    >>> tfpriors.perforation.structure_mask((13, 13), 0.5).rate
+    0.5
+    """
+    output_shape = _output_shape(output_shape)
+    counts = pooling_counts(output_shape, pool_size, pool_strides, pool_padding)
+    count = kept_count(counts.size, rate)
+    return PerforationMask(output_shape, _top_positions(counts, count, seed))
+
+
+def mask_from_scores(scores, rate, seed=None):
+    """Keeps the positions with the highest ``scores`` (a ``(height, width)`` array)."""
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim != 2 or not np.all(np.isfinite(scores)):
+        raise ValueError(f"`scores` must be a finite (height, width) array; received shape "
+                         f"{scores.shape}.")
+    return PerforationMask(scores.shape, _top_positions(scores, kept_count(scores.size, rate),
+                                                        seed))
+
+
+def impact_scores(model, layer, data, batch_size=128):
+    """Mean ``|dL/dy * y|`` over channels and data of ``layer``'s output ``y``.
+
+    The first-order estimate of how much the loss changes when a position's
+    output is replaced by zero (Figurnov et al., eq. 3), averaged over the
+    given data. ``model`` must have been compiled with a loss, or ``data``
+    must be ``(x, y)`` with integer labels of a logits or probability output
+    (sparse categorical cross-entropy is then used).
+
+    Returns:
+        A ``(height, width)`` NumPy array.
+    """
+    import keras
+    import tensorflow as tf
+
+    x, y = _split_data(data)
+    if isinstance(layer, str):
+        layer = model.get_layer(layer)
+    # Split the model at the layer's output so that dL/dy is a plain gradient.
+    head = keras.Model(model.inputs, layer.output)
+    tail = keras.Model(layer.output, model.outputs[0])
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=_outputs_logits(model),
+                                                         reduction="sum")
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        activations = head(tf.constant(x[start:start + batch_size]), training=False)
+        with tf.GradientTape() as tape:
+            tape.watch(activations)
+            loss = loss_fn(tf.constant(y[start:start + batch_size]),
+                           tail(activations, training=False))
+        grads = tape.gradient(loss, activations)
+        total += tf.reduce_sum(tf.reduce_mean(tf.abs(grads * activations), axis=-1),
+                               axis=0).numpy()
+    return total / len(x)
+
+
+def _split_data(data):
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError("`data` must be a tuple (x, y) of inputs and integer labels.")
+    x = _validation.finite_batch(data[0], "data[0]")
+    y = np.asarray(data[1])
+    if len(y) != len(x):
+        raise ValueError(f"`data` inputs and labels differ in length: {len(x)} vs {len(y)}.")
+    return x, y.astype(np.int64).reshape(-1)
+
+
+def _outputs_logits(model):
+    """True unless the model's last layer ends in a softmax."""
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    name = getattr(activation, "__name__", "")
+    return not (name == "softmax" or type(last).__name__ == "Softmax")
