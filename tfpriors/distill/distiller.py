@@ -28,6 +28,7 @@ def _hard_label_nll(y, student_out, task):
     if task == "regression":
         mean, log_var = losses.split_gaussian(student_out)
         return losses.gaussian_nll_values(y, mean, log_var)
+    y = tf.convert_to_tensor(y)
     log_probs = tf.nn.log_softmax(student_out, axis=-1)
     if y.shape.rank == student_out.shape.rank and y.shape[-1] == student_out.shape[-1] \
             and student_out.shape[-1] != 1:
