@@ -46,10 +46,11 @@ def test_burn_in_thinning_and_the_memory_and_disk_bound(tmp_path):
 
 
 def test_in_memory_samples_stay_in_memory(tmp_path):
-    sampler = distill.PosteriorSampler(burn_in_epochs=0, thin=4, max_samples=10,
-                                       directory=tmp_path, in_memory=10)
-    _fit(sampler, epochs=3)
-    assert sampler.num_samples == 3 and os.listdir(tmp_path) == []
+    sampler = distill.PosteriorSampler(burn_in_epochs=0, thin=2, max_samples=4,
+                                       directory=None, in_memory=4)
+    _fit(sampler, epochs=3)   # 6 samples: the 2 oldest dropped, nothing on disk
+    assert sampler.num_samples == 4 and sampler.next_index == 6
+    assert [r["index"] for r in sampler.get_state()["records"]] == [2, 3, 4, 5]
 
 
 def test_state_round_trip_resumes_collection(tmp_path):

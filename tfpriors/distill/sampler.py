@@ -99,6 +99,9 @@ class PosteriorSampler(keras.callbacks.Callback):
         """Keeps ``weights`` (a list of arrays, as ``model.get_weights()``) as a sample."""
         index = self.next_index
         self.next_index += 1
+        # Dropping first frees the oldest slot (memory or disk) for this one.
+        while len(self._records) >= self.max_samples:
+            self._drop(self._records.pop(0))
         in_memory = sum("weights" in r for r in self._records)
         if in_memory < self.in_memory:
             record = {"index": index, "weights": [np.array(w) for w in weights]}
@@ -108,8 +111,6 @@ class PosteriorSampler(keras.callbacks.Callback):
                 np.savez(tmp, *weights)
             record = {"index": index, "file": name}
         self._records.append(record)
-        while len(self._records) > self.max_samples:
-            self._drop(self._records.pop(0))
 
     def _drop(self, record):
         if "file" in record:
