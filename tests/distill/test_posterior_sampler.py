@@ -33,12 +33,13 @@ def test_burn_in_thinning_and_the_memory_and_disk_bound(tmp_path):
     sampler = distill.PosteriorSampler(burn_in_epochs=2, thin=3, max_samples=3,
                                        directory=tmp_path, in_memory=1)
     model, _ = _fit(sampler, epochs=5)
-    # 3 epochs x 4 steps after burn-in = 12 steps: samples at steps 3, 6, 9, 12;
-    # the oldest (in memory) was dropped, so the three kept ones are on disk.
+    # 3 epochs x 4 steps after burn-in = 12 steps: samples at steps 3, 6, 9, 12.
+    # Sample 0 (in memory) was dropped for sample 3, which took its memory slot.
     assert sampler.steps_after_burn_in == 12 and sampler.next_index == 4
     assert sampler.num_samples == 3
-    assert sorted(os.listdir(tmp_path)) == ["sample_000001.npz", "sample_000002.npz",
-                                           "sample_000003.npz"]
+    assert sorted(os.listdir(tmp_path)) == ["sample_000001.npz", "sample_000002.npz"]
+    assert [("weights" in r, r["index"]) for r in sampler.get_state()["records"]] == [
+        (False, 1), (False, 2), (True, 3)]
     samples = list(sampler.samples())
     for got, want in zip(samples[-1], model.get_weights()):
         np.testing.assert_array_equal(got, want)
