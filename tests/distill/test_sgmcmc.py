@@ -124,6 +124,12 @@ def test_learning_rate_schedule_sets_the_noise():
     np.testing.assert_allclose(variances, [1e-2, 1e-2, 1e-2, 1e-4], rtol=0.1)
 
 
+def test_temperature_scales_the_noise_variance():
+    w = keras.Variable(np.zeros((8192,), "float32"))
+    distill.SGLD(1e-2, dataset_size=10, temperature=0.1, seed=0).apply([tf.zeros(8192)], [w])
+    assert np.var(w.numpy()) == pytest.approx(1e-3, rel=0.1)
+
+
 def test_noise_differs_between_steps_and_variables_and_repeats_with_the_seed():
     def run(seed):
         a, b = keras.Variable(np.zeros(64, "float32")), keras.Variable(np.zeros(64, "float32"))
@@ -181,6 +187,7 @@ def test_get_config_round_trips():
     (lambda: distill.SGLD(1e-3, dataset_size=-5), "dataset_size"),
     (lambda: distill.SGLD(1e-3), "dataset_size"),
     (lambda: distill.SGLD(1e-3, dataset_size=10, seed=-1), "seed"),
+    (lambda: distill.SGLD(1e-3, dataset_size=10, temperature=0.0), "temperature"),
     (lambda: distill.SGHMC(1e-3, dataset_size=10, friction=0.0), "friction"),
     (lambda: distill.SGHMC(1e-3, dataset_size=10, friction=1.5), "friction"),
     (lambda: distill.SGHMC(1e-3, dataset_size=10, friction=0.1, noise_estimate=0.2),

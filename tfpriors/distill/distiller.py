@@ -123,6 +123,11 @@ class Distiller(_DistillMixin, keras.Model):
         self.alpha = _validation.real_number(alpha, "alpha", minimum=0.0)
         self.teacher.trainable = False
 
+    def build(self, input_shape):
+        if not self.student.built:
+            self.student.build(input_shape)
+        self.built = True
+
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
 
@@ -229,6 +234,11 @@ class BayesianDarkKnowledge(_DistillMixin, keras.Model):
         self._student_tracker = keras.metrics.Mean(name="loss")
         self._teacher_tracker = keras.metrics.Mean(name="teacher_nll")
         self._student_nll_tracker = keras.metrics.Mean(name="student_nll")
+
+    def build(self, input_shape):
+        if not self.student.built:
+            self.student.build(input_shape)
+        self.built = True
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
