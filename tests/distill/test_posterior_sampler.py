@@ -76,6 +76,13 @@ def test_state_round_trip_resumes_collection(tmp_path):
                                sampler.ensemble().predict(x, verbose=0), rtol=1e-6)
 
 
+def test_get_config_round_trips(tmp_path):
+    sampler = distill.PosteriorSampler(burn_in_epochs=3, thin=7, max_samples=9,
+                                       directory=str(tmp_path), in_memory=2)
+    clone = distill.PosteriorSampler(**sampler.get_config())
+    assert clone.get_config() == sampler.get_config()
+
+
 def test_set_state_checks_the_files(tmp_path):
     sampler = distill.PosteriorSampler(burn_in_epochs=0, thin=1, max_samples=4,
                                        directory=tmp_path, in_memory=0)

@@ -21,6 +21,7 @@ def _non_negative_int(value, name):
     return int(value)
 
 
+@keras.saving.register_keras_serializable(package="tfpriors")
 class PosteriorSampler(keras.callbacks.Callback):
     """Keeps thinned weights of a model trained with SGLD/SGHMC as posterior samples.
 
@@ -75,6 +76,11 @@ class PosteriorSampler(keras.callbacks.Callback):
         self.next_index = 0
         # Each record is {"index": i, "weights": [...]} or {"index": i, "file": name}.
         self._records = []
+
+    def get_config(self):
+        return {"burn_in_epochs": self.burn_in_epochs, "thin": self.thin,
+                "max_samples": self.max_samples, "directory": self.directory,
+                "in_memory": self.in_memory}
 
     # -- collection ----------------------------------------------------------
 
