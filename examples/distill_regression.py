@@ -55,7 +55,7 @@ def scores(out, y, mean, std):
     return float(np.sqrt(np.mean((y - mu) ** 2))), float(np.mean(nll))
 
 
-def main(data="diabetes", epochs=400, samples=50, lr=1e-4, batch_size=32):
+def main(data="diabetes", epochs=150, samples=30, lr=1e-4, batch_size=32):
     (x, y), (xt, yt) = load(data)
     x_mean, x_std = x.mean(0), x.std(0) + 1e-8
     y_mean, y_std = float(y.mean()), float(y.std())
@@ -94,8 +94,8 @@ def main(data="diabetes", epochs=400, samples=50, lr=1e-4, batch_size=32):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=["diabetes", "boston"], default="diabetes")
-    parser.add_argument("--epochs", type=int, default=400, help="SGLD epochs (a quarter burn-in)")
-    parser.add_argument("--samples", type=int, default=50, help="posterior samples kept")
+    parser.add_argument("--epochs", type=int, default=150, help="SGLD epochs (a quarter burn-in)")
+    parser.add_argument("--samples", type=int, default=30, help="posterior samples kept")
     parser.add_argument("--lr", type=float, default=1e-4, help="SGLD learning rate")
     args = parser.parse_args()
     main(args.data, args.epochs, args.samples, args.lr)
