@@ -242,7 +242,8 @@ def goals(result):
                   f"ensemble's (1/k = {1 / k:.3f}), measured time "
                   f"{row['inference_ratio_vs_ensemble']:.3f}; NLL {row['nll']:.4f} vs single "
                   f"SGD model {rows['single SGD model']['nll']:.4f}"
-                  + ("" if beats_single else ": not better than the single SGD model"))))
+                  + ("" if beats_single else ": not better than the single SGD model")
+                  + f" (the ensemble itself: {rows[ensemble]['nll']:.4f})")))
     return out
 
 
@@ -255,6 +256,8 @@ def main():
                                     __doc__, args.quick)
     payload["digits"] = digits(args.quick)
     payload["diabetes"] = diabetes(args.quick)
+    payload["repeats"] = payload["digits"]["settings"]["timing_repeats"]
+    payload["repeat_kind"] = "interleaved inference repeats (metrics: one run, seed 0)"
     payload["goals"] = goals(payload)
     payload["seconds"] = time.perf_counter() - start
     _common.save_result("distill", args.quick, payload)
