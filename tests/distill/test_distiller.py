@@ -161,7 +161,10 @@ def test_bayesian_dark_knowledge_config_round_trip():
 def test_bayesian_dark_knowledge_under_mirrored_strategy():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     x, y = _bdk_data(64)
-    with tf.distribute.MirroredStrategy(devices).scope():
+    # ReductionToOneDevice: see the note in test_sgmcmc.py.
+    strategy = tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    with strategy.scope():
         bdk = distill.BayesianDarkKnowledge(_mlp(2, seed=1), _mlp(2, seed=2), dataset_size=64,
                                             teacher_learning_rate=1e-3)
         bdk.compile(keras.optimizers.Adam(1e-2))

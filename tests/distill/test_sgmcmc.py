@@ -96,7 +96,11 @@ def _fit_zero_gradient(optimizer, steps, strategy=None):
 def test_noise_variance_under_mirrored_strategy_is_lr_and_replicas_agree():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2, "conftest.py should have made two logical CPUs"
-    strategy = tf.distribute.MirroredStrategy(devices)
+    # ReductionToOneDevice: collective all-reduce keys of one MirroredStrategy
+    # collide with those of strategies made later in the same process (other
+    # test files), whose all-reduces then fail with a shape mismatch.
+    strategy = tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     lr, steps = 1e-3, 4
     model, start = _fit_zero_gradient(lambda: distill.SGLD(lr, dataset_size=100), steps,
                                       strategy)
