@@ -31,7 +31,7 @@ class PosteriorSampler(keras.callbacks.Callback):
     are kept; beyond that the oldest is dropped, so the kept samples are the
     most recent, and memory and disk stay bounded. The first ``in_memory``
     kept samples live in memory, the rest go to ``directory`` as
-    ``sample_XXXXXX.npz`` files, each written atomically.
+    ``sample_<6-digit index>.npz`` files, each written atomically.
 
     Saving and restoring (crash-safe training): :meth:`get_state` returns a
     dict (counters, sample file names, in-memory arrays) that
