@@ -94,6 +94,33 @@ def load_cifar10(flat=False):
                                flat, False)
 
 
+def load_boston_housing():
+    """Boston housing regression through ``keras.datasets`` (13 features, price in $1000s).
+
+    Returns ``(x_train, y_train), (x_test, y_test)`` as float32, unscaled
+    (404 training and 102 test houses, Keras' fixed split). Offline without a
+    cached copy it raises :class:`DatasetUnavailableError`; scikit-learn's
+    bundled ``load_diabetes`` is the embedded regression default.
+
+    Example:
+
+    >>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_boston_housing()
+    """
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.boston_housing.load_data()
+    except Exception as error:  # keras raises URLError, HTTPError or plain Exception offline
+        where = os.path.join(_keras_cache_dir(), "boston_housing.npz")
+        raise DatasetUnavailableError(
+            "The Boston housing data set could not be loaded: it is not cached and could "
+            f"not be downloaded ({type(error).__name__}: {error}). On a machine without "
+            f"internet access, copy the file into {where} (the Keras cache; set "
+            "KERAS_HOME to move it) and call the loader again.") from error
+    return ((x_train.astype("float32"), y_train.astype("float32")),
+            (x_test.astype("float32"), y_test.astype("float32")))
+
+
 LOADERS = {"digits": load_digits, "mnist": load_mnist,
            "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10}
 

@@ -1,0 +1,95 @@
+"""Likelihoods and divergences shared by the SGLD teacher and the distilled student.
+
+Model output conventions used throughout :mod:`tfpriors.distill`:
+
+- classification: the last axis holds ``num_classes`` logits (or log
+  probabilities, which are logits too; ``output="probs"`` where a model ends
+  in a softmax).
+- regression with learned noise: the last axis holds ``2 * d`` values, the
+  predictive means of the ``d`` targets followed by their log variances.
+- regression with fixed noise: the last axis holds the ``d`` means; the noise
+  variance is given separately (``noise_variance=``).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tfpriors import _validation
+
+CLASSIFICATION_OUTPUTS = ("logits", "log_probs", "probs")
+# Log-variances are clipped to this range: exp() of a wild untrained output
+# would otherwise overflow the Gaussian NLL to inf.
+LOG_VAR_RANGE = (-20.0, 20.0)
+
+
+def as_log_probs(values, output):
+    """Log probabilities from logits, log probabilities or probabilities."""
+    if output == "probs":
+        return tf.math.log(tf.clip_by_value(values, 1e-12, 1.0))
+    return tf.nn.log_softmax(values, axis=-1)
+
+
+def split_gaussian(values, noise_variance=None):
+    """``(mean, log_var)`` from a regression output (see the module conventions)."""
+    if noise_variance is None:
+        mean, log_var = tf.split(values, 2, axis=-1)
+        return mean, tf.clip_by_value(log_var, *LOG_VAR_RANGE)
+    return values, tf.fill(tf.shape(values), tf.cast(math.log(noise_variance), values.dtype))
+
+
+def gaussian_kl(mean_p, log_var_p, mean_q, log_var_q):
+    """KL(N(mean_p, var_p) || N(mean_q, var_q)), summed over the last axis."""
+    ratio = tf.exp(log_var_p - log_var_q)
+    return 0.5 * tf.reduce_sum(
+        log_var_q - log_var_p + ratio + tf.square(mean_p - mean_q) * tf.exp(-log_var_q) - 1.0,
+        axis=-1)
+
+
+def gaussian_nll_values(y_true, mean, log_var):
+    """Per-example Gaussian negative log-likelihood, summed over the last axis."""
+    y_true = tf.reshape(tf.cast(y_true, mean.dtype), tf.shape(mean))
+    return 0.5 * tf.reduce_sum(math.log(2 * math.pi) + log_var
+                               + tf.square(y_true - mean) * tf.exp(-log_var), axis=-1)
+
+
+def categorical_kl(teacher_log_probs, student_log_probs):
+    """KL(teacher || student) per example: sum_c p_t (log p_t - log p_s)."""
+    return tf.reduce_sum(tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs),
+                         axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class GaussianNLL(keras.losses.Loss):
+    """Gaussian negative log-likelihood of regression targets (the SGLD likelihood).
+
+    With ``noise_variance=None`` the model outputs ``2 * d`` values (means,
+    then log variances: learned, input-dependent noise); otherwise it outputs
+    the ``d`` means and the noise variance is fixed. Mean-reduced over the
+    batch, as the SGLD loss convention asks.
+
+    Args:
+        noise_variance: ``None`` (learned) or the fixed noise variance (> 0).
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(50, "relu"),
+    ...                           keras.layers.Dense(2)])          # mean, log variance
+    >>> model.compile(tfpriors.distill.SGLD(1e-4, dataset_size=n),
+    ...               tfpriors.distill.GaussianNLL())
+    """
+
+    def __init__(self, noise_variance=None, name="gaussian_nll", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.noise_variance = (None if noise_variance is None else
+                               _validation.positive_number(noise_variance, "noise_variance"))
+
+    def call(self, y_true, y_pred):
+        mean, log_var = split_gaussian(y_pred, self.noise_variance)
+        return gaussian_nll_values(y_true, mean, log_var)
+
+    def get_config(self):
+        config = super().get_config()
+        config["noise_variance"] = self.noise_variance
+        return config
