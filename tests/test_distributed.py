@@ -22,7 +22,11 @@ def _build(weights=None):
 def _strategy():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) >= 2, "conftest.py should have made two logical CPUs"
-    return tf.distribute.MirroredStrategy(devices[:2])
+    # Reduction through one device instead of collective ops: collective
+    # instance keys are shared by every strategy in the process, so another
+    # test's strategy with other shapes could otherwise collide with this one.
+    return tf.distribute.MirroredStrategy(
+        devices[:2], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def test_loss_with_kl_matches_single_device(digits):
