@@ -29,6 +29,7 @@ of iterations.
 """
 
 import copy
+import json
 
 import keras
 import numpy as np
@@ -186,10 +187,14 @@ class ResidualUnit(keras.layers.Layer):
         dilated_index = tf.cast(tf.where(dilated), tf.int32)
         active_index = tf.cast(tf.where(active), tf.int32)
         batch = tf.shape(inputs)[0]
+        dtype = inputs.dtype
         scale1, shift1 = _folded_batch_norm(self.bn1)
         scale2, shift2 = _folded_batch_norm(self.bn2)
-        kernel1 = tf.reshape(self.conv1.kernel, (k * k * channels, self.filters))
-        kernel2 = tf.reshape(self.conv2.kernel, (k * k * self.filters, self.filters))
+        kernel1 = tf.cast(tf.reshape(self.conv1.kernel, (k * k * channels, self.filters)), dtype)
+        kernel2 = tf.cast(tf.reshape(self.conv2.kernel, (k * k * self.filters, self.filters)),
+                          dtype)
+        scale1, shift1, scale2, shift2 = (tf.cast(v, dtype)
+                                          for v in (scale1, shift1, scale2, shift2))
         patches = _gather_patches(tf.pad(inputs, paddings), dilated_index, width, k)
         hidden = tf.nn.relu(tf.matmul(patches, kernel1) * scale1 + shift1)
         hidden_map = tf.scatter_nd(dilated_index, hidden,
@@ -245,7 +250,8 @@ class AdaptiveBlock(keras.layers.Layer):
             self._spatial = _spatial
         self.num_units = _validation.positive_int(num_units, "num_units")
         self._ponder_cost = _ponder_cost(ponder_cost)
-        self._unit_config = _unit_config(unit_factory)
+        # Kept as JSON text: TensorFlow's attribute tracking would wrap a dict.
+        self._unit_json = json.dumps(_unit_config(unit_factory))
         if not isinstance(sparse_inference, bool):
             raise TypeError(f"`sparse_inference` must be a bool; received {sparse_inference!r}.")
         if not isinstance(track_metrics, bool):
@@ -254,7 +260,7 @@ class AdaptiveBlock(keras.layers.Layer):
         self.track_metrics = track_metrics
         self.units = []
         for i in range(self.num_units):
-            config = copy.deepcopy(self._unit_config)
+            config = self.unit_config
             config.setdefault("config", {})["name"] = f"unit{i}"
             self.units.append(keras.saving.deserialize_keras_object(config))
         halting_bias = keras.initializers.Constant(HALTING_BIAS_INIT)
@@ -267,6 +273,11 @@ class AdaptiveBlock(keras.layers.Layer):
                 keras.layers.Conv2D(1, 3, padding="same", bias_initializer=halting_bias,
                                     name=f"halting_conv{i}") for i in range(self.num_units - 1)]
         self.ponder_tracker = keras.metrics.Mean(name=f"{self.name}/ponder")
+
+    @property
+    def unit_config(self):
+        """The serialized prototype unit (a fresh dict); a valid ``unit_factory``."""
+        return json.loads(self._unit_json)
 
     @property
     def ponder_cost(self):
@@ -287,7 +298,8 @@ class AdaptiveBlock(keras.layers.Layer):
         for unit in self.units:
             if not unit.built:
                 unit.build(input_shape)
-            output_shape = tuple(unit.compute_output_shape(input_shape))
+            output_shape = tuple(unit.compute_output_spec(
+                keras.KerasTensor(input_shape, dtype=self.compute_dtype)).shape)
             if output_shape[1:] != input_shape[1:]:
                 raise ValueError(f"`unit_factory` must return shape-preserving units; unit "
                                  f"'{unit.name}' maps {input_shape} to {output_shape}.")
@@ -308,31 +320,33 @@ class AdaptiveBlock(keras.layers.Layer):
 
     def _halting_logits(self, index, x):
         """Logits of unit ``index`` halting, (N, 1, 1) per example or (N, H, W) per position."""
-        pooled = self.halting_dense[index](ops.mean(x, axis=(1, 2)))[:, :, None]
+        pooled = ops.cast(self.halting_dense[index](ops.mean(x, axis=(1, 2)))[:, :, None],
+                          x.dtype)
         if not self._spatial:
             return pooled
-        return self.halting_conv[index](x)[..., 0] + pooled
+        return ops.cast(self.halting_conv[index](x)[..., 0], x.dtype) + pooled
 
     def _unit(self, index, x, active, training, fast):
         """Unit ``index`` applied where ``active``; the input is kept elsewhere."""
         unit = self.units[index]
         if not fast:
-            return tf.where(active[..., None], unit(x, training=training), x)
+            return tf.where(active[..., None], ops.cast(unit(x, training=training), x.dtype), x)
         if not self._spatial or active.shape[1] == 1 and active.shape[2] == 1:
             return self._unit_on_examples(unit, x, active)
         if not self.sparse_inference or not hasattr(unit, "sparse_call"):
-            return tf.where(active[..., None], unit(x, training=False), x)
+            return tf.where(active[..., None], ops.cast(unit(x, training=False), x.dtype), x)
         fraction = tf.reduce_mean(tf.cast(active, tf.float32))
         return tf.cond(fraction < SPARSE_FRACTION,
                        lambda: unit.sparse_call(x, active),
-                       lambda: tf.where(active[..., None], unit(x, training=False), x))
+                       lambda: tf.where(active[..., None],
+                                        ops.cast(unit(x, training=False), x.dtype), x))
 
     @staticmethod
     def _unit_on_examples(unit, x, active):
         # Only the examples still running go through the unit.
         running = tf.reshape(active[:, :1, :1], (-1,))
         index = tf.cast(tf.where(running), tf.int32)
-        updated = unit(tf.gather_nd(x, index), training=False)
+        updated = ops.cast(unit(tf.gather_nd(x, index), training=False), x.dtype)
         updated_map = tf.scatter_nd(index, updated, tf.shape(x))
         return tf.where(running[:, None, None, None], updated_map, x)
 
@@ -349,7 +363,7 @@ class AdaptiveBlock(keras.layers.Layer):
     def call(self, inputs, training=False):
         outputs, counts, ponder = self._forward(inputs, bool(training),
                                                 fast=not training)
-        self.add_loss(self.tau * ops.mean(ponder))
+        self.add_loss(self.tau * ops.cast(ops.mean(ponder), self.tau.dtype))
         if self.track_metrics:
             self.ponder_tracker.update_state(ops.mean(counts))
         return outputs
@@ -376,7 +390,7 @@ class AdaptiveBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"unit_factory": copy.deepcopy(self._unit_config),
+        config.update({"unit_factory": self.unit_config,
                        "num_units": self.num_units, "ponder_cost": self._ponder_cost,
                        "sparse_inference": self.sparse_inference,
                        "track_metrics": self.track_metrics})
