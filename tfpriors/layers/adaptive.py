@@ -205,6 +205,10 @@ class ResidualUnit(keras.layers.Layer):
         updated_map = tf.scatter_nd(active_index, updated, tf.shape(inputs))
         return tf.where(active[..., None], updated_map, inputs)
 
+    def inference_layer(self):
+        """The export form: a copy (deterministic, TFLite builtin ops only) and its weights."""
+        return type(self).from_config(self.get_config()), self.get_weights()
+
     def compute_output_shape(self, input_shape):
         shape = self.conv1.compute_output_shape(tuple(input_shape))
         return tuple(shape[:-1]) + (self.filters,)
@@ -326,20 +330,28 @@ class AdaptiveBlock(keras.layers.Layer):
             return pooled
         return ops.cast(self.halting_conv[index](x)[..., 0], x.dtype) + pooled
 
-    def _unit(self, index, x, active, training, fast):
+    def _unit(self, index, x, active, training):
         """Unit ``index`` applied where ``active``; the input is kept elsewhere."""
+        return tf.where(active[..., None],
+                        ops.cast(self.units[index](x, training=training), x.dtype), x)
+
+    def _fast_unit(self, index, x, active, any_active):
+        """Inference form of :meth:`_unit`: no work for halted examples or positions.
+
+        The choices are sequential, never nested, ``tf.cond`` s: the TFLite
+        converter cannot functionalize nested conditionals of a frozen graph.
+        """
         unit = self.units[index]
-        if not fast:
-            return tf.where(active[..., None], ops.cast(unit(x, training=training), x.dtype), x)
-        if not self._spatial or active.shape[1] == 1 and active.shape[2] == 1:
-            return self._unit_on_examples(unit, x, active)
+        if not self._spatial:
+            return tf.cond(any_active, lambda: self._unit_on_examples(unit, x, active),
+                           lambda: x)
         if not self.sparse_inference or not hasattr(unit, "sparse_call"):
-            return tf.where(active[..., None], ops.cast(unit(x, training=False), x.dtype), x)
-        fraction = tf.reduce_mean(tf.cast(active, tf.float32))
-        return tf.cond(fraction < SPARSE_FRACTION,
-                       lambda: unit.sparse_call(x, active),
-                       lambda: tf.where(active[..., None],
-                                        ops.cast(unit(x, training=False), x.dtype), x))
+            return tf.cond(any_active, lambda: self._unit(index, x, active, False), lambda: x)
+        use_sparse = any_active & (tf.reduce_mean(tf.cast(active, tf.float32))
+                                   < SPARSE_FRACTION)
+        sparse = tf.cond(use_sparse, lambda: unit.sparse_call(x, active), lambda: x)
+        return tf.cond(any_active & ~use_sparse, lambda: self._unit(index, x, active, False),
+                       lambda: sparse)
 
     @staticmethod
     def _unit_on_examples(unit, x, active):
@@ -350,9 +362,20 @@ class AdaptiveBlock(keras.layers.Layer):
         updated_map = tf.scatter_nd(index, updated, tf.shape(x))
         return tf.where(running[:, None, None, None], updated_map, x)
 
-    def _maybe_skip(self, any_active, compute, skipped):
-        """``compute()`` only when some example or position is still running."""
-        return tf.cond(any_active, compute, skipped)
+    def _unit_and_halting(self, index, state, running, x, training, fast, halting_fn, skipped):
+        """Runs unit ``index`` where ``running`` and its halting head, skipping both at
+        inference once nothing runs; returns the new state and ``halting_fn(logits)``."""
+        active = self._broadcast(running, x)
+        last = index == self.num_units - 1
+        if not fast:
+            state = self._unit(index, state, active, training)
+            return state, skipped() if last else halting_fn(self._halting_logits(index, state))
+        any_active = tf.reduce_any(running)
+        state = self._fast_unit(index, state, active, any_active)
+        if last:
+            return state, skipped()
+        return state, tf.cond(any_active,
+                              lambda: halting_fn(self._halting_logits(index, state)), skipped)
 
     # -- forward ------------------------------------------------------------------------
 
@@ -410,21 +433,10 @@ class _ACTForward(AdaptiveBlock):
         outputs = tf.zeros_like(x)
         state = x
         for index in range(self.num_units):
-            active = self._broadcast(running, x)
             last = index == self.num_units - 1
-
-            def step(state=state, active=active, index=index, last=last):
-                new_state = self._unit(index, state, active, training, fast)
-                if last:
-                    return new_state, tf.ones(halting_shape, dtype)
-                return new_state, ops.sigmoid(self._halting_logits(index, new_state))
-
-            if fast:
-                state, halting = self._maybe_skip(
-                    tf.reduce_any(running), step,
-                    lambda state=state: (state, tf.ones(halting_shape, dtype)))
-            else:
-                state, halting = step()
+            state, halting = self._unit_and_halting(
+                index, state, running, x, training, fast, ops.sigmoid,
+                lambda: tf.ones(halting_shape, dtype))
             new_cumulative = cumulative + halting
             halts = running & ((new_cumulative >= 1.0 - HALTING_EPS) | last)
             weight = tf.where(halts, 1.0 - cumulative,
@@ -647,21 +659,10 @@ class ProbabilisticACTBlock(AdaptiveBlock):
         state = x
         sample = self.mode == "discrete"
         for index in range(self.num_units):
-            active = self._broadcast(running, x)
             last = index == self.num_units - 1
-
-            def step(state=state, active=active, index=index, last=last):
-                new_state = self._unit(index, state, active, training, fast)
-                if last:
-                    return new_state, tf.zeros(shape, dtype)
-                return new_state, self._halting_logits(index, new_state)
-
-            if fast:
-                state, logits = self._maybe_skip(
-                    tf.reduce_any(running), step,
-                    lambda state=state: (state, tf.zeros(shape, dtype)))
-            else:
-                state, logits = step()
+            state, logits = self._unit_and_halting(
+                index, state, running, x, training, fast, lambda logits: logits,
+                lambda: tf.zeros(shape, dtype))
             counts += tf.cast(running, dtype)
             if last:
                 halts = running
