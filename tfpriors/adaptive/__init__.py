@@ -199,10 +199,12 @@ def flops_report(model, images):
     for block in adaptive_blocks(model):
         counts = maps[block.name]
         input_shape = block.input.shape
-        unit, head = block.macs_per_position(input_shape)
+        unit, head, head_per_example = block.macs_per_position(input_shape)
         positions = counts.shape[1] * counts.shape[2]
         heads = np.minimum(counts, block.num_units - 1)
-        macs = float(unit * counts.sum(axis=(1, 2)).mean() + head * heads.sum(axis=(1, 2)).mean())
+        macs = float(unit * counts.sum(axis=(1, 2)).mean()
+                     + head * heads.sum(axis=(1, 2)).mean()
+                     + head_per_example * heads.max(axis=(1, 2)).mean())
         dense = float(unit * positions * block.num_units)
         rows.append({"name": block.name, "num_units": block.num_units,
                      "mean_units": float(counts.mean()), "macs": macs, "dense_macs": dense})

@@ -44,6 +44,8 @@ MODES = ("relaxed", "discrete", "threshold")
 # Below this fraction of active positions a unit runs on gathered positions;
 # above it, a dense pass with a mask costs less than the gathers.
 SPARSE_FRACTION = 0.6
+# Batch-norm statistics settle within the few hundred steps of small data sets.
+BN_MOMENTUM = 0.9
 # Moving-average rate of the REINFORCE baseline.
 BASELINE_DECAY = 0.9
 
@@ -134,9 +136,9 @@ class ResidualUnit(keras.layers.Layer):
         conv = dict(padding="same", use_bias=False, kernel_initializer="he_normal")
         self.conv1 = keras.layers.Conv2D(filters, self.kernel_size, strides=self.strides,
                                          name="conv1", **conv)
-        self.bn1 = keras.layers.BatchNormalization(name="bn1")
+        self.bn1 = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn1")
         self.conv2 = keras.layers.Conv2D(filters, self.kernel_size, name="conv2", **conv)
-        self.bn2 = keras.layers.BatchNormalization(name="bn2")
+        self.bn2 = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn2")
         self.shortcut = None
 
     def build(self, input_shape):
@@ -144,7 +146,8 @@ class ResidualUnit(keras.layers.Layer):
         if self.strides > 1 or input_shape[-1] != self.filters:
             self.shortcut = keras.layers.Conv2D(self.filters, 1, strides=self.strides,
                                                 use_bias=False, name="shortcut")
-            self.shortcut_bn = keras.layers.BatchNormalization(name="shortcut_bn")
+            self.shortcut_bn = keras.layers.BatchNormalization(momentum=BN_MOMENTUM,
+                                                                  name="shortcut_bn")
             self.shortcut.build(input_shape)
             self.shortcut_bn.build(self.shortcut.compute_output_shape(input_shape))
         self.conv1.build(input_shape)
@@ -396,10 +399,11 @@ class AdaptiveBlock(keras.layers.Layer):
         return self._forward(tf.convert_to_tensor(inputs), False, fast=False)[1]
 
     def macs_per_position(self, input_shape):
-        """Multiply-adds per position of one unit and of one halting head."""
+        """Multiply-adds of one unit per position, of one halting head per position
+        (its 3x3 convolution; 0 per example) and per example (its Dense)."""
         channels = int(input_shape[-1])
-        head = (9 * channels if self._spatial else 0) + channels
-        return unit_macs_per_position(self.units[0], input_shape), head
+        head = 9 * channels if self._spatial else 0
+        return unit_macs_per_position(self.units[0], input_shape), head, channels
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -4,8 +4,8 @@ import keras
 import tensorflow as tf
 
 from tfpriors import _validation
-from tfpriors.layers.adaptive import (ACTBlock, ProbabilisticACTBlock, ResidualUnit,
-                                      SACTBlock, adaptive_blocks)
+from tfpriors.layers.adaptive import (BASELINE_DECAY, ACTBlock, ProbabilisticACTBlock,
+                                      ResidualUnit, SACTBlock, adaptive_blocks)
 from tfpriors.models.lenet import _check_common
 
 KINDS = ("plain", "act", "sact", "pact")
@@ -46,7 +46,7 @@ class AdaptiveModel(keras.Model):
             advantage = reward - block.reinforce_baseline
             surrogate = tf.reduce_mean(advantage * tf.cast(log_q, reward.dtype))
             loss = loss + surrogate - tf.stop_gradient(surrogate)
-            decay = 0.9
+            decay = BASELINE_DECAY
             block.reinforce_baseline.assign(decay * block.reinforce_baseline
                                             + (1.0 - decay) * tf.reduce_mean(reward))
         return loss
@@ -106,7 +106,7 @@ def act_resnet(input_shape, num_classes, blocks=(3, 3, 3), kind="sact", widths=(
     inputs = keras.Input(input_shape)
     h = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name="stem")(inputs)
-    h = keras.layers.BatchNormalization(name="stem_bn")(h)
+    h = keras.layers.BatchNormalization(momentum=0.9, name="stem_bn")(h)
     h = keras.layers.ReLU(name="stem_relu")(h)
     for stage, (units, width) in enumerate(zip(blocks, widths)):
         if stage > 0:
