@@ -86,7 +86,8 @@ def predictor(model, batch):
     """The inference graph with a fixed batch: what a deployment runs."""
     plain = tfpriors.export.inference_model(model)
     spec = tf.TensorSpec((batch, *model.inputs[0].shape[1:]), tf.float32)
-    function = tf.function(lambda t: plain(t, training=False), input_signature=[spec])
+    function = tf.function(lambda t: plain(t, training=False), input_signature=[spec],
+                           autograph=False)
     function.get_concrete_function()
     return function
 

@@ -20,8 +20,8 @@ def _images(digits, n=None):
     return (x, y), (xt[:n], yt[:n])
 
 
-def _compile(model):
-    model.compile(keras.optimizers.Adam(3e-3),
+def _compile(model, learning_rate=3e-3):
+    model.compile(keras.optimizers.Adam(learning_rate),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=False)
     return model
@@ -31,11 +31,11 @@ def _compile(model):
 def relaxed_model(digits):
     keras.utils.set_random_seed(0)
     (x, y), _ = _images(digits)
-    model = _compile(tfpriors.models.act_resnet((8, 8, 1), 10, kind="pact", ponder_cost=0.2,
-                                                group_size=2, **SMALL))
-    history = model.fit(x, y, epochs=4, batch_size=64, verbose=0, callbacks=[
-        tfpriors.callbacks.TemperatureSchedule(1.0, 0.3, end_epoch=3),
-        tfpriors.callbacks.PonderCostSchedule(0.1, 0.2, end_epoch=2)])
+    model = _compile(tfpriors.models.act_resnet((8, 8, 1), 10, kind="pact", ponder_cost=0.5,
+                                                group_size=2, **SMALL), learning_rate=1e-2)
+    history = model.fit(x, y, epochs=3, batch_size=64, verbose=0, callbacks=[
+        tfpriors.callbacks.TemperatureSchedule(1.0, 0.3, end_epoch=2),
+        tfpriors.callbacks.PonderCostSchedule(0.25, 0.5, end_epoch=2)])
     return model, history
 
 
@@ -48,8 +48,8 @@ def test_relaxed_training_transfers_to_discrete_and_threshold(relaxed_model, dig
     _, (xt, yt) = _images(digits)
     assert "stage0_pact/ponder" in history.history
     assert history.history["temperature"][-1] == pytest.approx(0.3)
-    assert history.history["ponder_cost"][0] == pytest.approx(0.1)
-    assert all(b.tau.numpy() == pytest.approx(0.2) for b in adaptive_blocks(model))
+    assert history.history["ponder_cost"][0] == pytest.approx(0.25)
+    assert all(b.tau.numpy() == pytest.approx(0.5) for b in adaptive_blocks(model))
     results = {}
     for mode in ("relaxed", "discrete", "threshold"):
         assert tfpriors.adaptive.set_mode(model, mode) == 2
@@ -59,8 +59,8 @@ def test_relaxed_training_transfers_to_discrete_and_threshold(relaxed_model, dig
     assert results["relaxed"][0] > 0.6  # it learned
     assert results["threshold"][0] > results["relaxed"][0] - 0.1
     assert results["discrete"][0] > results["relaxed"][0] - 0.15
-    assert results["relaxed"][1] == pytest.approx(1.0, abs=0.02)  # relaxed runs every unit
-    assert results["threshold"][1] < 0.98  # the ponder cost made it stop early
+    assert results["relaxed"][1] >= 1.0  # relaxed runs every unit, plus the halting heads
+    assert results["threshold"][1] < results["relaxed"][1] - 0.1  # the ponder cost worked
     assert abs(results["discrete"][1] - results["threshold"][1]) < 0.15
 
 

@@ -54,7 +54,8 @@ def _block_inputs(model, images):
     if not blocks:
         raise ValueError(f"`model` '{model.name}' has no adaptive blocks.")
     images = _validation.finite_batch(images, "images")
-    probe = keras.Model(model.inputs, [block.input for block in blocks])
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = keras.Model(inputs, [block.input for block in blocks])
     inputs = probe(images, training=False)
     if len(blocks) == 1:
         inputs = [inputs]
