@@ -205,6 +205,8 @@ def main():
     payload = {
         **_common.result_header("adaptive", "Adaptive computation (ACT / SACT / PACT) on digits",
                                 __doc__, args.quick),
+        "repeats": repeats,
+        "repeat_kind": "interleaved timing repeats (accuracy and FLOPs: one run, seed 0)",
         "settings": {"arch": {k: list(v) for k, v in ARCH.items()}, "epochs": epochs,
                      "batch_size": 64, "optimizer": "Adam 3e-3", "repeats": repeats,
                      "timing": "medians of interleaved repeats; CPU shared with other jobs"},
