@@ -130,3 +130,125 @@ class EpochProgressBar(keras.callbacks.Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _epoch(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"`{name}` must be an integer >= 0; received {value!r}.")
+    return int(value)
+
+
+class _AdaptiveSchedule(keras.callbacks.Callback):
+    """Moves a value of every adaptive block from ``start`` to ``end`` between two epochs."""
+
+    log_key = None
+
+    def __init__(self, start, end, start_epoch=0, end_epoch=10):
+        super().__init__()
+        self.start = self._check(start, "start")
+        self.end = self._check(end, "end")
+        self.start_epoch = _epoch(start_epoch, "start_epoch")
+        self.end_epoch = _validation.positive_int(end_epoch, "end_epoch")
+        if self.end_epoch <= self.start_epoch:
+            raise ValueError(f"`end_epoch` ({end_epoch}) must be greater than "
+                             f"`start_epoch` ({start_epoch}).")
+
+    def value_at(self, epoch):
+        """The value used during ``epoch`` (0-based)."""
+        ramp = float(np.clip((epoch - self.start_epoch) / (self.end_epoch - self.start_epoch),
+                             0.0, 1.0))
+        return self._interpolate(ramp)
+
+    def _interpolate(self, ramp):
+        return self.start + ramp * (self.end - self.start)
+
+    def _blocks(self):
+        from tfpriors.layers.adaptive import adaptive_blocks
+
+        return adaptive_blocks(self.model)
+
+    def on_train_begin(self, logs=None):
+        if not self._targets():
+            raise ValueError(f"{type(self).__name__} was given a model without the blocks it "
+                             "schedules.")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        value = self.value_at(epoch)
+        for block in self._targets():
+            self._set(block, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.log_key] = self.value_at(epoch)
+
+    def get_config(self):
+        return {"start": self.start, "end": self.end, "start_epoch": self.start_epoch,
+                "end_epoch": self.end_epoch}
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class PonderCostSchedule(_AdaptiveSchedule):
+    """Moves the ponder cost ``tau`` of every ACT / SACT / PACT block linearly.
+
+    ``tau`` is a variable of each block, so no retracing happens. The current
+    value is logged as ``ponder_cost``; the blocks log their mean number of
+    evaluated units as ``<block>/ponder``.
+
+    Args:
+        start, end: ``tau`` before ``start_epoch`` and from ``end_epoch`` on (>= 0).
+        start_epoch, end_epoch: the ramp, 0-based epochs.
+
+    Example:
+
+    >>> model.fit(x, y, epochs=30, callbacks=[
+    ...     tfpriors.callbacks.PonderCostSchedule(0.0, 0.05, start_epoch=5, end_epoch=15)])
+    """
+
+    log_key = "ponder_cost"
+
+    @staticmethod
+    def _check(value, name):
+        return _validation.real_number(value, name, minimum=0.0)
+
+    def _targets(self):
+        return self._blocks()
+
+    @staticmethod
+    def _set(block, value):
+        block.set_ponder_cost(value)
+
+
+@keras.saving.register_keras_serializable(package="tfpriors")
+class TemperatureSchedule(_AdaptiveSchedule):
+    """Anneals the relaxation temperature of probabilistic ACT blocks geometrically.
+
+    The temperature goes from ``start`` to ``end`` log-linearly between the
+    two epochs and is logged as ``temperature``.
+
+    Args:
+        start, end: temperatures (> 0).
+        start_epoch, end_epoch: the ramp, 0-based epochs.
+
+    Example:
+
+    >>> model.fit(x, y, epochs=30, callbacks=[
+    ...     tfpriors.callbacks.TemperatureSchedule(1.0, 0.1, end_epoch=20)])
+    """
+
+    log_key = "temperature"
+
+    @staticmethod
+    def _check(value, name):
+        return _validation.positive_number(value, name)
+
+    def _interpolate(self, ramp):
+        return float(np.exp(np.log(self.start) + ramp * (np.log(self.end) - np.log(self.start))))
+
+    def _targets(self):
+        from tfpriors.layers.adaptive import ProbabilisticACTBlock
+
+        return [b for b in self._blocks() if isinstance(b, ProbabilisticACTBlock)]
+
+    @staticmethod
+    def _set(block, value):
+        block.set_temperature(value)

@@ -1,5 +1,7 @@
 """Keras layers of tfpriors."""
 
+from tfpriors.layers.adaptive import (ACTBlock, AdaptiveBlock, ProbabilisticACTBlock,
+                                      ResidualUnit, SACTBlock)
 from tfpriors.layers.hyper import (HyperVariationalConv2D, HyperVariationalDense,
                                    HyperVariationalLayer)
 from tfpriors.layers.kl_layer import DatasetSizeNotSetError, KLLayer
@@ -11,4 +13,5 @@ __all__ = ["KLLayer", "DatasetSizeNotSetError",
            "SparseVDLayer", "SparseVDDense", "SparseVDConv2D",
            "VariationalLayer", "VariationalDense", "VariationalConv2D",
            "HyperVariationalLayer", "HyperVariationalDense", "HyperVariationalConv2D",
-           "PerforatedConv2D"]
+           "PerforatedConv2D",
+           "AdaptiveBlock", "ACTBlock", "SACTBlock", "ProbabilisticACTBlock", "ResidualUnit"]
