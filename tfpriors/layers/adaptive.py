@@ -37,6 +37,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfpriors import _validation
+from tfpriors.layers.seed_state import SeedStateMixin
 
 HALTING_BIAS_INIT = -3.0
 HALTING_EPS = 0.01
@@ -517,7 +518,7 @@ class SACTBlock(_ACTForward):
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class ProbabilisticACTBlock(AdaptiveBlock):
+class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
     """Probabilistic adaptive computation time (Figurnov, Sobolev & Vetrov 2018).
 
     Unit ``l`` ends with a latent halting variable ``z_l ~ Bernoulli(p_l)``
