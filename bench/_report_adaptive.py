@@ -9,24 +9,36 @@ def _ms(value):
     return "—" if value is None else f"{value:.3f}"
 
 
+def _rows_table(rows):
+    lines = ["| model | accuracy | FLOPs vs plain | mean units per block | "
+             "ms/image batch 1 | ms/image batch 32 |",
+             "| --- | ---: | ---: | --- | ---: | ---: |"]
+    for row in rows:
+        units = ", ".join(f"{v:.2f}" for v in row["mean_units"].values()) or "all"
+        lines.append(f"| {row['name']} | {_pct(row['accuracy'])} | {_pct(row['flops_ratio'])} | "
+                     f"{units} | {_ms(row.get('ms_per_image_batch1'))} | "
+                     f"{_ms(row.get('ms_per_image_batch32'))} |")
+    return lines
+
+
 def section(result):
     lines = [f"## {result['title']}", "", result["description"], ""]
     settings = result["settings"]
     lines += [f"ResNet {settings['arch']}, {settings['epochs']} epochs, batch "
               f"{settings['batch_size']}, {settings['optimizer']}; timing: "
               f"{settings['timing']} ({settings['repeats']} repeats).", ""]
-    lines += ["| model | accuracy | FLOPs vs plain | mean units per block | "
-              "ms/image batch 1 | ms/image batch 32 |",
-              "| --- | ---: | ---: | --- | ---: | ---: |"]
-    for row in result["rows"]:
-        units = ", ".join(f"{v:.2f}" for v in row["mean_units"].values()) or "all"
-        lines.append(f"| {row['name']} | {_pct(row['accuracy'])} | {_pct(row['flops_ratio'])} | "
-                     f"{units} | {_ms(row.get('ms_per_image_batch1'))} | "
-                     f"{_ms(row.get('ms_per_image_batch32'))} |")
-    ref = result["paper_reference"]
+    lines += _rows_table(result["rows"])
+    ref, cifar = result["paper_reference"], result["cifar10"]
     lines += ["", f"Paper reference: {ref['model']} on {ref['dataset']}: "
               f"{_pct(ref['flops_ratio'])} of the dense FLOPs at {_pct(ref['accuracy'])} "
-              "accuracy. CIFAR-10 here: " + result["cifar10"] + ".", ""]
+              "accuracy."]
+    if isinstance(cifar, dict):
+        lines += ["", f"CIFAR-10 (ResNet {cifar['arch']}, {cifar['train_images']} training / "
+                      f"{cifar['test_images']} test images):", ""]
+        lines += _rows_table(cifar["rows"])
+    else:
+        lines += [f"CIFAR-10 here: {cifar}."]
+    lines += [""]
     lines += ["| goal | measured | baseline | ratio | goal | met | note |",
               "| --- | ---: | ---: | ---: | --- | --- | --- |"]
     for goal in result["goals"]:

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpriors import _validation
+from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.priors.normal import Normal
 from tfpriors.layers.seed_state import SeedStateMixin
@@ -128,6 +129,10 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         return Normal(variance=self.prior_variance)
 
     # -- the hypernetwork ---------------------------------------------------------------
+
+    def build(self, input_shape):
+        self._kernel_shape, self._out_dim = self._kernel_shape_from(input_shape)
+        self._build_hypernetwork()
 
     def _build_hypernetwork(self):
         rows = math.prod(self._kernel_shape[:-1])
@@ -355,7 +360,7 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         """
         if lambda_value is None:
             lambda_value = self.default_lambda()
-        return self._plain_layer(), self.plain_weights(lambda_value, mask)
+        return self.plain_layer(), self.plain_weights(lambda_value, mask)
 
     def get_config(self):
         config = super().get_config()
@@ -396,7 +401,7 @@ _COMMON_ARGS = """
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class HyperVariationalDense(HyperVariationalLayer):
+class HyperVariationalDense(DenseGeometry, HyperVariationalLayer):
     __doc__ = """Dense layer whose Gaussian posterior is a function of lambda.
 
     Args:
@@ -414,18 +419,7 @@ class HyperVariationalDense(HyperVariationalLayer):
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
-        self.units = _validation.positive_int(units, "units")
-
-    def build(self, input_shape):
-        if len(input_shape) < 2 or input_shape[-1] is None:
-            raise ValueError(
-                f"`inputs` of {type(self).__name__} '{self.name}' must have rank >= 2 "
-                f"with a known last dimension; received shape {tuple(input_shape)}.")
-        input_dim = int(input_shape[-1])
-        self._kernel_shape = (input_dim, self.units)
-        self._out_dim = self.units
-        self._build_hypernetwork()
-        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
+        self._init_geometry(units)
 
     def _batched_linear(self, groups, kernels):
         # (draws, b, ..., in) -> (draws, b * ..., in) @ (draws, in, out)
@@ -434,21 +428,8 @@ class HyperVariationalDense(HyperVariationalLayer):
         outputs = tf.matmul(flat, kernels)
         return tf.reshape(outputs, tf.concat([shape[:-1], [self.units]], 0))
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.units,)
-
-    def _plain_layer(self):
-        return keras.layers.Dense(self.units, activation=self.activation,
-                                  use_bias=self.use_bias, name=self.name)
-
-    def get_config(self):
-        config = super().get_config()
-        config["units"] = self.units
-        return config
-
-
 @keras.saving.register_keras_serializable(package="tfpriors")
-class HyperVariationalConv2D(HyperVariationalLayer):
+class HyperVariationalConv2D(Conv2DGeometry, HyperVariationalLayer):
     __doc__ = """2D convolution (channels last) whose Gaussian posterior is a function of lambda.
 
     The draws of a batch run as one batched matmul over image patches
@@ -475,27 +456,7 @@ class HyperVariationalConv2D(HyperVariationalLayer):
             raise ValueError("`data_format` of HyperVariationalConv2D must be "
                              f"'channels_last'; received {data_format!r}.")
         super().__init__(**kwargs)
-        self.filters = _validation.positive_int(filters, "filters")
-        self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
-        self.strides = _validation.int_tuple(strides, "strides", 2)
-        self.padding = _validation.one_of(padding, "padding", {"valid", "same"})
-        self.dilation_rate = _validation.int_tuple(dilation_rate, "dilation_rate", 2)
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not "
-                             f"supported; received strides={self.strides}, "
-                             f"dilation_rate={self.dilation_rate}.")
-
-    def build(self, input_shape):
-        if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError(
-                f"`inputs` of {type(self).__name__} '{self.name}' must have rank 4 "
-                "(batch, height, width, channels) with known channels; received shape "
-                f"{tuple(input_shape)}.")
-        in_channels = int(input_shape[-1])
-        self._kernel_shape = self.kernel_size + (in_channels, self.filters)
-        self._out_dim = self.filters
-        self._build_hypernetwork()
-        self.input_spec = keras.InputSpec(ndim=4, axes={-1: in_channels})
+        self._init_geometry(filters, kernel_size, strides, padding, dilation_rate)
 
     def _batched_linear(self, groups, kernels):
         draws = kernels.shape[0]
@@ -518,32 +479,3 @@ class HyperVariationalConv2D(HyperVariationalLayer):
         outputs = tf.matmul(patches, tf.reshape(kernels, (draws, kh * kw * channels, filters)))
         return tf.reshape(outputs, tf.stack([draws, shape[1], patch_shape[1], patch_shape[2],
                                              filters]))
-
-    def compute_output_shape(self, input_shape):
-        spatial = []
-        for size, k, s, d in zip(input_shape[1:3], self.kernel_size, self.strides,
-                                 self.dilation_rate):
-            if size is None:
-                spatial.append(None)
-            elif self.padding == "same":
-                spatial.append(math.ceil(size / s))
-            else:
-                spatial.append((size - d * (k - 1) - 1) // s + 1)
-        return (input_shape[0], *spatial, self.filters)
-
-    def _plain_layer(self):
-        return keras.layers.Conv2D(
-            self.filters, self.kernel_size, strides=self.strides, padding=self.padding,
-            dilation_rate=self.dilation_rate, activation=self.activation,
-            use_bias=self.use_bias, name=self.name)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "dilation_rate": self.dilation_rate,
-        })
-        return config

@@ -10,7 +10,6 @@ Evaluation uses the posterior mean with every weight whose
 """
 
 import abc
-import math
 
 import keras
 import numpy as np
@@ -18,6 +17,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfpriors import _validation
+from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.layers.seed_state import SeedStateMixin
 from tfpriors.priors.log_uniform import (LOG_ALPHA_MAX, LOG_ALPHA_MIN, LogUniform, log_alpha,
@@ -106,9 +106,9 @@ def _log_sigma2_initializer(value):
 class SparseVDLayer(SeedStateMixin, KLLayer):
     """Shared machinery of the Sparse VD layers: weights, KL, pruning, forward modes.
 
-    Subclasses set ``self._kernel_shape`` / ``self._bias_shape`` in ``build``
-    (then call ``_build_weights``) and implement ``_linear(inputs, kernel)``,
-    the deterministic linear map (a matmul or a convolution).
+    Concrete layers mix in a geometry from :mod:`tfpriors.layers.geometry`
+    (``DenseGeometry`` or ``Conv2DGeometry``), which gives the kernel shape,
+    the deterministic linear map and the plain Keras layer they export to.
     """
 
     def __init__(self, activation=None, use_bias=True, threshold=3.0,
@@ -178,12 +178,21 @@ class SparseVDLayer(SeedStateMixin, KLLayer):
 
     # -- forward -------------------------------------------------------------------
 
+    def build(self, input_shape):
+        kernel_shape, out_dim = self._kernel_shape_from(input_shape)
+        self._build_weights(kernel_shape, (out_dim,))
+
+    @abc.abstractmethod
+    def _kernel_shape_from(self, input_shape):
+        """``(kernel_shape, out_dim)`` for ``input_shape`` (from a geometry mixin)."""
+
     @abc.abstractmethod
     def _linear(self, inputs, kernel):
         """The deterministic linear map of the layer: its matmul or convolution."""
 
-    def _add_bias(self, outputs):
-        return outputs if self.bias is None else outputs + self.bias
+    def inference_layer(self):
+        """The export form: the plain Keras layer (Dense / Conv2D) and its pruned weights."""
+        return self.plain_layer(), self._inference_weights()
 
     def call(self, inputs, training=False):
         dtype = self.compute_dtype
@@ -232,7 +241,7 @@ class SparseVDLayer(SeedStateMixin, KLLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class SparseVDDense(SparseVDLayer):
+class SparseVDDense(DenseGeometry, SparseVDLayer):
     """Densely connected layer with Sparse Variational Dropout on its kernel.
 
     A drop-in replacement for ``keras.layers.Dense``: ``kernel`` and ``bias`` have
@@ -269,37 +278,11 @@ class SparseVDDense(SparseVDLayer):
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
-        self.units = _validation.positive_int(units, "units")
-
-    def build(self, input_shape):
-        if len(input_shape) < 2 or input_shape[-1] is None:
-            raise ValueError(
-                f"`inputs` of {type(self).__name__} '{self.name}' must have rank >= 2 "
-                f"with a known last dimension; received shape {tuple(input_shape)}.")
-        input_dim = int(input_shape[-1])
-        self._build_weights((input_dim, self.units), (self.units,))
-        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
-
-    def _linear(self, inputs, kernel):
-        return ops.matmul(inputs, kernel)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.units,)
-
-    def inference_layer(self):
-        """The export form: a plain ``keras.layers.Dense`` and its pruned weights."""
-        layer = keras.layers.Dense(self.units, activation=self.activation,
-                                   use_bias=self.use_bias, name=self.name)
-        return layer, self._inference_weights()
-
-    def get_config(self):
-        config = super().get_config()
-        config["units"] = self.units
-        return config
+        self._init_geometry(units)
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class SparseVDConv2D(SparseVDLayer):
+class SparseVDConv2D(Conv2DGeometry, SparseVDLayer):
     """2D convolution with Sparse Variational Dropout on its kernel.
 
     A drop-in replacement for ``keras.layers.Conv2D`` (``groups=1``): ``kernel``
@@ -328,83 +311,5 @@ class SparseVDConv2D(SparseVDLayer):
     def __init__(self, filters, kernel_size, strides=1, padding="valid",
                  data_format=None, dilation_rate=1, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _validation.positive_int(filters, "filters")
-        self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
-        self.strides = _validation.int_tuple(strides, "strides", 2)
-        self.padding = _validation.one_of(padding, "padding", {"valid", "same"})
-        self.data_format = _validation.one_of(
-            data_format or keras.config.image_data_format(), "data_format",
-            {"channels_last", "channels_first"})
-        self.dilation_rate = _validation.int_tuple(dilation_rate, "dilation_rate", 2)
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not "
-                             f"supported; received strides={self.strides}, "
-                             f"dilation_rate={self.dilation_rate}.")
-
-    @property
-    def _channel_axis(self):
-        return -1 if self.data_format == "channels_last" else 1
-
-    def build(self, input_shape):
-        if len(input_shape) != 4 or input_shape[self._channel_axis] is None:
-            raise ValueError(
-                f"`inputs` of {type(self).__name__} '{self.name}' must have rank 4 "
-                f"({'(batch, height, width, channels)' if self._channel_axis == -1 else '(batch, channels, height, width)'}) "
-                f"with known channels; received shape {tuple(input_shape)}.")
-        in_channels = int(input_shape[self._channel_axis])
-        self._build_weights(self.kernel_size + (in_channels, self.filters), (self.filters,))
-        self.input_spec = keras.InputSpec(ndim=4, axes={self._channel_axis: in_channels})
-
-    def _linear(self, inputs, kernel):
-        # TensorFlow's CPU convolution only supports NHWC, so channels-first
-        # inputs are transposed around it.
-        if self.data_format == "channels_first":
-            inputs = ops.transpose(inputs, (0, 2, 3, 1))
-        outputs = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
-                           data_format="channels_last", dilation_rate=self.dilation_rate)
-        if self.data_format == "channels_first":
-            outputs = ops.transpose(outputs, (0, 3, 1, 2))
-        return outputs
-
-    def _add_bias(self, outputs):
-        if self.bias is None:
-            return outputs
-        if self.data_format == "channels_first":
-            return outputs + ops.reshape(self.bias, (1, self.filters, 1, 1))
-        return outputs + self.bias
-
-    def compute_output_shape(self, input_shape):
-        spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
-        spatial = []
-        for axis, k, s, d in zip(spatial_axes, self.kernel_size, self.strides,
-                                 self.dilation_rate):
-            size = input_shape[axis]
-            if size is None:
-                spatial.append(None)
-            elif self.padding == "same":
-                spatial.append(math.ceil(size / s))
-            else:
-                spatial.append((size - d * (k - 1) - 1) // s + 1)
-        if self.data_format == "channels_last":
-            return (input_shape[0], *spatial, self.filters)
-        return (input_shape[0], self.filters, *spatial)
-
-    def inference_layer(self):
-        """The export form: a plain ``keras.layers.Conv2D`` and its pruned weights."""
-        layer = keras.layers.Conv2D(
-            self.filters, self.kernel_size, strides=self.strides, padding=self.padding,
-            data_format=self.data_format, dilation_rate=self.dilation_rate,
-            activation=self.activation, use_bias=self.use_bias, name=self.name)
-        return layer, self._inference_weights()
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "data_format": self.data_format,
-            "dilation_rate": self.dilation_rate,
-        })
-        return config
+        self._init_geometry(filters, kernel_size, strides, padding, dilation_rate,
+                            data_format, ("channels_last", "channels_first"))

@@ -17,13 +17,12 @@ posterior means.
 """
 
 import abc
-import math
 
 import keras
 import numpy as np
 from keras import ops
 
-from tfpriors import _validation
+from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.layers.sparse_vd import LOG_SIGMA2_INIT_SCRATCH, _log_sigma2_initializer
 from tfpriors.priors import base as prior_base
@@ -61,7 +60,9 @@ def get_prior(prior):
 class VariationalLayer(SeedStateMixin, KLLayer):
     """Shared machinery: posterior weights, the prior's KL, the three forward modes.
 
-    Subclasses call ``_build_weights`` in ``build`` and implement ``_linear``.
+    Concrete layers mix in a geometry from :mod:`tfpriors.layers.geometry`
+    (``DenseGeometry`` or ``Conv2DGeometry``), which gives the kernel shape,
+    the deterministic linear map and the plain Keras layer they export to.
     """
 
     def __init__(self, prior="normal", activation=None, use_bias=True,
@@ -101,12 +102,21 @@ class VariationalLayer(SeedStateMixin, KLLayer):
     def kl(self):
         return self.prior.kl(self.kernel, self.log_sigma2)
 
+    def build(self, input_shape):
+        kernel_shape, out_dim = self._kernel_shape_from(input_shape)
+        self._build_weights(kernel_shape, (out_dim,))
+
+    @abc.abstractmethod
+    def _kernel_shape_from(self, input_shape):
+        """``(kernel_shape, out_dim)`` for ``input_shape`` (from a geometry mixin)."""
+
     @abc.abstractmethod
     def _linear(self, inputs, kernel):
         """The deterministic linear map of the layer: its matmul or convolution."""
 
-    def _add_bias(self, outputs):
-        return outputs if self.bias is None else outputs + self.bias
+    def inference_layer(self):
+        """The export form: the plain Keras layer (Dense / Conv2D) holding the means."""
+        return self.plain_layer(), self._inference_weights()
 
     def call(self, inputs, training=False):
         dtype = self.compute_dtype
@@ -148,7 +158,7 @@ class VariationalLayer(SeedStateMixin, KLLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class VariationalDense(VariationalLayer):
+class VariationalDense(DenseGeometry, VariationalLayer):
     """Densely connected layer with a Gaussian posterior over its kernel and a prior.
 
     A drop-in replacement for ``keras.layers.Dense``: ``kernel`` holds the
@@ -178,37 +188,11 @@ class VariationalDense(VariationalLayer):
 
     def __init__(self, units, prior="normal", **kwargs):
         super().__init__(prior=prior, **kwargs)
-        self.units = _validation.positive_int(units, "units")
-
-    def build(self, input_shape):
-        if len(input_shape) < 2 or input_shape[-1] is None:
-            raise ValueError(
-                f"`inputs` of {type(self).__name__} '{self.name}' must have rank >= 2 "
-                f"with a known last dimension; received shape {tuple(input_shape)}.")
-        input_dim = int(input_shape[-1])
-        self._build_weights((input_dim, self.units), (self.units,))
-        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
-
-    def _linear(self, inputs, kernel):
-        return ops.matmul(inputs, kernel)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.units,)
-
-    def inference_layer(self):
-        """The export form: a plain ``keras.layers.Dense`` holding the posterior means."""
-        layer = keras.layers.Dense(self.units, activation=self.activation,
-                                   use_bias=self.use_bias, name=self.name)
-        return layer, self._inference_weights()
-
-    def get_config(self):
-        config = super().get_config()
-        config["units"] = self.units
-        return config
+        self._init_geometry(units)
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class VariationalConv2D(VariationalLayer):
+class VariationalConv2D(Conv2DGeometry, VariationalLayer):
     """2D convolution with a Gaussian posterior over its kernel and a prior.
 
     A drop-in replacement for ``keras.layers.Conv2D`` (``groups=1``,
@@ -236,53 +220,4 @@ class VariationalConv2D(VariationalLayer):
     def __init__(self, filters, kernel_size, prior="normal", strides=1, padding="valid",
                  dilation_rate=1, **kwargs):
         super().__init__(prior=prior, **kwargs)
-        self.filters = _validation.positive_int(filters, "filters")
-        self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
-        self.strides = _validation.int_tuple(strides, "strides", 2)
-        self.padding = _validation.one_of(padding, "padding", {"valid", "same"})
-        self.dilation_rate = _validation.int_tuple(dilation_rate, "dilation_rate", 2)
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not "
-                             f"supported; received strides={self.strides}, "
-                             f"dilation_rate={self.dilation_rate}.")
-
-    def build(self, input_shape):
-        if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError(
-                f"`inputs` of {type(self).__name__} '{self.name}' must have rank 4 "
-                "(batch, height, width, channels) with known channels; received shape "
-                f"{tuple(input_shape)}.")
-        in_channels = int(input_shape[-1])
-        self._build_weights(self.kernel_size + (in_channels, self.filters), (self.filters,))
-        self.input_spec = keras.InputSpec(ndim=4, axes={-1: in_channels})
-
-    def _linear(self, inputs, kernel):
-        return ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
-                        dilation_rate=self.dilation_rate)
-
-    def compute_output_shape(self, input_shape):
-        spatial = []
-        for size, k, s, d in zip(input_shape[1:3], self.kernel_size, self.strides,
-                                 self.dilation_rate):
-            if size is None:
-                spatial.append(None)
-            elif self.padding == "same":
-                spatial.append(math.ceil(size / s))
-            else:
-                spatial.append((size - d * (k - 1) - 1) // s + 1)
-        return (input_shape[0], *spatial, self.filters)
-
-    def inference_layer(self):
-        """The export form: a plain ``keras.layers.Conv2D`` holding the posterior means."""
-        layer = keras.layers.Conv2D(
-            self.filters, self.kernel_size, strides=self.strides, padding=self.padding,
-            dilation_rate=self.dilation_rate, activation=self.activation,
-            use_bias=self.use_bias, name=self.name)
-        return layer, self._inference_weights()
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"filters": self.filters, "kernel_size": self.kernel_size,
-                       "strides": self.strides, "padding": self.padding,
-                       "dilation_rate": self.dilation_rate})
-        return config
+        self._init_geometry(filters, kernel_size, strides, padding, dilation_rate)
