@@ -38,7 +38,8 @@ def _hard_label_nll(y, student_out, task):
 
 
 class _DistillMixin:
-    """The teacher -> student divergence shared by Distiller and BayesianDarkKnowledge."""
+    """What Distiller and BayesianDarkKnowledge share: the teacher -> student
+    divergence, and predicting with the student."""
 
     def _divergence(self, teacher_out, student_out):
         """Per-example KL(teacher || student); times T^2 at temperature T (classification)."""
@@ -52,6 +53,15 @@ class _DistillMixin:
             losses.as_log_probs(teacher_out, self.teacher_output) / t, axis=-1)
         student_log_probs = tf.nn.log_softmax(student_out / t, axis=-1)
         return losses.categorical_kl(teacher_log_probs, student_log_probs) * (t * t)
+
+    # The wrapper model predicts with its student: what it deploys.
+    def build(self, input_shape):
+        if not self.student.built:
+            self.student.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
 
 
 def _common_args(obj, task, temperature, teacher_output, teacher_noise_variance):
@@ -122,14 +132,6 @@ class Distiller(_DistillMixin, keras.Model):
         _common_args(self, task, temperature, teacher_output, teacher_noise_variance)
         self.alpha = _validation.real_number(alpha, "alpha", minimum=0.0)
         self.teacher.trainable = False
-
-    def build(self, input_shape):
-        if not self.student.built:
-            self.student.build(input_shape)
-        self.built = True
-
-    def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         per_example = self._divergence(self.teacher(x, training=False), y_pred)
@@ -234,14 +236,6 @@ class BayesianDarkKnowledge(_DistillMixin, keras.Model):
         self._student_tracker = keras.metrics.Mean(name="loss")
         self._teacher_tracker = keras.metrics.Mean(name="teacher_nll")
         self._student_nll_tracker = keras.metrics.Mean(name="student_nll")
-
-    def build(self, input_shape):
-        if not self.student.built:
-            self.student.build(input_shape)
-        self.built = True
-
-    def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
 
     def compile(self, optimizer="adam", **kwargs):
         """Compiles with the student's ``optimizer`` and builds the teacher's."""
