@@ -161,3 +161,32 @@ def test_bad_ensemble_arguments(kwargs, match):
     kwargs = {"members": [_model()], **kwargs}
     with pytest.raises((ValueError, TypeError), match=match):
         distill.PosteriorEnsemble(**kwargs)
+
+
+def test_state_path_saves_each_epoch_and_resumes_a_new_sampler(tmp_path):
+    state = tmp_path / "state.npz"
+    sampler = distill.PosteriorSampler(burn_in_epochs=1, thin=2, max_samples=2,
+                                       directory=tmp_path / "s", in_memory=0,
+                                       state_path=state)
+    _fit(sampler, epochs=3)
+    assert state.exists()
+    # Dropped samples' files are gone once the saved state no longer lists them.
+    assert sorted(os.listdir(tmp_path / "s")) == [r["file"] for r in
+                                                  sampler.get_state()["records"]]
+    resumed = distill.PosteriorSampler(burn_in_epochs=1, thin=2, max_samples=2,
+                                       directory=tmp_path / "s", in_memory=0,
+                                       state_path=state)
+    resumed.on_train_begin()
+    assert resumed.get_state() == sampler.get_state()
+    assert resumed.get_config()["state_path"] == os.fspath(state)
+
+
+def test_state_path_keeps_dropped_files_until_the_state_is_saved(tmp_path):
+    sampler = distill.PosteriorSampler(burn_in_epochs=0, thin=1, max_samples=1,
+                                       directory=tmp_path, in_memory=0,
+                                       state_path=tmp_path / "state.npz")
+    sampler.add_sample([np.zeros(2)])
+    sampler.add_sample([np.ones(2)])  # drops sample 0 mid-epoch
+    assert sorted(os.listdir(tmp_path)) == ["sample_000000.npz", "sample_000001.npz"]
+    sampler.on_epoch_end(0)
+    assert sorted(os.listdir(tmp_path)) == ["sample_000001.npz", "state.npz"]

@@ -35,7 +35,30 @@ def sparse_vd():
     return model, []
 
 
-BUILDERS = {"sparse_vd": sparse_vd}
+def sgld(backup_dir):
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(10)])
+    model.compile(tfpriors.distill.SGLD(1e-4, dataset_size=EXAMPLES, seed=3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # Beside the backup folder, not in it: BackupAndRestore deletes its folder
+    # when training ends. Small thinning and memory: samples are kept, spilled to disk and dropped
+    # in every epoch, so the killed epoch leaves real files behind.
+    sampler = tfpriors.distill.PosteriorSampler(
+        burn_in_epochs=1, thin=3, max_samples=3, in_memory=1,
+        directory=os.path.join(backup_dir + "_sampler", "samples"),
+        state_path=os.path.join(backup_dir + "_sampler", "state.npz"))
+
+    def state_arrays():
+        arrays = {"samples_seen": np.array(sampler.next_index)}
+        for i, sample in enumerate(sampler.samples()):
+            arrays.update({f"sample{i}_{j}": w for j, w in enumerate(sample)})
+        return arrays
+
+    sampler.state_arrays = state_arrays
+    return model, [sampler]
+
+
+BUILDERS = {"sparse_vd": lambda backup_dir: sparse_vd(), "sgld": sgld}
 
 
 class KillAt(keras.callbacks.Callback):
@@ -65,7 +88,7 @@ def main():
     keras.utils.set_random_seed(0)
     (x, y), _ = tfpriors.datasets.load_digits()
     x, y = x[:EXAMPLES], y[:EXAMPLES]
-    model, extra_callbacks = BUILDERS[args.model]()
+    model, extra_callbacks = BUILDERS[args.model](args.backup_dir)
     model.build((None, 64))
     callbacks = [keras.callbacks.BackupAndRestore(args.backup_dir)] + extra_callbacks
     if args.kill_at:

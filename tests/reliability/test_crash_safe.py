@@ -4,7 +4,9 @@ Each run is a subprocess (crash_worker.py) with deterministic ops: one
 uninterrupted, one killed in the middle of its second epoch and restarted
 with the same BackupAndRestore directory. The resumed run must end with the
 uninterrupted run's weights exactly: weights, optimizer state and the
-layers' noise seed state all come back from the checkpoint.
+layers' noise seed state all come back from the checkpoint, and for the
+SGLD run the PosteriorSampler's own state (counters, samples in memory and
+on disk) comes back from its state file.
 """
 
 import os
@@ -25,7 +27,7 @@ def _run(model, backup_dir, out, kill_at=None):
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("model", ["sparse_vd"])
+@pytest.mark.parametrize("model", ["sparse_vd", "sgld"])
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(model, tmp_path):
     straight = _run(model, tmp_path / "straight", tmp_path / "straight.npz")
     assert straight.returncode == 0, straight.stderr[-2000:]

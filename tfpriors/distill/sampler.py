@@ -37,7 +37,14 @@ class PosteriorSampler(keras.callbacks.Callback):
     dict (counters, sample file names, in-memory arrays) that
     :meth:`set_state` takes back; :meth:`save_state` / :meth:`load_state`
     write and read it as one ``.npz`` file (atomically). Sample files on disk
-    are not copied into the state: keep ``directory`` beside it.
+    are not copied into the state: keep ``directory`` beside it. With
+    ``state_path`` the sampler does this itself, in step with
+    ``keras.callbacks.BackupAndRestore``: it writes its state at the end of
+    every epoch and reads it back when training begins, and a sample file
+    dropped during an epoch is deleted only once the state no longer
+    refers to it, so a run killed mid-epoch resumes with every file it needs.
+    Keep ``directory`` and ``state_path`` outside BackupAndRestore's
+    ``backup_dir``: that folder is deleted when training ends.
 
     Args:
         burn_in_epochs: epochs (>= 0) whose iterates are discarded.
@@ -46,6 +53,8 @@ class PosteriorSampler(keras.callbacks.Callback):
         directory: folder for the samples beyond ``in_memory``; may be
             ``None`` when ``in_memory >= max_samples``.
         in_memory: how many samples (>= 0) are held in memory.
+        state_path: optional ``.npz`` file for the sampler's own state, saved
+            at every epoch end and loaded (if present) when training begins.
 
     Example:
 
@@ -57,7 +66,7 @@ class PosteriorSampler(keras.callbacks.Callback):
     """
 
     def __init__(self, burn_in_epochs=20, thin=50, max_samples=100, directory="samples/",
-                 in_memory=10):
+                 in_memory=10, state_path=None):
         super().__init__()
         self.burn_in_epochs = _non_negative_int(burn_in_epochs, "burn_in_epochs")
         self.thin = _validation.positive_int(thin, "thin")
@@ -71,6 +80,11 @@ class PosteriorSampler(keras.callbacks.Callback):
         elif not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"`directory` must be a path or None; received {directory!r}.")
         self.directory = None if directory is None else os.fspath(directory)
+        if state_path is not None and not isinstance(state_path, (str, os.PathLike)):
+            raise TypeError(f"`state_path` must be a path or None; received {state_path!r}.")
+        self.state_path = None if state_path is None else os.fspath(state_path)
+        # Files of dropped samples that the last saved state still lists.
+        self._pending_deletions = []
         self.epochs_seen = 0
         self.steps_after_burn_in = 0
         self.next_index = 0
@@ -80,7 +94,7 @@ class PosteriorSampler(keras.callbacks.Callback):
     def get_config(self):
         return {"burn_in_epochs": self.burn_in_epochs, "thin": self.thin,
                 "max_samples": self.max_samples, "directory": self.directory,
-                "in_memory": self.in_memory}
+                "in_memory": self.in_memory, "state_path": self.state_path}
 
     # -- collection ----------------------------------------------------------
 
@@ -89,10 +103,20 @@ class PosteriorSampler(keras.callbacks.Callback):
         """How many samples are kept now."""
         return len(self._records)
 
+    def on_train_begin(self, logs=None):
+        if self.state_path is not None and os.path.exists(self.state_path):
+            self.load_state(self.state_path)
+
     def on_epoch_end(self, epoch, logs=None):
         self.epochs_seen += 1
         if logs is not None:
             logs["posterior_samples"] = self.num_samples
+        if self.state_path is not None:
+            self.save_state(self.state_path)
+            for path in self._pending_deletions:
+                if os.path.exists(path):
+                    os.remove(path)
+            self._pending_deletions = []
 
     def on_train_batch_end(self, batch, logs=None):
         if self.epochs_seen < self.burn_in_epochs:
@@ -121,7 +145,9 @@ class PosteriorSampler(keras.callbacks.Callback):
     def _drop(self, record):
         if "file" in record:
             path = os.path.join(self.directory, record["file"])
-            if os.path.exists(path):
+            if self.state_path is not None:
+                self._pending_deletions.append(path)
+            elif os.path.exists(path):
                 os.remove(path)
 
     def samples(self):
