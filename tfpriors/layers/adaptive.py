@@ -42,6 +42,7 @@ from tfpriors.layers.seed_state import SeedStateMixin
 HALTING_BIAS_INIT = -3.0
 HALTING_EPS = 0.01
 MODES = ("relaxed", "discrete", "threshold")
+RELAXED_LOGIT_LIMIT = 20.0
 # Below this fraction of active positions a unit runs on gathered positions;
 # above it, a dense pass with a mask costs less than the gathers.
 SPARSE_FRACTION = 0.6
@@ -315,8 +316,10 @@ class AdaptiveBlock(keras.layers.Layer):
             layer.build(input_shape)
         for layer in self.halting_dense:
             layer.build((input_shape[0], input_shape[-1]))
+        # float32 under mixed precision too: the ponder cost joins the float32 loss.
         self.tau = self.add_weight(name="ponder_cost", shape=(), trainable=False,
-                                   initializer=keras.initializers.Constant(self._ponder_cost))
+                                   initializer=keras.initializers.Constant(self._ponder_cost),
+                                   autocast=False)
 
     # -- halting ------------------------------------------------------------------------
 
@@ -390,7 +393,7 @@ class AdaptiveBlock(keras.layers.Layer):
     def call(self, inputs, training=False):
         outputs, counts, ponder = self._forward(inputs, bool(training),
                                                 fast=not training)
-        self.add_loss(self.tau * ops.cast(ops.mean(ponder), self.tau.dtype))
+        self.add_loss(self.tau * ops.cast(ops.mean(ponder), "float32"))
         if self.track_metrics:
             self.ponder_tracker.update_state(ops.mean(counts))
         return outputs
@@ -625,8 +628,12 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
                 logits = self._halting_logits(index, state)
                 probs = ops.sigmoid(logits)
                 if training:
+                    # TFP's RelaxedBernoulli has NaN gradients for logits above
+                    # ~50; beyond +-20 the float32 sample is already 0 or 1.
                     z = tfp.distributions.RelaxedBernoulli(
-                        self.temperature_variable, logits=logits).sample(
+                        self.temperature_variable,
+                        logits=tf.clip_by_value(logits, -RELAXED_LOGIT_LIMIT,
+                                                RELAXED_LOGIT_LIMIT)).sample(
                             seed=tf.cast(self.seed_generator.next(), tf.int32))
                 else:
                     z = probs
