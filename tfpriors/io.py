@@ -1,8 +1,10 @@
-"""Atomic file writing: a crash never leaves a half-written file behind."""
+"""Files: atomic writes (a crash never leaves a half-written file behind) and
+clear errors for truncated or corrupted files on reading."""
 
 import contextlib
 import os
 import tempfile
+import zipfile
 
 
 @contextlib.contextmanager
@@ -36,3 +38,49 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+class CorruptFileError(ValueError):
+    """A file tfpriors reads is truncated or corrupted."""
+
+
+def check_archive(path, what):
+    """Raises :class:`CorruptFileError` unless ``path`` is a complete zip archive.
+
+    ``.keras`` models and ``.npz`` state files are zip archives; a file cut
+    short by a crash or a partial copy loses its central directory or some
+    member's data, which this finds before a loader fails with a misleading
+    message ("File not found", "BadZipFile").
+
+    Args:
+        path: the file.
+        what: what the file should be, for the message (e.g. "a .keras model").
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such file: '{path}' ({what}).")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise CorruptFileError(f"'{path}' is truncated or corrupted: it is not a complete "
+                               f"zip archive, so not {what} ({error}).") from None
+    if damaged is not None:
+        raise CorruptFileError(f"'{path}' is corrupted: its member '{damaged}' fails its "
+                               f"checksum, so it is not {what}.")
+
+
+def load_model(path, **kwargs):
+    """``keras.models.load_model`` with one clear error for a damaged file.
+
+    Keras reports a truncated ``.keras`` file as "File not found"; this checks
+    the archive first and raises :class:`CorruptFileError` naming the file.
+
+    Example:
+
+    >>> model = tfpriors.io.load_model("model.keras")
+    """
+    import keras
+
+    check_archive(path, "a .keras model")
+    return keras.models.load_model(path, **kwargs)

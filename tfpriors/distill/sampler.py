@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfpriors import _validation
 from tfpriors.distill import losses
-from tfpriors.io import atomic_path
+from tfpriors.io import atomic_path, check_archive
 
 TASKS = ("classification", "regression")
 
@@ -203,6 +203,7 @@ class PosteriorSampler(keras.callbacks.Callback):
 
     def load_state(self, path):
         """Restores the state that :meth:`save_state` wrote to ``path``."""
+        check_archive(path, "a PosteriorSampler state")
         with np.load(path) as data:
             meta = json.loads(str(data["_meta"]))
             records = []

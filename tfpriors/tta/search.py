@@ -18,6 +18,7 @@ import numpy as np
 from scipy import special
 
 from tfpriors import _validation, calibration
+from tfpriors.io import check_archive
 from tfpriors.tta import transforms
 from tfpriors.tta.policy import Policy
 from tfpriors.tta.predictor import TTAPredictor
@@ -158,6 +159,7 @@ def _save_state(path, pool, cached, chosen):
 def _load_state(path, pool):
     if not os.path.exists(path):
         return None
+    check_archive(path, "a GreedyPolicySearch state")
     try:
         with np.load(path, allow_pickle=False) as state:
             saved_pool, cached, chosen = str(state["pool"]), state["cached"], state["chosen"]
