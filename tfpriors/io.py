@@ -44,7 +44,7 @@ class CorruptFileError(ValueError):
     """A file tfpriors reads is truncated or corrupted."""
 
 
-def check_archive(path, what):
+def check_archive(path, what, argument="path"):
     """Raises :class:`CorruptFileError` unless ``path`` is a complete zip archive.
 
     ``.keras`` models and ``.npz`` state files are zip archives; a file cut
@@ -55,19 +55,20 @@ def check_archive(path, what):
     Args:
         path: the file.
         what: what the file should be, for the message (e.g. "a .keras model").
+        argument: the name of the caller's argument that gave ``path``.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"No such file: '{path}' ({what}).")
+        raise FileNotFoundError(f"`{argument}`: no such file '{path}' ({what}).")
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        raise CorruptFileError(f"'{path}' is truncated or corrupted: it is not a complete "
-                               f"zip archive, so not {what} ({error}).") from None
+        raise CorruptFileError(f"`{argument}` '{path}' is truncated or corrupted: it is not "
+                               f"a complete zip archive, so not {what} ({error}).") from None
     if damaged is not None:
-        raise CorruptFileError(f"'{path}' is corrupted: its member '{damaged}' fails its "
-                               f"checksum, so it is not {what}.")
+        raise CorruptFileError(f"`{argument}` '{path}' is corrupted: its member '{damaged}' "
+                               f"fails its checksum, so it is not {what}.")
 
 
 def load_model(path, **kwargs):

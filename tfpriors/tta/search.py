@@ -159,7 +159,7 @@ def _save_state(path, pool, cached, chosen):
 def _load_state(path, pool):
     if not os.path.exists(path):
         return None
-    check_archive(path, "a GreedyPolicySearch state")
+    check_archive(path, "a GreedyPolicySearch state", "state_path")
     try:
         with np.load(path, allow_pickle=False) as state:
             saved_pool, cached, chosen = str(state["pool"]), state["cached"], state["chosen"]
