@@ -19,6 +19,13 @@ def positive_int(value, name):
     return int(value)
 
 
+def boolean(value, name):
+    """Returns ``value`` as a bool; a Python or NumPy bool only (no 0/1, no strings)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool; received {value!r}.")
+    return bool(value)
+
+
 def positive_number(value, name):
     """Returns ``value`` as a finite float > 0."""
     value = real_number(value, name)

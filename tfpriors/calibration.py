@@ -23,8 +23,7 @@ _LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
 
 
 def _check(values, labels, from_logits):
-    if not isinstance(from_logits, bool):
-        raise TypeError(f"`from_logits` must be a bool; received {from_logits!r}.")
+    from_logits = _validation.boolean(from_logits, "from_logits")
     values = np.asarray(values, dtype="float64")
     labels = np.asarray(labels)
     name = "logits" if from_logits else "probs"

@@ -78,8 +78,7 @@ class SparsityMonitor(keras.callbacks.Callback):
 
     def __init__(self, per_layer=True):
         super().__init__()
-        if not isinstance(per_layer, bool):
-            raise TypeError(f"`per_layer` must be a bool; received {per_layer!r}.")
+        per_layer = _validation.boolean(per_layer, "per_layer")
         self.per_layer = per_layer
 
     def compute(self):

@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from tfpriors import _validation
+
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 
@@ -40,8 +42,7 @@ def load_digits(flat=True):
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 
-    if not isinstance(flat, bool):
-        raise TypeError(f"`flat` must be a bool; received {flat!r}.")
+    flat = _validation.boolean(flat, "flat")
     data = sklearn_digits()
     images = (data.images / 16.0).astype("float32")
     labels = data.target.astype("int64")

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from tfpriors import _validation
 from tfpriors.priors.kernel_vae import (check_kernel_shape, check_vae, vae_from_config,
                                         vae_to_config)
 
@@ -38,8 +39,7 @@ class DWPInitializer(keras.initializers.Initializer):
         self.vae = check_vae(vae)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"`seed` must be an int or None; received {seed!r}.")
-        if not isinstance(noise, bool):
-            raise TypeError(f"`noise` must be a bool; received {noise!r}.")
+        noise = _validation.boolean(noise, "noise")
         self.seed = seed
         self.noise = noise
         self.seed_generator = keras.random.SeedGenerator(seed)

@@ -261,10 +261,8 @@ class AdaptiveBlock(keras.layers.Layer):
         self._ponder_cost = _ponder_cost(ponder_cost)
         # Kept as JSON text: TensorFlow's attribute tracking would wrap a dict.
         self._unit_json = json.dumps(_unit_config(unit_factory))
-        if not isinstance(sparse_inference, bool):
-            raise TypeError(f"`sparse_inference` must be a bool; received {sparse_inference!r}.")
-        if not isinstance(track_metrics, bool):
-            raise TypeError(f"`track_metrics` must be a bool; received {track_metrics!r}.")
+        sparse_inference = _validation.boolean(sparse_inference, "sparse_inference")
+        track_metrics = _validation.boolean(track_metrics, "track_metrics")
         self.sparse_inference = sparse_inference
         self.track_metrics = track_metrics
         self.units = []

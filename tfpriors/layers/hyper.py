@@ -113,9 +113,7 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         self.kind = _validation.one_of(kind, "kind", set(KINDS))
         self.rank = _validation.positive_int(rank, "rank")
         self.hidden_units = _validation.positive_int(hidden_units, "hidden_units")
-        if not isinstance(use_bias, (bool, np.bool_)):
-            raise TypeError(f"`use_bias` must be a bool; received {use_bias!r}.")
-        self.use_bias = bool(use_bias)
+        self.use_bias = _validation.boolean(use_bias, "use_bias")
         self.lambda_range = validate_lambda_range(lambda_range)
         self.lambda_draws = _validation.positive_int(lambda_draws, "lambda_draws")
         self.prior_variance = _validation.positive_number(prior_variance, "prior_variance")

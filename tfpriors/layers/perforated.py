@@ -7,7 +7,6 @@ does ``1 - r`` of the convolution's multiply-adds.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from tfpriors import _validation
@@ -101,9 +100,7 @@ class PerforatedConv2D(keras.layers.Layer):
         self.rate = float(rate)
         self.mask = mask
         self.activation = keras.activations.get(activation)
-        if not isinstance(use_bias, (bool, np.bool_)):
-            raise TypeError(f"`use_bias` must be a bool; received {use_bias!r}.")
-        self.use_bias = bool(use_bias)
+        self.use_bias = _validation.boolean(use_bias, "use_bias")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)

@@ -119,9 +119,7 @@ class SparseVDLayer(SeedStateMixin, KLLayer):
         super().__init__(dataset_size=dataset_size,
                          activity_regularizer=activity_regularizer, **kwargs)
         self.activation = keras.activations.get(activation)
-        if not isinstance(use_bias, (bool, np.bool_)):
-            raise TypeError(f"`use_bias` must be a bool; received {use_bias!r}.")
-        self.use_bias = bool(use_bias)
+        self.use_bias = _validation.boolean(use_bias, "use_bias")
         self.threshold = validate_threshold(threshold)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)

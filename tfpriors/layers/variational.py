@@ -22,6 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfpriors import _validation
 from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.layers.sparse_vd import LOG_SIGMA2_INIT_SCRATCH, _log_sigma2_initializer
@@ -72,9 +73,7 @@ class VariationalLayer(SeedStateMixin, KLLayer):
         super().__init__(dataset_size=dataset_size, **kwargs)
         self.prior = get_prior(prior)
         self.activation = keras.activations.get(activation)
-        if not isinstance(use_bias, (bool, np.bool_)):
-            raise TypeError(f"`use_bias` must be a bool; received {use_bias!r}.")
-        self.use_bias = bool(use_bias)
+        self.use_bias = _validation.boolean(use_bias, "use_bias")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.log_sigma2_initializer = _log_sigma2_initializer(log_sigma2_initializer)

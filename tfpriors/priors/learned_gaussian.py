@@ -31,8 +31,7 @@ class LearnedGaussian(Prior):
     """
 
     def __init__(self, zero_mean=False, min_variance=1e-8):
-        if not isinstance(zero_mean, bool):
-            raise TypeError(f"`zero_mean` must be a bool; received {zero_mean!r}.")
+        zero_mean = _validation.boolean(zero_mean, "zero_mean")
         self.zero_mean = zero_mean
         self.min_variance = _validation.positive_number(min_variance, "min_variance")
 

@@ -112,8 +112,7 @@ class TTAPredictor:
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError(f"`policy` must be a tfpriors.tta.Policy; received "
                             f"{type(policy).__name__}.")
-        if not isinstance(from_logits, bool):
-            raise TypeError(f"`from_logits` must be a bool; received {from_logits!r}.")
+        from_logits = _validation.boolean(from_logits, "from_logits")
         self.models = members
         self.policy = policy or Policy.identity()
         self.num_samples = _validation.positive_int(num_samples, "num_samples")
