@@ -8,6 +8,7 @@ once. A layer mixes one of these in before its base class:
 ``class VariationalDense(DenseGeometry, VariationalLayer)``.
 """
 
+import abc
 import math
 
 import keras
@@ -139,3 +140,37 @@ class Conv2DGeometry:
         if self._configurable_data_format:
             config["data_format"] = self.data_format
         return config
+
+
+class WeightKernelLayer(abc.ABC):
+    """Build and export for layers whose weights are one kernel and a bias.
+
+    A base of the Sparse VD and variational layers: ``build`` makes the
+    weights (``_build_weights(kernel_shape, bias_shape)``) in the shape the
+    geometry mixin gives, and the export form is the geometry's plain layer
+    with ``_inference_weights()``.
+    """
+
+    def build(self, input_shape):
+        kernel_shape, out_dim = self._kernel_shape_from(input_shape)
+        self._build_weights(kernel_shape, (out_dim,))
+
+    @abc.abstractmethod
+    def _kernel_shape_from(self, input_shape):
+        """``(kernel_shape, out_dim)`` for ``input_shape`` (from a geometry mixin)."""
+
+    @abc.abstractmethod
+    def _linear(self, inputs, kernel):
+        """The deterministic linear map of the layer: its matmul or convolution."""
+
+    @abc.abstractmethod
+    def _build_weights(self, kernel_shape, bias_shape):
+        """Creates the layer's kernel(s) and bias."""
+
+    @abc.abstractmethod
+    def _inference_weights(self):
+        """The plain layer's weights: ``[kernel, bias]`` or ``[kernel]``."""
+
+    def inference_layer(self):
+        """The export form: the plain Keras layer (Dense / Conv2D) and its weights."""
+        return self.plain_layer(), self._inference_weights()

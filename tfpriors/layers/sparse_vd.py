@@ -9,7 +9,6 @@ Evaluation uses the posterior mean with every weight whose
 ``log_alpha >= threshold`` set to zero.
 """
 
-import abc
 
 import keras
 import numpy as np
@@ -17,7 +16,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfpriors import _validation
-from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
+from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry, WeightKernelLayer
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.layers.seed_state import SeedStateMixin
 from tfpriors.priors.log_uniform import (LOG_ALPHA_MAX, LOG_ALPHA_MIN, LogUniform, log_alpha,
@@ -103,7 +102,7 @@ def _log_sigma2_initializer(value):
                          f"received {value!r}.") from error
 
 
-class SparseVDLayer(SeedStateMixin, KLLayer):
+class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
     """Shared machinery of the Sparse VD layers: weights, KL, pruning, forward modes.
 
     Concrete layers mix in a geometry from :mod:`tfpriors.layers.geometry`
@@ -175,22 +174,6 @@ class SparseVDLayer(SeedStateMixin, KLLayer):
         return 1.0 - float(np.mean(self.kept_mask()))
 
     # -- forward -------------------------------------------------------------------
-
-    def build(self, input_shape):
-        kernel_shape, out_dim = self._kernel_shape_from(input_shape)
-        self._build_weights(kernel_shape, (out_dim,))
-
-    @abc.abstractmethod
-    def _kernel_shape_from(self, input_shape):
-        """``(kernel_shape, out_dim)`` for ``input_shape`` (from a geometry mixin)."""
-
-    @abc.abstractmethod
-    def _linear(self, inputs, kernel):
-        """The deterministic linear map of the layer: its matmul or convolution."""
-
-    def inference_layer(self):
-        """The export form: the plain Keras layer (Dense / Conv2D) and its pruned weights."""
-        return self.plain_layer(), self._inference_weights()
 
     def call(self, inputs, training=False):
         dtype = self.compute_dtype

@@ -16,14 +16,13 @@ reparameterized sample inside ``kl``. Evaluation and export use the
 posterior means.
 """
 
-import abc
 
 import keras
 import numpy as np
 from keras import ops
 
 from tfpriors import _validation
-from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
+from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry, WeightKernelLayer
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.layers.sparse_vd import LOG_SIGMA2_INIT_SCRATCH, _log_sigma2_initializer
 from tfpriors.priors import base as prior_base
@@ -58,7 +57,7 @@ def get_prior(prior):
                     f"{type(prior).__name__}.")
 
 
-class VariationalLayer(SeedStateMixin, KLLayer):
+class VariationalLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
     """Shared machinery: posterior weights, the prior's KL, the three forward modes.
 
     Concrete layers mix in a geometry from :mod:`tfpriors.layers.geometry`
@@ -100,22 +99,6 @@ class VariationalLayer(SeedStateMixin, KLLayer):
 
     def kl(self):
         return self.prior.kl(self.kernel, self.log_sigma2)
-
-    def build(self, input_shape):
-        kernel_shape, out_dim = self._kernel_shape_from(input_shape)
-        self._build_weights(kernel_shape, (out_dim,))
-
-    @abc.abstractmethod
-    def _kernel_shape_from(self, input_shape):
-        """``(kernel_shape, out_dim)`` for ``input_shape`` (from a geometry mixin)."""
-
-    @abc.abstractmethod
-    def _linear(self, inputs, kernel):
-        """The deterministic linear map of the layer: its matmul or convolution."""
-
-    def inference_layer(self):
-        """The export form: the plain Keras layer (Dense / Conv2D) holding the means."""
-        return self.plain_layer(), self._inference_weights()
 
     def call(self, inputs, training=False):
         dtype = self.compute_dtype
