@@ -126,12 +126,17 @@ def save_result(name, quick, payload):
 
 def write_text(path, text):
     """Writes ``text`` atomically: readers see the old file or the new one, never half."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path, data):
+    """Writes ``data`` atomically (this module runs where tfpriors may not import)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".txt")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         _usual_permissions(tmp)
@@ -143,8 +148,14 @@ def write_text(path, text):
 
 
 def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+    """Reads a results or job file; a truncated or corrupted one gives one clear error."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a complete JSON file ({error}); delete it and "
+                         "rerun its benchmark.") from None
 
 
 def time_interleaved(candidates, repeats, warmup=1):

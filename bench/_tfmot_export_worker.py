@@ -34,8 +34,7 @@ def main(job_path, reply_path):
         total, nonzero = kernel_counts(model)
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-        with open(spec["path"], "wb") as f:
-            f.write(converter.convert())
+        _common.write_bytes(spec["path"], converter.convert())
         reply["nets"][net] = {"sparsity": spec["sparsity"],
                               "keras_test_error": error_rate(model, *data[1]),
                               "compression": total / max(nonzero, 1)}

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfpriors  # noqa: E402
+from tfpriors.io import atomic_path  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
@@ -127,7 +128,8 @@ def plot(rows, path):
     axis.set_ylabel("test accuracy, %")
     axis.set_title("Adaptive computation on 8x8 digits", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
 
 
 def compare(dataset, data, arch, epochs, repeats, quick, cache):

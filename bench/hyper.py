@@ -35,6 +35,7 @@ import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import tfpriors  # noqa: E402
+from tfpriors.io import atomic_path  # noqa: E402
 from tfpriors.hyper import LambdaHyperModel, density_masks  # noqa: E402
 from tfpriors.hyper.tradeoff import accuracy_of  # noqa: E402
 from tfpriors.layers import HyperVariationalDense, KLLayer  # noqa: E402
@@ -173,9 +174,8 @@ def plot(result, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    tfpriors_path = os.fspath(path)
-    os.makedirs(os.path.dirname(tfpriors_path), exist_ok=True)
-    fig.savefig(tfpriors_path, format="png")
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, format="png")
 
 
 def main():

@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfpriors  # noqa: E402
+from tfpriors.io import atomic_path  # noqa: E402
 from tfpriors.layers import PerforatedConv2D  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -234,8 +235,8 @@ def plot(accuracy, path):
     axis.legend(fontsize=7, ncol=2)
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    figure.savefig(path, format="png")
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
 
 
 def main():

@@ -87,14 +87,14 @@ def test_reliability_diagram_writes_a_png(tmp_path):
 
 
 @pytest.mark.parametrize("values,labels,kwargs,match", [
-    (np.zeros((3,)), [0, 1, 0], {}, "logits"),
-    (np.zeros((3, 1)), [0, 0, 0], {}, "logits"),
+    (np.zeros((3,)), [0, 1, 0], {}, "values"),
+    (np.zeros((3, 1)), [0, 0, 0], {}, "values"),
     (np.zeros((3, 2)), [0, 1], {}, "labels"),
     (np.zeros((3, 2)), [0, 2, 1], {}, "labels"),
     (np.zeros((3, 2)), [0, -1, 1], {}, "labels"),
     (np.zeros((3, 2)), [0.5, 1, 1], {}, "labels"),
     (np.array([[np.nan, 0.0], [0.0, 1.0]]), [0, 1], {}, "NaN"),
-    (np.array([[0.7, 0.7], [0.5, 0.5]]), [0, 1], {"from_logits": False}, "probs"),
+    (np.array([[0.7, 0.7], [0.5, 0.5]]), [0, 1], {"from_logits": False}, "probabilities"),
     (np.zeros((3, 2)), [0, 1, 1], {"from_logits": "yes"}, "from_logits"),
     (np.zeros((0, 2)), np.zeros((0,), int), {}, "empty"),
 ])

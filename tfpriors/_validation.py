@@ -66,6 +66,53 @@ def int_tuple(value, name, length):
     return tuple(int(v) for v in items)
 
 
+def seed(value, name="seed"):
+    """Returns ``value`` if it is None or a non-negative integer (a random seed)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"`{name}` must be None or a non-negative integer; "
+                        f"received {value!r}.")
+    if value < 0:
+        raise ValueError(f"`{name}` must be None or a non-negative integer; received {value}.")
+    return int(value)
+
+
+def class_labels(labels, name, length, num_classes=None):
+    """Returns ``labels`` as an int64 vector of ``length`` class indices."""
+    labels = numeric_array(labels, name, dtype="float64")
+    if labels.shape != (length,):
+        raise ValueError(f"`{name}` must have shape ({length},); received shape "
+                         f"{labels.shape}.")
+    if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+        raise ValueError(f"`{name}` must be integer class indices.")
+    if length and (labels.min() < 0 or num_classes is not None and labels.max() >= num_classes):
+        accepted = f"[0, {num_classes - 1}]" if num_classes is not None else "0 or more"
+        raise ValueError(f"`{name}` must lie in {accepted}; received values from "
+                         f"{labels.min():.0f} to {labels.max():.0f}.")
+    return labels.astype("int64")
+
+
+def initializer(value, name):
+    """``keras.initializers.get(value)`` with an error naming the argument."""
+    import keras
+
+    try:
+        return keras.initializers.get(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"`{name}` must be a Keras initializer or its name; received "
+                         f"{value!r} ({error}).") from None
+
+
+def keras_model(value, name="model"):
+    """Returns ``value`` if it is a Keras model."""
+    import keras  # here, so that the module stays importable without TensorFlow
+
+    if not isinstance(value, keras.Model):
+        raise TypeError(f"`{name}` must be a keras.Model; received {type(value).__name__}.")
+    return value
+
+
 def one_of(value, name, accepted):
     """Returns the lower-cased string ``value`` if it is among ``accepted``."""
     if not isinstance(value, str) or value.lower() not in accepted:
@@ -73,11 +120,46 @@ def one_of(value, name, accepted):
     return value.lower()
 
 
+def numeric_array(values, name, dtype="float32"):
+    """Returns ``values`` as a ``dtype`` array; strings, objects and ragged lists are refused.
+
+    ``dtype=None`` keeps the array's own numeric dtype.
+    """
+    try:
+        raw = np.asarray(values)
+    except ValueError:  # ragged nested sequences
+        raise ValueError(f"`{name}` must be a rectangular array of numbers.") from None
+    if raw.dtype.kind not in "biuf":
+        raise TypeError(f"`{name}` must be an array of numbers; received dtype {raw.dtype}.")
+    return raw if dtype is None else raw.astype(dtype)
+
+
 def finite_batch(values, name, dtype="float32"):
     """Returns ``values`` as an array after checking it is non-empty and finite."""
-    values = np.asarray(values, dtype=dtype)
+    values = numeric_array(values, name, dtype)
     if values.ndim == 0 or len(values) == 0:
         raise ValueError(f"`{name}` is empty.")
     if not np.all(np.isfinite(values)):
         raise ValueError(f"`{name}` contains NaN or inf.")
     return values
+
+
+def layer_of(model, layer, name="layer"):
+    """Returns the layer of ``model`` that ``layer`` names: a layer, its name or its index."""
+    import keras
+
+    keras_model(model)
+    if isinstance(layer, keras.layers.Layer):
+        if not any(candidate is layer for candidate in model.layers):
+            raise ValueError(f"`{name}` must be a layer of '{model.name}'; "
+                             f"'{layer.name}' is not one of its layers.")
+        return layer
+    try:
+        if isinstance(layer, str):
+            return model.get_layer(layer)
+        if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+            return model.layers[layer]
+    except (ValueError, IndexError):
+        pass
+    raise ValueError(f"`{name}` must be a layer of '{model.name}', its name or its index; "
+                     f"received {layer!r}; layers: {[l.name for l in model.layers]}.")

@@ -24,26 +24,16 @@ _LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
 
 def _check(values, labels, from_logits):
     from_logits = _validation.boolean(from_logits, "from_logits")
-    values = np.asarray(values, dtype="float64")
-    labels = np.asarray(labels)
-    name = "logits" if from_logits else "probs"
+    values = _validation.numeric_array(values, "values", dtype="float64")
+    kind = "logits" if from_logits else "probabilities"
     if values.ndim != 2 or values.shape[1] < 2:
-        raise ValueError(f"`{name}` must have shape (n, num_classes) with num_classes >= 2; "
-                         f"received shape {values.shape}.")
-    values = _validation.finite_batch(values, name, dtype="float64")
-    if labels.shape != (len(values),):
-        raise ValueError(f"`labels` must have shape ({len(values)},) to match `{name}`; "
-                         f"received shape {labels.shape}.")
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(np.equal(np.mod(labels, 1), 0)):
-            raise ValueError("`labels` must be integer class indices.")
-        labels = labels.astype("int64")
-    if labels.min() < 0 or labels.max() >= values.shape[1]:
-        raise ValueError(f"`labels` must lie in [0, {values.shape[1] - 1}]; received values "
-                         f"from {labels.min()} to {labels.max()}.")
+        raise ValueError(f"`values` ({kind}) must have shape (n, num_classes) with "
+                         f"num_classes >= 2; received shape {values.shape}.")
+    values = _validation.finite_batch(values, "values", dtype="float64")
+    labels = _validation.class_labels(labels, "labels", len(values), values.shape[1])
     if not from_logits and (values.min() < 0 or np.any(np.abs(values.sum(1) - 1) > 1e-3)):
-        raise ValueError("`probs` must be non-negative rows summing to 1 (pass "
-                         "`from_logits=True` for logits).")
+        raise ValueError("`values` (probabilities) must be non-negative rows summing to 1 "
+                         "(pass `from_logits=True` for logits).")
     return values, labels
 
 
@@ -136,6 +126,7 @@ def calibrated_nll(values, labels, from_logits=True, splits=5, seed=0):
     """
     values, labels = _check(values, labels, from_logits)
     splits = _validation.positive_int(splits, "splits")
+    seed = _validation.seed(seed)
     if len(labels) < 4:
         raise ValueError(f"`labels` needs at least 4 examples for split halves; "
                          f"received {len(labels)}.")

@@ -108,6 +108,14 @@ class EpochProgressBar(keras.callbacks.Callback):
 
     def __init__(self, description="training", keys=None):
         super().__init__()
+        if not isinstance(description, str):
+            raise TypeError(f"`description` must be a string; received {description!r}.")
+        if keys is not None:
+            if isinstance(keys, str) or not isinstance(keys, (list, tuple)) or not all(
+                    isinstance(k, str) for k in keys):
+                raise TypeError(f"`keys` must be None or a list of log names; received "
+                                f"{keys!r}.")
+            keys = list(keys)
         self.description = description
         self.keys = keys
         self._bar = None

@@ -37,8 +37,7 @@ class DWPInitializer(keras.initializers.Initializer):
         if isinstance(vae, dict):
             vae = vae_from_config(vae)
         self.vae = check_vae(vae)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"`seed` must be an int or None; received {seed!r}.")
+        seed = _validation.seed(seed)
         noise = _validation.boolean(noise, "noise")
         self.seed = seed
         self.noise = noise

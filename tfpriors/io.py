@@ -8,18 +8,23 @@ import zipfile
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, argument="path"):
     """Yields a temporary path beside ``path``; renames it to ``path`` on success.
 
     The temporary file has the same suffix as ``path`` (``model.save`` checks
     for ``.keras``). On an exception it is removed and ``path`` is untouched.
+    ``argument`` is the caller's name for ``path``, used in error messages.
 
     Example:
 
     >>> with atomic_path("out/model.keras") as tmp:
     ...     model.save(tmp)
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`{argument}` must be a file path; received {path!r}.")
     path = os.fspath(path)
+    if not path or os.path.isdir(path):
+        raise ValueError(f"`{argument}` must name a file; received {path!r}.")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     base, suffix = os.path.splitext(os.path.basename(path))

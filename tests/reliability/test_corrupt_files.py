@@ -90,3 +90,37 @@ def test_policy_search_state_files(tmp_path, digits):
         with pytest.raises(ValueError, match=str(damaged.name)):
             tta.GreedyPolicySearch(pool_size=3, policy_length=1, magnitude_bound=3).fit(
                 [model], x, y, state_path=damaged, verbose=0)
+
+
+def test_posterior_sample_snapshots(tmp_path):
+    """Samples kept on disk: a damaged snapshot is named when the samples are read."""
+    directory = tmp_path / "samples"
+    sampler = distill.PosteriorSampler(directory=str(directory), in_memory=0, max_samples=2)
+    sampler.add_sample([np.arange(500, dtype="float32")])
+    (snapshot,) = directory.iterdir()
+    data = snapshot.read_bytes()
+    for damaged in _damaged_copies(snapshot, tmp_path):
+        snapshot.write_bytes(damaged.read_bytes())
+        with pytest.raises(CorruptFileError, match=snapshot.name):
+            list(sampler.samples())
+    snapshot.write_bytes(data)
+    np.testing.assert_array_equal(next(sampler.samples())[0], np.arange(500))
+
+
+def test_benchmark_result_files(tmp_path):
+    """``bench/run_all.py --report-only`` reads results back; a cut one is named."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_common", os.path.join(os.path.dirname(__file__), "..", "..", "bench",
+                                     "_common.py"))
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    path = tmp_path / "result.json"
+    common.write_json(str(path), {"benchmark": "x", "rows": list(range(50))})
+    assert common.read_json(str(path))["rows"][-1] == 49
+    for damaged in _damaged_copies(path, tmp_path):
+        if damaged.read_bytes().strip() == path.read_bytes().strip():
+            continue  # the cut took only the final newline: still the whole file
+        with pytest.raises(ValueError, match=damaged.name):
+            common.read_json(str(damaged))

@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras.src.losses.loss import scale_loss_for_distribution
 
 from tfpriors import _validation
+from tfpriors.layers.geometry import FloatInputs
 from tfpriors.distill import losses
 from tfpriors.distill.optimizers import SGHMC, SGLD
 from tfpriors.distill.sampler import TASKS
@@ -75,7 +76,7 @@ def _common_args(obj, task, temperature, teacher_output, teacher_noise_variance)
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class Distiller(_DistillMixin, keras.Model):
+class Distiller(FloatInputs, _DistillMixin, keras.Model):
     """Trains ``student`` to match a fixed teacher's predictive distribution.
 
     Classification loss per example, at temperature ``T``::
@@ -160,7 +161,7 @@ class Distiller(_DistillMixin, keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class BayesianDarkKnowledge(_DistillMixin, keras.Model):
+class BayesianDarkKnowledge(FloatInputs, _DistillMixin, keras.Model):
     """Online Bayesian dark knowledge (Balan et al., 2015) in one ``fit``.
 
     Each training step on a batch ``(x, y)``:

@@ -49,7 +49,14 @@ def gaussian_kl(mean_p, log_var_p, mean_q, log_var_q):
 
 def gaussian_nll_values(y_true, mean, log_var):
     """Per-example Gaussian negative log-likelihood, summed over the last axis."""
-    y_true = tf.reshape(tf.cast(y_true, mean.dtype), tf.shape(mean))
+    y_true = tf.cast(y_true, mean.dtype)
+    if (y_true.shape.is_fully_defined() and mean.shape.is_fully_defined()
+            and y_true.shape.num_elements() != mean.shape.num_elements()):
+        raise ValueError(f"`y_true` of shape {tuple(y_true.shape)} does not match the predicted "
+                         f"mean of shape {tuple(mean.shape)}: `y_pred` holds the mean (with "
+                         "`noise_variance` set) or the mean and log-variance (with "
+                         "`noise_variance=None`).")
+    y_true = tf.reshape(y_true, tf.shape(mean))
     return 0.5 * tf.reduce_sum(math.log(2 * math.pi) + log_var
                                + tf.square(y_true - mean) * tf.exp(-log_var), axis=-1)
 

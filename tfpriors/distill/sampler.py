@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpriors import _validation
+from tfpriors.layers.geometry import FloatInputs
 from tfpriors.distill import losses
 from tfpriors.io import atomic_path, check_archive
 
@@ -156,7 +157,9 @@ class PosteriorSampler(keras.callbacks.Callback):
             if "weights" in record:
                 yield record["weights"]
             else:
-                with np.load(os.path.join(self.directory, record["file"])) as data:
+                path = os.path.join(self.directory, record["file"])
+                check_archive(path, "a posterior sample snapshot", argument="directory")
+                with np.load(path) as data:
                     yield [data[f"arr_{i}"] for i in range(len(data.files))]
 
     # -- state ---------------------------------------------------------------
@@ -262,7 +265,7 @@ class PosteriorSampler(keras.callbacks.Callback):
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class PosteriorEnsemble(keras.Model):
+class PosteriorEnsemble(FloatInputs, keras.Model):
     """Merges member models into one predictive distribution.
 
     Classification: ``log(mean_k softmax(member_k(x)))`` (log-mean-prob).
@@ -287,6 +290,9 @@ class PosteriorEnsemble(keras.Model):
     def __init__(self, members, task="classification", output="logits",
                  noise_variance=None, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(members, (list, tuple)):
+            raise TypeError(f"`members` must be a list of Keras models; received "
+                            f"{type(members).__name__}.")
         members = list(members)
         if not members or not all(isinstance(m, keras.Model) for m in members):
             raise ValueError(f"`members` must be a non-empty list of Keras models; "

@@ -20,6 +20,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfpriors import _validation
 from tfpriors._rewrite import rewrite_model
 
 _ELEMENTWISE_ACTIVATIONS = {
@@ -209,7 +210,7 @@ def shrink(model):
     >>> small, summary = tfpriors.export.shrink(tfpriors.export.inference_model(model))
     >>> print(summary)   # fc1: 300->42, fc2: 100->21
     """
-    graph = _Graph(model)
+    graph = _Graph(_validation.keras_model(model))
     weights = {layer.name: [np.array(w) for w in layer.get_weights()]
                for layer in graph.layers}
     sizes_before = {layer.name: weights[layer.name][0].shape[-1]

@@ -7,18 +7,19 @@ import numpy as np
 import tensorflow as tf
 
 from tfpriors import _validation
+from tfpriors.layers.geometry import FloatInputs
 from tfpriors.layers.hyper import (DEFAULT_LAMBDA_RANGE, HyperVariationalLayer,
                                    sample_lambdas, validate_lambda, validate_lambda_range)
 from tfpriors.layers.seed_state import SeedStateMixin
 
 
-def validate_prune_fraction(prune_fraction):
+def validate_prune_fraction(prune_fraction, name="prune_fraction"):
     """Returns ``prune_fraction`` as a float in [0, 1) (``None`` stays ``None``)."""
     if prune_fraction is None:
         return None
-    value = _validation.real_number(prune_fraction, "prune_fraction")
+    value = _validation.real_number(prune_fraction, name)
     if not 0.0 <= value < 1.0:
-        raise ValueError("`prune_fraction` must be in [0, 1) (the fraction of kernel weights "
+        raise ValueError(f"`{name}` must be in [0, 1) (the fraction of kernel weights "
                          f"set to zero); received {value}.")
     return value
 
@@ -40,8 +41,14 @@ def density_masks(scores, prune_fraction):
     >>> [m.tolist() for m in density_masks([np.array([3.0, 1.0]), np.array([2.0])], 0.34)]
     [[True, False], [True]]
     """
+    if prune_fraction is None:
+        raise TypeError("`prune_fraction` must be a number in [0, 1); received None.")
     prune_fraction = validate_prune_fraction(prune_fraction)
-    flat = np.concatenate([np.asarray(s, "float64").reshape(-1) for s in scores])
+    if not isinstance(scores, (list, tuple)) or not scores:
+        raise TypeError(f"`scores` must be a non-empty list of arrays; received {scores!r}.")
+    scores = [_validation.numeric_array(s, f"scores[{i}]", "float64")
+              for i, s in enumerate(scores)]
+    flat = np.concatenate([s.reshape(-1) for s in scores])
     removed = int(math.floor(prune_fraction * flat.size))
     keep = np.ones(flat.size, bool)
     keep[np.argsort(flat, kind="stable")[:removed]] = False
@@ -54,7 +61,7 @@ def density_masks(scores, prune_fraction):
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class LambdaHyperModel(SeedStateMixin, keras.Model):
+class LambdaHyperModel(FloatInputs, SeedStateMixin, keras.Model):
     """A stack of layers whose variational posterior is a function of lambda.
 
     Each training step draws ``lambda_draws`` values of lambda log-uniformly
@@ -107,7 +114,7 @@ class LambdaHyperModel(SeedStateMixin, keras.Model):
         self.lambda_range = validate_lambda_range(lambda_range)
         self.lambda_draws = _validation.positive_int(lambda_draws, "lambda_draws")
         self.prior_variance = _validation.positive_number(prior_variance, "prior_variance")
-        self.seed = seed
+        self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         for layer in layers:
             if isinstance(layer, HyperVariationalLayer):

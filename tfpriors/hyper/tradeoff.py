@@ -119,7 +119,7 @@ def tradeoff_curve(model, data, lambdas, path="tradeoff.png", fractions=DEFAULT_
     lambdas = _checked_lambdas(lambdas, model.lambda_range)
     if isinstance(fractions, (str, bytes)) or np.ndim(fractions) != 1 or len(fractions) == 0:
         raise ValueError(f"`fractions` must be a non-empty list; received {fractions!r}.")
-    fractions = [validate_prune_fraction(f) for f in fractions]
+    fractions = [validate_prune_fraction(f, "fractions") for f in fractions]
     if path is not None and not str(os.fspath(path)).endswith(".png"):
         raise ValueError(f"`path` must end in '.png' (or be None); received {path!r}.")
     accuracy = [[accuracy_of(model.at(lam, prune_fraction=f or None), x, y) for f in fractions]

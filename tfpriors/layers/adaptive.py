@@ -37,6 +37,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfpriors import _validation
+from tfpriors.layers.geometry import FloatInputs
 from tfpriors.layers.seed_state import SeedStateMixin
 
 HALTING_BIAS_INIT = -3.0
@@ -104,7 +105,7 @@ def _folded_batch_norm(bn):
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class ResidualUnit(keras.layers.Layer):
+class ResidualUnit(FloatInputs, keras.layers.Layer):
     """A CIFAR-style residual unit: ``relu(x + BN(conv(relu(BN(conv(x))))))``.
 
     With ``strides > 1`` or a change of channels the shortcut is a strided
@@ -242,7 +243,7 @@ def unit_macs_per_position(unit, input_shape):
 # -- blocks -------------------------------------------------------------------------------
 
 
-class AdaptiveBlock(keras.layers.Layer):
+class AdaptiveBlock(FloatInputs, keras.layers.Layer):
     """Shared machinery of the adaptive blocks: units, halting heads, ponder metric.
 
     Subclasses define the halting granularity (``_spatial``) and
@@ -255,6 +256,9 @@ class AdaptiveBlock(keras.layers.Layer):
     def __init__(self, unit_factory, *, num_units=5, ponder_cost=0.01,
                  sparse_inference=True, track_metrics=True, _spatial=None, **kwargs):
         super().__init__(**kwargs)
+        # Feature maps only: a wrong rank is refused by Keras with a message
+        # naming the input, before the halting loop sees it.
+        self.input_spec = keras.layers.InputSpec(ndim=4)
         if _spatial is not None:
             self._spatial = _spatial
         self.num_units = _validation.positive_int(num_units, "num_units")
@@ -298,10 +302,11 @@ class AdaptiveBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or None in input_shape[1:]:
+        if len(input_shape) != 4 or None in input_shape[1:] or 0 in input_shape[1:]:
             raise ValueError(f"`inputs` of {type(self).__name__} '{self.name}' must have shape "
-                             "(batch, height, width, channels) with known height, width and "
-                             f"channels; received {input_shape}.")
+                             "(batch, height, width, channels) with known, non-zero height, "
+                             f"width and channels; received {input_shape}.")
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
         for unit in self.units:
             if not unit.built:
                 unit.build(input_shape)
@@ -389,6 +394,9 @@ class AdaptiveBlock(keras.layers.Layer):
         return tf.broadcast_to(halting, tf.shape(x)[:3])
 
     def call(self, inputs, training=False):
+        if 0 in tuple(inputs.shape)[1:3]:
+            raise ValueError(f"`inputs` of {type(self).__name__} '{self.name}' must have a "
+                             f"non-zero height and width; received {tuple(inputs.shape)}.")
         outputs, counts, ponder = self._forward(inputs, bool(training),
                                                 fast=not training)
         self.add_loss(self.tau * ops.cast(ops.mean(ponder), "float32"))
@@ -568,7 +576,7 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
         super().__init__(unit_factory, num_units=num_units, ponder_cost=ponder_cost,
                          _spatial=group_size is not None, **kwargs)
         self.mode, self._temperature, self.group_size = mode, temperature, group_size
-        self.seed = seed
+        self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._log_q = None
 

@@ -117,9 +117,9 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         self.lambda_range = validate_lambda_range(lambda_range)
         self.lambda_draws = _validation.positive_int(lambda_draws, "lambda_draws")
         self.prior_variance = _validation.positive_number(prior_variance, "prior_variance")
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
         self.log_sigma2_init = _validation.real_number(log_sigma2_init, "log_sigma2_init")
-        self.seed = seed
+        self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     @property

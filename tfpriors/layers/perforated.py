@@ -11,6 +11,7 @@ from keras import ops
 
 from tfpriors import _validation
 from tfpriors import ops as perforation_ops
+from tfpriors.layers.geometry import FloatInputs
 from tfpriors.perforation.masks import (MASK_KINDS, PerforationMask, grid_mask, structure_mask,
                                         uniform_mask)
 
@@ -27,7 +28,7 @@ def _validate_mask(mask):
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class PerforatedConv2D(keras.layers.Layer):
+class PerforatedConv2D(FloatInputs, keras.layers.Layer):
     """2D convolution computed at a subset of output positions, the rest filled.
 
     A drop-in replacement for ``keras.layers.Conv2D`` (channels last, no
@@ -101,8 +102,8 @@ class PerforatedConv2D(keras.layers.Layer):
         self.mask = mask
         self.activation = keras.activations.get(activation)
         self.use_bias = _validation.boolean(use_bias, "use_bias")
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
+        self.bias_initializer = _validation.initializer(bias_initializer, "bias_initializer")
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
@@ -112,7 +113,7 @@ class PerforatedConv2D(keras.layers.Layer):
             if seed != int(seed) or seed < 0:
                 raise ValueError(f"`seed` must be a non-negative integer; received {seed}.")
             seed = int(seed)
-        self.seed = seed
+        self.seed = _validation.seed(seed)
         self.implementation = _validation.one_of(implementation, "implementation",
                                                  set(perforation_ops.IMPLEMENTATIONS))
 

@@ -120,12 +120,12 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
         self.activation = keras.activations.get(activation)
         self.use_bias = _validation.boolean(use_bias, "use_bias")
         self.threshold = validate_threshold(threshold)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
+        self.bias_initializer = _validation.initializer(bias_initializer, "bias_initializer")
         self.log_sigma2_initializer = _log_sigma2_initializer(log_sigma2_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.seed = seed
+        self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.prior = _PRIOR
         self._fused = _FusedTerms()

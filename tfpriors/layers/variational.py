@@ -73,10 +73,10 @@ class VariationalLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
         self.prior = get_prior(prior)
         self.activation = keras.activations.get(activation)
         self.use_bias = _validation.boolean(use_bias, "use_bias")
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
+        self.bias_initializer = _validation.initializer(bias_initializer, "bias_initializer")
         self.log_sigma2_initializer = _log_sigma2_initializer(log_sigma2_initializer)
-        self.seed = seed
+        self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def _build_weights(self, kernel_shape, bias_shape):

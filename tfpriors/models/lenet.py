@@ -19,10 +19,13 @@ def _check_common(input_shape, num_classes):
     if isinstance(input_shape, (str, bytes)):
         raise TypeError(f"`input_shape` must be a tuple of ints; received {input_shape!r}.")
     try:
-        input_shape = tuple(int(d) for d in input_shape)
-    except (TypeError, ValueError):
+        length = len(input_shape)
+    except TypeError:
         raise TypeError(f"`input_shape` must be a tuple of ints; received {input_shape!r}.") \
             from None
+    if length == 0:
+        raise ValueError("`input_shape` must have at least one axis; received ().")
+    input_shape = _validation.int_tuple(input_shape, "input_shape", length)
     num_classes = _validation.positive_int(num_classes, "num_classes")
     return input_shape, num_classes
 

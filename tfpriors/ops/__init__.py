@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfpriors.ops.reference import conv_geometry, patch_indices, perforated_conv2d_reference
+from tfpriors.ops.reference import check_arguments, conv_geometry, patch_indices, perforated_conv2d_reference
 
 # TFPRIORS_OPS_LIBRARY selects another build (the AddressSanitizer one in the slow test).
 _LIBRARY_PATH = os.environ.get(
@@ -90,6 +90,10 @@ def perforated_conv2d(inputs, kernel, kept, fill_index, output_shape, strides, p
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"`implementation` must be one of {list(IMPLEMENTATIONS)}; "
                          f"received {implementation!r}.")
+    inputs, kernel, kept, fill_index, output_shape, strides, pads = check_arguments(
+        inputs, kernel, kept, fill_index, output_shape, strides, pads)
+    if inputs.shape[0] == 0:  # the op refuses empty batches; the answer is known
+        return tf.zeros((0, *output_shape, kernel.shape[-1]), inputs.dtype)
     module = None if implementation == "reference" else _load()
     if module is None or inputs.dtype != tf.float32 or kernel.dtype != tf.float32:
         if implementation == "fused":

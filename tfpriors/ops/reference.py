@@ -12,6 +12,69 @@ a TFLite builtin (GATHER, RESHAPE, FULLY_CONNECTED / BATCH_MATMUL, CONCATENATION
 import numpy as np
 import tensorflow as tf
 
+from tfpriors import _validation
+
+
+def _float_tensor(value, name):
+    if not tf.is_tensor(value):
+        value = tf.constant(_validation.numeric_array(value, name, "float32"))
+    if value.shape.rank != 4:
+        raise ValueError(f"`{name}` must be a 4-D tensor; received shape {value.shape}.")
+    if not value.dtype.is_floating:
+        raise TypeError(f"`{name}` must be float; received dtype {value.dtype.name}.")
+    # Only an input's batch may be empty (a known empty result).
+    first = 1 if name == "inputs" else 0
+    if 0 in tuple(value.shape)[first:]:
+        raise ValueError(f"`{name}` has an empty dimension: shape {tuple(value.shape)}.")
+    return value
+
+
+def _index_table(value, name, length, bound, bound_name):
+    """A rank-1 int table with ``length`` entries in ``[0, bound)`` (checked when concrete)."""
+    if tf.is_tensor(value):
+        if value.shape.rank != 1:
+            raise ValueError(f"`{name}` must be a 1-D table; received shape {value.shape}.")
+        return value
+    table = _validation.numeric_array(value, name, "float64")
+    if table.ndim != 1 or (length is not None and len(table) != length) or not len(table):
+        expected = f"({length},)" if length is not None else "(K,) with K >= 1"
+        raise ValueError(f"`{name}` must have shape {expected}; received {table.shape}.")
+    if np.any(table != np.round(table)) or table.min() < 0 or table.max() >= bound:
+        raise ValueError(f"`{name}` must hold integers in [0, {bound - 1}] ({bound_name}).")
+    return table.astype(np.int32)
+
+
+def check_arguments(inputs, kernel, kept, fill_index, output_shape, strides, pads):
+    """Validates the arguments of a perforated convolution; returns them normalised.
+
+    The fused op checks all of this again in C++; checking here first gives
+    Python users a ``ValueError`` / ``TypeError`` naming the argument.
+    """
+    inputs = _float_tensor(inputs, "inputs")
+    kernel = _float_tensor(kernel, "kernel")
+    if None not in (inputs.shape[-1], kernel.shape[2]) and inputs.shape[-1] != kernel.shape[2]:
+        raise ValueError(f"`kernel` has {kernel.shape[2]} input channels but `inputs` has "
+                         f"{inputs.shape[-1]}.")
+    output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
+    strides = _validation.int_tuple(strides, "strides", 2)
+    try:
+        pads = tuple(pads)
+    except TypeError:
+        pads = None
+    if (pads is None or len(pads) != 2 or any(
+            isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0 for p in pads)):
+        raise ValueError("`pads` must be two non-negative integers (pad_top, pad_left).")
+    positions = output_shape[0] * output_shape[1]
+    kept = _index_table(kept, "kept", None, positions,
+                        f"flat positions of the `output_shape` {output_shape}")
+    if not tf.is_tensor(kept) and np.any(np.diff(kept) <= 0):
+        raise ValueError("`kept` must be strictly increasing flat output positions.")
+    count = kept.shape[0]
+    fill_index = _index_table(fill_index, "fill_index", positions,
+                              count if count is not None else np.iinfo(np.int32).max,
+                              "indices into `kept`")
+    return inputs, kernel, kept, fill_index, output_shape, strides, tuple(int(p) for p in pads)
+
 
 def conv_geometry(input_hw, kernel_size, strides, padding):
     """Output size and leading pads of a dilation-1 convolution, as TensorFlow pads.
@@ -19,6 +82,10 @@ def conv_geometry(input_hw, kernel_size, strides, padding):
     Returns ``(out_height, out_width, pad_top, pad_left)``; with "same" padding
     TensorFlow puts ``pad_total // 2`` before and the rest after.
     """
+    input_hw = _validation.int_tuple(input_hw, "input_hw", 2)
+    kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
+    strides = _validation.int_tuple(strides, "strides", 2)
+    padding = _validation.one_of(padding, "padding", {"same", "valid"})
     out, pads = [], []
     for size, k, s in zip(input_hw, kernel_size, strides):
         if padding == "same":
@@ -28,8 +95,8 @@ def conv_geometry(input_hw, kernel_size, strides, padding):
             o = (size - k) // s + 1
             pads.append(0)
         if o <= 0:
-            raise ValueError(f"The input spatial size {tuple(input_hw)} is smaller than the "
-                             f"kernel {tuple(kernel_size)} with padding='valid'.")
+            raise ValueError(f"`input_hw` {tuple(input_hw)} is smaller than the kernel "
+                             f"{tuple(kernel_size)} with padding='valid'.")
         out.append(o)
     return out[0], out[1], pads[0], pads[1]
 
@@ -75,6 +142,8 @@ def perforated_conv2d_reference(inputs, kernel, kept, fill_index, output_shape, 
         ``(N, out_h, out_w, O)``: the convolution at kept positions, nearest
         kept value elsewhere.
     """
+    inputs, kernel, kept, fill_index, output_shape, strides, pads = check_arguments(
+        inputs, kernel, kept, fill_index, output_shape, strides, pads)
     kh, kw, channels, filters = kernel.shape
     input_hw = (int(inputs.shape[1]), int(inputs.shape[2]))
     kept = np.asarray(kept, np.int64)

@@ -29,6 +29,7 @@ MASK_KINDS = ("uniform", "grid", "structure", "impact")
 
 def kept_count(size, rate):
     """Number of positions kept out of ``size`` at perforation ``rate`` (at least 1)."""
+    size = _validation.positive_int(size, "size")
     rate = _validation.real_number(rate, "rate", 0.0, 1.0)
     if rate >= 1.0:
         raise ValueError(f"`rate` must be < 1 (at least one position is computed); "
@@ -79,7 +80,7 @@ class PerforationMask:
                 raise TypeError(f"`kept` must hold integers; received dtype {kept.dtype}.")
         kept = kept.astype(np.int64)
         if kept.min() < 0 or kept.max() >= size:
-            raise ValueError(f"`kept` positions must lie in [0, {size}) for output shape "
+            raise ValueError(f"`kept` positions must lie in [0, {size}) for `output_shape` "
                              f"{self.output_shape}; received values in "
                              f"[{kept.min()}, {kept.max()}].")
         if len(np.unique(kept)) != len(kept):
@@ -150,7 +151,7 @@ def uniform_mask(output_shape, rate, seed=None):
     output_shape = _output_shape(output_shape)
     size = output_shape[0] * output_shape[1]
     count = kept_count(size, rate)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_validation.seed(seed))
     return PerforationMask(output_shape, rng.choice(size, count, replace=False))
 
 
@@ -186,7 +187,7 @@ def grid_mask(output_shape, rate, seed=None):
         if best is None or score < best[0] - 1e-12:
             best = (score, rows, cols)
     _, rows, cols = best
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_validation.seed(seed))
     row_positions = _grid_axis(height, rows, rng)
     col_positions = _grid_axis(width, cols, rng)
     kept = (row_positions[:, None] * width + col_positions[None, :]).reshape(-1)
@@ -220,7 +221,7 @@ def pooling_counts(output_shape, pool_size, strides=None, padding="valid"):
 def _top_positions(scores, count, seed):
     """Flat indices of the ``count`` highest scores; ties broken at random by ``seed``."""
     scores = np.asarray(scores, np.float64).reshape(-1)
-    tie_break = np.random.default_rng(seed).permutation(scores.size)
+    tie_break = np.random.default_rng(_validation.seed(seed)).permutation(scores.size)
     order = np.lexsort((tie_break, -scores))
     return order[:count]
 
@@ -240,6 +241,10 @@ def structure_mask(output_shape, rate, pool_size=3, pool_strides=2, pool_padding
     0.5
     """
     output_shape = _output_shape(output_shape)
+    # Checked under this function's own names before pooling_counts sees them.
+    pool_strides = _validation.int_tuple(pool_strides if pool_strides is not None else pool_size,
+                                         "pool_strides", 2)
+    pool_padding = _validation.one_of(pool_padding, "pool_padding", {"same", "valid"})
     counts = pooling_counts(output_shape, pool_size, pool_strides, pool_padding)
     count = kept_count(counts.size, rate)
     return PerforationMask(output_shape, _top_positions(counts, count, seed))
@@ -247,8 +252,8 @@ def structure_mask(output_shape, rate, pool_size=3, pool_strides=2, pool_padding
 
 def mask_from_scores(scores, rate, seed=None):
     """Keeps the positions with the highest ``scores`` (a ``(height, width)`` array)."""
-    scores = np.asarray(scores, np.float64)
-    if scores.ndim != 2 or not np.all(np.isfinite(scores)):
+    scores = _validation.numeric_array(scores, "scores", np.float64)
+    if scores.ndim != 2 or not scores.size or not np.all(np.isfinite(scores)):
         raise ValueError(f"`scores` must be a finite (height, width) array; received shape "
                          f"{scores.shape}.")
     return PerforationMask(scores.shape, _top_positions(scores, kept_count(scores.size, rate),
@@ -270,9 +275,13 @@ def impact_scores(model, layer, data, batch_size=128):
     import keras
     import tensorflow as tf
 
+    layer = _validation.layer_of(model, layer)
+    if layer is model.layers[-1]:
+        raise ValueError(f"`layer` must be an inner layer of '{model.name}' (its impact on "
+                         f"the loss goes through the layers after it); received the output "
+                         f"layer '{layer.name}'.")
+    batch_size = _validation.positive_int(batch_size, "batch_size")
     x, y = _split_data(data)
-    if isinstance(layer, str):
-        layer = model.get_layer(layer)
     # Split the model at the layer's output so that dL/dy is a plain gradient.
     head = keras.Model(model.inputs, layer.output)
     tail = keras.Model(layer.output, model.outputs[0])

@@ -16,6 +16,7 @@ import math
 import keras
 from keras import ops
 
+from tfpriors import _validation
 from tfpriors.priors.base import Prior
 from tfpriors.priors.kernel_vae import (check_kernel_shape, check_vae, kernel_slices,
                                         vae_from_config, vae_to_config)
@@ -52,7 +53,7 @@ class DeepWeightPrior(Prior):
             vae = vae_from_config(vae)
         self.vae = check_vae(vae)
         self.kernel_size = vae.kernel_size
-        self.seed = seed
+        self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def check_kernel_shape(self, shape, layer=None):

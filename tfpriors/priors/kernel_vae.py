@@ -13,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from tfpriors import _validation
+from tfpriors.layers.geometry import FloatInputs
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # Bounds of the encoder's log-variance: keep exp() finite early in training.
@@ -20,7 +21,7 @@ _LATENT_LOG_VARIANCE = (-12.0, 6.0)
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
-class KernelVAE(keras.Model):
+class KernelVAE(FloatInputs, keras.Model):
     """VAE over ``k x k`` kernel slices: encoder ``r(z|w)``, decoder ``p(w|z)``, prior ``N(0, I)``.
 
     Encoder and decoder are small MLPs (a 3x3 slice is 9 numbers; convolutions
@@ -57,7 +58,7 @@ class KernelVAE(keras.Model):
         self.latent_dim = _validation.positive_int(latent_dim, "latent_dim")
         self.hidden_units = _validation.positive_int(hidden_units, "hidden_units")
         self.min_log_variance = _validation.real_number(min_log_variance, "min_log_variance")
-        self.seed = seed
+        self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         k, h = self.kernel_size, self.hidden_units
         self.encoder = keras.Sequential([
@@ -73,14 +74,14 @@ class KernelVAE(keras.Model):
         # Encoder and decoder are built in __init__: nothing depends on the input.
         self.built = True
 
-    def _check_kernels(self, kernels):
+    def _check_kernels(self, kernels, name="kernels"):
         shape = tuple(kernels.shape)
         k = self.kernel_size
         if len(shape) == 4 and shape[-1] == 1:
             kernels = ops.reshape(kernels, (-1, k, k))
             shape = shape[:3]
         if len(shape) != 3 or tuple(shape[1:]) != (k, k):
-            raise ValueError(f"`kernels` must have shape (n, {k}, {k}) (or (n, {k}, {k}, 1)) "
+            raise ValueError(f"`{name}` must have shape (n, {k}, {k}) (or (n, {k}, {k}, 1)) "
                              f"for this KernelVAE(kernel_size={k}); received shape {shape}.")
         return ops.cast(kernels, "float32")
 
@@ -124,7 +125,7 @@ class KernelVAE(keras.Model):
         return kl - log_likelihood
 
     def call(self, inputs, training=False):
-        return self.negative_elbo(inputs, sample=bool(training))
+        return self.negative_elbo(self._check_kernels(inputs, "inputs"), sample=bool(training))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = ops.mean(y_pred)
@@ -157,7 +158,11 @@ def check_vae(vae, name="vae"):
 
 def check_kernel_shape(shape, kernel_size, where):
     """Checks that ``shape`` is a 2D conv kernel ``(k, k, in, out)`` with ``k == kernel_size``."""
-    shape = tuple(shape)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{where}: `shape` must be a kernel shape (kh, kw, in_channels, "
+                        f"filters); received {shape!r}.") from None
     if len(shape) != 4:
         raise ValueError(f"{where} needs a 2D convolution kernel (kh, kw, in_channels, "
                          f"filters); received a kernel of shape {shape}.")
@@ -179,6 +184,7 @@ def kernel_slices(kernel):
 
 def vae_to_config(vae):
     """A JSON-friendly copy of a KernelVAE: its config and its weights (base64 float32)."""
+    check_vae(vae)
     return {"model": keras.saving.serialize_keras_object(vae),
             "weights": [{"shape": list(w.shape),
                          "data": base64.b64encode(

@@ -109,6 +109,7 @@ def plot_kernels(vae, real_kernels, path, num_kernels=64, seed=0):
     if real_kernels.ndim != 3 or real_kernels.shape[1:] != (k, k):
         raise ValueError(f"`real_kernels` must have shape (n, {k}, {k}) to match the VAE's "
                          f"kernel_size={k}; received {real_kernels.shape}.")
+    seed = _validation.seed(seed)
     rng = np.random.default_rng(seed)
     shown = min(num_kernels, len(real_kernels))
     real = real_kernels[rng.choice(len(real_kernels), shown, replace=False)]

@@ -16,6 +16,13 @@ def log_alpha(mean, log_sigma2):
 
     ``log_alpha = clip(log_sigma2 - log(mean^2 + 1e-8), -8, 8)``.
     """
+    if not (ops.is_tensor(mean) or ops.is_tensor(log_sigma2)):
+        # NumPy or lists from a user; tensors inside layers are checked by their shapes.
+        mean = _validation.numeric_array(mean, "mean")
+        log_sigma2 = _validation.numeric_array(log_sigma2, "log_sigma2")
+        if mean.shape != log_sigma2.shape:
+            raise ValueError(f"`mean` and `log_sigma2` must have the same shape; received "
+                             f"{mean.shape} and {log_sigma2.shape}.")
     return ops.clip(log_sigma2 - ops.log(ops.square(mean) + 1e-8),
                     LOG_ALPHA_MIN, LOG_ALPHA_MAX)
 

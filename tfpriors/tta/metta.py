@@ -12,14 +12,7 @@ from tfpriors.tta.policy import Policy
 
 
 def _feature_model(model, layer):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
-    try:
-        target = model.get_layer(layer) if isinstance(layer, str) else model.layers[layer]
-    except (ValueError, IndexError, TypeError):
-        raise ValueError(f"`layer` must name a layer of '{model.name}' (or be its index); "
-                         f"received {layer!r}; layers: {[l.name for l in model.layers]}.") \
-            from None
+    target = _validation.layer_of(model, layer)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     return keras.Model(inputs, target.output)
 
@@ -51,9 +44,11 @@ def mean_embeddings(model, layer, x, policy=None, num_samples=32, batch_size=256
                         f"{type(policy).__name__}.")
     num_samples = _validation.positive_int(num_samples, "num_samples")
     batch_size = _validation.positive_int(batch_size, "batch_size")
-    x = np.asarray(x, dtype="float32")
-    if len(x) == 0:
-        raise ValueError("`x` is empty.")
+    seed = _validation.seed(seed)
+    x = _validation.finite_batch(x, "x")
+    if x.ndim != 4:
+        raise ValueError(f"`x` must be images (n, height, width, channels); received shape "
+                         f"{x.shape}.")
     generator = keras.random.SeedGenerator(seed)
     rng = np.random.default_rng(seed)
     outputs = []
@@ -66,6 +61,14 @@ def mean_embeddings(model, layer, x, policy=None, num_samples=32, batch_size=256
         activations = activations.reshape(num_samples, len(batch), -1)
         outputs.append(activations.mean(axis=0))
     return np.concatenate(outputs).astype("float32")
+
+
+def _probe_split(embeddings, labels, part):
+    embeddings = _validation.finite_batch(embeddings, f"{part}_embeddings", dtype="float64")
+    if embeddings.ndim != 2:
+        raise ValueError(f"`{part}_embeddings` must have shape (n, features); received "
+                         f"{embeddings.shape}.")
+    return embeddings, _validation.class_labels(labels, f"{part}_labels", len(embeddings))
 
 
 def linear_probe(train_embeddings, train_labels, test_embeddings, test_labels, c=1.0):
@@ -81,6 +84,14 @@ def linear_probe(train_embeddings, train_labels, test_embeddings, test_labels, c
     from sklearn.preprocessing import StandardScaler
 
     c = _validation.real_number(c, "c", minimum=1e-12)
+    splits = {"train": _probe_split(train_embeddings, train_labels, "train"),
+               "test": _probe_split(test_embeddings, test_labels, "test")}
+    if splits["train"][0].shape[1] != splits["test"][0].shape[1]:
+        raise ValueError("`test_embeddings` must have as many features as "
+                         f"`train_embeddings` ({splits['train'][0].shape[1]}); received "
+                         f"{splits['test'][0].shape[1]}.")
+    if len(np.unique(splits["train"][1])) < 2:
+        raise ValueError("`train_labels` must hold at least two classes.")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-    probe.fit(np.asarray(train_embeddings), np.asarray(train_labels))
-    return float(probe.score(np.asarray(test_embeddings), np.asarray(test_labels)))
+    probe.fit(*splits["train"])
+    return float(probe.score(*splits["test"]))

@@ -117,7 +117,10 @@ class TTAPredictor:
         self.policy = policy or Policy.identity()
         self.num_samples = _validation.positive_int(num_samples, "num_samples")
         self.from_logits = from_logits
-        self.seed = int(seed)
+        self.seed = _validation.seed(seed)
+        if self.seed is None:
+            raise TypeError("`seed` must be a non-negative integer (TTA draws are "
+                            "reproducible); received None.")
         self.strategy = strategy
         _resolve_strategy(strategy, members)  # a bad argument fails here, not at predict
 

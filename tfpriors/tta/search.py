@@ -60,16 +60,25 @@ class GreedyPolicySearch:
         self.ops_per_subpolicy = (low, high)
         self.magnitude_bound = _validation.real_number(
             magnitude_bound, "magnitude_bound", minimum=0, maximum=transforms.MAX_MAGNITUDE)
+        if ops is not None and (isinstance(ops, str) or not isinstance(ops, (list, tuple))):
+            raise TypeError(f"`ops` must be None or a list of transform names; received "
+                            f"{ops!r}.")
         self.ops = list(ops) if ops is not None else [
             name for name in transforms.available() if name != "invert"]
-        for name in self.ops:
-            transforms.get(name)
+        unknown = [name for name in self.ops
+                   if not isinstance(name, str) or name not in transforms.available()]
+        if unknown:
+            raise ValueError(f"`ops` names unknown transforms {unknown}; available: "
+                             f"{transforms.available()}.")
         if high > len(self.ops):
             raise ValueError(f"`ops_per_subpolicy` asks for up to {high} different ops but "
                              f"`ops` has {len(self.ops)}.")
         self.calibration_splits = _validation.positive_int(calibration_splits,
                                                            "calibration_splits")
-        self.seed = int(seed)
+        self.seed = _validation.seed(seed)
+        if self.seed is None:
+            raise TypeError("`seed` must be a non-negative integer (the search is "
+                            "reproducible); received None.")
         self.history = []
 
     def sample_pool(self):

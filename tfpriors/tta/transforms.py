@@ -235,12 +235,15 @@ def available():
 
 def get(name):
     """The :class:`Op` called ``name``."""
-    if name not in _OPS:
-        raise ValueError(f"Unknown transform {name!r}; available: {available()}.")
+    if not isinstance(name, str) or name not in _OPS:
+        raise ValueError(f"`name` must be a transform's name; received {name!r}; "
+                         f"available: {available()}.")
     return _OPS[name]
 
 
 def _check_images(images):
+    if not tf.is_tensor(images):
+        images = _validation.numeric_array(images, "images", dtype=None)
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4 or images.shape[-1] not in (1, 3):
         raise ValueError("`images` must have shape (batch, height, width, 1 or 3); "
@@ -266,8 +269,9 @@ def apply(name, images, magnitude, seed=None):
     magnitude = _validation.real_number(magnitude, "magnitude", minimum=0.0,
                                         maximum=MAX_MAGNITUDE)
     images = _check_images(images)
-    if isinstance(seed, int):
-        seed = keras.random.SeedGenerator(seed)
+    if not isinstance(seed, keras.random.SeedGenerator):
+        seed = _validation.seed(seed)
+        seed = keras.random.SeedGenerator(seed) if seed is not None else None
     batch = tf.shape(images)[0]
     m = keras.random.uniform((batch,), -magnitude, magnitude, seed=seed)
     value = op.value(tf.abs(m))
