@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras.src import testing
 
 import tfpriors
+from tfpriors._layers import walk
 from tfpriors.layers import (ACTBlock, ProbabilisticACTBlock, ResidualUnit, SACTBlock)
 from tfpriors.layers.adaptive import HALTING_BIAS_INIT
 
@@ -189,3 +190,19 @@ def test_relaxed_samples_in_training_only():
     c = keras.ops.convert_to_numpy(block(x, training=True))
     d = keras.ops.convert_to_numpy(block(x, training=True))
     assert np.abs(c - d).max() > 1e-4
+
+
+def test_residual_unit_synchronized_batch_norm_round_trips():
+    unit = ResidualUnit(4, strides=2, synchronized_batch_norm=True)
+    unit.build((None, 8, 8, 2))
+    assert unit.bn1.synchronized and unit.bn2.synchronized and unit.shortcut_bn.synchronized
+    restored = ResidualUnit.from_config(unit.get_config())
+    assert restored.synchronized_batch_norm and restored.bn1.synchronized
+    assert not ResidualUnit(4).bn1.synchronized  # Keras' default: per-replica statistics
+    model = tfpriors.models.act_resnet((8, 8, 1), 10, blocks=(2, 2), widths=(4, 8),
+                                       kind="pact", synchronized_batch_norm=True)
+    batch_norms = [layer for layer in walk(model)
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(batch_norms) > 3 and all(bn.synchronized for bn in batch_norms)
+    with pytest.raises(TypeError, match="synchronized_batch_norm"):
+        ResidualUnit(4, synchronized_batch_norm="yes")

@@ -296,6 +296,10 @@ NOT_FUZZED = {
     "tfpriors.ops.fused_op_module": "no arguments; loads the library",
     "tfpriors.tta.transforms.Op": "record of a transform's definition",
     "tfpriors.hyper.plot_tradeoff": "takes a TradeoffCurve (fuzzed via tradeoff_curve)",
+    "tfpriors.distributed.enable_multi_worker_fit":
+        "patches Keras' trainer for the process (tests/reliability/test_multiworker.py)",
+    "tfpriors.distributed.batch_rows":
+        "called inside layers with graph tensors; every stochastic layer's fuzz runs it",
 }
 
 

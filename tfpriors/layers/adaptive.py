@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfpriors import _validation
+from tfpriors import _validation, distributed
 from tfpriors.layers.geometry import FloatInputs
 from tfpriors.layers.seed_state import SeedStateMixin
 
@@ -121,6 +121,10 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
         filters: number of output channels.
         kernel_size: odd size of both convolutions, default 3.
         strides: stride of the first convolution and the shortcut.
+        synchronized_batch_norm: under a ``tf.distribute`` strategy, normalize
+            with the statistics of the global batch (one all-reduce per batch
+            normalization) rather than of each replica's slice, so that
+            training does not depend on the number of replicas.
 
     Example:
 
@@ -129,28 +133,34 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
     TensorShape([2, 8, 8, 16])
     """
 
-    def __init__(self, filters, kernel_size=3, strides=1, **kwargs):
+    def __init__(self, filters, kernel_size=3, strides=1, synchronized_batch_norm=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = _validation.positive_int(filters, "filters")
         self.kernel_size = _validation.positive_int(kernel_size, "kernel_size")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"`kernel_size` must be odd; received {kernel_size}.")
         self.strides = _validation.positive_int(strides, "strides")
+        self.synchronized_batch_norm = _validation.boolean(synchronized_batch_norm,
+                                                           "synchronized_batch_norm")
         conv = dict(padding="same", use_bias=False, kernel_initializer="he_normal")
         self.conv1 = keras.layers.Conv2D(filters, self.kernel_size, strides=self.strides,
                                          name="conv1", **conv)
-        self.bn1 = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn1")
+        self.bn1 = self._batch_norm("bn1")
         self.conv2 = keras.layers.Conv2D(filters, self.kernel_size, name="conv2", **conv)
-        self.bn2 = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn2")
+        self.bn2 = self._batch_norm("bn2")
         self.shortcut = None
+
+    def _batch_norm(self, name):
+        return keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM, synchronized=self.synchronized_batch_norm, name=name)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
         if self.strides > 1 or input_shape[-1] != self.filters:
             self.shortcut = keras.layers.Conv2D(self.filters, 1, strides=self.strides,
                                                 use_bias=False, name="shortcut")
-            self.shortcut_bn = keras.layers.BatchNormalization(momentum=BN_MOMENTUM,
-                                                                  name="shortcut_bn")
+            self.shortcut_bn = self._batch_norm("shortcut_bn")
             self.shortcut.build(input_shape)
             self.shortcut_bn.build(self.shortcut.compute_output_shape(input_shape))
         self.conv1.build(input_shape)
@@ -222,7 +232,8 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"filters": self.filters, "kernel_size": self.kernel_size,
-                       "strides": self.strides})
+                       "strides": self.strides,
+                       "synchronized_batch_norm": self.synchronized_batch_norm})
         return config
 
 
@@ -617,9 +628,13 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
             return self._relaxed(x, training)
         return self._stopping(x, training, fast)
 
-    def _relaxed(self, x, training):
-        import tensorflow_probability as tfp
+    def _batch_uniform(self, shape, dtype, minval=0.0):
+        """Uniform draws of a batch-first ``shape``, the same however the batch is split."""
+        return distributed.batch_rows(
+            lambda s: keras.random.uniform(s, minval=minval, dtype=dtype,
+                                           seed=self.seed_generator), shape)
 
+    def _relaxed(self, x, training):
         dtype = x.dtype
         state, outputs = x, tf.zeros_like(x)
         alive = None  # prod_{k<l} (1 - z_k); None before the first unit
@@ -634,13 +649,17 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
                 logits = self._halting_logits(index, state)
                 probs = ops.sigmoid(logits)
                 if training:
-                    # TFP's RelaxedBernoulli has NaN gradients for logits above
-                    # ~50; beyond +-20 the float32 sample is already 0 or 1.
-                    z = tfp.distributions.RelaxedBernoulli(
-                        self.temperature_variable,
-                        logits=tf.clip_by_value(logits, -RELAXED_LOGIT_LIMIT,
-                                                RELAXED_LOGIT_LIMIT)).sample(
-                            seed=tf.cast(self.seed_generator.next(), tf.int32))
+                    # A RelaxedBernoulli sample, sigmoid((logits + logistic
+                    # noise) / temperature), written out so that the uniform
+                    # draw covers the global batch under a strategy. Logits are
+                    # clipped: beyond +-20 the float32 sample is already 0 or 1.
+                    tiny = float(np.finfo(dtype.as_numpy_dtype).tiny)
+                    uniform = self._batch_uniform(tf.shape(logits), dtype, minval=tiny)
+                    logistic = tf.math.log(uniform) - tf.math.log1p(-uniform)
+                    clipped = tf.clip_by_value(logits, -RELAXED_LOGIT_LIMIT,
+                                               RELAXED_LOGIT_LIMIT)
+                    z = tf.sigmoid((clipped + logistic)
+                                   / tf.cast(self.temperature_variable, dtype))
                 else:
                     z = probs
                 weight = z if alive is None else alive * z
@@ -688,7 +707,7 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
             else:
                 probs = ops.sigmoid(logits)
                 if sample:
-                    uniform = keras.random.uniform(shape, dtype=dtype, seed=self.seed_generator)
+                    uniform = self._batch_uniform(shape, dtype)
                     z = uniform < probs
                 else:
                     z = logits > 0.0

@@ -17,12 +17,14 @@ and produces the parameters either
   gradient sums over a whole row or column of the matrix.
 
 Training feeds several lambda draws per batch: the batch is split into
-``len(lambdas)`` consecutive groups, group ``d`` runs with the weights at
-``lambda_d`` (one batched matmul for all groups, im2col for convolutions; local
-reparameterization), and the KL added to the loss is the mean over draws of
-``lambda_d * KL(q_lambda_d || N(0, prior_variance))`` through the shared KL path
-(divided by the dataset size, times ``kl_weight``). The bias is a deterministic
-function of lambda (no KL), as in most variational layers.
+``len(lambdas)`` interleaved groups (example ``i`` in group ``i % draws``, so
+that a batch split over replicas keeps each example's lambda), group ``d``
+runs with the weights at ``lambda_d`` (one batched matmul for all groups,
+im2col for convolutions; local reparameterization), and the KL added to the
+loss is the mean over draws of
+``lambda_d * KL(q_lambda_d || N(0, prior_variance))`` through the shared KL
+path (divided by the dataset size, times ``kl_weight``). The bias is a
+deterministic function of lambda (no KL), as in most variational layers.
 """
 
 import math
@@ -31,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfpriors import _validation
+from tfpriors import _validation, distributed
 from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.priors.normal import Normal
@@ -93,6 +95,34 @@ def sample_lambdas(draws, lambda_range, seed):
     logs = keras.random.uniform((draws,), minval=math.log(low), maxval=math.log(high),
                                 seed=seed)
     return tf.exp(logs)
+
+
+def _to_groups(batch_values, draws):
+    """``(b, ...) -> (draws, ceil(b / draws), ...)``: example ``i`` goes to group ``i % draws``.
+
+    Interleaved rather than consecutive groups: when a strategy splits the
+    global batch into per-replica slices whose sizes are multiples of
+    ``draws``, every example meets the same lambda as on a single device.
+    The batch is padded with zeros to a multiple of ``draws``.
+    """
+    if draws == 1:
+        return batch_values[None]
+    batch = tf.shape(batch_values)[0]
+    per_group = (batch + draws - 1) // draws
+    rank = len(batch_values.shape)
+    padded = tf.pad(batch_values, [[0, per_group * draws - batch]] + [[0, 0]] * (rank - 1))
+    rows = tf.reshape(padded, tf.concat([[per_group, draws], tf.shape(batch_values)[1:]], 0))
+    return tf.transpose(rows, [1, 0] + list(range(2, rank + 1)))
+
+
+def _from_groups(grouped, batch):
+    """The inverse of :func:`_to_groups`: ``(draws, per_group, ...) -> (batch, ...)``."""
+    draws = grouped.shape[0]
+    if draws == 1:
+        return grouped[0]
+    rank = len(grouped.shape)
+    rows = tf.transpose(grouped, [1, 0] + list(range(2, rank)))
+    return tf.reshape(rows, tf.concat([[-1], tf.shape(grouped)[2:]], 0))[:batch]
 
 
 class HyperVariationalLayer(SeedStateMixin, KLLayer):
@@ -280,33 +310,25 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         dtype = self.compute_dtype
         inputs = tf.cast(inputs, dtype)
         batch = tf.shape(inputs)[0]
-        if draws == 1:
-            groups = inputs[None]
-        else:
-            # Pad the batch to a multiple of the draws; group d is the d-th
-            # consecutive slice and runs with the weights of lambda_d.
-            per_group = (batch + draws - 1) // draws
-            padding = [[0, per_group * draws - batch]] + [[0, 0]] * (len(inputs.shape) - 1)
-            padded = tf.pad(inputs, padding)
-            groups = tf.reshape(padded, tf.concat([[draws, per_group],
-                                                   tf.shape(inputs)[1:]], 0))
+        groups = _to_groups(inputs, draws)
         mean_kernel = tf.cast(parameters["kernel_mean"], dtype)
         outputs = self._batched_linear(groups, mean_kernel)
         if training:
             variance_kernel = tf.cast(tf.exp(parameters["kernel_log_sigma2"]), dtype)
             variance = self._batched_linear(tf.square(groups), variance_kernel)
             floor = max(1e-8, float(np.finfo(dtype).tiny))
-            noise = keras.random.normal(tf.shape(outputs), dtype=dtype,
-                                        seed=self.seed_generator)
+            # One noise row per example of the global batch (see
+            # tfpriors.distributed.batch_rows), grouped like the inputs.
+            example_shape = tf.concat([[batch], tf.shape(outputs)[2:]], 0)
+            noise = _to_groups(distributed.batch_rows(
+                lambda shape: keras.random.normal(shape, dtype=dtype, seed=self.seed_generator),
+                example_shape), draws)
             outputs = outputs + tf.sqrt(variance + floor) * noise
         if self.use_bias:
             bias = tf.cast(parameters["bias"], dtype)
             outputs = outputs + tf.reshape(
                 bias, (draws,) + (1,) * (len(outputs.shape) - 2) + (self._out_dim,))
-        if draws == 1:
-            outputs = outputs[0]
-        else:
-            outputs = tf.reshape(outputs, tf.concat([[-1], tf.shape(outputs)[2:]], 0))[:batch]
+        outputs = _from_groups(outputs, batch)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfpriors import _validation
+from tfpriors import _validation, distributed
 from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry, WeightKernelLayer
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.layers.seed_state import SeedStateMixin
@@ -187,8 +187,11 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
             variance = self._linear(ops.square(inputs), variance_kernel)
             # 1e-8 keeps sqrt differentiable; float16 needs a representable floor.
             floor = max(1e-8, float(np.finfo(dtype).tiny))
-            noise = keras.random.normal(ops.shape(mean), dtype=dtype,
-                                        seed=self.seed_generator)
+            # Drawn for the global batch under a strategy, so that the noise
+            # of an example does not depend on the number of replicas.
+            noise = distributed.batch_rows(
+                lambda shape: keras.random.normal(shape, dtype=dtype, seed=self.seed_generator),
+                ops.shape(mean))
             outputs = mean + ops.sqrt(variance + floor) * noise
         else:
             if self.dataset_size is None:

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfpriors import _validation
+from tfpriors import _validation, distributed
 from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry, WeightKernelLayer
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.layers.sparse_vd import LOG_SIGMA2_INIT_SCRATCH, _log_sigma2_initializer
@@ -108,7 +108,10 @@ class VariationalLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
                                     ops.cast(ops.exp(self.log_sigma2), dtype))
             # The floor keeps sqrt differentiable at zero variance (float16 included).
             floor = max(1e-8, float(np.finfo(dtype).tiny))
-            noise = keras.random.normal(ops.shape(mean), dtype=dtype, seed=self.seed_generator)
+            # The global batch's noise under a strategy (tfpriors.distributed.batch_rows).
+            noise = distributed.batch_rows(
+                lambda shape: keras.random.normal(shape, dtype=dtype, seed=self.seed_generator),
+                ops.shape(mean))
             outputs = mean + ops.sqrt(variance + floor) * noise
         else:
             outputs = mean

@@ -54,7 +54,7 @@ class AdaptiveModel(keras.Model):
 
 def act_resnet(input_shape, num_classes, blocks=(3, 3, 3), kind="sact", widths=(16, 32, 64),
                ponder_cost=0.01, mode="relaxed", temperature=0.5, group_size=1,
-               name=None):
+               synchronized_batch_norm=False, name=None):
     """A CIFAR-style ResNet (He et al. 2016) with adaptive residual stages.
 
     A 3x3 stem convolution, then one stage per entry of ``blocks``: stage
@@ -74,6 +74,8 @@ def act_resnet(input_shape, num_classes, blocks=(3, 3, 3), kind="sact", widths=(
         widths: channels per stage, as many as ``blocks``.
         ponder_cost: ``tau`` of the adaptive blocks.
         mode, temperature, group_size: of the probabilistic ACT blocks (``kind="pact"``).
+        synchronized_batch_norm: batch statistics of the global batch under a
+            ``tf.distribute`` strategy (see :class:`~tfpriors.layers.ResidualUnit`).
 
     Returns:
         An :class:`AdaptiveModel` (a functional Keras model) producing logits.
@@ -103,23 +105,26 @@ def act_resnet(input_shape, num_classes, blocks=(3, 3, 3), kind="sact", widths=(
     else:
         block_class = {"act": ACTBlock, "sact": SACTBlock}.get(kind)
 
+    unit_kwargs = {"synchronized_batch_norm": _validation.boolean(
+        synchronized_batch_norm, "synchronized_batch_norm")}
     inputs = keras.Input(input_shape)
     h = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name="stem")(inputs)
-    h = keras.layers.BatchNormalization(momentum=0.9, name="stem_bn")(h)
+    h = keras.layers.BatchNormalization(momentum=0.9, synchronized=synchronized_batch_norm,
+                                        name="stem_bn")(h)
     h = keras.layers.ReLU(name="stem_relu")(h)
     for stage, (units, width) in enumerate(zip(blocks, widths)):
         if stage > 0:
-            h = ResidualUnit(width, strides=2, name=f"stage{stage}_down")(h)
+            h = ResidualUnit(width, strides=2, name=f"stage{stage}_down", **unit_kwargs)(h)
             units -= 1
         if units == 0:
             continue
         if block_class is None:
             for i in range(units):
-                h = ResidualUnit(width, name=f"stage{stage}_unit{i}")(h)
+                h = ResidualUnit(width, name=f"stage{stage}_unit{i}", **unit_kwargs)(h)
         else:
-            h = block_class(ResidualUnit(width), num_units=units, name=f"stage{stage}_{kind}",
-                            **block_kwargs)(h)
+            h = block_class(ResidualUnit(width, **unit_kwargs), num_units=units,
+                            name=f"stage{stage}_{kind}", **block_kwargs)(h)
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     outputs = keras.layers.Dense(num_classes, name="logits")(h)
     return AdaptiveModel(inputs, outputs, name=name or f"{kind}_resnet")

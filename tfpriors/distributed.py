@@ -1,0 +1,124 @@
+"""Training under ``tf.distribute`` strategies, across processes and machines.
+
+Two things live here:
+
+* :func:`batch_rows`, how our stochastic layers draw their noise. Under a
+  strategy each replica holds a slice of the global batch; noise drawn for
+  the slice alone would depend on how many replicas there are. Instead every
+  replica draws the noise of the *global* batch from the same seed and keeps
+  its own rows, so a training step sees the same noise whether it runs on one
+  device or is split over several, and the distributed run reproduces the
+  single-device run up to floating-point summation order.
+* :func:`enable_multi_worker_fit`, which works around two bugs of Keras 3's
+  TensorFlow trainer that make ``model.fit`` fail under
+  ``tf.distribute.MultiWorkerMirroredStrategy`` with more than one worker
+  (keras-team/keras#20585).
+"""
+
+import tensorflow as tf
+
+
+def batch_rows(sample, shape):
+    """Draws ``sample(shape)`` as if the whole global batch were on this device.
+
+    Args:
+        sample: a function of a shape returning random values of that shape
+            (``lambda s: keras.random.normal(s, seed=self.seed_generator)``);
+            it is called once per step, so a seed generator advances once
+            whatever the number of replicas.
+        shape: the local shape, batch first (a tensor or a list).
+
+    Returns:
+        The rows of the global draw that belong to this replica: replica
+        ``r`` of ``R`` keeps rows ``[r * b, (r + 1) * b)`` of a draw for
+        ``R * b`` rows, ``b`` its own batch size. This is the single-device
+        draw exactly when the global batch splits evenly over the replicas
+        (``tf.distribute`` gives replica ``r`` the ``r``-th slice). In an
+        uneven last batch every example still gets noise of the right
+        distribution, but not the single-device values, and an example on one
+        replica may share its row with one on the next.
+        Without a strategy (or with one replica) this is ``sample(shape)``
+        itself, so single-device results do not change.
+
+    Example:
+
+    >>> noise = tfpriors.distributed.batch_rows(
+    ...     lambda s: keras.random.normal(s, seed=seed_generator), tf.shape(mean))
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return sample(shape)
+    # No collective to learn the other replicas' sizes: under MirroredStrategy
+    # the replicas run in threads that would interleave at it, and Keras'
+    # per-layer loss lists are not thread-safe. Even slices are assumed.
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    rows = shape[0]
+    offset = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows
+    draw = sample(tf.concat([[rows * context.num_replicas_in_sync], shape[1:]], 0))
+    return draw[offset:offset + rows]
+
+
+# -- Keras 3 and MultiWorkerMirroredStrategy ---------------------------------------------
+
+_PATCHED = False
+
+
+def _local_first(strategy, value):
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
+
+
+def enable_multi_worker_fit():
+    """Makes ``model.fit`` / ``evaluate`` work under multi-worker ``MultiWorkerMirroredStrategy``.
+
+    Keras 3.15's TensorFlow trainer fails there in two places
+    (keras-team/keras#20585): before the first step it all-reduces the whole
+    ``(x, y, sample_weight)`` tuple of a distributed batch to learn its shapes
+    (``ValueError: Attempt to convert a value (PerReplica ...)``), and after
+    every step it reduces scalar logs along an axis 0 they do not have
+    (``Invalid reduction dimension 0 for input with 0 dimensions``). This
+    function replaces both, once per process, by what single-worker
+    strategies do: the first batch's shapes come from the local replica, and
+    scalar logs are averaged over replicas (they are equal, since Keras
+    metrics are aggregated across replicas). Single-device and
+    ``MirroredStrategy`` training go through untouched code paths.
+
+    Call it once, before ``fit``, in every worker.
+
+    Example:
+
+    >>> tfpriors.distributed.enable_multi_worker_fit()
+    >>> strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    """
+    global _PATCHED
+    if _PATCHED:
+        return
+    from keras.src.backend.tensorflow import trainer
+
+    reduce_per_replica = trainer.reduce_per_replica
+    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if (self._distribute_strategy is None
+                or not trainer._collective_all_reduce_multi_worker(self._distribute_strategy)):
+            return symbolic_build(self, iterator=iterator, data_batch=data_batch)
+        if iterator is not None:
+            for _, _, epoch_iterator in iterator:
+                batch = next(epoch_iterator)
+                data_batch = tf.nest.map_structure(
+                    lambda value: _local_first(self.distribute_strategy, value), batch)
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def reduce_logs(values, strategy, reduction):
+        if (trainer._collective_all_reduce_multi_worker(strategy)
+                and reduction in ("auto", "mean")):
+            return tf.nest.map_structure(
+                lambda value: strategy.reduce("MEAN", value, axis=None), values)
+        return reduce_per_replica(values, strategy, reduction)
+
+    trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    trainer.reduce_per_replica = reduce_logs
+    _PATCHED = True
