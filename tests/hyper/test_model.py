@@ -149,7 +149,7 @@ def test_tradeoff_curve_numbers_and_png(trained, digits, tmp_path):
     assert "lambda" in str(curve)
     with pytest.raises(ValueError, match="lambdas"):
         tradeoff_curve(model, (x_test, y_test), lambdas=[100.0], path=None)
-    with pytest.raises(ValueError, match="prune_fraction"):
+    with pytest.raises(ValueError, match="fractions"):
         tradeoff_curve(model, (x_test, y_test), lambdas=[1.0], path=None, fractions=[1.5])
     with pytest.raises(ValueError, match="path"):
         tradeoff_curve(model, (x_test, y_test), lambdas=[1.0], path=tmp_path / "t.jpg")

@@ -51,8 +51,10 @@ def test_vae_bad_arguments(kwargs, match):
 
 
 def test_vae_rejects_wrong_kernel_shape(trained_vae):
-    with pytest.raises(ValueError, match="kernels.*3, 3"):
+    with pytest.raises(ValueError, match="inputs.*3, 3"):
         trained_vae(np.zeros((4, 5, 5), "float32"))
+    with pytest.raises(ValueError, match="kernels.*3, 3"):
+        trained_vae.encode(np.zeros((4, 5, 5), "float32"))
 
 
 # -- DeepWeightPrior -------------------------------------------------------------------

@@ -157,6 +157,7 @@ VALID = {
     "teacher_learning_rate": 1e-4, "input_noise": 0.05, "burn_in_steps": 0,
     "quantize": None, "representative_data": None, "verify_data": None, "shrink": False,
     "sparse_storage": True, "latency_repeats": 1, "compare_dense": False,
+    "synchronized_batch_norm": False,
 }
 
 # Valid values that depend on the callable (``model`` means a different model
