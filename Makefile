@@ -55,15 +55,18 @@ ops-asan: $(STAMP)
 FUZZ_SECONDS ?= 600
 FUZZ_STAMP := $(VENV)/.installed-fuzz
 FUZZ_LIB := tfpriors/ops/_perforated_conv_fuzz.so
+FUZZ_COVERAGE := build/fuzz_coverage.so
 
 $(FUZZ_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,fuzz]"
 	touch $(FUZZ_STAMP)
 
-$(FUZZ_LIB): custom_ops/perforated_conv.cc custom_ops/build.py | $(STAMP)
+# One build.py --fuzz makes both: the instrumented op and the coverage bridge it needs.
+$(FUZZ_LIB) $(FUZZ_COVERAGE) &: custom_ops/perforated_conv.cc custom_ops/fuzz_coverage.c \
+		custom_ops/build.py | $(STAMP)
 	$(PY) custom_ops/build.py --fuzz
 
-fuzz: $(FUZZ_STAMP) $(FUZZ_LIB)
+fuzz: $(FUZZ_STAMP) $(FUZZ_LIB) $(FUZZ_COVERAGE)
 	$(PY) fuzz/run_fuzz.py --seconds $(FUZZ_SECONDS)
 
 # Compile check of the CUDA kernels with nvcc (no GPU needed to compile).

@@ -39,12 +39,14 @@ def run(command):
 UNDEFINED_CHECKS = ("signed-integer-overflow,shift,integer-divide-by-zero,vla-bound,bounds,"
                     "float-cast-overflow,bool,enum,return,unreachable")
 # trace-pc / trace-cmp feed libFuzzer through build/fuzz_coverage.so (fuzz_coverage.c),
-# without which the fuzzing build does not load.
+# without which the fuzzing build does not load. Its im2col chunks are a few rows, so that
+# the small shapes the fuzzer makes still cross chunk boundaries.
 SANITIZER_FLAGS = {
     "asan": ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"],
     "fuzz": ["-O1", "-g", f"-fsanitize=address,{UNDEFINED_CHECKS}",
              "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
-             "-fsanitize-coverage=trace-pc,trace-cmp"],
+             "-fsanitize-coverage=trace-pc,trace-cmp", "-DTFPRIORS_CHUNK_FLOATS=256",
+             "-DTFPRIORS_MIN_CHUNK_ROWS=3"],
 }
 FUZZ_COVERAGE = os.path.join(ROOT, "build", "fuzz_coverage.so")
 

@@ -102,6 +102,18 @@ kept position `fill_index[p]` (an index into `kept`). Input pixels outside the i
 (padding) read zero. `pads` = [pad_top, pad_left].
 )doc");
 
+// The im2col scratch of the CPU kernel: up to kChunkFloats floats, at least kMinChunkRows
+// rows. The fuzzing build (build.py --fuzz) makes both tiny, so that small fuzz inputs
+// already go through several chunks, a partial last one included.
+#ifndef TFPRIORS_CHUNK_FLOATS
+#define TFPRIORS_CHUNK_FLOATS (1 << 22)
+#endif
+#ifndef TFPRIORS_MIN_CHUNK_ROWS
+#define TFPRIORS_MIN_CHUNK_ROWS 256
+#endif
+constexpr int64_t kChunkFloats = TFPRIORS_CHUNK_FLOATS;
+constexpr int64_t kMinChunkRows = TFPRIORS_MIN_CHUNK_ROWS;
+
 // Geometry shared by the CPU and GPU kernels, validated once.
 struct Geometry {
   int64_t batch, height, width, channels;
@@ -230,7 +242,8 @@ class PerforatedConv2DCpu : public PerforatedConv2DBase {
     const int64_t rows = g.batch * g.kept;
     // Rows go through in chunks: a parallel im2col of the chunk, then one multithreaded
     // Eigen contraction (TF's own CPU matmul path) - large GEMMs, bounded scratch memory.
-    const int64_t chunk = std::min<int64_t>(rows, std::max<int64_t>(256, (1 << 22) / depth));
+    const int64_t chunk = std::min<int64_t>(
+        rows, std::max<int64_t>(kMinChunkRows, kChunkFloats / depth));
     Tensor scratch;
     OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
                                                    TensorShape({chunk, depth}), &scratch));

@@ -188,8 +188,8 @@ def write_summary(path, run, command):
         history = previous.get("history", [])
     entry = {"timestamp": _common.now_iso(), "command": command, **run}
     history.append({key: entry[key] for key in (
-        "timestamp", "command", "seconds", "executions", "processes", "corpus_files")}
-        | {"findings": len(run["findings"])})
+        "timestamp", "command", "seconds", "executions", "processes", "corpus_files",
+        "native_coverage", "stopped_early")} | {"findings": len(run["findings"])})
     payload = {
         "benchmark": "fuzz",
         "title": "Fuzzing of the fused PerforatedConv2D op under ASan + UBSan",

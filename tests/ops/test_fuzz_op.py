@@ -127,9 +127,13 @@ def test_fuzz_under_sanitizers(tmp_path):
     pytest.importorskip("atheris")
     if shutil.which("g++") is None:
         pytest.skip("no g++")
-    library = os.path.join(ROOT, "tfpriors", "ops", "_perforated_conv_fuzz.so")
-    source = os.path.join(ROOT, "custom_ops", "perforated_conv.cc")
-    if not os.path.exists(library) or os.path.getmtime(library) < os.path.getmtime(source):
+    built = [os.path.join(ROOT, "tfpriors", "ops", "_perforated_conv_fuzz.so"),
+             os.path.join(ROOT, "build", "fuzz_coverage.so")]
+    sources = [os.path.join(ROOT, "custom_ops", name)
+               for name in ("perforated_conv.cc", "fuzz_coverage.c")]
+    newest_source = max(os.path.getmtime(path) for path in sources)
+    if any(not os.path.exists(path) or os.path.getmtime(path) < newest_source
+           for path in built):
         subprocess.run([sys.executable, os.path.join(ROOT, "custom_ops", "build.py"),
                         "--fuzz"], check=True, cwd=ROOT)
     out = tmp_path / "fuzz.json"
