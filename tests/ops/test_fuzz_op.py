@@ -121,6 +121,50 @@ def test_byte_reader_is_total():
     assert reader.choice("abc") == "a"
 
 
+_PLANTED_OVERFLOW = """
+#include <stdlib.h>
+int overflow(int i) { int* a = malloc(4 * sizeof(int)); a[0] = 1; int v = a[i]; free(a); return v; }
+"""
+_PLANTED_TARGET = """
+import ctypes, sys
+import atheris
+library = ctypes.CDLL(sys.argv.pop(1))
+atheris.Setup(sys.argv, lambda data: library.overflow(10))
+assert ctypes.CDLL(None).tfpriors_register_native_coverage() == 1
+atheris.Fuzz()
+"""
+
+
+def test_sanitizer_setup_reports_a_planted_heap_overflow(tmp_path, monkeypatch):
+    """The preload order of run_fuzz.py (coverage bridge, libasan, libstdc++) still lets
+    ASan catch an overflow in a g++-instrumented library and libFuzzer keep the input."""
+    pytest.importorskip("atheris")
+    if shutil.which("gcc") is None or shutil.which("g++") is None:
+        pytest.skip("no gcc")
+    import run_fuzz
+
+    (tmp_path / "overflow.c").write_text(_PLANTED_OVERFLOW)
+    (tmp_path / "target.py").write_text(_PLANTED_TARGET)
+    bridge = tmp_path / "fuzz_coverage.so"
+    for source, target, flags in (
+            (os.path.join(ROOT, "custom_ops", "fuzz_coverage.c"), bridge, ["-ldl"]),
+            (tmp_path / "overflow.c", tmp_path / "overflow.so",
+             ["-fsanitize=address", "-fsanitize-coverage=trace-pc,trace-cmp"])):
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-g", str(source), "-o", str(target),
+                        *flags], check=True)
+    monkeypatch.setattr(run_fuzz, "COVERAGE_LIBRARY", str(bridge))
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "target.py"), str(tmp_path / "overflow.so"),
+         "-runs=10", f"-artifact_prefix={tmp_path}{os.sep}"],
+        env=run_fuzz.sanitizer_environment("unused"), capture_output=True, text=True,
+        timeout=120)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    kind, message = run_fuzz.classify(log)
+    assert (kind, message.split()[0]) == ("AddressSanitizer", "heap-buffer-overflow"), log
+    assert glob.glob(str(tmp_path / "crash-*"))
+
+
 @pytest.mark.slow
 def test_fuzz_under_sanitizers(tmp_path):
     """One minute of make fuzz (ASan + UBSan build): no finding."""
