@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-slow bench clean ops ops-optional ops-asan ops-cuda
+.PHONY: install demo test test-slow bench clean ops ops-optional ops-asan ops-cuda fuzz
 
 install: $(STAMP)
 
@@ -49,6 +49,25 @@ ops-optional: $(STAMP)
 
 ops-asan: $(STAMP)
 	$(PY) custom_ops/build.py --asan
+
+# Fuzzing of the op (fuzz/) under ASan + UBSan for FUZZ_SECONDS; summary in
+# bench/results/fuzz.json, reproducers in fuzz/artifacts/.
+FUZZ_SECONDS ?= 600
+FUZZ_STAMP := $(VENV)/.installed-fuzz
+FUZZ_LIB := tfpriors/ops/_perforated_conv_fuzz.so
+FUZZ_COVERAGE := build/fuzz_coverage.so
+
+$(FUZZ_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,fuzz]"
+	touch $(FUZZ_STAMP)
+
+# One build.py --fuzz makes both: the instrumented op and the coverage bridge it needs.
+$(FUZZ_LIB) $(FUZZ_COVERAGE) &: custom_ops/perforated_conv.cc custom_ops/fuzz_coverage.c \
+		custom_ops/build.py | $(STAMP)
+	$(PY) custom_ops/build.py --fuzz
+
+fuzz: $(FUZZ_STAMP) $(FUZZ_LIB) $(FUZZ_COVERAGE)
+	$(PY) fuzz/run_fuzz.py --seconds $(FUZZ_SECONDS)
 
 # Compile check of the CUDA kernels with nvcc (no GPU needed to compile).
 ops-cuda: $(STAMP)

@@ -2,6 +2,8 @@
 
 python custom_ops/build.py             # tfpriors/ops/_perforated_conv.so (g++, -O3)
 python custom_ops/build.py --asan      # tfpriors/ops/_perforated_conv_asan.so
+python custom_ops/build.py --fuzz      # tfpriors/ops/_perforated_conv_fuzz.so (ASan + UBSan +
+                                       # coverage) and build/fuzz_coverage.so (make fuzz)
 python custom_ops/build.py --cuda      # nvcc compile check of perforated_conv_gpu.cu.cc
 """
 
@@ -30,18 +32,48 @@ def run(command):
     print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def build_cpu(asan):
+# The fuzzing build (fuzz/run_fuzz.py) adds UBSan's arithmetic checks to ASan: a signed
+# overflow in the shape function or the kernel aborts instead of passing silently. Not
+# all of -fsanitize=undefined: with g++ 12 its pointer checks make absl's constexpr hash
+# tables (included by op.h) fail to compile.
+UNDEFINED_CHECKS = ("signed-integer-overflow,shift,integer-divide-by-zero,vla-bound,bounds,"
+                    "float-cast-overflow,bool,enum,return,unreachable")
+# trace-pc / trace-cmp feed libFuzzer through build/fuzz_coverage.so (fuzz_coverage.c),
+# without which the fuzzing build does not load. Its im2col chunks are a few rows, so that
+# the small shapes the fuzzer makes still cross chunk boundaries.
+SANITIZER_FLAGS = {
+    "asan": ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"],
+    "fuzz": ["-O1", "-g", f"-fsanitize=address,{UNDEFINED_CHECKS}",
+             "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
+             "-fsanitize-coverage=trace-pc,trace-cmp", "-DTFPRIORS_CHUNK_FLOATS=256",
+             "-DTFPRIORS_MIN_CHUNK_ROWS=3"],
+}
+FUZZ_COVERAGE = os.path.join(ROOT, "build", "fuzz_coverage.so")
+
+
+def build_cpu(variant=None):
+    """Builds the CPU op: optimised (``variant=None``), ``"asan"`` or ``"fuzz"``."""
     compile_flags, link_flags = tf_flags()
     cxx = os.environ.get("CXX", "g++")
-    name = "_perforated_conv_asan.so" if asan else "_perforated_conv.so"
+    name = f"_perforated_conv_{variant}.so" if variant else "_perforated_conv.so"
     target = os.path.join(OPS_DIR, name)
     temporary = target + ".tmp"
-    optimise = (["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"] if asan
-                else ["-O3", "-march=native"])
+    optimise = SANITIZER_FLAGS[variant] if variant else ["-O3", "-march=native"]
     run([cxx, "-shared", "-fPIC", *optimise, "-w", *compile_flags,
          os.path.join(HERE, "perforated_conv.cc"), "-o", temporary, *link_flags])
     os.replace(temporary, target)
     print(f"built {target}")
+
+
+def build_fuzz_coverage():
+    """The LD_PRELOAD library that hands the fuzzing build's coverage to libFuzzer."""
+    cc = os.environ.get("CC", "gcc")
+    os.makedirs(os.path.dirname(FUZZ_COVERAGE), exist_ok=True)
+    temporary = FUZZ_COVERAGE + ".tmp"
+    run([cc, "-shared", "-fPIC", "-O2", os.path.join(HERE, "fuzz_coverage.c"), "-o",
+         temporary, "-ldl"])
+    os.replace(temporary, FUZZ_COVERAGE)
+    print(f"built {FUZZ_COVERAGE}")
 
 
 def check_cuda():
@@ -60,12 +92,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--asan", action="store_true", help="AddressSanitizer build")
+    parser.add_argument("--fuzz", action="store_true",
+                        help="AddressSanitizer + UndefinedBehaviorSanitizer build for fuzzing")
     parser.add_argument("--cuda", action="store_true", help="nvcc compile check")
     args = parser.parse_args()
     if args.cuda:
         check_cuda()
+    elif args.fuzz:
+        build_fuzz_coverage()
+        build_cpu("fuzz")
     else:
-        build_cpu(args.asan)
+        build_cpu("asan" if args.asan else None)
 
 
 if __name__ == "__main__":

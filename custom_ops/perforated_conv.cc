@@ -40,6 +40,30 @@ using tensorflow::shape_inference::DimensionHandle;
 using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
 
+// The attribute checks shared by the shape function and the kernels.
+Status ValidateAttributes(const std::vector<int64_t>& strides,
+                          const std::vector<int64_t>& pads,
+                          const std::vector<int64_t>& size) {
+  if (strides.size() != 2 || strides[0] <= 0 || strides[1] <= 0) {
+    return InvalidArgument("strides must be 2 positive integers");
+  }
+  if (pads.size() != 2 || pads[0] < 0 || pads[1] < 0) {
+    return InvalidArgument("pads must be 2 non-negative integers");
+  }
+  if (size.size() != 2 || size[0] <= 0 || size[1] <= 0) {
+    return InvalidArgument("output_size must be 2 positive integers");
+  }
+  // Bounds keep every product below int64 overflow and the positions in int32.
+  const int64_t kLimit = 1 << 20;
+  if (strides[0] >= kLimit || strides[1] >= kLimit || pads[0] >= kLimit ||
+      pads[1] >= kLimit || size[0] >= kLimit || size[1] >= kLimit ||
+      size[0] * size[1] >= std::numeric_limits<int32_t>::max()) {
+    return InvalidArgument("strides, pads or output_size too large (each must be below ",
+                           kLimit, ")");
+  }
+  return Status();
+}
+
 REGISTER_OP("PerforatedConv2D")
     .Input("input: float")
     .Input("filter: float")
@@ -57,11 +81,13 @@ REGISTER_OP("PerforatedConv2D")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &fill));
       DimensionHandle channels;
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(input, 3), c->Dim(filter, 2), &channels));
-      std::vector<int64_t> size;
+      std::vector<int64_t> strides, pads, size;
+      TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
+      TF_RETURN_IF_ERROR(c->GetAttr("pads", &pads));
       TF_RETURN_IF_ERROR(c->GetAttr("output_size", &size));
-      if (size.size() != 2 || size[0] <= 0 || size[1] <= 0) {
-        return InvalidArgument("output_size must be 2 positive integers");
-      }
+      // The same bounds as the kernel, before size[0] * size[1] is formed: an overflowed
+      // (negative) product would abort the process in MakeDim (found by fuzzing).
+      TF_RETURN_IF_ERROR(ValidateAttributes(strides, pads, size));
       DimensionHandle positions;
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(fill, 0), c->MakeDim(size[0] * size[1]),
                                   &positions));
@@ -75,6 +101,18 @@ at the sorted flat output positions `kept`, every output position p taking the v
 kept position `fill_index[p]` (an index into `kept`). Input pixels outside the image
 (padding) read zero. `pads` = [pad_top, pad_left].
 )doc");
+
+// The im2col scratch of the CPU kernel: up to kChunkFloats floats, at least kMinChunkRows
+// rows. The fuzzing build (build.py --fuzz) makes both tiny, so that small fuzz inputs
+// already go through several chunks, a partial last one included.
+#ifndef TFPRIORS_CHUNK_FLOATS
+#define TFPRIORS_CHUNK_FLOATS (1 << 22)
+#endif
+#ifndef TFPRIORS_MIN_CHUNK_ROWS
+#define TFPRIORS_MIN_CHUNK_ROWS 256
+#endif
+constexpr int64_t kChunkFloats = TFPRIORS_CHUNK_FLOATS;
+constexpr int64_t kMinChunkRows = TFPRIORS_MIN_CHUNK_ROWS;
 
 // Geometry shared by the CPU and GPU kernels, validated once.
 struct Geometry {
@@ -92,18 +130,7 @@ class PerforatedConv2DBase : public OpKernel {
     OP_REQUIRES_OK(context, context->GetAttr("strides", &strides));
     OP_REQUIRES_OK(context, context->GetAttr("pads", &pads));
     OP_REQUIRES_OK(context, context->GetAttr("output_size", &size));
-    OP_REQUIRES(context, strides.size() == 2 && strides[0] > 0 && strides[1] > 0,
-                InvalidArgument("strides must be 2 positive integers"));
-    OP_REQUIRES(context, pads.size() == 2 && pads[0] >= 0 && pads[1] >= 0,
-                InvalidArgument("pads must be 2 non-negative integers"));
-    OP_REQUIRES(context, size.size() == 2 && size[0] > 0 && size[1] > 0,
-                InvalidArgument("output_size must be 2 positive integers"));
-    // Bounds keep every product below int64 overflow and the positions in int32.
-    const int64_t kLimit = 1 << 20;
-    OP_REQUIRES(context, strides[0] < kLimit && strides[1] < kLimit && pads[0] < kLimit &&
-                             pads[1] < kLimit && size[0] < kLimit && size[1] < kLimit &&
-                             size[0] * size[1] < std::numeric_limits<int32_t>::max(),
-                InvalidArgument("strides, pads or output_size too large"));
+    OP_REQUIRES_OK(context, ValidateAttributes(strides, pads, size));
     stride_h_ = strides[0];
     stride_w_ = strides[1];
     pad_top_ = pads[0];
@@ -215,7 +242,8 @@ class PerforatedConv2DCpu : public PerforatedConv2DBase {
     const int64_t rows = g.batch * g.kept;
     // Rows go through in chunks: a parallel im2col of the chunk, then one multithreaded
     // Eigen contraction (TF's own CPU matmul path) - large GEMMs, bounded scratch memory.
-    const int64_t chunk = std::min<int64_t>(rows, std::max<int64_t>(256, (1 << 22) / depth));
+    const int64_t chunk = std::min<int64_t>(
+        rows, std::max<int64_t>(kMinChunkRows, kChunkFloats / depth));
     Tensor scratch;
     OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
                                                    TensorShape({chunk, depth}), &scratch));
@@ -284,6 +312,15 @@ class PerforatedConv2DGpu : public PerforatedConv2DBase {
     Geometry g;
     Validate(context, &g);
     if (!context->status().ok()) return;
+    // What the CUDA kernel cannot launch is refused here, as InvalidArgument like every
+    // other bad shape, instead of failing inside the launch as an Internal error.
+    OP_REQUIRES(context, g.depth() * static_cast<int64_t>(sizeof(float)) <= kMaxSharedBytes,
+                InvalidArgument("on GPU, kh * kw * in_channels = ", g.depth(),
+                                " exceeds the kernel's shared memory (",
+                                kMaxSharedBytes / sizeof(float), " floats)"));
+    OP_REQUIRES(context, g.batch * g.kept <= kMaxBlocks,
+                InvalidArgument("on GPU, batch * kept = ", g.batch * g.kept,
+                                " exceeds the CUDA grid (", kMaxBlocks, " blocks)"));
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
                                 0, TensorShape({g.batch, g.out_h, g.out_w, g.filters}),

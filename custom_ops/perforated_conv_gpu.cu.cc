@@ -78,14 +78,16 @@ bool LaunchPerforatedConv2D(cudaStream_t stream, const float* input, const float
                       cudaMemcpyHostToDevice, stream) != cudaSuccess) {
     return false;
   }
+  const size_t shared = depth * sizeof(float);
+  // The receptive field is staged in shared memory: 48 KiB without opting in to more.
+  // Checked before the allocation below, which an early return would leak. (The op
+  // refuses such shapes with InvalidArgument before launching; this is the last guard.)
+  if (shared > kMaxSharedBytes || batch * kept > kMaxBlocks) return false;
   float* kept_out = nullptr;
   if (cudaMallocAsync(reinterpret_cast<void**>(&kept_out),
                       batch * kept * filters * sizeof(float), stream) != cudaSuccess) {
     return false;
   }
-  const size_t shared = depth * sizeof(float);
-  // The receptive field is staged in shared memory: 48 KiB without opting in to more.
-  if (shared > 48 * 1024) return false;
   const int threads = filters >= 256 ? 256 : (filters >= 64 ? 128 : 64);
   KeptPositionsKernel<<<batch * kept, threads, shared, stream>>>(
       input, filter, tables_device, kept_out, height, width, channels, kh, kw, filters,

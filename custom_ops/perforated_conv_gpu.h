@@ -8,6 +8,11 @@
 
 namespace tfpriors {
 
+// Launch limits: the receptive field (kh * kw * in_channels floats) lives in shared
+// memory, and pass 1 runs one block per (image, kept position) in a 1-D grid.
+constexpr int64_t kMaxSharedBytes = 48 * 1024;
+constexpr int64_t kMaxBlocks = 2147483647;
+
 // Runs on `stream`. `kept_host` / `fill_host` are validated host copies of the index
 // tables; they are uploaded into `tables_device` (kept followed by fill_index).
 // Returns false when a CUDA call fails.

@@ -155,8 +155,11 @@ def perforated_conv2d_reference(inputs, kernel, kept, fill_index, output_shape, 
     patches = tf.reshape(patches, (-1, kh * kw * channels))
     kept_outputs = tf.matmul(patches, tf.reshape(kernel, (kh * kw * channels, filters)))
     kept_outputs = tf.reshape(kept_outputs, (-1, count, filters))
-    if count == output_shape[0] * output_shape[1]:
+    fill_index = np.asarray(fill_index, np.int32)
+    # Every position kept *and* filled from itself: the gather would be the identity.
+    # (A permuted fill_index with every position kept still needs it; found by fuzzing.)
+    if np.array_equal(fill_index, np.arange(count)):
         full = kept_outputs
     else:
-        full = tf.gather(kept_outputs, tf.constant(np.asarray(fill_index, np.int32)), axis=1)
+        full = tf.gather(kept_outputs, tf.constant(fill_index), axis=1)
     return tf.reshape(full, (-1, output_shape[0], output_shape[1], filters))

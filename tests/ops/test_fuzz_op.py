@@ -1,0 +1,191 @@
+"""The fuzz driver of the fused op (fuzz/), the regressions it found, and a sanitizer run."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfpriors
+from tfpriors.ops import perforated_conv2d_reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "fuzz"))
+
+import fuzz_perforated_conv as driver  # noqa: E402  (fuzz/ is not a package)
+
+needs_op = pytest.mark.skipif(not tfpriors.ops.has_fused_op(), reason="fused op not built")
+REGRESSIONS = sorted(glob.glob(os.path.join(ROOT, "fuzz", "regressions", "*")))
+
+
+def test_reference_honours_a_permuted_fill_when_every_position_is_kept():
+    """Found by fuzzing: the reference skipped fill_index whenever nothing was dropped."""
+    x = np.arange(2 * 3 * 1 * 1, dtype="float32").reshape(2, 3, 1, 1)
+    w = np.ones((1, 1, 1, 1), "float32")
+    y = perforated_conv2d_reference(x, w, [0, 1, 2], [2, 0, 0], (3, 1), (1, 1), (0, 0))
+    np.testing.assert_array_equal(y.numpy()[..., 0, 0], [[2, 0, 0], [5, 3, 3]])
+
+
+@needs_op
+def test_shape_function_refuses_an_output_size_whose_product_overflows():
+    """Found by fuzzing: 6 * (2**63 - 1) wrapped to -6 and MakeDim aborted the process."""
+    module = tfpriors.ops.fused_op_module()
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError, match="too large"):
+            module.perforated_conv2d(
+                tf.compat.v1.placeholder(tf.float32, [1, 4, 4, 1]),
+                tf.compat.v1.placeholder(tf.float32, [3, 3, 1, 1]),
+                tf.compat.v1.placeholder(tf.int32, [1]),
+                tf.compat.v1.placeholder(tf.int32, [None]),
+                strides=[1, 1], pads=[0, 0], output_size=[6, 2 ** 63 - 1])
+
+
+@needs_op
+@pytest.mark.parametrize("attribute", ["strides", "pads"])
+def test_shape_function_checks_strides_and_pads_like_the_kernel(attribute):
+    attributes = dict(strides=[1, 1], pads=[0, 0], output_size=[2, 2])
+    attributes[attribute] = [1, -1]
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError, match=attribute):
+            tfpriors.ops.fused_op_module().perforated_conv2d(
+                tf.zeros([1, 2, 2, 1]), tf.zeros([1, 1, 1, 1]), tf.constant([0]),
+                tf.constant([0, 0, 0, 0]), **attributes)
+
+
+@needs_op
+@pytest.mark.parametrize("path", REGRESSIONS, ids=os.path.basename)
+def test_fuzz_regressions_replay(path):
+    with open(path, "rb") as f:
+        driver.test_one_input(f.read())
+
+
+@needs_op
+def test_fuzz_driver_on_random_inputs():
+    """A few hundred random inputs against the normal build, valid and hostile both seen."""
+    rng = np.random.default_rng(0)
+    valid = 0
+    for _ in range(200):
+        call = driver.decode(rng.integers(0, 256, rng.integers(0, 300), dtype=np.uint8)
+                             .tobytes())
+        valid += not driver.violations(call)
+        driver.check(call)
+    assert 40 <= valid <= 160
+
+
+class _WrongOp:
+    """Stands in for the op library: adds ``offset`` to the right answer, or raises."""
+
+    def __init__(self, offset=0.0, error=None):
+        self.offset, self.error = offset, error
+
+    def perforated_conv2d(self, x, w, kept, fill, strides, pads, output_size):
+        if self.error is not None:
+            raise self.error
+        return perforated_conv2d_reference(x, w, kept.numpy(), fill.numpy(), output_size,
+                                           strides, pads) + self.offset
+
+
+def _valid_call():
+    return driver.Call(x_shape=[1, 3, 3, 1], w_shape=[2, 2, 1, 1],
+                       kept=np.array([0, 3], np.int32), fill=np.array([0, 0, 1, 1], np.int32),
+                       strides=[1, 1], pads=[0, 0], output_size=[2, 2])
+
+
+def test_contract_check_catches_wrong_numbers_and_wrong_errors(monkeypatch):
+    monkeypatch.setattr(driver, "op_module", lambda: _WrongOp())
+    driver.check(_valid_call())
+    monkeypatch.setattr(driver, "op_module", lambda: _WrongOp(offset=0.5))
+    with pytest.raises(driver.ContractViolation, match="differs from the reference"):
+        driver.check(_valid_call())
+    monkeypatch.setattr(driver, "op_module", lambda: _WrongOp(
+        error=tf.errors.InternalError(None, None, "boom")))
+    with pytest.raises(driver.ContractViolation, match="InternalError"):
+        driver.check(_valid_call())
+    # An op that accepts an out-of-range table is a finding even when nothing crashes.
+    bad = _valid_call()
+    bad.kept = np.array([0, 4], np.int32)
+    monkeypatch.setattr(driver, "op_module", lambda: _WrongOp())
+    with pytest.raises(driver.ContractViolation, match="invalid call accepted"):
+        driver.check(bad)
+
+
+def test_byte_reader_is_total():
+    reader = driver.ByteReader(b"\xff")
+    assert reader.integer(0, 3) == 3
+    assert reader.integer(5, 2 ** 40) == 5  # past the end: the low bound
+    assert reader.choice("abc") == "a"
+
+
+_PLANTED_OVERFLOW = """
+#include <stdlib.h>
+int overflow(int i) { int* a = malloc(4 * sizeof(int)); a[0] = 1; int v = a[i]; free(a); return v; }
+"""
+_PLANTED_TARGET = """
+import ctypes, sys
+import atheris
+library = ctypes.CDLL(sys.argv.pop(1))
+atheris.Setup(sys.argv, lambda data: library.overflow(10))
+assert ctypes.CDLL(None).tfpriors_register_native_coverage() == 1
+atheris.Fuzz()
+"""
+
+
+def test_sanitizer_setup_reports_a_planted_heap_overflow(tmp_path, monkeypatch):
+    """The preload order of run_fuzz.py (coverage bridge, libasan, libstdc++) still lets
+    ASan catch an overflow in a g++-instrumented library and libFuzzer keep the input."""
+    pytest.importorskip("atheris")
+    if shutil.which("gcc") is None or shutil.which("g++") is None:
+        pytest.skip("no gcc")
+    import run_fuzz
+
+    (tmp_path / "overflow.c").write_text(_PLANTED_OVERFLOW)
+    (tmp_path / "target.py").write_text(_PLANTED_TARGET)
+    bridge = tmp_path / "fuzz_coverage.so"
+    for source, target, flags in (
+            (os.path.join(ROOT, "custom_ops", "fuzz_coverage.c"), bridge, ["-ldl"]),
+            (tmp_path / "overflow.c", tmp_path / "overflow.so",
+             ["-fsanitize=address", "-fsanitize-coverage=trace-pc,trace-cmp"])):
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-g", str(source), "-o", str(target),
+                        *flags], check=True)
+    monkeypatch.setattr(run_fuzz, "COVERAGE_LIBRARY", str(bridge))
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "target.py"), str(tmp_path / "overflow.so"),
+         "-runs=10", f"-artifact_prefix={tmp_path}{os.sep}"],
+        env=run_fuzz.sanitizer_environment("unused"), capture_output=True, text=True,
+        timeout=120)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    kind, message = run_fuzz.classify(log)
+    assert (kind, message.split()[0]) == ("AddressSanitizer", "heap-buffer-overflow"), log
+    assert glob.glob(str(tmp_path / "crash-*"))
+
+
+@pytest.mark.slow
+def test_fuzz_under_sanitizers(tmp_path):
+    """One minute of make fuzz (ASan + UBSan build): no finding."""
+    pytest.importorskip("atheris")
+    if shutil.which("g++") is None:
+        pytest.skip("no g++")
+    built = [os.path.join(ROOT, "tfpriors", "ops", "_perforated_conv_fuzz.so"),
+             os.path.join(ROOT, "build", "fuzz_coverage.so")]
+    sources = [os.path.join(ROOT, "custom_ops", name)
+               for name in ("perforated_conv.cc", "fuzz_coverage.c")]
+    newest_source = max(os.path.getmtime(path) for path in sources)
+    if any(not os.path.exists(path) or os.path.getmtime(path) < newest_source
+           for path in built):
+        subprocess.run([sys.executable, os.path.join(ROOT, "custom_ops", "build.py"),
+                        "--fuzz"], check=True, cwd=ROOT)
+    out = tmp_path / "fuzz.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "fuzz", "run_fuzz.py"), "--seconds", "60",
+         "--corpus", str(tmp_path / "corpus"), "--artifacts", str(tmp_path / "artifacts"),
+         "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    summary = json.loads(out.read_text())
+    assert summary["findings"] == [], result.stdout[-3000:]
+    assert result.returncode == 0
+    assert summary["executions"] > 0
