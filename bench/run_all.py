@@ -80,13 +80,13 @@ def fmt_measure(value, unit):
 def summary_section(results):
     rows = []
     for result in results:
-        for goal in result["goals"]:
+        for goal in result.get("goals", []):
             rows.append([goal["name"], fmt_measure(goal["measured"], goal["unit"]),
                          f"{fmt_measure(goal['baseline'], goal['unit'])} ({goal['baseline_name']})",
                          fmt_ratio(goal), goal["goal"], verdict(goal)])
     lines = ["## Goals", ""]
     lines += table(["Benchmark", "Measured", "Baseline", "Ratio", "Goal", "Result"], rows)
-    missed = [g for r in results for g in r["goals"] if not g["met"]]
+    missed = [g for r in results for g in r.get("goals", []) if not g["met"]]
     if missed:
         lines += ["", "Missed goals:", ""]
         for goal in missed:
@@ -315,7 +315,10 @@ def render(results_dir):
     results.sort(key=lambda r: order.get(r["benchmark"], len(order)))
     if not results:
         return "# Benchmark results\n\nNo results yet: run `make bench`.\n"
-    repeats = "; ".join(f"{r['benchmark']}: {r['repeat_kind']} = {r['repeats']}" for r in results)
+    # Records without repeats (the fuzzer, the multi-worker equality run) say what they are
+    # in their own sections.
+    repeats = "; ".join(f"{r['benchmark']}: {r['repeat_kind']} = {r['repeats']}"
+                        for r in results if "repeat_kind" in r)
     lines = ["# Benchmark results", "",
              f"Figures are medians of repeats on this machine: {repeats}. "
              "Raw per-repeat values are in `bench/results/*.json`.", "",
