@@ -70,6 +70,10 @@ def sparsify(model, threshold=3.0, log_sigma2_init=LOG_SIGMA2_INIT_PRETRAINED,
     log_sigma2_init = _validation.real_number(log_sigma2_init, "log_sigma2_init")
     if dataset_size is not None:
         dataset_size = _validation.positive_int(dataset_size, "dataset_size")
+    if skip is None:
+        skip = ()
+    if not isinstance(skip, (str, list, tuple, set, frozenset)):
+        raise TypeError(f"`skip` must be a layer name or a list of them; received {skip!r}.")
     skip = set([skip] if isinstance(skip, str) else skip)
     unknown = skip - {layer.name for layer in walk(model)}
     if unknown:

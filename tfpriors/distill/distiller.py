@@ -224,7 +224,9 @@ class BayesianDarkKnowledge(FloatInputs, _DistillMixin, keras.Model):
                              f"received {burn_in_steps!r}.")
         self.burn_in_steps = burn_in_steps
         if teacher_optimizer is None:
-            teacher_optimizer = SGLD(teacher_learning_rate, dataset_size=self.dataset_size)
+            teacher_optimizer = SGLD(
+                _validation.positive_number(teacher_learning_rate, "teacher_learning_rate"),
+                dataset_size=self.dataset_size)
         elif not isinstance(teacher_optimizer, keras.optimizers.Optimizer):
             raise TypeError(f"`teacher_optimizer` must be a keras optimizer (SGLD, SGHMC); "
                             f"received {type(teacher_optimizer).__name__}.")

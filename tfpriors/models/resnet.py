@@ -94,6 +94,8 @@ def act_resnet(input_shape, num_classes, blocks=(3, 3, 3), kind="sact", widths=(
         raise ValueError(f"`blocks` must be a non-empty tuple of positive ints; received "
                          f"{blocks!r}.")
     blocks = tuple(_validation.positive_int(b, "blocks") for b in blocks)
+    if isinstance(widths, (int, str)) or not isinstance(widths, (list, tuple)):
+        raise TypeError(f"`widths` must be a tuple of positive ints; received {widths!r}.")
     widths = tuple(_validation.positive_int(w, "widths") for w in widths)
     if len(widths) != len(blocks):
         raise ValueError(f"`widths` must have one entry per stage of `blocks` ({len(blocks)}); "
