@@ -147,6 +147,13 @@ def write_bytes(path, data):
         raise
 
 
+def table(header, rows):
+    """A Markdown table: a header row, the separator, then one line per row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
 def read_json(path):
     """Reads a results or job file; a truncated or corrupted one gives one clear error."""
     with open(path, "rb") as f:

@@ -1,9 +1,6 @@
 """RESULTS.md section of bench/distill.py (no TensorFlow import here)."""
 
-
-def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+from _common import table as _table
 
 
 def section(result):

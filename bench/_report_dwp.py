@@ -2,16 +2,13 @@
 
 import statistics
 
+from _common import table as _table
+
 
 def _pct(values):
     mean = statistics.mean(values)
     spread = statistics.pstdev(values) if len(values) > 1 else 0.0
     return f"{100 * mean:.1f}% ± {100 * spread:.1f}"
-
-
-def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
 def section(result):

@@ -1,14 +1,10 @@
 """RESULTS.md section of bench/hyper.py (imports no TensorFlow)."""
 
+from _common import table as _table
+
 
 def _pct(value):
     return f"{100 * value:.1f}%"
-
-
-def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return lines
 
 
 def section(result):

@@ -1,10 +1,6 @@
 """RESULTS.md section of bench/perforation.py (no TensorFlow import)."""
 
-
-def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return lines
+from _common import table as _table
 
 
 def section(result):

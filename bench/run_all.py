@@ -21,6 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
+from _common import table  # noqa: E402
 
 # Every bench/<name>.py that does not start with "_" is a benchmark; these run
 # first, in this order, the others after them alphabetically.
@@ -59,12 +60,6 @@ def pct(value):
 
 def verdict(goal):
     return "met" if goal["met"] else "**MISSED**"
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return lines
 
 
 def fmt_ratio(goal):

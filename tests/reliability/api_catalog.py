@@ -435,8 +435,6 @@ PROBE_SHAPES = [(2, 8, 8, 4), (2, 8, 8, 1), (2, 6), (4, 3, 3)]
 
 
 def call_layer(layer, inputs, training):
-    if isinstance(layer, keras.Model) and not layer.built:
-        layer.build(inputs.shape) if not getattr(layer, "inputs", None) else None
     return layer(inputs, training=training)
 
 
