@@ -1,6 +1,6 @@
 """Builds the fused perforated convolution with TensorFlow's own compile and link flags.
 
-python custom_ops/build.py             # tfpriors/ops/_perforated_conv.so (g++, -O3)
+python custom_ops/build.py             # tfpriors/ops/_perforated_conv.so (g++, -O3, any x86-64)
 python custom_ops/build.py --asan      # tfpriors/ops/_perforated_conv_asan.so
 python custom_ops/build.py --fuzz      # tfpriors/ops/_perforated_conv_fuzz.so (ASan + UBSan +
                                        # coverage) and build/fuzz_coverage.so (make fuzz)
@@ -20,15 +20,34 @@ OPS_DIR = os.path.join(ROOT, "tfpriors", "ops")
 
 
 def tf_flags():
+    """TensorFlow's compile and link flags, and its version (recorded in the library)."""
     import tensorflow as tf
 
-    return tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+    version = [f'-DTFPRIORS_TF_VERSION="{tf.__version__}"']
+    return tf.sysconfig.get_compile_flags() + version, tf.sysconfig.get_link_flags()
+
+
+class BuildError(RuntimeError):
+    """A compiler failed; the message holds its first error."""
+
+
+def first_error(output):
+    """The compiler's first error line (and the line after it), else its last lines."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if "error" in line.lower():
+            return "\n".join(lines[i:i + 2])
+    return "\n".join(lines[-5:])
 
 
 def run(command):
     print(" ".join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise BuildError(f"{os.path.basename(command[0])} failed (exit {result.returncode}): "
+                         f"{first_error(result.stdout + result.stderr)}")
     print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -51,18 +70,30 @@ SANITIZER_FLAGS = {
 FUZZ_COVERAGE = os.path.join(ROOT, "build", "fuzz_coverage.so")
 
 
-def build_cpu(variant=None):
-    """Builds the CPU op: optimised (``variant=None``), ``"asan"`` or ``"fuzz"``."""
+# No -march: the library must load on every x86-64 CPU (and -march=native makes g++ 12
+# define __AVX512FP16__ on such Xeons, where TensorFlow's bundled Eigen does not compile).
+# The wide-SIMD work is OpenBLAS' sgemm, which picks its kernel for the CPU at run time;
+# what is compiled here is index arithmetic and memcpy (glibc dispatches that too).
+PORTABLE_FLAGS = ["-O3", "-mtune=generic"]
+
+
+def build_cpu(variant=None, ops_dir=OPS_DIR):
+    """Builds the CPU op: optimised (``variant=None``), ``"asan"`` or ``"fuzz"``.
+
+    Returns the path of the library, written atomically into ``ops_dir``.
+    """
     compile_flags, link_flags = tf_flags()
     cxx = os.environ.get("CXX", "g++")
     name = f"_perforated_conv_{variant}.so" if variant else "_perforated_conv.so"
-    target = os.path.join(OPS_DIR, name)
+    os.makedirs(ops_dir, exist_ok=True)
+    target = os.path.join(ops_dir, name)
     temporary = target + ".tmp"
-    optimise = SANITIZER_FLAGS[variant] if variant else ["-O3", "-march=native"]
+    optimise = SANITIZER_FLAGS[variant] if variant else PORTABLE_FLAGS
     run([cxx, "-shared", "-fPIC", *optimise, "-w", *compile_flags,
          os.path.join(HERE, "perforated_conv.cc"), "-o", temporary, *link_flags])
     os.replace(temporary, target)
     print(f"built {target}")
+    return target
 
 
 def build_fuzz_coverage():
@@ -96,13 +127,16 @@ def main():
                         help="AddressSanitizer + UndefinedBehaviorSanitizer build for fuzzing")
     parser.add_argument("--cuda", action="store_true", help="nvcc compile check")
     args = parser.parse_args()
-    if args.cuda:
-        check_cuda()
-    elif args.fuzz:
-        build_fuzz_coverage()
-        build_cpu("fuzz")
-    else:
-        build_cpu("asan" if args.asan else None)
+    try:
+        if args.cuda:
+            check_cuda()
+        elif args.fuzz:
+            build_fuzz_coverage()
+            build_cpu("fuzz")
+        else:
+            build_cpu("asan" if args.asan else None)
+    except BuildError as error:
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,36 @@
-// Fused perforated 2D convolution (Figurnov et al., PerforatedCNNs) for TensorFlow.
+// Convolutions computed at chosen output positions, for TensorFlow: the perforated
+// convolution (Figurnov et al., PerforatedCNNs) and the sparse residual units of SACT /
+// probabilistic ACT share one im2col + GEMM engine.
 //
-// output[n, p, :] = kept_out[n, fill_index[p], :] where
-// kept_out[n, k, :] = im2col(input, kept[k]) @ reshape(filter, [kh*kw*C, O]).
+// Ops (all float32, NHWC input, HWIO filter, no dilation):
+//   PerforatedConv2D(input, filter, kept, fill_index) -> output (N, out_h, out_w, O)
+//       output[n, p, :] = row(n, kept[fill_index[p]]), the nearest kept position's value.
+//   ConvAtPositions(input, filter, positions) -> rows (M, O)
+//       rows[m, :] = row(positions[m] / P, positions[m] % P) with P = out_h * out_w.
+//   ConvAtPositionsBackpropInput / ConvAtPositionsBackpropFilter: its two gradients.
+// where row(n, p) = im2col(input[n], output position p) @ reshape(filter, [kh*kw*C, O]).
 //
-// CPU: the rows (image, kept position) go through in chunks; each chunk's im2col rows
-// are built in parallel on TF's intra-op thread pool, then multiplied with the kernel
-// by one Eigen contraction on TF's thread-pool device; a last parallel pass copies
-// rows to fill the output. Every shape, attribute and index is validated with InvalidArgument before
-// any memory is touched: a bad index table never reads or writes out of bounds.
+// CPU engine: the rows go through in blocks small enough that one block's im2col stays
+// in the core's L2 cache; each block is gathered and multiplied by the calling worker
+// thread of TensorFlow's intra-op pool, so the GEMM reads its left operand from cache.
+// The GEMM is the single-threaded sgemm of the OpenBLAS that tfpriors.ops hands over
+// (tfpriors_set_sgemm) - OpenBLAS picks its kernel for the CPU at run time - and an Eigen
+// product when none was handed over. Nothing here is compiled for a particular CPU, so
+// the library loads on every x86-64 machine.
+//
+// Every shape, attribute and index is validated with InvalidArgument before any memory
+// is touched: a bad index table never reads or writes out of bounds.
 
 #define EIGEN_USE_THREADS
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <vector>
 
-#include "unsupported/Eigen/CXX11/Tensor"
+#include "Eigen/Core"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -25,6 +39,15 @@
 #if GOOGLE_CUDA
 #include "perforated_conv_gpu.h"
 #endif
+
+#ifndef TFPRIORS_TF_VERSION
+#define TFPRIORS_TF_VERSION "unknown"
+#endif
+
+// Read by tfpriors.ops from the file's bytes before loading it: the TensorFlow version
+// this library was compiled against (a mismatched ABI must not be loaded at all).
+extern "C" __attribute__((visibility("default"), used)) const char
+    tfpriors_build_tag[] = "tfpriors-built-against-tensorflow=" TFPRIORS_TF_VERSION ";";
 
 namespace tfpriors {
 
@@ -40,7 +63,64 @@ using tensorflow::shape_inference::DimensionHandle;
 using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
 
-// The attribute checks shared by the shape function and the kernels.
+// ---- GEMM ----------------------------------------------------------------------------
+
+// The CBLAS signature (32-bit integers) of OpenBLAS' cblas_sgemm.
+using CblasSgemm = void (*)(int order, int trans_a, int trans_b, int m, int n, int k,
+                            float alpha, const float* a, int lda, const float* b, int ldb,
+                            float beta, float* c, int ldc);
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+std::atomic<CblasSgemm> g_sgemm{nullptr};
+
+}  // namespace tfpriors
+
+// Called once by tfpriors.ops (through ctypes) with the address of cblas_sgemm of a
+// single-threaded OpenBLAS; null goes back to the Eigen product. Returns 0.
+extern "C" __attribute__((visibility("default"))) int tfpriors_set_sgemm(void* function) {
+  tfpriors::g_sgemm.store(reinterpret_cast<tfpriors::CblasSgemm>(function));
+  return 0;
+}
+
+// "openblas" or "eigen": what the ops multiply with now.
+extern "C" __attribute__((visibility("default"))) const char* tfpriors_gemm_backend() {
+  return tfpriors::g_sgemm.load() != nullptr ? "openblas" : "eigen";
+}
+
+namespace tfpriors {
+
+// C (m x n, row stride ldc) = op(A) op(B) + beta C, all row-major; op transposes when asked.
+// Single-threaded: the callers run it on each worker thread of TF's pool.
+void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  CblasSgemm sgemm = g_sgemm.load(std::memory_order_relaxed);
+  if (sgemm != nullptr) {
+    sgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans,
+          static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f, a,
+          static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+    return;
+  }
+  using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Stride = Eigen::OuterStride<>;
+  using ConstMap = Eigen::Map<const Matrix, 0, Stride>;
+  Eigen::Map<Matrix, 0, Stride> out(c, m, n, Stride(ldc));
+  ConstMap a_map(a, trans_a ? k : m, trans_a ? m : k, Stride(lda));
+  ConstMap b_map(b, trans_b ? n : k, trans_b ? k : n, Stride(ldb));
+  if (beta == 0.0f) out.setZero();
+  if (trans_a && trans_b) {
+    out.noalias() += a_map.transpose() * b_map.transpose();
+  } else if (trans_a) {
+    out.noalias() += a_map.transpose() * b_map;
+  } else if (trans_b) {
+    out.noalias() += a_map * b_map.transpose();
+  } else {
+    out.noalias() += a_map * b_map;
+  }
+}
+
+// ---- geometry and validation ---------------------------------------------------------
+
+// The attribute checks shared by the shape functions and the kernels.
 Status ValidateAttributes(const std::vector<int64_t>& strides,
                           const std::vector<int64_t>& pads,
                           const std::vector<int64_t>& size) {
@@ -64,6 +144,366 @@ Status ValidateAttributes(const std::vector<int64_t>& strides,
   return Status();
 }
 
+Status ReadAttributes(InferenceContext* c, std::vector<int64_t>* size) {
+  std::vector<int64_t> strides, pads;
+  TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
+  TF_RETURN_IF_ERROR(c->GetAttr("pads", &pads));
+  TF_RETURN_IF_ERROR(c->GetAttr("output_size", size));
+  // The same bounds as the kernels, before size[0] * size[1] is formed: an overflowed
+  // (negative) product would abort the process in MakeDim (found by fuzzing).
+  return ValidateAttributes(strides, pads, *size);
+}
+
+// The rows of one output channel block: im2col of the input at (image, output position).
+struct Geometry {
+  int64_t batch, height, width, channels;
+  int64_t kh, kw, filters;
+  int64_t stride_h, stride_w, pad_top, pad_left;
+  int64_t out_h, out_w;
+  int64_t depth() const { return kh * kw * channels; }
+  int64_t positions() const { return out_h * out_w; }
+};
+
+// The im2col scratch of one block: up to kChunkFloats floats (about L2's size), at
+// least kMinChunkRows rows. The fuzzing build (build.py --fuzz) makes both tiny, so that
+// small fuzz inputs already go through several blocks, a partial last one included.
+#ifndef TFPRIORS_CHUNK_FLOATS
+#define TFPRIORS_CHUNK_FLOATS (1 << 18)
+#endif
+#ifndef TFPRIORS_MIN_CHUNK_ROWS
+#define TFPRIORS_MIN_CHUNK_ROWS 16
+#endif
+constexpr int64_t kChunkFloats = TFPRIORS_CHUNK_FLOATS;
+constexpr int64_t kMinChunkRows = TFPRIORS_MIN_CHUNK_ROWS;
+
+int64_t ChunkRows(int64_t depth) {
+  return std::max<int64_t>(kMinChunkRows, kChunkFloats / std::max<int64_t>(depth, 1));
+}
+
+class ConvOpBase : public OpKernel {
+ public:
+  explicit ConvOpBase(OpKernelConstruction* context) : OpKernel(context) {
+    std::vector<int64_t> strides, pads, size;
+    OP_REQUIRES_OK(context, context->GetAttr("strides", &strides));
+    OP_REQUIRES_OK(context, context->GetAttr("pads", &pads));
+    OP_REQUIRES_OK(context, context->GetAttr("output_size", &size));
+    OP_REQUIRES_OK(context, ValidateAttributes(strides, pads, size));
+    stride_h_ = strides[0];
+    stride_w_ = strides[1];
+    pad_top_ = pads[0];
+    pad_left_ = pads[1];
+    out_h_ = size[0];
+    out_w_ = size[1];
+  }
+
+ protected:
+  // Validates input (N, H, W, C) and filter (kh, kw, C, O); fills `g`.
+  Status ReadGeometry(const Tensor& input, const Tensor& filter, Geometry* g) const {
+    if (input.dims() != 4) {
+      return InvalidArgument("input must be 4-D (batch, height, width, channels), got ",
+                             input.shape().DebugString());
+    }
+    if (filter.dims() != 4) {
+      return InvalidArgument("filter must be 4-D (kh, kw, in_channels, filters), got ",
+                             filter.shape().DebugString());
+    }
+    g->batch = input.dim_size(0);
+    g->height = input.dim_size(1);
+    g->width = input.dim_size(2);
+    g->channels = input.dim_size(3);
+    g->kh = filter.dim_size(0);
+    g->kw = filter.dim_size(1);
+    g->filters = filter.dim_size(3);
+    if (g->batch <= 0) return InvalidArgument("empty batch: input has 0 examples");
+    if (g->height <= 0 || g->width <= 0 || g->channels <= 0) {
+      return InvalidArgument("input has an empty dimension: ", input.shape().DebugString());
+    }
+    if (g->kh <= 0 || g->kw <= 0 || g->filters <= 0) {
+      return InvalidArgument("filter has an empty dimension: ",
+                             filter.shape().DebugString());
+    }
+    if (filter.dim_size(2) != g->channels) {
+      return InvalidArgument("filter in_channels (", filter.dim_size(2),
+                             ") does not match input channels (", g->channels, ")");
+    }
+    g->stride_h = stride_h_;
+    g->stride_w = stride_w_;
+    g->pad_top = pad_top_;
+    g->pad_left = pad_left_;
+    g->out_h = out_h_;
+    g->out_w = out_w_;
+    if (pad_top_ >= g->kh || pad_left_ >= g->kw) {
+      return InvalidArgument("pads must be smaller than the kernel size");
+    }
+    // GEMM dimensions are 32-bit, and the largest buffer must be addressable.
+    if (g->depth() >= std::numeric_limits<int32_t>::max() ||
+        g->filters >= std::numeric_limits<int32_t>::max()) {
+      return InvalidArgument("kh * kw * in_channels and filters must be below 2^31");
+    }
+    const double elements = static_cast<double>(g->batch) *
+                            std::max<double>(g->positions(), 1.0) *
+                            std::max<double>(g->filters, g->depth());
+    if (elements >= 9.0e15) return InvalidArgument("tensors too large");
+    return Status();
+  }
+
+  // Positions (M,) of ConvAtPositions and its gradients: flat n * P + p in [0, N * P).
+  static Status CheckPositions(const Tensor& positions, const Geometry& g) {
+    if (positions.dims() != 1) {
+      return InvalidArgument("positions must be 1-D, got ",
+                             positions.shape().DebugString());
+    }
+    const int64_t bound = g.batch * g.positions();
+    const auto values = positions.flat<int32_t>();
+    for (int64_t m = 0; m < values.size(); ++m) {
+      if (values(m) < 0 || values(m) >= bound) {
+        return InvalidArgument("positions[", m, "] = ", values(m), " is outside [0, ",
+                               bound, ") (batch * output_size[0] * output_size[1])");
+      }
+    }
+    return Status();
+  }
+
+  // Rows (M, O) handed to the gradients: the forward's output shape.
+  static Status CheckRows(const Tensor& rows, int64_t count, const Geometry& g) {
+    if (rows.dims() != 2 || rows.dim_size(0) != count || rows.dim_size(1) != g.filters) {
+      return InvalidArgument("grad_rows must have shape [", count, ", ", g.filters,
+                             "] (positions, filters), got ", rows.shape().DebugString());
+    }
+    return Status();
+  }
+
+  int64_t stride_h_, stride_w_, pad_top_, pad_left_, out_h_, out_w_;
+};
+
+// Writes the im2col row of (image n, output position p): kh * kw * C floats, zero where
+// the receptive field leaves the image.
+inline void Im2ColRow(const Geometry& g, const float* input, int64_t n, int64_t p,
+                      float* dst) {
+  const int64_t top = (p / g.out_w) * g.stride_h - g.pad_top;
+  const int64_t left = (p % g.out_w) * g.stride_w - g.pad_left;
+  const float* image = input + n * g.height * g.width * g.channels;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    const int64_t y = top + i;
+    if (y < 0 || y >= g.height) {
+      std::fill(dst, dst + g.kw * g.channels, 0.0f);
+      dst += g.kw * g.channels;
+      continue;
+    }
+    const float* line = image + y * g.width * g.channels;
+    // The taps inside the image are contiguous in memory: one copy for all of them,
+    // zeros for the taps in the left [0, first) and right [last, kw) padding.
+    const int64_t first = std::min<int64_t>(g.kw, std::max<int64_t>(0, -left));
+    const int64_t last = std::min<int64_t>(g.kw, std::max<int64_t>(first, g.width - left));
+    std::fill(dst, dst + first * g.channels, 0.0f);
+    if (last > first) {
+      std::memcpy(dst + first * g.channels, line + (left + first) * g.channels,
+                  (last - first) * g.channels * sizeof(float));
+    }
+    std::fill(dst + last * g.channels, dst + g.kw * g.channels, 0.0f);
+    dst += g.kw * g.channels;
+  }
+}
+
+// Adds the im2col row `src` of (image n, position p) back onto `image_grad`, the
+// gradient of image n (taps outside the image are dropped).
+inline void Col2ImRow(const Geometry& g, const float* src, int64_t p, float* image_grad) {
+  const int64_t top = (p / g.out_w) * g.stride_h - g.pad_top;
+  const int64_t left = (p % g.out_w) * g.stride_w - g.pad_left;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    const int64_t y = top + i;
+    if (y < 0 || y >= g.height) continue;
+    float* line = image_grad + y * g.width * g.channels;
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const int64_t x = left + j;
+      if (x < 0 || x >= g.width) continue;
+      const float* from = src + (i * g.kw + j) * g.channels;
+      float* to = line + x * g.channels;
+      for (int64_t c = 0; c < g.channels; ++c) to[c] += from[c];
+    }
+  }
+}
+
+// Scratch of one worker thread, reused by every block it runs.
+float* ThreadScratch(int64_t floats) {
+  thread_local std::vector<float> scratch;
+  if (static_cast<int64_t>(scratch.size()) < floats) scratch.resize(floats);
+  return scratch.data();
+}
+
+// Splits [0, count) into at most `parts` contiguous ranges, one per worker thread.
+std::vector<int64_t> SplitRanges(int64_t count, int64_t parts) {
+  parts = std::max<int64_t>(1, std::min(parts, count));
+  std::vector<int64_t> bounds(parts + 1);
+  for (int64_t i = 0; i <= parts; ++i) bounds[i] = count * i / parts;
+  return bounds;
+}
+
+// Runs work(part) for every part on TF's intra-op pool, one part per task.
+void ForEachPart(OpKernelContext* context, int64_t parts,
+                 const std::function<void(int64_t)>& work) {
+  auto* workers = context->device()->tensorflow_cpu_worker_threads();
+  // The cost is so large that Shard gives every part its own task.
+  tensorflow::Shard(workers->num_threads, workers->workers, parts,
+                    std::numeric_limits<int32_t>::max(), [&](int64_t first, int64_t last) {
+                      for (int64_t part = first; part < last; ++part) work(part);
+                    });
+}
+
+int64_t WorkerCount(OpKernelContext* context) {
+  return std::max(1, context->device()->tensorflow_cpu_worker_threads()->num_threads);
+}
+
+// The rows in blocks for the workers to take one at a time: a worker that starts late
+// (thread wake-up takes a fraction of a millisecond) simply takes fewer blocks. Blocks
+// are at most `chunk` rows (the scratch stays in L2) and, on small inputs, small enough
+// that every worker gets about three.
+int64_t BlockRows(int64_t count, int64_t chunk, int64_t workers) {
+  const int64_t balanced = (count + 3 * workers - 1) / (3 * workers);
+  return std::max<int64_t>(1, std::min(chunk, std::max(balanced, kMinChunkRows)));
+}
+
+// rows[r, :] = row(image(r), position(r)) for r in [0, count); `locate(r, &n, &p)`.
+template <typename Locate>
+void ConvRows(OpKernelContext* context, const Geometry& g, const float* input,
+              const float* filter, int64_t count, Locate locate, float* rows) {
+  const int64_t depth = g.depth();
+  const int64_t workers = WorkerCount(context);
+  const int64_t block = BlockRows(count, ChunkRows(depth), workers);
+  const int64_t blocks = (count + block - 1) / block;
+  std::atomic<int64_t> next{0};
+  ForEachPart(context, std::min(workers, blocks), [&](int64_t) {
+    float* patches = ThreadScratch(block * depth);
+    for (int64_t b = next++; b < blocks; b = next++) {
+      const int64_t row0 = b * block;
+      const int64_t n_rows = std::min(block, count - row0);
+      for (int64_t r = 0; r < n_rows; ++r) {
+        int64_t n, p;
+        locate(row0 + r, &n, &p);
+        Im2ColRow(g, input, n, p, patches + r * depth);
+      }
+      Gemm(false, false, n_rows, g.filters, depth, patches, depth, filter, g.filters, 0.0f,
+           rows + row0 * g.filters, g.filters);
+    }
+  });
+}
+
+// filter_grad = sum_r row_im2col(r)^T grad_rows[r]: each worker accumulates the blocks it
+// takes into its own (depth, O) buffer; the buffers are summed at the end.
+template <typename Locate>
+Status ConvRowsFilterGrad(OpKernelContext* context, const Geometry& g, const float* input,
+                          const float* grad_rows, int64_t count, Locate locate,
+                          float* filter_grad) {
+  const int64_t depth = g.depth();
+  const int64_t size = depth * g.filters;
+  const int64_t workers = WorkerCount(context);
+  const int64_t block = BlockRows(count, ChunkRows(depth), workers);
+  const int64_t blocks = (count + block - 1) / block;
+  const int64_t parts = std::max<int64_t>(1, std::min(workers, blocks));
+  Tensor partial;
+  if (parts > 1) {
+    TF_RETURN_IF_ERROR(context->allocate_temp(tensorflow::DT_FLOAT,
+                                              TensorShape({parts - 1, size}), &partial));
+  }
+  std::fill(filter_grad, filter_grad + size, 0.0f);
+  std::atomic<int64_t> next{0};
+  ForEachPart(context, parts, [&](int64_t part) {
+    float* patches = ThreadScratch(block * depth);
+    float* target = part == 0 ? filter_grad : partial.flat<float>().data() + (part - 1) * size;
+    if (part > 0) std::fill(target, target + size, 0.0f);
+    for (int64_t b = next++; b < blocks; b = next++) {
+      const int64_t row0 = b * block;
+      const int64_t n_rows = std::min(block, count - row0);
+      for (int64_t r = 0; r < n_rows; ++r) {
+        int64_t n, p;
+        locate(row0 + r, &n, &p);
+        Im2ColRow(g, input, n, p, patches + r * depth);
+      }
+      Gemm(true, false, depth, g.filters, n_rows, patches, depth,
+           grad_rows + row0 * g.filters, g.filters, 1.0f, target, g.filters);
+    }
+  });
+  for (int64_t part = 1; part < parts; ++part) {
+    const float* from = partial.flat<float>().data() + (part - 1) * size;
+    for (int64_t i = 0; i < size; ++i) filter_grad[i] += from[i];
+  }
+  return Status();
+}
+
+// input_grad = col2im(grad_rows @ filter^T). Rows are split into contiguous ranges; a
+// range whose images no other range touches adds straight into input_grad, the others
+// into a private buffer over their images, added at the end (no two threads ever write
+// the same memory).
+template <typename Locate>
+Status ConvRowsInputGrad(OpKernelContext* context, const Geometry& g, const float* filter,
+                         const float* grad_rows, int64_t count, Locate locate,
+                         float* input_grad) {
+  const int64_t depth = g.depth();
+  const int64_t image_size = g.height * g.width * g.channels;
+  std::fill(input_grad, input_grad + g.batch * image_size, 0.0f);
+  const std::vector<int64_t> bounds = SplitRanges(count, WorkerCount(context));
+  const int64_t parts = static_cast<int64_t>(bounds.size()) - 1;
+  std::vector<int64_t> low(parts, g.batch), high(parts, -1);
+  for (int64_t part = 0; part < parts; ++part) {
+    for (int64_t r = bounds[part]; r < bounds[part + 1]; ++r) {
+      int64_t n, p;
+      locate(r, &n, &p);
+      low[part] = std::min(low[part], n);
+      high[part] = std::max(high[part], n);
+    }
+  }
+  std::vector<int64_t> offset(parts, -1);  // into `privates`, or -1: writes directly
+  int64_t private_images = 0;
+  for (int64_t part = 0; part < parts; ++part) {
+    bool shared = false;
+    for (int64_t other = 0; other < parts; ++other) {
+      shared |= other != part && high[other] >= 0 && high[part] >= 0 &&
+                low[other] <= high[part] && low[part] <= high[other];
+    }
+    if (shared) {
+      offset[part] = private_images;
+      private_images += high[part] - low[part] + 1;
+    }
+  }
+  Tensor privates;
+  if (private_images > 0) {
+    TF_RETURN_IF_ERROR(context->allocate_temp(
+        tensorflow::DT_FLOAT, TensorShape({private_images, image_size}), &privates));
+  }
+  const int64_t chunk = ChunkRows(depth);
+  ForEachPart(context, parts, [&](int64_t part) {
+    float* patches = ThreadScratch(chunk * depth);
+    {
+      if (high[part] < 0) return;
+      float* base = input_grad + low[part] * image_size;
+      if (offset[part] >= 0) {
+        base = privates.flat<float>().data() + offset[part] * image_size;
+        std::fill(base, base + (high[part] - low[part] + 1) * image_size, 0.0f);
+      }
+      for (int64_t row0 = bounds[part]; row0 < bounds[part + 1]; row0 += chunk) {
+        const int64_t n_rows = std::min(chunk, bounds[part + 1] - row0);
+        Gemm(false, true, n_rows, depth, g.filters, grad_rows + row0 * g.filters, g.filters,
+             filter, g.filters, 0.0f, patches, depth);
+        for (int64_t r = 0; r < n_rows; ++r) {
+          int64_t n, p;
+          locate(row0 + r, &n, &p);
+          Col2ImRow(g, patches + r * depth, p, base + (n - low[part]) * image_size);
+        }
+      }
+    }
+  });
+  for (int64_t part = 0; part < parts; ++part) {
+    if (offset[part] < 0) continue;
+    const float* from = privates.flat<float>().data() + offset[part] * image_size;
+    float* to = input_grad + low[part] * image_size;
+    const int64_t size = (high[part] - low[part] + 1) * image_size;
+    for (int64_t i = 0; i < size; ++i) to[i] += from[i];
+  }
+  return Status();
+}
+
+// ---- PerforatedConv2D ----------------------------------------------------------------
+
 REGISTER_OP("PerforatedConv2D")
     .Input("input: float")
     .Input("filter: float")
@@ -81,13 +521,8 @@ REGISTER_OP("PerforatedConv2D")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &fill));
       DimensionHandle channels;
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(input, 3), c->Dim(filter, 2), &channels));
-      std::vector<int64_t> strides, pads, size;
-      TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
-      TF_RETURN_IF_ERROR(c->GetAttr("pads", &pads));
-      TF_RETURN_IF_ERROR(c->GetAttr("output_size", &size));
-      // The same bounds as the kernel, before size[0] * size[1] is formed: an overflowed
-      // (negative) product would abort the process in MakeDim (found by fuzzing).
-      TF_RETURN_IF_ERROR(ValidateAttributes(strides, pads, size));
+      std::vector<int64_t> size;
+      TF_RETURN_IF_ERROR(ReadAttributes(c, &size));
       DimensionHandle positions;
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(fill, 0), c->MakeDim(size[0] * size[1]),
                                   &positions));
@@ -102,116 +537,52 @@ kept position `fill_index[p]` (an index into `kept`). Input pixels outside the i
 (padding) read zero. `pads` = [pad_top, pad_left].
 )doc");
 
-// The im2col scratch of the CPU kernel: up to kChunkFloats floats, at least kMinChunkRows
-// rows. The fuzzing build (build.py --fuzz) makes both tiny, so that small fuzz inputs
-// already go through several chunks, a partial last one included.
-#ifndef TFPRIORS_CHUNK_FLOATS
-#define TFPRIORS_CHUNK_FLOATS (1 << 22)
-#endif
-#ifndef TFPRIORS_MIN_CHUNK_ROWS
-#define TFPRIORS_MIN_CHUNK_ROWS 256
-#endif
-constexpr int64_t kChunkFloats = TFPRIORS_CHUNK_FLOATS;
-constexpr int64_t kMinChunkRows = TFPRIORS_MIN_CHUNK_ROWS;
-
-// Geometry shared by the CPU and GPU kernels, validated once.
-struct Geometry {
-  int64_t batch, height, width, channels;
-  int64_t kh, kw, filters;
-  int64_t stride_h, stride_w, pad_top, pad_left;
-  int64_t out_h, out_w, kept;
-  int64_t depth() const { return kh * kw * channels; }
-};
-
-class PerforatedConv2DBase : public OpKernel {
+class PerforatedConv2DBase : public ConvOpBase {
  public:
-  explicit PerforatedConv2DBase(OpKernelConstruction* context) : OpKernel(context) {
-    std::vector<int64_t> strides, pads, size;
-    OP_REQUIRES_OK(context, context->GetAttr("strides", &strides));
-    OP_REQUIRES_OK(context, context->GetAttr("pads", &pads));
-    OP_REQUIRES_OK(context, context->GetAttr("output_size", &size));
-    OP_REQUIRES_OK(context, ValidateAttributes(strides, pads, size));
-    stride_h_ = strides[0];
-    stride_w_ = strides[1];
-    pad_top_ = pads[0];
-    pad_left_ = pads[1];
-    out_h_ = size[0];
-    out_w_ = size[1];
-  }
+  using ConvOpBase::ConvOpBase;
 
  protected:
-  // Validates all inputs; on success fills `g`, otherwise sets the context's error.
-  void Validate(OpKernelContext* context, Geometry* g) {
-    const Tensor& input = context->input(0);
-    const Tensor& filter = context->input(1);
+  // Validates all inputs; on success fills `g` and `num_kept`.
+  Status Validate(OpKernelContext* context, Geometry* g, int64_t* num_kept) const {
+    TF_RETURN_IF_ERROR(ReadGeometry(context->input(0), context->input(1), g));
     const Tensor& kept = context->input(2);
     const Tensor& fill = context->input(3);
-    OP_REQUIRES(context, input.dims() == 4,
-                InvalidArgument("input must be 4-D (batch, height, width, channels), got ",
-                                input.shape().DebugString()));
-    OP_REQUIRES(context, filter.dims() == 4,
-                InvalidArgument("filter must be 4-D (kh, kw, in_channels, filters), got ",
-                                filter.shape().DebugString()));
-    OP_REQUIRES(context, kept.dims() == 1,
-                InvalidArgument("kept must be 1-D, got ", kept.shape().DebugString()));
-    OP_REQUIRES(context, fill.dims() == 1,
-                InvalidArgument("fill_index must be 1-D, got ", fill.shape().DebugString()));
-    g->batch = input.dim_size(0);
-    g->height = input.dim_size(1);
-    g->width = input.dim_size(2);
-    g->channels = input.dim_size(3);
-    g->kh = filter.dim_size(0);
-    g->kw = filter.dim_size(1);
-    g->filters = filter.dim_size(3);
-    OP_REQUIRES(context, g->batch > 0, InvalidArgument("empty batch: input has 0 examples"));
-    OP_REQUIRES(context, g->height > 0 && g->width > 0 && g->channels > 0,
-                InvalidArgument("input has an empty dimension: ",
-                                input.shape().DebugString()));
-    OP_REQUIRES(context, g->kh > 0 && g->kw > 0 && g->filters > 0,
-                InvalidArgument("filter has an empty dimension: ",
-                                filter.shape().DebugString()));
-    OP_REQUIRES(context, filter.dim_size(2) == g->channels,
-                InvalidArgument("filter in_channels (", filter.dim_size(2),
-                                ") does not match input channels (", g->channels, ")"));
-    g->stride_h = stride_h_;
-    g->stride_w = stride_w_;
-    g->pad_top = pad_top_;
-    g->pad_left = pad_left_;
-    g->out_h = out_h_;
-    g->out_w = out_w_;
-    OP_REQUIRES(context, pad_top_ < g->kh && pad_left_ < g->kw,
-                InvalidArgument("pads must be smaller than the kernel size"));
-    const int64_t positions = out_h_ * out_w_;
-    g->kept = kept.dim_size(0);
-    OP_REQUIRES(context, g->kept > 0 && g->kept <= positions,
-                InvalidArgument("kept must hold between 1 and ", positions,
-                                " positions, got ", g->kept));
-    OP_REQUIRES(context, fill.dim_size(0) == positions,
-                InvalidArgument("fill_index must have output_size[0] * output_size[1] = ",
-                                positions, " entries, got ", fill.dim_size(0)));
+    if (kept.dims() != 1) {
+      return InvalidArgument("kept must be 1-D, got ", kept.shape().DebugString());
+    }
+    if (fill.dims() != 1) {
+      return InvalidArgument("fill_index must be 1-D, got ", fill.shape().DebugString());
+    }
+    const int64_t positions = g->positions();
+    *num_kept = kept.dim_size(0);
+    if (*num_kept <= 0 || *num_kept > positions) {
+      return InvalidArgument("kept must hold between 1 and ", positions, " positions, got ",
+                             *num_kept);
+    }
+    if (fill.dim_size(0) != positions) {
+      return InvalidArgument("fill_index must have output_size[0] * output_size[1] = ",
+                             positions, " entries, got ", fill.dim_size(0));
+    }
     const auto kept_v = kept.flat<int32_t>();
-    for (int64_t k = 0; k < g->kept; ++k) {
-      OP_REQUIRES(context, kept_v(k) >= 0 && kept_v(k) < positions,
-                  InvalidArgument("kept[", k, "] = ", kept_v(k), " is outside [0, ",
-                                  positions, ")"));
-      OP_REQUIRES(context, k == 0 || kept_v(k) > kept_v(k - 1),
-                  InvalidArgument("kept must be strictly increasing; kept[", k, "] = ",
-                                  kept_v(k), " after ", kept_v(k - 1)));
+    for (int64_t k = 0; k < *num_kept; ++k) {
+      if (kept_v(k) < 0 || kept_v(k) >= positions) {
+        return InvalidArgument("kept[", k, "] = ", kept_v(k), " is outside [0, ", positions,
+                               ")");
+      }
+      if (k > 0 && kept_v(k) <= kept_v(k - 1)) {
+        return InvalidArgument("kept must be strictly increasing; kept[", k, "] = ",
+                               kept_v(k), " after ", kept_v(k - 1));
+      }
     }
     const auto fill_v = fill.flat<int32_t>();
     for (int64_t p = 0; p < positions; ++p) {
-      OP_REQUIRES(context, fill_v(p) >= 0 && fill_v(p) < g->kept,
-                  InvalidArgument("fill_index[", p, "] = ", fill_v(p), " is outside [0, ",
-                                  g->kept, ")"));
+      if (fill_v(p) < 0 || fill_v(p) >= *num_kept) {
+        return InvalidArgument("fill_index[", p, "] = ", fill_v(p), " is outside [0, ",
+                               *num_kept, ")");
+      }
     }
-    // The largest buffer (batch * positions * filters floats) must be addressable.
-    const double elements = static_cast<double>(g->batch) *
-                            std::max<double>(positions, 1.0) *
-                            std::max<double>(g->filters, g->depth());
-    OP_REQUIRES(context, elements < 9.0e15, InvalidArgument("tensors too large"));
+    return Status();
   }
-
-  int64_t stride_h_, stride_w_, pad_top_, pad_left_, out_h_, out_w_;
 };
 
 class PerforatedConv2DCpu : public PerforatedConv2DBase {
@@ -220,87 +591,187 @@ class PerforatedConv2DCpu : public PerforatedConv2DBase {
 
   void Compute(OpKernelContext* context) override {
     Geometry g;
-    Validate(context, &g);
-    if (!context->status().ok()) return;
-    const int64_t positions = g.out_h * g.out_w;
+    int64_t num_kept = 0;
+    OP_REQUIRES_OK(context, Validate(context, &g, &num_kept));
+    const int64_t positions = g.positions();
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
                                 0, TensorShape({g.batch, g.out_h, g.out_w, g.filters}),
                                 &output));
-    Tensor kept_out;
+    Tensor kept_rows;
     OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
-                                                   TensorShape({g.batch * g.kept, g.filters}),
-                                                   &kept_out));
-    const float* in = context->input(0).flat<float>().data();
-    const float* filter = context->input(1).flat<float>().data();
+                                                   TensorShape({g.batch * num_kept, g.filters}),
+                                                   &kept_rows));
     const int32_t* kept = context->input(2).flat<int32_t>().data();
     const int32_t* fill = context->input(3).flat<int32_t>().data();
-    float* rows_out = kept_out.flat<float>().data();
+    float* rows = kept_rows.flat<float>().data();
     float* out = output->flat<float>().data();
-
-    const int64_t depth = g.depth();
-    const int64_t rows = g.batch * g.kept;
-    // Rows go through in chunks: a parallel im2col of the chunk, then one multithreaded
-    // Eigen contraction (TF's own CPU matmul path) - large GEMMs, bounded scratch memory.
-    const int64_t chunk = std::min<int64_t>(
-        rows, std::max<int64_t>(kMinChunkRows, kChunkFloats / depth));
-    Tensor scratch;
-    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
-                                                   TensorShape({chunk, depth}), &scratch));
-    float* patches = scratch.flat<float>().data();
-    auto worker_threads = context->device()->tensorflow_cpu_worker_threads();
-    const Eigen::ThreadPoolDevice& device = context->eigen_cpu_device();
-    using ConstMatrix = Eigen::TensorMap<Eigen::Tensor<const float, 2, Eigen::RowMajor>>;
-    using Matrix = Eigen::TensorMap<Eigen::Tensor<float, 2, Eigen::RowMajor>>;
-    const Eigen::array<Eigen::IndexPair<Eigen::Index>, 1> contract_dims = {
-        Eigen::IndexPair<Eigen::Index>(1, 0)};
-    ConstMatrix weights(filter, depth, g.filters);
-
-    for (int64_t row0 = 0; row0 < rows; row0 += chunk) {
-      const int64_t count = std::min(chunk, rows - row0);
-      auto im2col = [&](int64_t first, int64_t last) {
-        for (int64_t r = first; r < last; ++r) {
-          const int64_t row = row0 + r;
-          const int64_t n = row / g.kept;
-          const int64_t pos = kept[row % g.kept];
-          const int64_t top = (pos / g.out_w) * g.stride_h - g.pad_top;
-          const int64_t left = (pos % g.out_w) * g.stride_w - g.pad_left;
-          float* dst = patches + r * depth;
-          for (int64_t i = 0; i < g.kh; ++i) {
-            const int64_t y = top + i;
-            for (int64_t j = 0; j < g.kw; ++j, dst += g.channels) {
-              const int64_t x = left + j;
-              if (y < 0 || y >= g.height || x < 0 || x >= g.width) {
-                std::fill(dst, dst + g.channels, 0.0f);
-              } else {
-                std::memcpy(dst, in + ((n * g.height + y) * g.width + x) * g.channels,
-                            g.channels * sizeof(float));
-              }
-            }
-          }
-        }
-      };
-      tensorflow::Shard(worker_threads->num_threads, worker_threads->workers, count,
-                        /*cost_per_unit=*/depth, im2col);
-      ConstMatrix a(patches, count, depth);
-      Matrix c(rows_out + row0 * g.filters, count, g.filters);
-      c.device(device) = a.contract(weights, contract_dims);
-    }
-
+    ConvRows(context, g, context->input(0).flat<float>().data(),
+             context->input(1).flat<float>().data(), g.batch * num_kept,
+             [&](int64_t r, int64_t* n, int64_t* p) {
+               *n = r / num_kept;
+               *p = kept[r % num_kept];
+             },
+             rows);
     auto fill_rows = [&](int64_t first, int64_t last) {
       for (int64_t row = first; row < last; ++row) {
         const int64_t n = row / positions;
         const int64_t p = row % positions;
-        std::memcpy(out + row * g.filters, rows_out + (n * g.kept + fill[p]) * g.filters,
+        std::memcpy(out + row * g.filters, rows + (n * num_kept + fill[p]) * g.filters,
                     g.filters * sizeof(float));
       }
     };
-    tensorflow::Shard(worker_threads->num_threads, worker_threads->workers,
-                      g.batch * positions, /*cost_per_unit=*/g.filters, fill_rows);
+    auto* workers = context->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers->num_threads, workers->workers, g.batch * positions,
+                      /*cost_per_unit=*/g.filters, fill_rows);
   }
 };
 
 REGISTER_KERNEL_BUILDER(Name("PerforatedConv2D").Device(DEVICE_CPU), PerforatedConv2DCpu);
+
+// ---- ConvAtPositions and its gradients -----------------------------------------------
+
+Status ConvAtPositionsShape(InferenceContext* c) {
+  ShapeHandle input, filter, positions;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &filter));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &positions));
+  DimensionHandle channels;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(input, 3), c->Dim(filter, 2), &channels));
+  std::vector<int64_t> size;
+  TF_RETURN_IF_ERROR(ReadAttributes(c, &size));
+  c->set_output(0, c->MakeShape({c->Dim(positions, 0), c->Dim(filter, 3)}));
+  return Status();
+}
+
+REGISTER_OP("ConvAtPositions")
+    .Input("input: float")
+    .Input("filter: float")
+    .Input("positions: int32")
+    .Output("rows: float")
+    .Attr("strides: list(int)")
+    .Attr("pads: list(int)")
+    .Attr("output_size: list(int)")
+    .SetShapeFn(ConvAtPositionsShape)
+    .Doc(R"doc(
+The convolution (NHWC input, HWIO filter, no dilation) at chosen outputs: row m is the
+output at image positions[m] / P, flat position positions[m] % P, P = output_size[0] *
+output_size[1]. Input pixels outside the image (padding) read zero.
+)doc");
+
+REGISTER_OP("ConvAtPositionsBackpropInput")
+    .Input("input: float")
+    .Input("filter: float")
+    .Input("positions: int32")
+    .Input("grad_rows: float")
+    .Output("input_grad: float")
+    .Attr("strides: list(int)")
+    .Attr("pads: list(int)")
+    .Attr("output_size: list(int)")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(ConvAtPositionsShape(c));
+      c->set_output(0, c->input(0));
+      return Status();
+    })
+    .Doc("Gradient of ConvAtPositions with respect to its input (`input` gives the shape).");
+
+REGISTER_OP("ConvAtPositionsBackpropFilter")
+    .Input("input: float")
+    .Input("filter: float")
+    .Input("positions: int32")
+    .Input("grad_rows: float")
+    .Output("filter_grad: float")
+    .Attr("strides: list(int)")
+    .Attr("pads: list(int)")
+    .Attr("output_size: list(int)")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(ConvAtPositionsShape(c));
+      c->set_output(0, c->input(1));
+      return Status();
+    })
+    .Doc("Gradient of ConvAtPositions with respect to its filter (`filter` gives the shape).");
+
+// Where row r of ConvAtPositions lives.
+struct PositionTable {
+  const int32_t* positions;
+  int64_t per_image;
+  void operator()(int64_t r, int64_t* n, int64_t* p) const {
+    *n = positions[r] / per_image;
+    *p = positions[r] % per_image;
+  }
+};
+
+class ConvAtPositionsCpu : public ConvOpBase {
+ public:
+  using ConvOpBase::ConvOpBase;
+
+  void Compute(OpKernelContext* context) override {
+    Geometry g;
+    const Tensor& positions = context->input(2);
+    OP_REQUIRES_OK(context, ReadGeometry(context->input(0), context->input(1), &g));
+    OP_REQUIRES_OK(context, CheckPositions(positions, g));
+    const int64_t count = positions.dim_size(0);
+    Tensor* rows = nullptr;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(0, TensorShape({count, g.filters}), &rows));
+    ConvRows(context, g, context->input(0).flat<float>().data(),
+             context->input(1).flat<float>().data(), count,
+             PositionTable{positions.flat<int32_t>().data(), g.positions()},
+             rows->flat<float>().data());
+  }
+};
+
+class ConvAtPositionsBackpropInputCpu : public ConvOpBase {
+ public:
+  using ConvOpBase::ConvOpBase;
+
+  void Compute(OpKernelContext* context) override {
+    Geometry g;
+    const Tensor& positions = context->input(2);
+    const Tensor& grad_rows = context->input(3);
+    OP_REQUIRES_OK(context, ReadGeometry(context->input(0), context->input(1), &g));
+    OP_REQUIRES_OK(context, CheckPositions(positions, g));
+    const int64_t count = positions.dim_size(0);
+    OP_REQUIRES_OK(context, CheckRows(grad_rows, count, g));
+    Tensor* input_grad = nullptr;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(0, context->input(0).shape(), &input_grad));
+    OP_REQUIRES_OK(context, ConvRowsInputGrad(
+                                context, g, context->input(1).flat<float>().data(),
+                                grad_rows.flat<float>().data(), count,
+                                PositionTable{positions.flat<int32_t>().data(), g.positions()},
+                                input_grad->flat<float>().data()));
+  }
+};
+
+class ConvAtPositionsBackpropFilterCpu : public ConvOpBase {
+ public:
+  using ConvOpBase::ConvOpBase;
+
+  void Compute(OpKernelContext* context) override {
+    Geometry g;
+    const Tensor& positions = context->input(2);
+    const Tensor& grad_rows = context->input(3);
+    OP_REQUIRES_OK(context, ReadGeometry(context->input(0), context->input(1), &g));
+    OP_REQUIRES_OK(context, CheckPositions(positions, g));
+    const int64_t count = positions.dim_size(0);
+    OP_REQUIRES_OK(context, CheckRows(grad_rows, count, g));
+    Tensor* filter_grad = nullptr;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(0, context->input(1).shape(), &filter_grad));
+    OP_REQUIRES_OK(context, ConvRowsFilterGrad(
+                                context, g, context->input(0).flat<float>().data(),
+                                grad_rows.flat<float>().data(), count,
+                                PositionTable{positions.flat<int32_t>().data(), g.positions()},
+                                filter_grad->flat<float>().data()));
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("ConvAtPositions").Device(DEVICE_CPU), ConvAtPositionsCpu);
+REGISTER_KERNEL_BUILDER(Name("ConvAtPositionsBackpropInput").Device(DEVICE_CPU),
+                        ConvAtPositionsBackpropInputCpu);
+REGISTER_KERNEL_BUILDER(Name("ConvAtPositionsBackpropFilter").Device(DEVICE_CPU),
+                        ConvAtPositionsBackpropFilterCpu);
 
 #if GOOGLE_CUDA
 // The index tables stay in host memory: they are validated on the host before launch.
@@ -310,26 +781,24 @@ class PerforatedConv2DGpu : public PerforatedConv2DBase {
 
   void Compute(OpKernelContext* context) override {
     Geometry g;
-    Validate(context, &g);
-    if (!context->status().ok()) return;
+    int64_t num_kept = 0;
+    OP_REQUIRES_OK(context, Validate(context, &g, &num_kept));
     // What the CUDA kernel cannot launch is refused here, as InvalidArgument like every
     // other bad shape, instead of failing inside the launch as an Internal error.
     OP_REQUIRES(context, g.depth() * static_cast<int64_t>(sizeof(float)) <= kMaxSharedBytes,
                 InvalidArgument("on GPU, kh * kw * in_channels = ", g.depth(),
                                 " exceeds the kernel's shared memory (",
                                 kMaxSharedBytes / sizeof(float), " floats)"));
-    OP_REQUIRES(context, g.batch * g.kept <= kMaxBlocks,
-                InvalidArgument("on GPU, batch * kept = ", g.batch * g.kept,
+    OP_REQUIRES(context, g.batch * num_kept <= kMaxBlocks,
+                InvalidArgument("on GPU, batch * kept = ", g.batch * num_kept,
                                 " exceeds the CUDA grid (", kMaxBlocks, " blocks)"));
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
                                 0, TensorShape({g.batch, g.out_h, g.out_w, g.filters}),
                                 &output));
     Tensor tables;
-    const int64_t positions = g.out_h * g.out_w;
-    tensorflow::AllocatorAttributes host;
     OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_INT32,
-                                                   TensorShape({g.kept + positions}),
+                                                   TensorShape({num_kept + g.positions()}),
                                                    &tables));
     OP_REQUIRES(context,
                 LaunchPerforatedConv2D(
@@ -340,7 +809,7 @@ class PerforatedConv2DGpu : public PerforatedConv2DBase {
                     context->input(3).flat<int32_t>().data(), tables.flat<int32_t>().data(),
                     output->flat<float>().data(), g.batch, g.height, g.width, g.channels,
                     g.kh, g.kw, g.filters, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-                    g.out_h, g.out_w, g.kept),
+                    g.out_h, g.out_w, num_kept),
                 tensorflow::errors::Internal("CUDA launch of PerforatedConv2D failed"));
   }
 };

@@ -325,7 +325,7 @@ def op_module():
 
         _module = tfpriors.ops.fused_op_module()
         if _module is None:
-            raise RuntimeError(f"the fused op is not built: {tfpriors.ops._state['error']}")
+            raise RuntimeError(f"the fused op is not built: {tfpriors.ops.library.load_error()}")
     return _module
 
 

@@ -1,6 +1,7 @@
 """Test set-up: TensorFlow backend, two logical CPUs, fixed seeds."""
 
 import os
+import shutil
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,3 +32,19 @@ def digits():
     import tfpriors
 
     return tfpriors.datasets.load_digits()
+
+
+@pytest.fixture
+def fused_op():
+    """The compiled op module. Without it: a failure when a C++ compiler exists (the op
+    should have been built by `make test`), a skip only when none does."""
+    import tfpriors
+
+    module = tfpriors.ops.fused_op_module()
+    if module is not None:
+        return module
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler):
+        pytest.fail(f"the compiled op is unavailable although a C++ compiler ({compiler}) "
+                    f"exists: {tfpriors.ops.library.load_error()}")
+    pytest.skip(f"no C++ compiler ({compiler}): the compiled op cannot be built here")

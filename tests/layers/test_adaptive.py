@@ -99,8 +99,11 @@ def test_act_halts_early_and_ponder_gradient_flows_through_remainder():
     assert all(float(g[0]) < 0 for g in grads)
 
 
-def test_residual_unit_sparse_call_matches_masked_dense():
-    unit = ResidualUnit(4)
+@pytest.mark.parametrize("implementation", ["reference", "fused"])
+def test_residual_unit_sparse_call_matches_masked_dense(implementation, request):
+    if implementation == "fused":
+        request.getfixturevalue("fused_op")
+    unit = ResidualUnit(4, implementation=implementation)
     x = _inputs(1, (3, 7, 5, 4))
     unit(x, training=True)  # non-trivial batch-norm statistics
     for bn in (unit.bn1, unit.bn2):

@@ -88,7 +88,7 @@ def test_gradients_match_finite_differences():
         np.testing.assert_allclose(t, n, atol=1e-6)
 
 
-@pytest.mark.skipif(not tfpriors.ops.has_fused_op(), reason="fused op not built")
+@pytest.mark.usefixtures("fused_op")
 def test_fused_gradients_match_finite_differences():
     rng = np.random.default_rng(2)
     mask = uniform_mask((3, 3), 0.4, seed=5)

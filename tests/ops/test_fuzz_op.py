@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.join(ROOT, "fuzz"))
 
 import fuzz_perforated_conv as driver  # noqa: E402  (fuzz/ is not a package)
 
-needs_op = pytest.mark.skipif(not tfpriors.ops.has_fused_op(), reason="fused op not built")
+# Fails instead of skipping when a C++ compiler exists but the op is missing (conftest).
+needs_op = pytest.mark.usefixtures("fused_op")
 REGRESSIONS = sorted(glob.glob(os.path.join(ROOT, "fuzz", "regressions", "*")))
 
 

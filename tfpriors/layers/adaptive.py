@@ -37,6 +37,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfpriors import _validation, distributed
+from tfpriors import ops as conv_ops
 from tfpriors.layers.geometry import FloatInputs
 from tfpriors.layers.seed_state import SeedStateMixin
 
@@ -83,22 +84,6 @@ def _ponder_cost(value):
 # -- units --------------------------------------------------------------------------------
 
 
-def _gather_patches(padded, index, width, kernel):
-    """Rows of ``kernel x kernel`` patches of ``padded`` centred at ``index`` ([n, i, j]).
-
-    ``padded`` is the input padded by ``kernel // 2`` on each spatial side, so
-    the patch of position (i, j) starts at padded (i, j). One gather over the
-    flattened tensor serves every offset.
-    """
-    padded_height, padded_width, channels = padded.shape[1], width + kernel - 1, padded.shape[3]
-    flat = tf.reshape(padded, (-1, channels))
-    base = (index[:, 0] * padded_height + index[:, 1]) * padded_width + index[:, 2]
-    offsets = tf.constant([di * padded_width + dj for di in range(kernel)
-                           for dj in range(kernel)], tf.int32)
-    patches = tf.gather(flat, base[:, None] + offsets[None, :])
-    return tf.reshape(patches, (-1, kernel * kernel * channels))
-
-
 def _folded_batch_norm(bn):
     scale = bn.gamma / tf.sqrt(bn.moving_variance + bn.epsilon)
     return scale, bn.beta - bn.moving_mean * scale
@@ -114,8 +99,9 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
 
     At inference :meth:`sparse_call` computes the unit at chosen positions
     only: the first convolution runs at the active positions dilated by its
-    kernel, the second at the active positions, each as one matmul over
-    gathered patches, with batch normalization folded into them.
+    kernel, the second at the active positions, with batch normalization
+    folded into them. Both go through :func:`tfpriors.ops.conv_at_positions`,
+    the im2col + GEMM engine of the perforated convolution.
 
     Args:
         filters: number of output channels.
@@ -125,6 +111,9 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
             with the statistics of the global batch (one all-reduce per batch
             normalization) rather than of each replica's slice, so that
             training does not depend on the number of replicas.
+        implementation: of the sparse convolutions: ``"auto"`` (the compiled
+            op when loaded, else pure TF), ``"fused"`` or ``"reference"`` (pure
+            TF: GATHER + FULLY_CONNECTED, the TFLite export form).
 
     Example:
 
@@ -134,8 +123,10 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
     """
 
     def __init__(self, filters, kernel_size=3, strides=1, synchronized_batch_norm=False,
-                 **kwargs):
+                 implementation="auto", **kwargs):
         super().__init__(**kwargs)
+        self.implementation = _validation.one_of(implementation, "implementation",
+                                                 {"auto", "fused", "reference"})
         self.filters = _validation.positive_int(filters, "filters")
         self.kernel_size = _validation.positive_int(kernel_size, "kernel_size")
         if self.kernel_size % 2 == 0:
@@ -197,33 +188,40 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
                              "as many filters as input channels).")
         height, width, channels = inputs.shape[1:]
         k, pad = self.kernel_size, self.kernel_size // 2
-        paddings = [[0, 0], [pad, pad], [pad, pad], [0, 0]]
-        active_float = tf.cast(active, inputs.dtype)[..., None]
-        dilated = tf.nn.max_pool2d(active_float, k, 1, "SAME")[..., 0] > 0
-        dilated_index = tf.cast(tf.where(dilated), tf.int32)
-        active_index = tf.cast(tf.where(active), tf.int32)
-        batch = tf.shape(inputs)[0]
         dtype = inputs.dtype
-        scale1, shift1 = _folded_batch_norm(self.bn1)
-        scale2, shift2 = _folded_batch_norm(self.bn2)
-        kernel1 = tf.cast(tf.reshape(self.conv1.kernel, (k * k * channels, self.filters)), dtype)
-        kernel2 = tf.cast(tf.reshape(self.conv2.kernel, (k * k * self.filters, self.filters)),
-                          dtype)
-        scale1, shift1, scale2, shift2 = (tf.cast(v, dtype)
-                                          for v in (scale1, shift1, scale2, shift2))
-        patches = _gather_patches(tf.pad(inputs, paddings), dilated_index, width, k)
-        hidden = tf.nn.relu(tf.matmul(patches, kernel1) * scale1 + shift1)
-        hidden_map = tf.scatter_nd(dilated_index, hidden,
-                                   tf.stack([batch, height, width, self.filters]))
-        patches = _gather_patches(tf.pad(hidden_map, paddings), active_index, width, k)
-        residual = tf.matmul(patches, kernel2) * scale2 + shift2
-        updated = tf.nn.relu(tf.gather_nd(inputs, active_index) + residual)
-        updated_map = tf.scatter_nd(active_index, updated, tf.shape(inputs))
+        size = (height, width)
+
+        def conv_at(x, kernel, positions):
+            return conv_ops.conv_at_positions(x, tf.cast(kernel, dtype), positions, size,
+                                              (1, 1), (pad, pad),
+                                              implementation=self.implementation)
+
+        def flat_positions(mask):  # n * H * W + p of every true entry, in order
+            return tf.cast(tf.where(tf.reshape(mask, (-1,)))[:, 0], tf.int32)
+
+        # The first convolution is needed wherever the second one reads.
+        dilated = tf.nn.max_pool2d(tf.cast(active, dtype)[..., None], k, 1, "SAME")[..., 0] > 0
+        dilated_positions = flat_positions(dilated)
+        active_positions = flat_positions(active)
+        scale1, shift1 = (tf.cast(v, dtype) for v in _folded_batch_norm(self.bn1))
+        scale2, shift2 = (tf.cast(v, dtype) for v in _folded_batch_norm(self.bn2))
+        hidden = tf.nn.relu(conv_at(inputs, self.conv1.kernel, dilated_positions) * scale1
+                            + shift1)
+        flat_shape = tf.stack([tf.shape(inputs)[0] * height * width, self.filters])
+        hidden_map = tf.reshape(tf.scatter_nd(dilated_positions[:, None], hidden, flat_shape),
+                                tf.shape(inputs))
+        residual = conv_at(hidden_map, self.conv2.kernel, active_positions) * scale2 + shift2
+        flat_inputs = tf.reshape(inputs, (-1, channels))
+        updated = tf.nn.relu(tf.gather(flat_inputs, active_positions) + residual)
+        updated_map = tf.reshape(tf.scatter_nd(active_positions[:, None], updated, flat_shape),
+                                 tf.shape(inputs))
         return tf.where(active[..., None], updated_map, inputs)
 
     def inference_layer(self):
         """The export form: a copy (deterministic, TFLite builtin ops only) and its weights."""
-        return type(self).from_config(self.get_config()), self.get_weights()
+        config = self.get_config()
+        config["implementation"] = "reference"
+        return type(self).from_config(config), self.get_weights()
 
     def compute_output_shape(self, input_shape):
         shape = self.conv1.compute_output_shape(tuple(input_shape))
@@ -233,7 +231,8 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
         config = super().get_config()
         config.update({"filters": self.filters, "kernel_size": self.kernel_size,
                        "strides": self.strides,
-                       "synchronized_batch_norm": self.synchronized_batch_norm})
+                       "synchronized_batch_norm": self.synchronized_batch_norm,
+                       "implementation": self.implementation})
         return config
 
 
@@ -430,9 +429,13 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
         return tuple(input_shape)
 
     def inference_layer(self):
-        """The export form: the same block without metric updates (deterministic)."""
+        """The export form: the same block without metric updates (deterministic), its
+        units' sparse convolutions in pure TF (TFLite builtin ops only)."""
         config = self.get_config()
         config["track_metrics"] = False
+        unit = config["unit_factory"].get("config", {})
+        if "implementation" in unit:
+            unit["implementation"] = "reference"
         layer = type(self).from_config(config)
         return layer, self.get_weights()
 

@@ -12,8 +12,8 @@ from keras import ops
 from tfpriors import _validation
 from tfpriors import ops as perforation_ops
 from tfpriors.layers.geometry import FloatInputs
-from tfpriors.perforation.masks import (MASK_KINDS, PerforationMask, grid_mask, structure_mask,
-                                        uniform_mask)
+from tfpriors.ops import autotune
+from tfpriors.perforation.masks import MASK_KINDS, PerforationMask, make_mask
 
 
 def _validate_mask(mask):
@@ -47,18 +47,25 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         padding: ``"valid"`` or ``"same"``.
         rate: perforation rate in ``[0, 1)``, the fraction of output positions
             not computed. Rate 0 is exactly ``Conv2D``.
-        mask: ``"uniform"``, ``"grid"``, ``"structure"`` (3x3 stride-2 pooling
-            assumed next; :func:`tfpriors.perforation.perforate` reads the real
-            one), or a :class:`~tfpriors.perforation.PerforationMask` (its rate
-            wins). ``"impact"`` needs data: use
+        mask: ``"uniform"``, ``"grid"``, ``"lattice"`` (every other row at
+            0.5, every other row and column at 0.75: one strided convolution,
+            the fastest), ``"structure"`` (3x3 stride-2 pooling assumed next;
+            :func:`tfpriors.perforation.perforate` reads the real one), or a
+            :class:`~tfpriors.perforation.PerforationMask` (its rate wins).
+            ``"impact"`` needs data: use
             ``tfpriors.perforation.perforate(model, rates, mask="impact", data=(x, y))``.
         activation, use_bias, kernel_initializer, bias_initializer,
         kernel_regularizer, bias_regularizer, activity_regularizer,
         kernel_constraint, bias_constraint: as in ``Conv2D``.
         seed: seed of the random masks (uniform, grid, structure ties).
-        implementation: ``"auto"`` (fused op when built, else pure TF),
-            ``"fused"`` or ``"reference"`` (pure TF: gathers and one matmul,
-            the TFLite export form).
+        implementation: ``"auto"`` (the fastest exact implementation for this
+            shape and mask, measured once when the layer is built and saved in
+            its config: see :mod:`tfpriors.ops.autotune`), or one of them:
+            ``"fused"`` (the compiled op, ``make ops``), ``"reference"`` (pure
+            TF: gathers and one matmul), ``"strided"`` (lattice masks: one
+            strided convolution) or ``"dense"`` (every position computed).
+        selected_implementation: what ``"auto"`` chose (set by a saved config;
+            leave it None).
 
     Example:
 
@@ -75,7 +82,8 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, seed=None,
-                 implementation="auto", data_format=None, dilation_rate=1, **kwargs):
+                 implementation="auto", data_format=None, dilation_rate=1,
+                 selected_implementation=None, **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.filters = _validation.positive_int(filters, "filters")
         self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
@@ -116,6 +124,11 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         self.seed = _validation.seed(seed)
         self.implementation = _validation.one_of(implementation, "implementation",
                                                  set(perforation_ops.IMPLEMENTATIONS))
+        if selected_implementation is not None:
+            selected_implementation = _validation.one_of(
+                selected_implementation, "selected_implementation",
+                set(perforation_ops.IMPLEMENTATIONS) - {"auto"})
+        self.selected_implementation = selected_implementation
 
     def _geometry(self, input_shape):
         if len(input_shape) != 4 or any(d is None for d in input_shape[1:]):
@@ -127,24 +140,28 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
                                              self.kernel_size, self.strides, self.padding)
 
     def _make_mask(self, output_shape):
-        if isinstance(self.mask, PerforationMask):
-            if self.mask.output_shape != output_shape:
-                raise ValueError(
-                    f"The mask of PerforatedConv2D '{self.name}' is for outputs of shape "
-                    f"{self.mask.output_shape}, but the input gives {output_shape}.")
-            return self.mask
-        if self.mask == "uniform":
-            return uniform_mask(output_shape, self.rate, seed=self.seed)
-        if self.mask == "grid":
-            return grid_mask(output_shape, self.rate, seed=self.seed)
-        if self.mask == "structure":
-            return structure_mask(output_shape, self.rate, seed=self.seed)
-        raise ValueError(
-            f"PerforatedConv2D '{self.name}' has mask='impact', which needs data to "
-            "measure each position's impact on the loss: use tfpriors.perforation."
-            "perforate(model, rates, mask='impact', data=(x, y)), or pass a "
-            "PerforationMask built with tfpriors.perforation.mask_from_scores("
-            "tfpriors.perforation.impact_scores(model, layer, (x, y)), rate).")
+        try:
+            return make_mask(self.mask, output_shape, self.rate, seed=self.seed)
+        except ValueError as error:
+            raise ValueError(f"PerforatedConv2D '{self.name}': {error}") from None
+
+    def _select_implementation(self, input_shape):
+        """The implementation that runs: the user's, the saved choice, or a measured one."""
+        mask = self.mask
+        if len(mask.kept) == mask.size:
+            return "dense"  # nothing perforated: the plain convolution
+        usable = autotune.candidates(mask.kept, mask.output_shape, self.compute_dtype)
+        if self.implementation != "auto":
+            if self.implementation == "strided" and "strided" not in usable:
+                raise ValueError(f"PerforatedConv2D '{self.name}' has implementation='strided',"
+                                 " which needs a regular lattice mask (mask='lattice'); its "
+                                 f"mask is {mask!r}.")
+            return self.implementation
+        if self.selected_implementation in usable:
+            return self.selected_implementation
+        return autotune.choose(tuple(int(d) for d in input_shape[1:]), self.kernel_size,
+                               self.filters, self.strides, self._pads, mask.output_shape,
+                               mask.kept, mask.fill_index, self.compute_dtype)
 
     def build(self, input_shape):
         out_h, out_w, pad_top, pad_left = self._geometry(input_shape)
@@ -152,6 +169,7 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         # A grid has rows x cols points: the true rate can differ from the one asked.
         self.rate = self.mask.rate
         self._pads = (pad_top, pad_left)
+        self.selected_implementation = self._select_implementation(input_shape)
         in_channels = int(input_shape[-1])
         self.kernel = self.add_weight(
             name="kernel", shape=self.kernel_size + (in_channels, self.filters),
@@ -168,32 +186,34 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
 
     def call(self, inputs):
         kernel = ops.cast(self.kernel, self.compute_dtype)
+        bias = None if self.bias is None else ops.cast(self.bias, self.compute_dtype)
         if len(self.mask.kept) == self.mask.size:
             # Nothing perforated: the plain convolution, bit for bit Conv2D's.
             outputs = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding)
-        else:
-            outputs = perforation_ops.perforated_conv2d(
-                inputs, kernel, self.mask.kept, self.mask.fill_index,
-                self.mask.output_shape, self.strides, self._pads,
-                implementation=self.implementation)
-        if self.bias is not None:
-            outputs = outputs + ops.cast(self.bias, self.compute_dtype)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+            if bias is not None:
+                outputs = outputs + bias
+            return outputs if self.activation is None else self.activation(outputs)
+        # Bias and activation go on the computed rows, before the fill copies them.
+        return perforation_ops.perforated_conv2d(
+            inputs, kernel, self.mask.kept, self.mask.fill_index, self.mask.output_shape,
+            self.strides, self._pads, implementation=self.selected_implementation,
+            bias=bias, activation=self.activation)
 
     def compute_output_shape(self, input_shape):
         out_h, out_w, _, _ = self._geometry(input_shape)
         return (input_shape[0], out_h, out_w, self.filters)
 
     def inference_layer(self):
-        """The export form: the same layer on the pure-TF path (TFLite builtin ops only).
+        """The export form: the same layer with TFLite builtin ops only.
 
-        Its graph is PAD-free im2col by GATHER, one FULLY_CONNECTED and a
-        GATHER filling the perforated positions.
+        A lattice mask exports as one strided CONV_2D and a GATHER filling the
+        perforated positions; other masks as a PAD-free im2col by GATHER, one
+        FULLY_CONNECTED and the filling GATHER.
         """
         config = self.get_config()
-        config["implementation"] = "reference"
+        lattice = perforation_ops.lattice_of(self.mask.kept, self.mask.output_shape)
+        config["implementation"] = "strided" if lattice is not None else "reference"
+        config["selected_implementation"] = None
         layer = PerforatedConv2D.from_config(config)
         return layer, [ops.convert_to_numpy(w) for w in self.weights]
 
@@ -223,5 +243,6 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
             "seed": self.seed,
             "implementation": self.implementation,
+            "selected_implementation": self.selected_implementation,
         })
         return config

@@ -1,5 +1,5 @@
-"""Pure-TensorFlow perforated convolution: the fallback path, the export graph and the
-test oracle of the fused op.
+"""Pure-TensorFlow convolutions at chosen positions: the fallback path, the export graph
+and the test oracle of the compiled ops.
 
 The forward pass is an im2col restricted to the kept output positions (one
 ``tf.gather`` of input pixels), one matmul with the kernel reshaped to
@@ -15,7 +15,8 @@ import tensorflow as tf
 from tfpriors import _validation
 
 
-def _float_tensor(value, name):
+def check_images(value, name):
+    """``value`` as a 4-D float tensor without empty dimensions (but an empty batch)."""
     if not tf.is_tensor(value):
         value = tf.constant(_validation.numeric_array(value, name, "float32"))
     if value.shape.rank != 4:
@@ -50,20 +51,24 @@ def check_arguments(inputs, kernel, kept, fill_index, output_shape, strides, pad
     The fused op checks all of this again in C++; checking here first gives
     Python users a ``ValueError`` / ``TypeError`` naming the argument.
     """
-    inputs = _float_tensor(inputs, "inputs")
-    kernel = _float_tensor(kernel, "kernel")
+    inputs = check_images(inputs, "inputs")
+    kernel = check_images(kernel, "kernel")
     if None not in (inputs.shape[-1], kernel.shape[2]) and inputs.shape[-1] != kernel.shape[2]:
         raise ValueError(f"`kernel` has {kernel.shape[2]} input channels but `inputs` has "
                          f"{inputs.shape[-1]}.")
     output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
     strides = _validation.int_tuple(strides, "strides", 2)
-    try:
-        pads = tuple(pads)
-    except TypeError:
-        pads = None
-    if (pads is None or len(pads) != 2 or any(
-            isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0 for p in pads)):
-        raise ValueError("`pads` must be two non-negative integers (pad_top, pad_left).")
+    pads = check_pads(pads)
+    kept, fill_index = check_tables(kept, fill_index, output_shape)
+    return inputs, kernel, kept, fill_index, output_shape, strides, pads
+
+
+def check_tables(kept, fill_index, output_shape):
+    """Validates a mask's tables for ``output_shape``; returns them as int32 (or tensors).
+
+    ``kept``: strictly increasing flat positions; ``fill_index``: one index
+    into ``kept`` per output position.
+    """
     positions = output_shape[0] * output_shape[1]
     kept = _index_table(kept, "kept", None, positions,
                         f"flat positions of the `output_shape` {output_shape}")
@@ -73,7 +78,38 @@ def check_arguments(inputs, kernel, kept, fill_index, output_shape, strides, pad
     fill_index = _index_table(fill_index, "fill_index", positions,
                               count if count is not None else np.iinfo(np.int32).max,
                               "indices into `kept`")
-    return inputs, kernel, kept, fill_index, output_shape, strides, tuple(int(p) for p in pads)
+    return kept, fill_index
+
+
+def check_positions(positions, inputs, output_shape):
+    """``positions`` as an int32 tensor of flat ``image * P + position`` entries, checked
+    against the batch of ``inputs`` when both are known."""
+    if tf.is_tensor(positions):
+        if positions.shape.rank != 1 or not positions.dtype.is_integer:
+            raise ValueError("`positions` must be a 1-D integer tensor; received "
+                             f"{positions.dtype.name} of shape {positions.shape}.")
+        return tf.cast(positions, tf.int32)
+    bound = (int(inputs.shape[0]) * output_shape[0] * output_shape[1]
+             if inputs.shape[0] is not None else np.iinfo(np.int32).max)
+    positions = _validation.numeric_array(positions, "positions", "float64")
+    if (positions.ndim != 1 or np.any(positions != np.round(positions))
+            or (positions.size and (positions.min() < 0 or positions.max() >= bound))):
+        raise ValueError(f"`positions` must be a 1-D sequence of integers in [0, {bound}) "
+                         "(image * out_h * out_w + flat position) for the batch of "
+                         f"{inputs.shape[0]} `inputs`.")
+    return tf.constant(positions.astype(np.int32))
+
+
+def check_pads(pads):
+    """``pads`` as a tuple of two non-negative ints (pad_top, pad_left)."""
+    try:
+        pads = tuple(pads)
+    except TypeError:
+        pads = None
+    if (pads is None or len(pads) != 2 or any(
+            isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0 for p in pads)):
+        raise ValueError("`pads` must be two non-negative integers (pad_top, pad_left).")
+    return tuple(int(p) for p in pads)
 
 
 def conv_geometry(input_hw, kernel_size, strides, padding):
@@ -126,6 +162,51 @@ def _flat_with_zero(inputs):
     return tf.concat([flat, tf.zeros_like(flat[:, :1])], axis=1)
 
 
+def kept_rows_reference(inputs, kernel, kept, output_shape, strides, pads):
+    """The convolution at the kept positions of every image, ``(N, K, filters)``:
+    one gather of input pixels (the kept-position im2col) and one matmul."""
+    kh, kw, channels, filters = kernel.shape
+    input_hw = (int(inputs.shape[1]), int(inputs.shape[2]))
+    kept = np.asarray(kept, np.int64)
+    taps = patch_indices(kept, input_hw, (kh, kw), strides, pads, output_shape[1])
+    flat = _flat_with_zero(inputs)
+    # (N, K * kh * kw, C) -> (N * K, kh * kw * C): rows of the kept-position im2col.
+    patches = tf.gather(flat, tf.constant(taps.reshape(-1), tf.int32), axis=1)
+    patches = tf.reshape(patches, (-1, kh * kw * channels))
+    rows = tf.matmul(patches, tf.reshape(kernel, (kh * kw * channels, filters)))
+    return tf.reshape(rows, (-1, len(kept), filters))
+
+
+def conv_at_positions_reference(inputs, kernel, positions, output_shape, strides, pads):
+    """The convolution at flat positions ``n * P + p`` of a batch, ``(M, filters)``.
+
+    ``positions`` may be a tensor (its values known only at run time): the taps
+    are computed in TensorFlow and gathered from the flattened batch.
+    """
+    inputs, kernel = check_images(inputs, "inputs"), check_images(kernel, "kernel")
+    output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
+    strides = _validation.int_tuple(strides, "strides", 2)
+    pads = check_pads(pads)
+    positions = check_positions(positions, inputs, output_shape)
+    if inputs.shape[0] == 0:  # no image, no position: the answer is known
+        return tf.zeros((0, kernel.shape[-1]), inputs.dtype)
+    kh, kw, channels, filters = kernel.shape
+    height, width = int(inputs.shape[1]), int(inputs.shape[2])
+    per_image = output_shape[0] * output_shape[1]
+    positions = tf.cast(positions, tf.int32)
+    images = positions // per_image
+    taps = patch_indices(positions % per_image, (height, width), (kh, kw), strides, pads,
+                         output_shape[1], where=tf.where)
+    batch_pixels = tf.shape(inputs)[0] * height * width
+    # The zero pixel of the padding sits after the whole batch.
+    index = tf.where(taps == height * width, batch_pixels,
+                     images[:, None] * (height * width) + taps)
+    flat = tf.reshape(inputs, (-1, channels))
+    flat = tf.concat([flat, tf.zeros_like(flat[:1])], axis=0)
+    patches = tf.reshape(tf.gather(flat, index), (-1, kh * kw * channels))
+    return tf.matmul(patches, tf.reshape(kernel, (kh * kw * channels, filters)))
+
+
 def perforated_conv2d_reference(inputs, kernel, kept, fill_index, output_shape, strides,
                                 pads):
     """Perforated convolution of NHWC ``inputs`` (no bias, no activation).
@@ -144,22 +225,16 @@ def perforated_conv2d_reference(inputs, kernel, kept, fill_index, output_shape, 
     """
     inputs, kernel, kept, fill_index, output_shape, strides, pads = check_arguments(
         inputs, kernel, kept, fill_index, output_shape, strides, pads)
-    kh, kw, channels, filters = kernel.shape
-    input_hw = (int(inputs.shape[1]), int(inputs.shape[2]))
-    kept = np.asarray(kept, np.int64)
-    taps = patch_indices(kept, input_hw, (kh, kw), strides, pads, output_shape[1])
-    count = len(kept)
-    flat = _flat_with_zero(inputs)
-    # (N, K * kh * kw, C) -> (N * K, kh * kw * C): rows of the kept-position im2col.
-    patches = tf.gather(flat, tf.constant(taps.reshape(-1), tf.int32), axis=1)
-    patches = tf.reshape(patches, (-1, kh * kw * channels))
-    kept_outputs = tf.matmul(patches, tf.reshape(kernel, (kh * kw * channels, filters)))
-    kept_outputs = tf.reshape(kept_outputs, (-1, count, filters))
+    rows = kept_rows_reference(inputs, kernel, kept, output_shape, strides, pads)
+    return fill(rows, fill_index, output_shape)
+
+
+def fill(rows, fill_index, output_shape):
+    """``(N, K, F)`` kept rows -> ``(N, height, width, F)``: position p takes row
+    ``fill_index[p]`` (one GATHER)."""
     fill_index = np.asarray(fill_index, np.int32)
     # Every position kept *and* filled from itself: the gather would be the identity.
     # (A permuted fill_index with every position kept still needs it; found by fuzzing.)
-    if np.array_equal(fill_index, np.arange(count)):
-        full = kept_outputs
-    else:
-        full = tf.gather(kept_outputs, tf.constant(fill_index), axis=1)
-    return tf.reshape(full, (-1, output_shape[0], output_shape[1], filters))
+    if not np.array_equal(fill_index, np.arange(rows.shape[1])):
+        rows = tf.gather(rows, tf.constant(fill_index), axis=1)
+    return tf.reshape(rows, (-1, output_shape[0], output_shape[1], rows.shape[-1]))

@@ -2,19 +2,21 @@
 
 Example:
 
->>> fast = tfpriors.perforation.perforate(model, rates={"conv2": 0.5}, mask="grid")
->>> fast = tfpriors.perforation.greedy_perforation(model, (x_val, y_val), target_speedup=2.0)
+>>> fast = tfpriors.perforation.perforate(model, rates={"conv2": 0.5}, mask="lattice")
+>>> fast = tfpriors.perforation.greedy_perforation(model, (x_val, y_val), target_speedup=2.0,
+...                                                max_accuracy_drop=0.01)
 >>> print(fast.perforation_report)
 >>> tfpriors.perforation.plot_mask(fast.get_layer("conv2"), "mask.png")
 """
 
 from tfpriors.perforation.masks import (MASK_KINDS, PerforationMask, grid_mask, impact_scores,
-                                        kept_count, mask_from_scores, pooling_counts,
-                                        structure_mask, uniform_mask)
+                                        kept_count, lattice_mask, lattice_rates, make_mask,
+                                        mask_from_scores, pooling_counts, structure_mask,
+                                        uniform_mask)
 from tfpriors.perforation.api import (PerforationReport, greedy_perforation,  # noqa: E402
                                       perforable_layers, perforate, plot_mask)
 
 __all__ = ["MASK_KINDS", "PerforationMask", "PerforationReport", "greedy_perforation",
-           "grid_mask", "impact_scores", "kept_count", "mask_from_scores",
-           "perforable_layers", "perforate", "plot_mask", "pooling_counts", "structure_mask",
-           "uniform_mask"]
+           "grid_mask", "impact_scores", "kept_count", "lattice_mask", "lattice_rates",
+           "make_mask", "mask_from_scores", "perforable_layers", "perforate", "plot_mask",
+           "pooling_counts", "structure_mask", "uniform_mask"]

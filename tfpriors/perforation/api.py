@@ -12,8 +12,7 @@ from tfpriors._layers import walk
 from tfpriors._rewrite import check_rewritable, rewrite_model
 from tfpriors.io import atomic_path
 from tfpriors.perforation.masks import (MASK_KINDS, PerforationMask, _outputs_logits,
-                                        _split_data, grid_mask, impact_scores, mask_from_scores,
-                                        structure_mask, uniform_mask)
+                                        _split_data, impact_scores, make_mask)
 
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 # Layers between a convolution and its pooling that keep positions where they are.
@@ -68,26 +67,18 @@ def _output_hw(layer):
 
 
 def _build_mask(model, layer, kind, rate, data, seed, scores_cache):
-    output_shape = _output_hw(layer)
-    if isinstance(kind, PerforationMask):
-        return kind
-    if kind == "uniform":
-        return uniform_mask(output_shape, rate, seed=seed)
-    if kind == "grid":
-        return grid_mask(output_shape, rate, seed=seed)
+    pooling = scores = None
     if kind == "structure":
-        pooling = _next_pooling(layer)
-        if pooling is None:
-            # Without a pooling layer every position is read once: ties everywhere.
-            return structure_mask(output_shape, rate, pool_size=1, pool_strides=1, seed=seed)
-        pool_size, strides, padding = pooling
-        return structure_mask(output_shape, rate, pool_size, strides, padding, seed=seed)
-    if data is None:
-        raise ValueError("`mask='impact'` needs `data=(x, y)`: the impact of each output "
-                         "position on the loss is measured on it.")
-    if layer.name not in scores_cache:
-        scores_cache[layer.name] = impact_scores(model, layer, data)
-    return mask_from_scores(scores_cache[layer.name], rate, seed=seed)
+        # Without a pooling layer every position is read once: ties everywhere.
+        pooling = _next_pooling(layer) or (1, 1, "valid")
+    elif kind == "impact":
+        if data is None:
+            raise ValueError("`mask='impact'` needs `data=(x, y)`: the impact of each output "
+                             "position on the loss is measured on it.")
+        if layer.name not in scores_cache:
+            scores_cache[layer.name] = impact_scores(model, layer, data)
+        scores = scores_cache[layer.name]
+    return make_mask(kind, _output_hw(layer), rate, seed=seed, pooling=pooling, scores=scores)
 
 
 def _resolve_rates(model, rates):
@@ -177,7 +168,9 @@ class PerforationReport:
     """What :func:`greedy_perforation` chose and what it measured.
 
     ``layers`` maps each candidate layer name to its FLOPs, measured forward
-    time per rate and validation-loss increase per rate.
+    time per rate and validation-loss increase per rate. ``steps`` lists every
+    step the search tried, in order, with its measured accuracy and whether it
+    was kept; ``stop_reason`` says why the search ended.
     """
 
     rates: dict
@@ -190,6 +183,9 @@ class PerforationReport:
     loss_after: float
     layers: dict
     mask: str
+    max_accuracy_drop: float = 0.01
+    stop_reason: str = ""
+    steps: list = dataclasses.field(default_factory=list)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -197,12 +193,14 @@ class PerforationReport:
     def __str__(self):
         chosen = ", ".join(f"{name}: {rate:g}" for name, rate in self.rates.items()) or "none"
         return "\n".join([
-            f"Greedy perforation ({self.mask} masks), target {self.target_speedup:.2f}x",
+            f"Greedy perforation ({self.mask} masks), target {self.target_speedup:.2f}x, "
+            f"accuracy budget {self.max_accuracy_drop:.2%}",
             f"  rates             {chosen}",
             f"  speedup           {self.predicted_speedup:.2f}x predicted, "
             f"{self.measured_speedup:.2f}x measured (model forward, median)",
             f"  accuracy          {self.accuracy_before:.2%} -> {self.accuracy_after:.2%}",
-            f"  validation loss   {self.loss_before:.4f} -> {self.loss_after:.4f}"])
+            f"  validation loss   {self.loss_before:.4f} -> {self.loss_after:.4f}",
+            f"  stopped           {self.stop_reason}"])
 
 
 def _loss_and_accuracy(model, x, y, batch_size):
@@ -210,16 +208,6 @@ def _loss_and_accuracy(model, x, y, batch_size):
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=_outputs_logits(model))
     loss = float(keras.ops.convert_to_numpy(loss_fn(y, outputs)))
     return loss, float(np.mean(outputs.argmax(-1) == y))
-
-
-def _median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def _interleaved_medians(fns, repeats):
@@ -234,6 +222,14 @@ def _interleaved_medians(fns, repeats):
     return [float(np.median(t)) for t in times]
 
 
+def _forward(model, inputs):
+    """A callable running ``model`` on ``inputs`` (one traced inference function)."""
+    import tensorflow as tf
+
+    function = tf.function(lambda x: model(x, training=False))
+    return lambda: function(inputs).numpy()
+
+
 def _layer_timer(layer, rate, batch, mask_kind, seed, implementation):
     """A callable running one (perforated) copy of ``layer`` on a random batch."""
     import tensorflow as tf
@@ -243,27 +239,52 @@ def _layer_timer(layer, rate, batch, mask_kind, seed, implementation):
     config_mask = mask_kind if mask_kind != "impact" else "uniform"
     copy = perforated(layer.filters, layer.kernel_size, strides=layer.strides,
                       padding=layer.padding, rate=rate, mask=config_mask, seed=seed,
-                      use_bias=layer.use_bias, implementation=implementation)
+                      activation=layer.activation, use_bias=layer.use_bias,
+                      implementation=implementation)
     x = tf.random.normal((batch,) + input_shape)
     copy.build(x.shape)
     call = tf.function(copy.call)
     return lambda: call(x).numpy()
 
 
-def greedy_perforation(model, validation_data, target_speedup=2.0, mask="grid",
-                       rate_steps=(0.25, 0.5, 0.75), batch_size=32, timing_repeats=15,
-                       seed=0, implementation="auto", progress=True):
-    """Perforates ``model``'s convolutions until the predicted speedup reaches a target.
+def _candidate_costs(model, layer, steps, mask, data, seed, implementation, batch_size,
+                     timing_repeats, x, y, loss_before):
+    """FLOPs, measured forward seconds and validation-loss increase of ``layer`` per rate."""
+    kh, kw = layer.kernel_size
+    out_h, out_w = _output_hw(layer)
+    flops = out_h * out_w * kh * kw * int(layer.kernel.shape[2]) * layer.filters
+    timers = [_layer_timer(layer, rate, batch_size, mask, seed, implementation)
+              for rate in [0.0] + steps]
+    seconds = _interleaved_medians(timers, timing_repeats)
+    loss_increase = [0.0]
+    for rate in steps:
+        trial = perforate(model, {layer.name: rate}, mask=mask, data=data, seed=seed,
+                          implementation=implementation)
+        loss, _ = _loss_and_accuracy(trial, x, y, batch_size)
+        loss_increase.append(loss - loss_before)
+    return {"flops": int(flops), "rates": [0.0] + steps, "seconds": seconds,
+            "loss_increase": loss_increase}
+
+
+def greedy_perforation(model, validation_data, target_speedup=2.0, mask=None,
+                       max_accuracy_drop=0.01, rate_steps=(0.25, 0.5, 0.75), batch_size=32,
+                       timing_repeats=15, seed=0, implementation="auto", progress=True):
+    """Perforates ``model``'s convolutions towards a measured speedup within an accuracy budget.
 
     1. Cost of every perforable convolution: its FLOPs and its measured
-       forward time at each rate in ``rate_steps`` (batch ``batch_size``),
-       against the measured time of the whole model.
+       forward time at each rate in ``rate_steps`` (batch ``batch_size``).
     2. Benefit: the validation-loss increase of perforating each layer alone
        at each rate.
     3. Greedy: starting from no perforation, repeatedly raise one layer to its
-       next rate, choosing the step with the least loss increase per second
-       saved, until ``base time / predicted time >= target_speedup`` or no
-       step saves time.
+       next rate, the step with the least loss increase per second saved
+       first. Each step is evaluated on the validation data: a step that
+       drops accuracy by more than ``max_accuracy_drop`` is undone and its
+       layer stays where it was. The search stops once the predicted speedup
+       reaches ``target_speedup`` or no step is left.
+    4. The result is timed against ``model`` (interleaved medians): while it is
+       not faster, the last steps are undone. The returned model is never
+       slower than ``model`` (as measured) and never outside the budget; at
+       worst it is an unperforated copy, and ``stop_reason`` says why.
 
     Args:
         model: a built Sequential or functional classifier (logits or softmax
@@ -271,7 +292,10 @@ def greedy_perforation(model, validation_data, target_speedup=2.0, mask="grid",
         validation_data: ``(x_val, y_val)``.
         target_speedup: the forward speedup of the whole model to reach (> 1).
         mask: mask kind of every perforated layer (``"uniform"``, ``"grid"``,
-            ``"structure"``, ``"impact"``).
+            ``"lattice"``, ``"structure"``, ``"impact"``). Default: ``"impact"``,
+            measured on the validation data, which loses the least accuracy.
+        max_accuracy_drop: the largest validation-accuracy drop accepted, as a
+            fraction (0.01 is one percentage point).
         rate_steps: increasing rates in ``(0, 1)`` each layer may take.
         batch_size: batch of the timings and of the evaluations.
         timing_repeats: timed runs per median.
@@ -281,13 +305,15 @@ def greedy_perforation(model, validation_data, target_speedup=2.0, mask="grid",
 
     Returns:
         The perforated model; its :class:`PerforationReport` (chosen rates,
-        predicted and measured speedup, accuracy and loss before/after) is
-        its ``perforation_report`` attribute.
+        predicted and measured speedup, accuracy and loss before/after, the
+        steps tried and why the search stopped) is its ``perforation_report``
+        attribute.
 
     Example:
 
     >>> fast = tfpriors.perforation.greedy_perforation(model, (x_val, y_val),
-    ...                                                target_speedup=2.0)
+    ...                                                target_speedup=2.0,
+    ...                                                max_accuracy_drop=0.01)
     >>> print(fast.perforation_report)
     """
     import tensorflow as tf
@@ -297,7 +323,9 @@ def greedy_perforation(model, validation_data, target_speedup=2.0, mask="grid",
     target_speedup = _validation.real_number(target_speedup, "target_speedup")
     if target_speedup <= 1.0:
         raise ValueError(f"`target_speedup` must be > 1; received {target_speedup}.")
-    mask = _validation.one_of(mask, "mask", set(MASK_KINDS))
+    mask = _validation.one_of("impact" if mask is None else mask, "mask", set(MASK_KINDS))
+    max_accuracy_drop = _validation.real_number(max_accuracy_drop, "max_accuracy_drop", 0.0,
+                                                1.0)
     steps = [_validation.real_number(r, "rate_steps", 0.0, 1.0) for r in rate_steps]
     if not steps or steps != sorted(set(steps)) or steps[0] <= 0 or steps[-1] >= 1:
         raise ValueError("`rate_steps` must be increasing rates in (0, 1); received "
@@ -310,73 +338,88 @@ def greedy_perforation(model, validation_data, target_speedup=2.0, mask="grid",
         raise ValueError(f"'{model.name}' has no convolution that can be perforated.")
     data = (x, y) if mask == "impact" else None
 
-    total = len(candidates) * len(steps) * 2 + 2
-    bar = tqdm(total=total, desc="greedy perforation", disable=not progress, leave=False)
+    bar = tqdm(total=len(candidates) + 2, desc="greedy perforation", disable=not progress,
+               leave=False)
     loss_before, accuracy_before = _loss_and_accuracy(model, x, y, batch_size)
-    bar.update(1)
     timing_x = tf.constant(np.resize(x, (batch_size,) + x.shape[1:]))
-    forward = tf.function(lambda inputs: model(inputs, training=False))
-    base_time = _median_seconds(lambda: forward(timing_x).numpy(), timing_repeats)
+    base_forward = _forward(model, timing_x)
+    base_time = _interleaved_medians([base_forward], timing_repeats)[0]
     bar.update(1)
-
     layers = {}
     for layer in candidates:
-        kh, kw = layer.kernel_size
-        out_h, out_w = _output_hw(layer)
-        flops = out_h * out_w * kh * kw * int(layer.kernel.shape[2]) * layer.filters
-        timers = [_layer_timer(layer, 0.0, batch_size, mask, seed, implementation)]
-        timers += [_layer_timer(layer, r, batch_size, mask, seed, implementation)
-                   for r in steps]
-        seconds = _interleaved_medians(timers, timing_repeats)
-        bar.update(len(steps))
-        loss_increase = [0.0]
-        for rate in steps:
-            trial = perforate(model, {layer.name: rate}, mask=mask, data=data, seed=seed,
-                              implementation=implementation)
-            loss, _ = _loss_and_accuracy(trial, x, y, batch_size)
-            loss_increase.append(loss - loss_before)
-            bar.update(1)
-        layers[layer.name] = {"flops": int(flops), "rates": [0.0] + steps,
-                              "seconds": seconds, "loss_increase": loss_increase}
+        layers[layer.name] = _candidate_costs(model, layer, steps, mask, data, seed,
+                                              implementation, batch_size, timing_repeats, x, y,
+                                              loss_before)
+        bar.update(1)
 
-    # Greedy on the independent estimates: least loss per second saved first.
+    def build(rates):
+        if not rates:
+            return rewrite_model(model, lambda layer: None)
+        return perforate(model, rates, mask=mask, data=data, seed=seed,
+                         implementation=implementation)
+
+    # Greedy on the independent estimates, each step checked on the validation data.
     level = {name: 0 for name in layers}
+    frozen, tried, accepted = set(), [], []
     saved = 0.0
-    while base_time / max(base_time - saved, 1e-12) < target_speedup:
+    stop_reason = "no step left that saves time within the accuracy budget"
+    while True:
+        if base_time / max(base_time - saved, 1e-12) >= target_speedup:
+            stop_reason = "predicted speedup reached the target"
+            break
         best = None
         for name, info in layers.items():
             i = level[name]
-            if i + 1 >= len(info["rates"]):
+            if name in frozen or i + 1 >= len(info["rates"]):
                 continue
             gain = info["seconds"][i] - info["seconds"][i + 1]
             if gain <= 0:
                 continue
             cost = max(info["loss_increase"][i + 1] - info["loss_increase"][i], 0.0)
-            score = cost / gain
-            if best is None or score < best[0]:
-                best = (score, name, gain)
+            if best is None or cost / gain < best[0]:
+                best = (cost / gain, name, gain)
         if best is None:
             break
         _, name, gain = best
+        rates = {n: layers[n]["rates"][i] for n, i in level.items() if i > 0}
+        rates[name] = layers[name]["rates"][level[name] + 1]
+        _, accuracy = _loss_and_accuracy(build(rates), x, y, batch_size)
+        keep = accuracy_before - accuracy <= max_accuracy_drop + 1e-12
+        tried.append({"layer": name, "rate": rates[name], "accuracy": accuracy, "kept": keep})
+        if not keep:
+            frozen.add(name)
+            continue
         level[name] += 1
         saved += gain
-    chosen = {name: layers[name]["rates"][i] for name, i in level.items() if i > 0}
-    predicted = base_time / max(base_time - saved, 1e-12)
+        accepted.append((name, gain))
 
-    result = perforate(model, chosen, mask=mask, data=data, seed=seed,
-                       implementation=implementation) if chosen else \
-        rewrite_model(model, lambda layer: None)
+    # Measured, not predicted: undo the last steps while the model is not faster.
+    while True:
+        chosen = {n: layers[n]["rates"][i] for n, i in level.items() if i > 0}
+        result = build(chosen)
+        before, after = _interleaved_medians([base_forward, _forward(result, timing_x)],
+                                             timing_repeats)
+        if before / after > 1.0 or not accepted:
+            break
+        name, gain = accepted.pop()
+        level[name] -= 1
+        saved -= gain
+        stop_reason = (f"measured slower than the input ({before / after:.2f}x): the last "
+                       "steps were undone")
+    if not chosen:
+        stop_reason += "; no perforation kept (the input model is returned as a copy)"
+    elif before / after < target_speedup and stop_reason.startswith("predicted"):
+        stop_reason += f", but the measured speedup is {before / after:.2f}x"
     loss_after, accuracy_after = _loss_and_accuracy(result, x, y, batch_size)
-    fast_forward = tf.function(lambda inputs: result(inputs, training=False))
-    before, after = _interleaved_medians(
-        [lambda: forward(timing_x).numpy(), lambda: fast_forward(timing_x).numpy()],
-        timing_repeats)
+    bar.update(1)
     bar.close()
     result.perforation_report = PerforationReport(
-        rates=chosen, target_speedup=target_speedup, predicted_speedup=float(predicted),
+        rates=chosen, target_speedup=target_speedup,
+        predicted_speedup=float(base_time / max(base_time - saved, 1e-12)),
         measured_speedup=before / after, accuracy_before=accuracy_before,
         accuracy_after=accuracy_after, loss_before=loss_before, loss_after=loss_after,
-        layers=layers, mask=mask)
+        layers=layers, mask=mask, max_accuracy_drop=max_accuracy_drop,
+        stop_reason=stop_reason, steps=tried)
     return result
 
 

@@ -1,0 +1,174 @@
+"""Which exact implementation of a perforated convolution is fastest: measured once per shape.
+
+:func:`choose` times every applicable implementation of
+:func:`tfpriors.ops.perforated_conv2d` (``"strided"`` for lattice masks,
+``"fused"`` when the compiled op is loaded, ``"reference"``, ``"dense"``) on
+random data at batch 1 and batch 16, as medians of interleaved repeats, and
+keeps the one with the least total time relative to the best at each batch.
+The answer is cached per process for the shape (input, kernel, strides, pads,
+mask, dtype); :class:`~tfpriors.layers.PerforatedConv2D` also saves it in its
+config, so a loaded model runs the same implementation without timing again.
+
+Layers too small for a timing to mean anything (under ``MIN_TIMED_MACS``
+multiply-adds per image), and every layer when the environment variable
+``TFPRIORS_AUTOTUNE=0`` is set, get the rule instead: strided for a lattice,
+else the compiled op when loaded, else pure TF.
+
+Example:
+
+>>> tfpriors.ops.autotune.choose((56, 56, 128), (3, 3), 128, (1, 1), (1, 1), (56, 56),
+...                              mask.kept, mask.fill_index)
+'strided'
+"""
+
+import hashlib
+import os
+import threading
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfpriors import _validation
+from tfpriors.ops import library
+from tfpriors.ops.conv import lattice_of, perforated_conv2d
+from tfpriors.ops.reference import check_pads, check_tables
+
+MIN_TIMED_MACS = 2_000_000
+TIMING_BATCHES = (1, 16)
+TIMING_REPEATS = 5
+
+_lock = threading.Lock()
+_cache = {}
+
+
+def _check_dtype(dtype):
+    try:
+        dtype = tf.as_dtype(dtype)
+    except TypeError:
+        raise TypeError(f"`dtype` must be a float dtype; received {dtype!r}.") from None
+    if not dtype.is_floating:
+        raise TypeError(f"`dtype` must be a float dtype; received {dtype.name}.")
+    return dtype
+
+
+def _check_mask(kept, output_shape, fill_index=None):
+    output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
+    if fill_index is None:
+        kept, _ = check_tables(kept, np.zeros(output_shape[0] * output_shape[1], np.int32),
+                               output_shape)
+        return kept, None, output_shape
+    kept, fill_index = check_tables(kept, fill_index, output_shape)
+    return kept, fill_index, output_shape
+
+
+def _check_geometry(input_shape, kernel_size, filters, strides, pads):
+    return (_validation.int_tuple(input_shape, "input_shape", 3),
+            _validation.int_tuple(kernel_size, "kernel_size", 2),
+            _validation.positive_int(filters, "filters"),
+            _validation.int_tuple(strides, "strides", 2), check_pads(pads))
+
+
+def candidates(kept, output_shape, dtype="float32"):
+    """The exact implementations that can run this mask and dtype, preferred first."""
+    kept, _, output_shape = _check_mask(kept, output_shape)
+    dtype = _check_dtype(dtype)
+    names = []
+    if lattice_of(kept, output_shape) is not None:
+        names.append("strided")
+    if dtype == tf.float32 and library.has_fused_op():
+        names.append("fused")
+    names += ["reference", "dense"]
+    return names
+
+
+def rule(kept, output_shape, dtype="float32"):
+    """The choice without timing: the first of :func:`candidates` (never ``"dense"``)."""
+    return candidates(kept, output_shape, dtype)[0]
+
+
+def _key(input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index,
+         dtype):
+    tables = hashlib.sha1(np.asarray(kept, np.int32).tobytes()
+                          + np.asarray(fill_index, np.int32).tobytes()).hexdigest()
+    return (input_shape, kernel_size, filters, strides, pads, output_shape, tables, dtype.name,
+            library.has_fused_op())
+
+
+def measure(input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index,
+            dtype="float32", batches=TIMING_BATCHES, repeats=TIMING_REPEATS):
+    """Median seconds of every candidate: ``{name: [seconds at each batch]}``."""
+    input_shape, kernel_size, filters, strides, pads = _check_geometry(
+        input_shape, kernel_size, filters, strides, pads)
+    kept, fill_index, output_shape = _check_mask(kept, output_shape, fill_index)
+    dtype = _check_dtype(dtype)
+    batches = [_validation.positive_int(b, "batches") for b in batches]
+    repeats = _validation.positive_int(repeats, "repeats")
+    rng = np.random.default_rng(0)
+    names = candidates(kept, output_shape, dtype)
+    kernel = tf.constant(rng.normal(size=(*kernel_size, input_shape[-1], filters)), dtype)
+    seconds = {name: [] for name in names}
+    with tf.init_scope():  # time eagerly even when a layer is built inside a trace
+        for batch in batches:
+            x = tf.constant(rng.normal(size=(batch, *input_shape)), dtype)
+            functions = {
+                name: tf.function(lambda x, name=name: perforated_conv2d(
+                    x, kernel, kept, fill_index, output_shape, strides, pads,
+                    implementation=name))
+                for name in names}
+            for function in functions.values():
+                function(x).numpy()
+            times = {name: [] for name in names}
+            for _ in range(repeats):
+                for name, function in functions.items():
+                    start = time.perf_counter()
+                    function(x).numpy()
+                    times[name].append(time.perf_counter() - start)
+            for name in names:
+                seconds[name].append(float(np.median(times[name])))
+    return seconds
+
+
+def choose(input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index,
+           dtype="float32"):
+    """The fastest exact implementation for this shape and mask (cached per process).
+
+    Args:
+        input_shape: ``(height, width, channels)`` of one input.
+        kernel_size, filters, strides, pads, output_shape: the convolution.
+        kept, fill_index: the mask's tables.
+        dtype: the compute dtype.
+
+    Returns:
+        ``"strided"``, ``"fused"``, ``"reference"`` or ``"dense"``.
+    """
+    input_shape, kernel_size, filters, strides, pads = _check_geometry(
+        input_shape, kernel_size, filters, strides, pads)
+    kept, fill_index, output_shape = _check_mask(kept, output_shape, fill_index)
+    dtype = _check_dtype(dtype)
+    key = _key(input_shape, kernel_size, filters, strides, pads, output_shape, kept,
+               fill_index, dtype)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+    macs = len(kept) * int(np.prod(kernel_size)) * int(input_shape[-1]) * int(filters)
+    if os.environ.get("TFPRIORS_AUTOTUNE", "1") == "0" or macs < MIN_TIMED_MACS:
+        choice = rule(kept, output_shape, dtype)
+    else:
+        seconds = measure(input_shape, kernel_size, filters, strides, pads, output_shape, kept,
+                          fill_index, dtype)
+        best = np.min(np.array(list(seconds.values())), axis=0)
+        choice = min(seconds, key=lambda name: float(np.sum(np.array(seconds[name]) / best)))
+    with _lock:
+        _cache[key] = choice
+    return choice
+
+
+def clear_cache():
+    """Forgets every choice (the next :func:`choose` times again)."""
+    with _lock:
+        _cache.clear()
+
+
+__all__ = ["MIN_TIMED_MACS", "TIMING_BATCHES", "TIMING_REPEATS", "candidates", "choose",
+           "clear_cache", "measure", "rule"]

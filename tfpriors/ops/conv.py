@@ -1,0 +1,301 @@
+"""Convolutions at chosen output positions: every implementation behind one interface.
+
+A perforated convolution computes the convolution at the kept output positions
+("rows") and fills every other position from its nearest kept one. The rows
+can be computed four exact ways; which one is fastest depends on the shape,
+the mask and the CPU (:mod:`tfpriors.ops.autotune` measures it):
+
+* ``"fused"``: the compiled ``ConvAtPositions`` op (``make ops``): im2col of
+  cache-sized blocks of rows, each multiplied by OpenBLAS on its own thread;
+* ``"reference"``: pure TensorFlow: one ``tf.gather`` of input pixels and one
+  ``tf.matmul`` (TFLite: GATHER + FULLY_CONNECTED);
+* ``"strided"``: only when the kept positions form a regular lattice (every
+  ``s``-th row and ``t``-th column): one strided convolution (oneDNN on
+  x86; TFLite: CONV_2D), no gather at all;
+* ``"dense"``: the convolution at every position, then the kept rows picked:
+  never faster than ``Conv2D``, the exact fallback at low rates.
+
+Bias and activation, when given, are applied to the rows before the fill (they
+commute with copying values), so they cost ``1 - rate`` of a dense layer's.
+
+Example:
+
+>>> mask = tfpriors.perforation.grid_mask((16, 16), 0.5, seed=0)
+>>> y = tfpriors.ops.perforated_conv2d(x, w, mask.kept, mask.fill_index, (16, 16),
+...                                    (1, 1), (1, 1), implementation="reference")
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfpriors import _validation
+from tfpriors.ops import library
+from tfpriors.ops.reference import (check_arguments, check_images, check_pads, check_positions,
+                                    conv_at_positions_reference, fill, kept_rows_reference)
+
+IMPLEMENTATIONS = ("auto", "fused", "reference", "strided", "dense")
+
+
+def lattice_of(kept, output_shape):
+    """The regular lattice that ``kept`` forms, or None.
+
+    Returns ``((row0, row_step, rows), (col0, col_step, cols))`` when the kept
+    flat positions are exactly rows ``row0 + i * row_step`` times columns
+    ``col0 + j * col_step`` (a single row or column has step 1).
+
+    Example:
+
+    >>> tfpriors.ops.lattice_of([0, 2, 8, 10], (4, 4))
+    ((0, 2, 2), (0, 2, 2))
+    """
+    height, width = _validation.int_tuple(output_shape, "output_shape", 2)
+    kept = _validation.numeric_array(kept, "kept", "float64")
+    if (kept.ndim != 1 or not kept.size or np.any(kept != np.round(kept)) or kept.min() < 0
+            or kept.max() >= height * width or len(np.unique(kept)) != kept.size):
+        raise ValueError(f"`kept` must be distinct flat positions in [0, {height * width}) "
+                         f"(a 1-D integer sequence); received shape {kept.shape}.")
+    kept = kept.astype(np.int64)
+    rows, cols = np.unique(kept // width), np.unique(kept % width)
+    if rows.size * cols.size != kept.size:
+        return None
+    if not np.array_equal(np.sort(kept), (rows[:, None] * width + cols[None, :]).reshape(-1)):
+        return None
+    axes = []
+    for values in (rows, cols):
+        steps = np.diff(values)
+        if steps.size and np.any(steps != steps[0]):
+            return None
+        axes.append((int(values[0]), int(steps[0]) if steps.size else 1, int(values.size)))
+    return tuple(axes)
+
+
+def _lattice_conv(inputs, kernel, lattice, strides, pads):
+    """The convolution at the lattice's positions: ``(N, rows, cols, filters)``.
+
+    Kept row ``row0 + i * step`` reads input rows from ``(row0 + i * step) *
+    stride - pad``: one convolution with stride ``step * stride`` over the input
+    cropped or zero-padded to exactly the rows the lattice reads.
+    """
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    sizes = (int(inputs.shape[1]), int(inputs.shape[2]))
+    crops, paddings, conv_strides = [], [[0, 0]], []
+    for (start, step, count), stride, pad, size, k in zip(lattice, strides, pads, sizes,
+                                                          (kh, kw)):
+        step = step * stride if count > 1 else 1
+        first = start * stride - pad              # input index of the first tap read
+        end = first + (count - 1) * step + k      # one past the last one
+        crops.append((max(first, 0), min(end, size)))
+        paddings.append([max(-first, 0), max(end - size, 0)])
+        conv_strides.append(step)
+    paddings.append([0, 0])
+    (top, bottom), (left, right) = crops
+    if (top, bottom, left, right) != (0, sizes[0], 0, sizes[1]):
+        inputs = inputs[:, top:bottom, left:right]
+    if bottom <= top or right <= left:  # the lattice reads only padding
+        shape = tf.stack([tf.shape(inputs)[0], lattice[0][2], lattice[1][2],
+                          int(kernel.shape[-1])])
+        return tf.zeros(shape, inputs.dtype)
+    return tf.nn.conv2d(inputs, kernel, conv_strides, paddings)
+
+
+def _batch_positions(inputs, kept, per_image):
+    """Flat positions ``n * per_image + kept[k]`` of every image and kept position."""
+    batch = tf.shape(inputs)[0]
+    kept = tf.constant(np.asarray(kept, np.int32)) if not tf.is_tensor(kept) else kept
+    return tf.reshape(tf.range(batch)[:, None] * per_image + kept[None, :], (-1,))
+
+
+def _check_implementation(implementation):
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"`implementation` must be one of {list(IMPLEMENTATIONS)}; "
+                         f"received {implementation!r}.")
+    return implementation
+
+
+def _fused_module(implementation, dtype):
+    """The op module for ``implementation``, or None for the pure-TF path."""
+    if implementation == "reference" or dtype != tf.float32:
+        if implementation == "fused":
+            raise RuntimeError("`implementation='fused'` runs float32 only; received "
+                               f"{dtype.name} inputs.")
+        return None
+    module = library.load()
+    if module is None:
+        if implementation == "fused":
+            raise RuntimeError("`implementation='fused'` needs the compiled op: "
+                               f"{library.load_error()}.")
+        library.warn_fallback()
+    return module
+
+
+def kept_rows(inputs, kernel, kept, output_shape, strides, pads, implementation):
+    """The convolution at the kept positions of every image: ``(N, K, filters)``.
+
+    ``implementation`` is one of ``"fused"``, ``"reference"``, ``"strided"``,
+    ``"dense"`` (see the module) or ``"auto"`` (the compiled op when it is
+    loaded, else pure TF). Arguments are those of :func:`perforated_conv2d`,
+    already checked.
+    """
+    filters = int(kernel.shape[-1])
+    count = int(kept.shape[0])
+    if implementation in ("strided", "dense"):
+        if implementation == "dense":
+            lattice = ((0, 1, output_shape[0]), (0, 1, output_shape[1]))
+        else:
+            lattice = lattice_of(kept, output_shape)
+            if lattice is None:
+                raise ValueError("`implementation='strided'` needs `kept` to be a regular "
+                                 "lattice (every s-th row times every t-th column; see "
+                                 "tfpriors.perforation.lattice_mask).")
+        rows = _lattice_conv(inputs, kernel, lattice, strides, pads)
+        rows = tf.reshape(rows, (-1, lattice[0][2] * lattice[1][2], filters))
+        if implementation == "dense" and count != output_shape[0] * output_shape[1]:
+            rows = tf.gather(rows, tf.constant(np.asarray(kept, np.int32)), axis=1)
+        return rows
+    module = _fused_module(implementation, inputs.dtype)
+    if module is None:
+        return kept_rows_reference(inputs, kernel, kept, output_shape, strides, pads)
+    per_image = output_shape[0] * output_shape[1]
+    rows = module.conv_at_positions(inputs, kernel, _batch_positions(inputs, kept, per_image),
+                                    strides=list(strides), pads=list(pads),
+                                    output_size=list(output_shape))
+    return tf.reshape(rows, (-1, count, filters))
+
+
+def perforated_conv2d(inputs, kernel, kept, fill_index, output_shape, strides, pads,
+                      implementation="auto", bias=None, activation=None):
+    """Perforated convolution of NHWC ``inputs`` with an HWIO ``kernel``.
+
+    Args:
+        inputs: ``(N, H, W, C)`` float tensor.
+        kernel: ``(kh, kw, C, O)`` float tensor.
+        kept: sorted kept flat output positions ``(K,)``.
+        fill_index: ``(out_h * out_w,)`` indices into ``kept``.
+        output_shape: ``(out_h, out_w)``.
+        strides: ``(sh, sw)``. pads: ``(pad_top, pad_left)``.
+        implementation: ``"auto"`` (compiled op when loaded, else pure TF with
+            one warning), ``"fused"`` (raises when the op is missing),
+            ``"reference"``, ``"strided"`` (lattice masks only) or ``"dense"``.
+        bias: optional ``(O,)`` added to the computed rows.
+        activation: optional callable applied to the computed rows.
+
+    Returns:
+        ``(N, out_h, out_w, O)``: the convolution at kept positions, the
+        nearest kept value elsewhere.
+
+    Example:
+
+    >>> y = tfpriors.ops.perforated_conv2d(x, w, mask.kept, mask.fill_index, (8, 8),
+    ...                                    (1, 1), (1, 1))
+    """
+    _check_implementation(implementation)
+    inputs, kernel, kept, fill_index, output_shape, strides, pads = check_arguments(
+        inputs, kernel, kept, fill_index, output_shape, strides, pads)
+    if inputs.shape[0] == 0:  # the op refuses empty batches; the answer is known
+        return tf.zeros((0, *output_shape, kernel.shape[-1]), inputs.dtype)
+    if tf.is_tensor(kept) or tf.is_tensor(fill_index):
+        raise TypeError("`kept` and `fill_index` must be concrete integer tables (NumPy "
+                        "arrays or lists), not tensors.")
+    if bias is not None:
+        bias = tf.cast(_validation.numeric_array(bias, "bias", "float32")
+                       if not tf.is_tensor(bias) else bias, inputs.dtype)
+        if tuple(bias.shape) != (kernel.shape[-1],):
+            raise ValueError(f"`bias` must have shape ({kernel.shape[-1]},) (one per filter); "
+                             f"received {tuple(bias.shape)}.")
+    if activation is not None:
+        try:
+            activation = keras.activations.get(activation)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"`activation` must be None, a callable or the name of a Keras "
+                             f"activation; received {activation!r} ({error}).") from None
+    rows = kept_rows(inputs, kernel, kept, output_shape, strides, pads, implementation)
+    if bias is not None:
+        rows = rows + bias
+    if activation is not None:
+        rows = activation(rows)
+    return fill(rows, fill_index, output_shape)
+
+
+def conv_at_positions(inputs, kernel, positions, output_shape, strides, pads,
+                      implementation="auto"):
+    """The convolution at chosen outputs: row ``m`` at image ``positions[m] // P``, flat
+    position ``positions[m] % P`` (``P = out_h * out_w``). Returns ``(M, O)``.
+
+    The engine of the perforated convolution, shared by the sparse inference of
+    :class:`~tfpriors.layers.ResidualUnit` (SACT, probabilistic ACT).
+
+    Args:
+        inputs: ``(N, H, W, C)`` float tensor with static H, W, C.
+        kernel: ``(kh, kw, C, O)`` float tensor.
+        positions: ``(M,)`` int tensor of flat positions in ``[0, N * P)``.
+        output_shape, strides, pads: as :func:`perforated_conv2d`.
+        implementation: ``"auto"``, ``"fused"`` or ``"reference"``.
+
+    Example:
+
+    >>> rows = tfpriors.ops.conv_at_positions(x, w, tf.where(active_flat)[:, 0],
+    ...                                       (8, 8), (1, 1), (1, 1))
+    """
+    _check_implementation(implementation)
+    if implementation in ("strided", "dense"):
+        raise ValueError("`implementation` of conv_at_positions must be 'auto', 'fused' or "
+                         f"'reference'; received {implementation!r}.")
+    output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
+    strides = _validation.int_tuple(strides, "strides", 2)
+    pads = check_pads(pads)
+    inputs, kernel = check_images(inputs, "inputs"), check_images(kernel, "kernel")
+    if inputs.shape[-1] != kernel.shape[2]:
+        raise ValueError(f"`kernel` has {kernel.shape[2]} input channels but `inputs` has "
+                         f"{inputs.shape[-1]}.")
+    if None in tuple(inputs.shape[1:]):
+        raise ValueError("`inputs` must have a known height, width and channels; received "
+                         f"shape {tuple(inputs.shape)}.")
+    positions = check_positions(positions, inputs, output_shape)
+    if inputs.shape[0] == 0:  # no image, no position: the answer is known
+        return tf.zeros((0, kernel.shape[-1]), inputs.dtype)
+    module = _fused_module(implementation, inputs.dtype)
+    if module is None:
+        return conv_at_positions_reference(inputs, kernel, positions, output_shape, strides,
+                                           pads)
+    return module.conv_at_positions(inputs, kernel, positions, strides=list(strides),
+                                    pads=list(pads), output_size=list(output_shape))
+
+
+def _grad_ops(op):
+    module = library.load()
+    attrs = {name: op.get_attr(name) for name in ("strides", "pads", "output_size")}
+    return module, attrs
+
+
+@tf.RegisterGradient("ConvAtPositions")
+def _conv_at_positions_grad(op, grad):
+    inputs, kernel, positions = op.inputs
+    module, attrs = _grad_ops(op)
+    return (module.conv_at_positions_backprop_input(inputs, kernel, positions, grad, **attrs),
+            module.conv_at_positions_backprop_filter(inputs, kernel, positions, grad, **attrs),
+            None)
+
+
+@tf.RegisterGradient("PerforatedConv2D")
+def _perforated_conv2d_grad(op, grad):
+    """Backward of the fused op: the fill's scatter-add, then ConvAtPositions' gradients."""
+    inputs, kernel, kept, fill_index = op.inputs
+    module, attrs = _grad_ops(op)
+    out_h, out_w = attrs["output_size"]
+    filters = tf.shape(grad)[-1]
+    batch = tf.shape(inputs)[0]
+    count = tf.shape(kept)[0]
+    # Every output position sends its gradient to the kept row that filled it.
+    segments = tf.reshape(tf.range(batch)[:, None] * count + fill_index[None, :], (-1,))
+    grad_rows = tf.math.unsorted_segment_sum(tf.reshape(grad, (-1, filters)), segments,
+                                             batch * count)
+    positions = tf.reshape(tf.range(batch)[:, None] * (out_h * out_w) + kept[None, :], (-1,))
+    return (module.conv_at_positions_backprop_input(inputs, kernel, positions, grad_rows,
+                                                    **attrs),
+            module.conv_at_positions_backprop_filter(inputs, kernel, positions, grad_rows,
+                                                     **attrs),
+            None, None)
+
+
+__all__ = ["IMPLEMENTATIONS", "conv_at_positions", "lattice_of", "perforated_conv2d"]
