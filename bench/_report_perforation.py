@@ -3,35 +3,55 @@
 from _common import table as _table
 
 
+def _speedup(ms, name):
+    return f"{ms[name]:.2f} ({ms['Conv2D'] / ms[name]:.2f}x)" if name in ms else "-"
+
+
 def section(result):
     lines = [f"## {result['title']}", "", result["description"], ""]
     if not result.get("fused_op", True):
-        lines += ["**The fused op was not built for this run: the 'fused' columns are the "
-                  "pure-TF path.**", ""]
-    rates = sorted({float(name.split("@")[1]) for row in result["layers"]
-                    for name in row["ms"] if "@" in name})
-    header = ["Layer", "Batch", "Kind", "Repeats", "Conv2D ms"]
-    for rate in rates:
-        header += [f"fused @{rate:g} ms (x)", f"pure TF @{rate:g} ms (x)"]
-    rows = []
-    for row in result["layers"]:
-        ms = row["ms"]
-        cells = [row["layer"], row["batch"], row["kind"], row["repeats"], f"{ms['Conv2D']:.2f}"]
-        for rate in rates:
-            for impl in ("fused", "reference"):
-                value = ms[f"{impl}@{rate}"]
-                cells.append(f"{value:.2f} ({ms['Conv2D'] / value:.2f}x)")
-        rows.append(cells)
-    lines += ["Medians of interleaved repeats; (x) = Conv2D time / this time (train step: "
-              "forward + gradients of input and kernel).", ""]
+        lines += ["**The compiled op was not built for this run: 'fused' is missing and "
+                  "'auto' chose among the pure-TF implementations.**", ""]
+    lines += [f"CPU flags: {', '.join(result.get('cpu_flags', [])) or 'unknown'}; the "
+              f"compiled op multiplies with {result.get('gemm') or 'nothing (not built)'}.",
+              ""]
+    forward = [row for row in result["layers"] if row["kind"] == "forward"]
+    keys = list(dict.fromkeys(key[:-len(":auto")] for row in forward for key in row["ms"]
+                              if key.endswith(":auto")))
+    header = ["Layer", "Batch", "Conv2D ms"] + [f"{key} ms (x)" for key in keys]
+    rows = [[row["layer"], row["batch"], f"{row['ms']['Conv2D']:.2f}"]
+            + [_speedup(row["ms"], f"{key}:auto") for key in keys] for row in forward]
+    lines += ["Forward, implementation=\"auto\" (medians of interleaved repeats; (x) = "
+              "Conv2D time / this time):", ""]
     lines += _table(header, rows)
+    breakdown = list(dict.fromkeys(key for row in forward for key in row["ms"]
+                                   if ":" in key and not key.endswith(":auto")))
+    rows = [[row["layer"], row["batch"], f"{row['ms']['Conv2D']:.2f}"]
+            + [_speedup(row["ms"], key) for key in breakdown] for row in forward]
+    lines += ["", "Each implementation, and the bounds timed beside them (strided "
+              "convolutions alone; tf.matmul on the kept im2col rows; one elementwise pass "
+              "over the output):", ""]
+    lines += _table(["Layer", "Batch", "Conv2D ms"] + [f"{key} ms (x)" for key in breakdown],
+                    rows)
+    choices = [[row["layer"], row["batch"], row["kind"],
+                ", ".join(f"{k}: {v}" for k, v in row["auto_chose"].items())]
+               for row in result["layers"]]
+    lines += ["", "What \"auto\" ran:", ""]
+    lines += _table(["Layer", "Batch", "Kind", "Choice per mask @ rate"], choices)
+    train = [row for row in result["layers"] if row["kind"] == "train step"]
+    if train:
+        keys = [key for key in train[0]["ms"] if key != "Conv2D"]
+        lines += ["", "Training step (forward + gradients of input and kernel):", ""]
+        lines += _table(["Layer", "Batch", "Conv2D ms"] + [f"{k} ms (x)" for k in keys],
+                        [[row["layer"], row["batch"], f"{row['ms']['Conv2D']:.2f}"]
+                         + [_speedup(row["ms"], k) for k in keys] for row in train])
     lite = result["litert"]
-    lines += ["", f"LiteRT, 1 thread, batch 1, {lite['layer']} at rate {lite['rate']}: "
-              f"perforated export {lite['ms']['perforated']:.3f} ms "
-              f"({', '.join(lite['ops']['perforated'])}; max |diff| vs Keras "
-              f"{lite['max_abs_diff']['perforated']:.2g}) vs CONV_2D export "
-              f"{lite['ms']['CONV_2D']:.3f} ms: "
-              f"{lite['ms']['CONV_2D'] / lite['ms']['perforated']:.2f}x.", ""]
+    lite_rows = [[name, f"{lite['ms'][name]:.3f}",
+                  f"{lite['ms']['CONV_2D'] / lite['ms'][name]:.2f}x",
+                  ", ".join(lite["ops"][name]), f"{lite['max_abs_diff'][name]:.2g}"]
+                 for name in lite["ms"]]
+    lines += ["", f"LiteRT, 1 thread, batch 1, {lite['layer']}:", ""]
+    lines += _table(["Export", "ms", "vs CONV_2D", "Ops", "max |diff| vs Keras"], lite_rows)
     accuracy = result["accuracy"]
     masks = list(dict.fromkeys(row["mask"] for row in accuracy["rows"]))
     acc_rates = sorted({row["rate"] for row in accuracy["rows"]})
@@ -42,8 +62,9 @@ def section(result):
             row = next(r for r in accuracy["rows"] if r["mask"] == mask and r["rate"] == rate)
             cells.append(f"{100 * row['error_nearest']:.2f}% / {100 * row['error_zero']:.2f}%")
         acc_rows.append(cells)
-    lines += [f"Digits test error, both convolutions perforated, no fine-tuning (unperforated "
-              f"{100 * accuracy['baseline_error']:.2f}%); nearest fill / zero fill:", ""]
+    lines += ["", f"Digits test error, both convolutions perforated, no fine-tuning "
+              f"(unperforated {100 * accuracy['baseline_error']:.2f}%); nearest fill / zero "
+              "fill:", ""]
     lines += _table(["Mask"] + [f"rate {r:g}" for r in acc_rates], acc_rows)
     lines += ["", f"![error vs rate]({result['picture']})", ""]
     goal_rows = [[g["name"], f"{g['measured']:.2f}x", g["goal"],

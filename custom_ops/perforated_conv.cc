@@ -165,13 +165,15 @@ struct Geometry {
 };
 
 // The im2col scratch of one block: up to kChunkFloats floats (about L2's size), at
-// least kMinChunkRows rows. The fuzzing build (build.py --fuzz) makes both tiny, so that
-// small fuzz inputs already go through several blocks, a partial last one included.
+// least kMinChunkRows rows (each GEMM call packs the whole filter again: fewer rows than
+// this and the packing costs more than the multiply). The fuzzing build (build.py
+// --fuzz) makes both tiny, so that small fuzz inputs already go through several blocks,
+// a partial last one included.
 #ifndef TFPRIORS_CHUNK_FLOATS
 #define TFPRIORS_CHUNK_FLOATS (1 << 18)
 #endif
 #ifndef TFPRIORS_MIN_CHUNK_ROWS
-#define TFPRIORS_MIN_CHUNK_ROWS 16
+#define TFPRIORS_MIN_CHUNK_ROWS 96
 #endif
 constexpr int64_t kChunkFloats = TFPRIORS_CHUNK_FLOATS;
 constexpr int64_t kMinChunkRows = TFPRIORS_MIN_CHUNK_ROWS;

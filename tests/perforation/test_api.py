@@ -103,6 +103,50 @@ def test_greedy_perforation_reports_its_choice(trained):
     for info in report.layers.values():
         assert info["flops"] > 0 and len(info["seconds"]) == 2 and info["loss_increase"][0] == 0
     assert "predicted" in str(report)
+    assert report.mask == "impact"  # the default: the kind that loses least accuracy
+    assert report.accuracy_before - report.accuracy_after <= report.max_accuracy_drop + 1e-9
+    assert report.stop_reason and report.measured_speedup > 1.0 or not report.rates
+
+
+def test_greedy_never_returns_a_slower_model(trained, monkeypatch):
+    """When the perforated model measures slower than its input, the steps are undone."""
+    from tfpriors.perforation import api
+
+    real = api._interleaved_medians
+    verdicts = []
+
+    def final_comparison_says_slower(fns, repeats):
+        times = real(fns, 1)
+        if len(fns) == 2:  # the input model against the result
+            verdicts.append(True)
+            return [1.0, 2.0]
+        return times
+
+    monkeypatch.setattr(api, "_interleaved_medians", final_comparison_says_slower)
+    model, data = trained
+    fast = greedy_perforation(model, data, target_speedup=1.5, rate_steps=(0.25, 0.5),
+                              mask="lattice", max_accuracy_drop=1.0, timing_repeats=1,
+                              batch_size=64, progress=False)
+    report = fast.perforation_report
+    assert len(verdicts) >= 2  # measured, undone, measured again
+    assert report.rates == {} and "slower" in report.stop_reason
+    assert not any(isinstance(layer, PerforatedConv2D) for layer in fast.layers)
+    np.testing.assert_allclose(fast.predict(data[0], verbose=0),
+                               model.predict(data[0], verbose=0), atol=1e-5)
+
+
+def test_greedy_keeps_within_the_accuracy_budget(trained):
+    model, data = trained
+    fast = greedy_perforation(model, data, target_speedup=4.0, rate_steps=(0.5, 0.75),
+                              mask="uniform", max_accuracy_drop=0.0, timing_repeats=2,
+                              batch_size=64, progress=False)
+    report = fast.perforation_report
+    assert report.accuracy_after >= report.accuracy_before - 1e-9
+    for step in report.steps:  # every rejected step would have cost accuracy
+        assert step["kept"] == (report.accuracy_before - step["accuracy"] <= 1e-9)
+    assert report.steps and report.stop_reason
+    with pytest.raises(ValueError, match="max_accuracy_drop"):
+        greedy_perforation(model, data, max_accuracy_drop=1.5, progress=False)
 
 
 def test_bad_arguments(trained, tmp_path):

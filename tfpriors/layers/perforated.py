@@ -58,9 +58,11 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         kernel_regularizer, bias_regularizer, activity_regularizer,
         kernel_constraint, bias_constraint: as in ``Conv2D``.
         seed: seed of the random masks (uniform, grid, structure ties).
-        implementation: ``"auto"`` (the fastest exact implementation for this
-            shape and mask, measured once when the layer is built and saved in
-            its config: see :mod:`tfpriors.ops.autotune`), or one of them:
+        implementation: ``"auto"`` (at inference the fastest exact
+            implementation for this shape and mask, measured once when the layer
+            is built and saved in its config, see :mod:`tfpriors.ops.autotune`;
+            in training the one with the fastest gradients: strided for a
+            lattice, else the compiled op), or one of them:
             ``"fused"`` (the compiled op, ``make ops``), ``"reference"`` (pure
             TF: gathers and one matmul), ``"strided"`` (lattice masks: one
             strided convolution) or ``"dense"`` (every position computed).
@@ -170,6 +172,12 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         self.rate = self.mask.rate
         self._pads = (pad_top, pad_left)
         self.selected_implementation = self._select_implementation(input_shape)
+        # Training runs the implementation with the fastest gradients: strided for a
+        # lattice, else the compiled op (its own backprop kernels), else pure TF.
+        self._training_implementation = self.selected_implementation
+        if self.implementation == "auto" and self.selected_implementation != "dense":
+            self._training_implementation = autotune.rule(
+                self.mask.kept, self.mask.output_shape, self.compute_dtype)
         in_channels = int(input_shape[-1])
         self.kernel = self.add_weight(
             name="kernel", shape=self.kernel_size + (in_channels, self.filters),
@@ -184,7 +192,7 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
                                                         2: int(input_shape[2]),
                                                         -1: in_channels})
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         kernel = ops.cast(self.kernel, self.compute_dtype)
         bias = None if self.bias is None else ops.cast(self.bias, self.compute_dtype)
         if len(self.mask.kept) == self.mask.size:
@@ -196,8 +204,9 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         # Bias and activation go on the computed rows, before the fill copies them.
         return perforation_ops.perforated_conv2d(
             inputs, kernel, self.mask.kept, self.mask.fill_index, self.mask.output_shape,
-            self.strides, self._pads, implementation=self.selected_implementation,
-            bias=bias, activation=self.activation)
+            self.strides, self._pads,
+            implementation=self._training_implementation if training
+            else self.selected_implementation, bias=bias, activation=self.activation)
 
     def compute_output_shape(self, input_shape):
         out_h, out_w, _, _ = self._geometry(input_shape)
