@@ -60,3 +60,30 @@ def test_load_by_name_and_bad_arguments():
         datasets.load("imagenet")
     with pytest.raises(TypeError, match="flat"):
         tfpriors.datasets.load_digits(flat="yes")
+
+
+def test_mnist_sample_is_real_stratified_and_fixed():
+    (x, y), (xt, yt) = datasets.load_mnist_sample()
+    assert x.shape == (4000, 28, 28, 1) and xt.shape == (1000, 28, 28, 1)
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    assert 0.0 == x.min() and x.max() == 1.0
+    np.testing.assert_array_equal(np.bincount(y), [400] * 10)
+    np.testing.assert_array_equal(np.bincount(yt), [100] * 10)
+    # Real digits: ink in the middle, empty borders, about a fifth of the pixels inked.
+    assert x[:, :2].mean() < 0.01 and x[:, 10:18, 10:18].mean() > 0.2
+    assert 0.05 < (x > 0.5).mean() < 0.3
+    (x2, y2), (xf, _) = datasets.load_mnist_sample(flat=True)
+    np.testing.assert_array_equal(xf.reshape(-1, 28, 28, 1), xt)
+    np.testing.assert_array_equal(y2, y)
+
+
+def test_mnist_sample_damaged_or_missing_file_is_named(monkeypatch, tmp_path):
+    damaged = tmp_path / "mnist_5k.csv.gz"
+    damaged.write_bytes(b"\x1f\x8b not really gzip")
+    monkeypatch.setattr(datasets, "mnist_sample_path", lambda: str(damaged))
+    with pytest.raises(datasets.DatasetUnavailableError, match="mnist_5k.csv.gz"):
+        datasets.load_mnist_sample()
+    monkeypatch.setattr(datasets, "mnist_sample_path",
+                        lambda: str(tmp_path / "missing" / "mnist_5k.csv.gz"))
+    with pytest.raises(datasets.DatasetUnavailableError, match="missing"):
+        datasets.load_mnist_sample()

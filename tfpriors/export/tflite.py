@@ -93,9 +93,12 @@ def _frozen_function(model, batch_size):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
 
+    from tfpriors.ops import builtin_ops_only
+
     spec = tf.TensorSpec((batch_size, *_single_input_shape(model)), tf.float32)
     function = tf.function(lambda x: model(x, training=False), autograph=False)
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function(spec))
+    with builtin_ops_only():  # the compiled op is no TFLite builtin: its pure-TF form
+        frozen = convert_variables_to_constants_v2(function.get_concrete_function(spec))
     for op in frozen.graph.get_operations():
         if op.type.startswith(_TF_RANDOM_OP_PREFIXES):
             layer = _layer_of_op(model, op.name)

@@ -113,7 +113,7 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
             training does not depend on the number of replicas.
         implementation: of the sparse convolutions: ``"auto"`` (the compiled
             op when loaded, else pure TF), ``"fused"`` or ``"reference"`` (pure
-            TF: GATHER + FULLY_CONNECTED, the TFLite export form).
+            TF: GATHER + FULLY_CONNECTED; TFLite exports always use it).
 
     Example:
 
@@ -219,9 +219,7 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
 
     def inference_layer(self):
         """The export form: a copy (deterministic, TFLite builtin ops only) and its weights."""
-        config = self.get_config()
-        config["implementation"] = "reference"
-        return type(self).from_config(config), self.get_weights()
+        return type(self).from_config(self.get_config()), self.get_weights()
 
     def compute_output_shape(self, input_shape):
         shape = self.conv1.compute_output_shape(tuple(input_shape))
@@ -429,13 +427,9 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
         return tuple(input_shape)
 
     def inference_layer(self):
-        """The export form: the same block without metric updates (deterministic), its
-        units' sparse convolutions in pure TF (TFLite builtin ops only)."""
+        """The export form: the same block without metric updates (deterministic)."""
         config = self.get_config()
         config["track_metrics"] = False
-        unit = config["unit_factory"].get("config", {})
-        if "implementation" in unit:
-            unit["implementation"] = "reference"
         layer = type(self).from_config(config)
         return layer, self.get_weights()
 

@@ -213,15 +213,15 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         return (input_shape[0], out_h, out_w, self.filters)
 
     def inference_layer(self):
-        """The export form: the same layer with TFLite builtin ops only.
+        """The export form: the same layer, running the implementation chosen for it.
 
-        A lattice mask exports as one strided CONV_2D and a GATHER filling the
-        perforated positions; other masks as a PAD-free im2col by GATHER, one
-        FULLY_CONNECTED and the filling GATHER.
+        In a TFLite export (``tfpriors.export.to_tflite``) every mask becomes a
+        PAD-free im2col by GATHER, one FULLY_CONNECTED and the filling GATHER:
+        builtin ops only, and the fastest form on LiteRT (see
+        :func:`tfpriors.ops.builtin_ops_only`).
         """
         config = self.get_config()
-        lattice = perforation_ops.lattice_of(self.mask.kept, self.mask.output_shape)
-        config["implementation"] = "strided" if lattice is not None else "reference"
+        config["implementation"] = self.selected_implementation
         config["selected_implementation"] = None
         layer = PerforatedConv2D.from_config(config)
         return layer, [ops.convert_to_numpy(w) for w in self.weights]

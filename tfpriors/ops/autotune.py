@@ -114,31 +114,45 @@ def measure(input_shape, kernel_size, filters, strides, pads, output_shape, kept
     names = candidates(kept, output_shape, dtype)
     kernel = tf.constant(rng.normal(size=(*kernel_size, input_shape[-1], filters)), dtype)
     seconds = {name: [] for name in names}
-    with tf.init_scope():  # time eagerly even when a layer is built inside a trace
-        for batch in batches:
-            x = tf.constant(rng.normal(size=(batch, *input_shape)), dtype)
-            functions = {
-                name: tf.function(lambda x, name=name: perforated_conv2d(
-                    x, kernel, kept, fill_index, output_shape, strides, pads,
-                    implementation=name))
-                for name in names}
-            first = {}
+    logger = tf.get_logger()
+    level = logger.level
+    # Each timed shape is a new tf.function: TensorFlow would warn about "retracing".
+    logger.setLevel("ERROR")
+    try:
+        with tf.init_scope():  # time eagerly even when a layer is built inside a trace
+            _time_candidates(names, kept, fill_index, input_shape, kernel, output_shape,
+                             strides, pads, dtype, batches, repeats, rng, seconds)
+    finally:
+        logger.setLevel(level)
+    return seconds
+
+
+def _time_candidates(names, kept, fill_index, input_shape, kernel, output_shape, strides,
+                     pads, dtype, batches, repeats, rng, seconds):
+    """Appends to ``seconds[name]`` the median time of each candidate at each batch."""
+    for batch in batches:
+        x = tf.constant(rng.normal(size=(batch, *input_shape)), dtype)
+        functions = {
+            name: tf.function(lambda x, name=name: perforated_conv2d(
+                x, kernel, kept, fill_index, output_shape, strides, pads,
+                implementation=name))
+            for name in names}
+        first = {}
+        for name, function in functions.items():
+            function(x).numpy()  # traced and warm
+            start = time.perf_counter()
+            function(x).numpy()
+            first[name] = time.perf_counter() - start
+        rounds = max(repeats, min(MAX_REPEATS,
+                                  int(TIMING_SECONDS / max(max(first.values()), 1e-6))))
+        times = {name: [] for name in names}
+        for _ in range(rounds):
             for name, function in functions.items():
-                function(x).numpy()
                 start = time.perf_counter()
                 function(x).numpy()
-                first[name] = time.perf_counter() - start
-            rounds = max(repeats, min(MAX_REPEATS,
-                                      int(TIMING_SECONDS / max(max(first.values()), 1e-6))))
-            times = {name: [] for name in names}
-            for _ in range(rounds):
-                for name, function in functions.items():
-                    start = time.perf_counter()
-                    function(x).numpy()
-                    times[name].append(time.perf_counter() - start)
-            for name in names:
-                seconds[name].append(float(np.median(times[name])))
-    return seconds
+                times[name].append(time.perf_counter() - start)
+        for name in names:
+            seconds[name].append(float(np.median(times[name])))
 
 
 def choose(input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index,
