@@ -78,8 +78,17 @@ $(FUZZ_LIB) $(FUZZ_COVERAGE) &: custom_ops/perforated_conv.cc custom_ops/fuzz_co
 fuzz: $(FUZZ_STAMP) $(FUZZ_LIB) $(FUZZ_COVERAGE)
 	$(PY) fuzz/run_fuzz.py --seconds $(FUZZ_SECONDS)
 
-# Compile check of the CUDA kernels with nvcc (no GPU needed to compile).
-ops-cuda: $(STAMP)
+# The library with the CUDA kernel registered as the GPU kernel of PerforatedConv2D
+# (tfpriors/ops/_perforated_conv_gpu.so, loaded instead of the CPU one when TensorFlow
+# sees a GPU). The CUDA 13 toolkit comes from PyPI (extra `cuda`); no GPU is needed to
+# build it. custom_ops/device_check.sh tests and times the kernel on a GPU.
+CUDA_STAMP := $(VENV)/.installed-cuda
+
+$(CUDA_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,cuda]"
+	touch $(CUDA_STAMP)
+
+ops-cuda: $(CUDA_STAMP)
 	$(PY) custom_ops/build.py --cuda
 
 clean:

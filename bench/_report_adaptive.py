@@ -32,12 +32,18 @@ def section(result):
     lines += ["", f"Paper reference: {ref['model']} on {ref['dataset']}: "
               f"{_pct(ref['flops_ratio'])} of the dense FLOPs at {_pct(ref['accuracy'])} "
               "accuracy."]
+    digits = result.get("digits")
+    if isinstance(digits, dict):
+        lines += ["", f"8x8 digits (ResNet {digits['arch']}, {digits['train_images']} training "
+                      f"/ {digits['test_images']} test images; no goals: 8x8, 4x4 and 2x2 "
+                      "maps leave no spatial work to skip):", ""]
+        lines += _rows_table(digits["rows"])
     if isinstance(cifar, dict):
         lines += ["", f"CIFAR-10 (ResNet {cifar['arch']}, {cifar['train_images']} training / "
                       f"{cifar['test_images']} test images):", ""]
         lines += _rows_table(cifar["rows"])
     else:
-        lines += [f"CIFAR-10 here: {cifar}."]
+        lines += ["", f"CIFAR-10 here: {cifar}."]
     lines += [""]
     lines += ["| goal | measured | baseline | ratio | goal | met | note |",
               "| --- | ---: | ---: | ---: | --- | --- | --- |"]

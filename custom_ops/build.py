@@ -4,7 +4,8 @@ python custom_ops/build.py             # tfpriors/ops/_perforated_conv.so (g++, 
 python custom_ops/build.py --asan      # tfpriors/ops/_perforated_conv_asan.so
 python custom_ops/build.py --fuzz      # tfpriors/ops/_perforated_conv_fuzz.so (ASan + UBSan +
                                        # coverage) and build/fuzz_coverage.so (make fuzz)
-python custom_ops/build.py --cuda      # nvcc compile check of perforated_conv_gpu.cu.cc
+python custom_ops/build.py --cuda      # tfpriors/ops/_perforated_conv_gpu.so: the same ops with
+                                       # the CUDA kernel registered for the GPU
 """
 
 import argparse
@@ -107,16 +108,57 @@ def build_fuzz_coverage():
     print(f"built {FUZZ_COVERAGE}")
 
 
-def check_cuda():
-    nvcc = os.environ.get("NVCC") or shutil.which("nvcc")
+# Compute capabilities of the CUDA kernel: machine code for Turing to Hopper, and PTX
+# that newer GPUs compile when the library loads.
+CUDA_ARCHS = ("75", "80", "86", "89", "90")
+
+
+def cuda_root():
+    """The CUDA toolkit: $CUDA_HOME, else the one `pip install .[cuda]` put in the venv,
+    else the one whose nvcc is on the PATH."""
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    import site
+
+    for packages in site.getsitepackages():
+        candidate = os.path.join(packages, "nvidia", "cu13")
+        if os.path.exists(os.path.join(candidate, "bin", "nvcc")):
+            return candidate
+    nvcc = shutil.which("nvcc")
     if nvcc is None:
-        sys.exit("nvcc not found: the CUDA kernel cannot be compiled here.")
-    target = os.path.join(ROOT, "build", "perforated_conv_gpu.cu.o")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    run([nvcc, "-c", "-O3", "-std=c++17", "--compiler-options", "-fPIC", "-x", "cu",
-         os.path.join(HERE, "perforated_conv_gpu.cu.cc"), "-o", target])
-    print(f"compiled {target} (CUDA kernels only; linking the GPU op into TensorFlow needs "
-          "a CUDA build of TensorFlow's headers)")
+        raise BuildError("no CUDA toolkit: install it with `make ops-cuda` (pip extra "
+                         "`cuda`), or set CUDA_HOME")
+    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+
+
+def build_cuda(ops_dir=OPS_DIR):
+    """The CPU and GPU kernels in one library, the CUDA runtime linked statically (the
+    process needs only the NVIDIA driver, 580 or newer for CUDA 13)."""
+    root = cuda_root()
+    nvcc = os.path.join(root, "bin", "nvcc")
+    compile_flags, link_flags = tf_flags()
+    build_dir = os.path.join(ROOT, "build")
+    os.makedirs(build_dir, exist_ok=True)
+    kernels = os.path.join(build_dir, "perforated_conv_gpu.cu.o")
+    host = os.path.join(build_dir, "perforated_conv_gpu_host.o")
+    codes = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in CUDA_ARCHS]
+    codes.append(f"-gencode=arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}")
+    run([nvcc, "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-x", "cu", *codes,
+         os.path.join(HERE, "perforated_conv_gpu.cu.cc"), "-o", kernels])
+    cxx = os.environ.get("CXX", "g++")
+    run([cxx, "-c", "-fPIC", *PORTABLE_FLAGS, "-w", *compile_flags, "-DGOOGLE_CUDA=1",
+         "-DEIGEN_USE_GPU", f"-I{os.path.join(root, 'include')}",
+         os.path.join(HERE, "perforated_conv.cc"), "-o", host])
+    target = os.path.join(ops_dir, "_perforated_conv_gpu.so")
+    temporary = target + ".tmp"
+    cudart = os.path.join(root, "lib", "libcudart_static.a")
+    if not os.path.exists(cudart):
+        cudart = os.path.join(root, "lib64", "libcudart_static.a")
+    run([cxx, "-shared", host, kernels, "-o", temporary, *link_flags, cudart, "-ldl", "-lrt",
+         "-lpthread"])
+    os.replace(temporary, target)
+    print(f"built {target} (CUDA from {root}; kernels for sm_{', sm_'.join(CUDA_ARCHS)})")
+    return target
 
 
 def main():
@@ -125,11 +167,12 @@ def main():
     parser.add_argument("--asan", action="store_true", help="AddressSanitizer build")
     parser.add_argument("--fuzz", action="store_true",
                         help="AddressSanitizer + UndefinedBehaviorSanitizer build for fuzzing")
-    parser.add_argument("--cuda", action="store_true", help="nvcc compile check")
+    parser.add_argument("--cuda", action="store_true",
+                        help="the library with the GPU kernel (_perforated_conv_gpu.so)")
     args = parser.parse_args()
     try:
         if args.cuda:
-            check_cuda()
+            build_cuda()
         elif args.fuzz:
             build_fuzz_coverage()
             build_cpu("fuzz")

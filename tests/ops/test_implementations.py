@@ -267,14 +267,14 @@ def test_portable_build_flags_and_recorded_version(fused_op):
     assert library.gemm_backend() == "openblas"
     objdump = shutil.which("objdump")
     if objdump is not None:  # no AVX-512 instruction in our own code: it loads anywhere
-        disassembly = subprocess.run([objdump, "-d", "--no-show-raw-insn", library.LIBRARY_PATH],
+        disassembly = subprocess.run([objdump, "-d", "--no-show-raw-insn", library.library_path()],
                                      capture_output=True, text=True, check=True).stdout
         assert "zmm" not in disassembly
 
 
 def test_a_library_built_for_another_tensorflow_is_not_loaded(fused_op, tmp_path,
                                                               monkeypatch):
-    data = open(library.LIBRARY_PATH, "rb").read()
+    data = open(library.library_path(), "rb").read()
     tag = f"tfpriors-built-against-tensorflow={tf.__version__};".encode()
     assert tag in data
     other = tmp_path / "_perforated_conv.so"

@@ -28,10 +28,24 @@ import warnings
 
 import tensorflow as tf
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+CPU_LIBRARY = os.path.join(_HERE, "_perforated_conv.so")
+# `make ops-cuda`: the same ops, and the CUDA kernel registered for the GPU.
+GPU_LIBRARY = os.path.join(_HERE, "_perforated_conv_gpu.so")
+
+
 # TFPRIORS_OPS_LIBRARY selects another build (the sanitizer builds of the fuzz tests).
-LIBRARY_PATH = os.environ.get(
-    "TFPRIORS_OPS_LIBRARY",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "_perforated_conv.so"))
+LIBRARY_PATH = os.environ.get("TFPRIORS_OPS_LIBRARY") or None
+
+
+def library_path():
+    """The library that :func:`load` loads: ``TFPRIORS_OPS_LIBRARY``, else the GPU build
+    when it exists and TensorFlow sees a GPU, else the CPU build."""
+    if LIBRARY_PATH is not None:
+        return LIBRARY_PATH
+    if os.path.exists(GPU_LIBRARY) and tf.config.list_physical_devices("GPU"):
+        return GPU_LIBRARY
+    return CPU_LIBRARY
 _BUILD_TAG = re.compile(rb"tfpriors-built-against-tensorflow=([^;\x00]{1,64});")
 
 _lock = threading.Lock()
@@ -47,7 +61,7 @@ def built_against(path=None):
 
     Read from the file's bytes, without loading it.
     """
-    path = LIBRARY_PATH if path is None else path
+    path = library_path() if path is None else path
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"`path` must be a file path; received {path!r}.")
     if not os.path.isfile(path):
@@ -82,11 +96,12 @@ def _openblas_sgemm():
 
 
 def _load_library():
-    path = LIBRARY_PATH
+    path = library_path()
     if not os.path.exists(path):
         return None, f"{path} does not exist (run `make ops`)"
     version = built_against(path)
-    if version != tf.__version__:
+    # Custom ops keep their ABI within a TensorFlow minor release (2.21.x).
+    if version is None or version.split(".")[:2] != tf.__version__.split(".")[:2]:
         return None, (f"{path} was built against TensorFlow {version or 'unknown'}, but "
                       f"TensorFlow {tf.__version__} is running (rebuild it: `make ops`)")
     try:
@@ -149,5 +164,6 @@ def warn_fallback():
                   "slower. Build it with `make ops`.", FusedOpUnavailableWarning, stacklevel=4)
 
 
-__all__ = ["FusedOpUnavailableWarning", "LIBRARY_PATH", "built_against", "fused_op_module",
+__all__ = ["CPU_LIBRARY", "FusedOpUnavailableWarning", "GPU_LIBRARY", "LIBRARY_PATH",
+           "built_against", "fused_op_module", "library_path",
            "gemm_backend", "has_fused_op", "load", "load_error", "warn_fallback"]
