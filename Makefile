@@ -40,7 +40,7 @@ CXX ?= g++
 
 ops: $(OPS_LIB)
 
-$(OPS_LIB): custom_ops/perforated_conv.cc custom_ops/build.py | $(STAMP)
+$(OPS_LIB): custom_ops/perforated_conv.cc custom_ops/packed_gemm.h custom_ops/build.py | $(STAMP)
 	$(PY) custom_ops/build.py
 
 # Builds the op whenever a C++ compiler exists, and then a failure stops `make test` with
@@ -71,7 +71,7 @@ $(FUZZ_STAMP): $(STAMP)
 	touch $(FUZZ_STAMP)
 
 # One build.py --fuzz makes both: the instrumented op and the coverage bridge it needs.
-$(FUZZ_LIB) $(FUZZ_COVERAGE) &: custom_ops/perforated_conv.cc custom_ops/fuzz_coverage.c \
+$(FUZZ_LIB) $(FUZZ_COVERAGE) &: custom_ops/perforated_conv.cc custom_ops/packed_gemm.h custom_ops/fuzz_coverage.c \
 		custom_ops/build.py | $(STAMP)
 	$(PY) custom_ops/build.py --fuzz
 

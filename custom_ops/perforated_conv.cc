@@ -11,12 +11,13 @@
 // where row(n, p) = im2col(input[n], output position p) @ reshape(filter, [kh*kw*C, O]).
 //
 // CPU engine: the rows go through in blocks small enough that one block's im2col stays
-// in the core's L2 cache; each block is gathered and multiplied by the calling worker
-// thread of TensorFlow's intra-op pool, so the GEMM reads its left operand from cache.
-// The GEMM is the single-threaded sgemm of the OpenBLAS that tfpriors.ops hands over
-// (tfpriors_set_sgemm) - OpenBLAS picks its kernel for the CPU at run time - and an Eigen
-// product when none was handed over. Nothing here is compiled for a particular CPU, so
-// the library loads on every x86-64 machine.
+// in the core's L2 cache; each block is gathered and multiplied by the worker thread of
+// TensorFlow's intra-op pool that took it, so the GEMM reads its left operand from cache.
+// The GEMM of the forward pass and of the input gradient multiplies by the filter packed
+// once per call (packed_gemm.h: an AVX-512 micro-kernel, used when CPUID says so); the
+// filter gradient, and CPUs without AVX-512, use the single-threaded sgemm of the OpenBLAS
+// that tfpriors.ops hands over (tfpriors_set_sgemm), else an Eigen product. Nothing is
+// compiled for a particular CPU, so the library loads on every x86-64 machine.
 //
 // Every shape, attribute and index is validated with InvalidArgument before any memory
 // is touched: a bad index table never reads or writes out of bounds.
@@ -28,9 +29,11 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "Eigen/Core"
+#include "packed_gemm.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -72,6 +75,18 @@ using CblasSgemm = void (*)(int order, int trans_a, int trans_b, int m, int n, i
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 std::atomic<CblasSgemm> g_sgemm{nullptr};
 
+// The packed micro-kernel in use (-1: not chosen yet, then the widest the CPU runs).
+std::atomic<int> g_kernel{-1};
+
+packed_gemm::Kernel CurrentKernel() {
+  int kernel = g_kernel.load(std::memory_order_relaxed);
+  if (kernel < 0) {
+    kernel = static_cast<int>(packed_gemm::Detect());
+    g_kernel.store(kernel);
+  }
+  return static_cast<packed_gemm::Kernel>(kernel);
+}
+
 }  // namespace tfpriors
 
 // Called once by tfpriors.ops (through ctypes) with the address of cblas_sgemm of a
@@ -81,8 +96,30 @@ extern "C" __attribute__((visibility("default"))) int tfpriors_set_sgemm(void* f
   return 0;
 }
 
-// "openblas" or "eigen": what the ops multiply with now.
+// Chooses the GEMM of the forward pass and the input gradient: "auto" (the packed kernel
+// when the CPU runs it), "avx512" or "blas" (OpenBLAS, else Eigen). Returns 0, or 1 when
+// this CPU cannot run the kernel asked for (nothing changes then).
+extern "C" __attribute__((visibility("default"))) int tfpriors_select_gemm(const char* name) {
+  using tfpriors::packed_gemm::Kernel;
+  const std::string choice = name == nullptr ? "auto" : name;
+  Kernel kernel;
+  if (choice == "auto") {
+    kernel = tfpriors::packed_gemm::Detect();
+  } else if (choice == "avx512") {
+    kernel = Kernel::kAvx512;
+  } else if (choice == "blas") {
+    kernel = Kernel::kNone;
+  } else {
+    return 1;
+  }
+  if (!tfpriors::packed_gemm::Supported(kernel)) return 1;
+  tfpriors::g_kernel.store(static_cast<int>(kernel));
+  return 0;
+}
+
+// What the forward pass multiplies with now: "avx512", "openblas" or "eigen".
 extern "C" __attribute__((visibility("default"))) const char* tfpriors_gemm_backend() {
+  if (tfpriors::CurrentKernel() == tfpriors::packed_gemm::Kernel::kAvx512) return "avx512";
   return tfpriors::g_sgemm.load() != nullptr ? "openblas" : "eigen";
 }
 
@@ -356,6 +393,56 @@ int64_t WorkerCount(OpKernelContext* context) {
   return std::max(1, context->device()->tensorflow_cpu_worker_threads()->num_threads);
 }
 
+// The right-hand side B (k x n) of the GEMMs: a row-major matrix b, (k x n), or the
+// transpose of one, (n x k) when `transposed`. Packed into a temporary once per op call
+// for the packed kernels; without one the BLAS reads b as it is.
+class PackedOperand {
+ public:
+  Status Pack(OpKernelContext* context, const float* b, int64_t k, int64_t n,
+              bool transposed) {
+    kernel_ = CurrentKernel();
+    b_ = b;
+    k_ = k;
+    n_ = n;
+    transposed_ = transposed;
+    if (kernel_ == packed_gemm::Kernel::kNone) return Status();
+    TF_RETURN_IF_ERROR(context->allocate_temp(
+        tensorflow::DT_FLOAT, TensorShape({packed_gemm::PackedSize(kernel_, k, n)}),
+        &storage_));
+    // Large filters are packed by all workers, a share of the panels each.
+    float* packed = storage_.flat<float>().data();
+    const int64_t panels = packed_gemm::Panels(kernel_, n);
+    const int64_t parts = k * n >= (1 << 16) ? std::min(WorkerCount(context), panels) : 1;
+    auto pack = [&](int64_t part) {
+      packed_gemm::PackB(kernel_, b, transposed ? 1 : n, transposed ? k : 1, k, n, packed,
+                         panels * part / parts, panels * (part + 1) / parts);
+    };
+    if (parts > 1) {
+      ForEachPart(context, parts, pack);
+    } else {
+      pack(0);
+    }
+    return Status();
+  }
+
+  // C (m x n, row stride ldc) = A (m x k, row stride lda) B.
+  void Multiply(int64_t m, const float* a, int64_t lda, float* c, int64_t ldc) const {
+    if (m == 0) return;
+    if (kernel_ != packed_gemm::Kernel::kNone) {
+      packed_gemm::Multiply(kernel_, m, n_, k_, a, lda, storage_.flat<float>().data(), c, ldc);
+    } else {
+      Gemm(false, transposed_, m, n_, k_, a, lda, b_, transposed_ ? k_ : n_, 0.0f, c, ldc);
+    }
+  }
+
+ private:
+  packed_gemm::Kernel kernel_ = packed_gemm::Kernel::kNone;
+  const float* b_ = nullptr;
+  int64_t k_ = 0, n_ = 0;
+  bool transposed_ = false;
+  Tensor storage_;
+};
+
 // The rows in blocks for the workers to take one at a time: a worker that starts late
 // (thread wake-up takes a fraction of a millisecond) simply takes fewer blocks. Blocks
 // are at most `chunk` rows (the scratch stays in L2) and, on small inputs, small enough
@@ -367,9 +454,11 @@ int64_t BlockRows(int64_t count, int64_t chunk, int64_t workers) {
 
 // rows[r, :] = row(image(r), position(r)) for r in [0, count); `locate(r, &n, &p)`.
 template <typename Locate>
-void ConvRows(OpKernelContext* context, const Geometry& g, const float* input,
-              const float* filter, int64_t count, Locate locate, float* rows) {
+Status ConvRows(OpKernelContext* context, const Geometry& g, const float* input,
+                const float* filter, int64_t count, Locate locate, float* rows) {
   const int64_t depth = g.depth();
+  PackedOperand weights;
+  TF_RETURN_IF_ERROR(weights.Pack(context, filter, depth, g.filters, /*transposed=*/false));
   const int64_t workers = WorkerCount(context);
   const int64_t block = BlockRows(count, ChunkRows(depth), workers);
   const int64_t blocks = (count + block - 1) / block;
@@ -384,10 +473,10 @@ void ConvRows(OpKernelContext* context, const Geometry& g, const float* input,
         locate(row0 + r, &n, &p);
         Im2ColRow(g, input, n, p, patches + r * depth);
       }
-      Gemm(false, false, n_rows, g.filters, depth, patches, depth, filter, g.filters, 0.0f,
-           rows + row0 * g.filters, g.filters);
+      weights.Multiply(n_rows, patches, depth, rows + row0 * g.filters, g.filters);
     }
   });
+  return Status();
 }
 
 // filter_grad = sum_r row_im2col(r)^T grad_rows[r]: each worker accumulates the blocks it
@@ -472,6 +561,9 @@ Status ConvRowsInputGrad(OpKernelContext* context, const Geometry& g, const floa
     TF_RETURN_IF_ERROR(context->allocate_temp(
         tensorflow::DT_FLOAT, TensorShape({private_images, image_size}), &privates));
   }
+  // dpatch = grad_rows @ filter^T, (filters x depth).
+  PackedOperand transposed;
+  TF_RETURN_IF_ERROR(transposed.Pack(context, filter, g.filters, depth, /*transposed=*/true));
   const int64_t chunk = ChunkRows(depth);
   ForEachPart(context, parts, [&](int64_t part) {
     float* patches = ThreadScratch(chunk * depth);
@@ -484,8 +576,7 @@ Status ConvRowsInputGrad(OpKernelContext* context, const Geometry& g, const floa
       }
       for (int64_t row0 = bounds[part]; row0 < bounds[part + 1]; row0 += chunk) {
         const int64_t n_rows = std::min(chunk, bounds[part + 1] - row0);
-        Gemm(false, true, n_rows, depth, g.filters, grad_rows + row0 * g.filters, g.filters,
-             filter, g.filters, 0.0f, patches, depth);
+        transposed.Multiply(n_rows, grad_rows + row0 * g.filters, g.filters, patches, depth);
         for (int64_t r = 0; r < n_rows; ++r) {
           int64_t n, p;
           locate(row0 + r, &n, &p);
@@ -608,13 +699,14 @@ class PerforatedConv2DCpu : public PerforatedConv2DBase {
     const int32_t* fill = context->input(3).flat<int32_t>().data();
     float* rows = kept_rows.flat<float>().data();
     float* out = output->flat<float>().data();
-    ConvRows(context, g, context->input(0).flat<float>().data(),
-             context->input(1).flat<float>().data(), g.batch * num_kept,
-             [&](int64_t r, int64_t* n, int64_t* p) {
-               *n = r / num_kept;
-               *p = kept[r % num_kept];
-             },
-             rows);
+    OP_REQUIRES_OK(context, ConvRows(context, g, context->input(0).flat<float>().data(),
+                                     context->input(1).flat<float>().data(),
+                                     g.batch * num_kept,
+                                     [&](int64_t r, int64_t* n, int64_t* p) {
+                                       *n = r / num_kept;
+                                       *p = kept[r % num_kept];
+                                     },
+                                     rows));
     auto fill_rows = [&](int64_t first, int64_t last) {
       for (int64_t row = first; row < last; ++row) {
         const int64_t n = row / positions;
@@ -716,10 +808,11 @@ class ConvAtPositionsCpu : public ConvOpBase {
     Tensor* rows = nullptr;
     OP_REQUIRES_OK(context,
                    context->allocate_output(0, TensorShape({count, g.filters}), &rows));
-    ConvRows(context, g, context->input(0).flat<float>().data(),
-             context->input(1).flat<float>().data(), count,
-             PositionTable{positions.flat<int32_t>().data(), g.positions()},
-             rows->flat<float>().data());
+    OP_REQUIRES_OK(context, ConvRows(context, g, context->input(0).flat<float>().data(),
+                                     context->input(1).flat<float>().data(), count,
+                                     PositionTable{positions.flat<int32_t>().data(),
+                                                   g.positions()},
+                                     rows->flat<float>().data()));
   }
 };
 

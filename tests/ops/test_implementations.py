@@ -264,12 +264,21 @@ def test_portable_build_flags_and_recorded_version(fused_op):
     assert not any(flag.startswith(("-march", "-mavx", "-mfma")) for flag in
                    build.PORTABLE_FLAGS)
     assert library.built_against() == tf.__version__
-    assert library.gemm_backend() == "openblas"
     objdump = shutil.which("objdump")
-    if objdump is not None:  # no AVX-512 instruction in our own code: it loads anywhere
-        disassembly = subprocess.run([objdump, "-d", "--no-show-raw-insn", library.library_path()],
+    if objdump is not None:
+        # Wide registers only inside the micro-kernels compiled for their own target and
+        # called after a CPUID check: the library loads and runs on any x86-64 CPU.
+        disassembly = subprocess.run([objdump, "-d", "-C", "--no-show-raw-insn",
+                                      library.library_path()],
                                      capture_output=True, text=True, check=True).stdout
-        assert "zmm" not in disassembly
+        wide = set()
+        function = None
+        for line in disassembly.splitlines():
+            if line.endswith(">:"):
+                function = line
+            elif "%ymm" in line or "%zmm" in line:
+                wide.add(function)
+        assert wide and all("packed_gemm::" in name for name in wide), sorted(wide)[:5]
 
 
 def test_a_library_built_for_another_tensorflow_is_not_loaded(fused_op, tmp_path,
@@ -281,7 +290,7 @@ def test_a_library_built_for_another_tensorflow_is_not_loaded(fused_op, tmp_path
     other.write_bytes(data.replace(tag, b"tfpriors-built-against-tensorflow=1.0.0;"))
     monkeypatch.setattr(library, "LIBRARY_PATH", str(other))
     for key, value in {"loaded": False, "module": None, "error": None, "warned": False,
-                       "gemm": None}.items():
+                       "handle": None}.items():
         monkeypatch.setitem(library._state, key, value)
     assert not library.has_fused_op()
     assert "built against TensorFlow 1.0.0" in library.load_error()
@@ -307,6 +316,43 @@ def test_gpu_kernel_matches_the_reference(fused_op):
                                          pads=[1, 1], output_size=[8, 8])
     assert "GPU" in got.device
     np.testing.assert_allclose(got.numpy(), oracle(x, w, mask, (1, 1), (1, 1)), atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", ["avx512", "blas"])
+def test_every_gemm_kernel_equals_the_definition(kernel, fused_op):
+    """The packed micro-kernels and the BLAS fallback, on every remainder of the tiles."""
+    available = {"avx512": "avx512f"}
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if kernel in available and f" {available[kernel]} " not in f" {flags} ":
+        pytest.skip(f"this CPU has no {kernel}")
+    try:
+        assert library.select_gemm(kernel) == (kernel if kernel != "blas" else "openblas")
+        rng = np.random.default_rng(0)
+        for rows, filters, channels in [(1, 1, 1), (13, 33, 5), (25, 17, 3), (97, 64, 16)]:
+            x = tf.constant(rng.normal(size=(2, 7, 7, channels)).astype("float32"))
+            w = tf.constant(rng.normal(size=(3, 3, channels, filters)).astype("float32"))
+            positions = tf.constant(rng.choice(98, size=min(rows, 98), replace=False)
+                                    .astype("int32"))
+            full = numpy_conv(x.numpy(), w.numpy(), (1, 1), (1, 1), (7, 7))
+            expected = full.reshape(-1, filters)[positions.numpy()]
+            upstream = tf.constant(rng.normal(size=expected.shape).astype("float32"))
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                got = tfpriors.ops.conv_at_positions(x, w, positions, (7, 7), (1, 1), (1, 1),
+                                                     implementation="fused")
+                loss = tf.reduce_sum(got * upstream)
+            np.testing.assert_allclose(got.numpy(), expected, atol=1e-4, rtol=1e-4)
+            grads = tape.gradient(loss, [x, w])
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                loss = tf.reduce_sum(tfpriors.ops.conv_at_positions_reference(
+                    x, w, positions, (7, 7), (1, 1), (1, 1)) * upstream)
+            for got_grad, want in zip(grads, tape.gradient(loss, [x, w])):
+                np.testing.assert_allclose(got_grad.numpy(), want.numpy(), atol=1e-4)
+    finally:
+        library.select_gemm("auto")
+    with pytest.raises(ValueError, match="name"):
+        library.select_gemm("sse9")
 
 
 def test_a_compiler_failure_is_reported_with_its_first_error(tmp_path):

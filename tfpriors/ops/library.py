@@ -7,17 +7,19 @@ library built for another TensorFlow is never loaded (its ABI may differ); the o
 then fall back to pure TensorFlow with one :class:`FusedOpUnavailableWarning` that
 says why.
 
-Once loaded, the library gets the ``cblas_sgemm`` of the OpenBLAS shipped by the
-``scipy-openblas32`` wheel, set to one thread: each of TensorFlow's intra-op threads
-multiplies its own cache-sized block, and OpenBLAS picks the fastest kernel of the
-CPU it runs on (AVX2, AVX-512, ...). Without it the library multiplies with Eigen.
+The library multiplies the im2col rows by the filter with its own packed AVX-512
+micro-kernel when the CPU has AVX-512 (checked at run time; the library is compiled for
+baseline x86-64). For the filter gradient, and on CPUs without AVX-512, it uses the
+``cblas_sgemm`` of the OpenBLAS shipped by the ``scipy-openblas32`` wheel, set to one
+thread, which picks its own kernel for the CPU (Eigen without it). Each of
+TensorFlow's intra-op threads multiplies its own cache-sized block.
 
 Example:
 
 >>> tfpriors.ops.has_fused_op()
 True
 >>> tfpriors.ops.library.gemm_backend()
-'openblas'
+'avx512'
 """
 
 import ctypes
@@ -49,7 +51,7 @@ def library_path():
 _BUILD_TAG = re.compile(rb"tfpriors-built-against-tensorflow=([^;\x00]{1,64});")
 
 _lock = threading.Lock()
-_state = {"loaded": False, "module": None, "error": None, "warned": False, "gemm": None}
+_state = {"loaded": False, "module": None, "error": None, "warned": False, "handle": None}
 
 
 class FusedOpUnavailableWarning(UserWarning):
@@ -115,7 +117,9 @@ def _load_library():
         handle.tfpriors_set_sgemm.argtypes = [ctypes.c_void_p]
         handle.tfpriors_set_sgemm(address)
         handle.tfpriors_gemm_backend.restype = ctypes.c_char_p
-        _state["gemm"] = handle.tfpriors_gemm_backend().decode()
+        handle.tfpriors_select_gemm.argtypes = [ctypes.c_char_p]
+        handle.tfpriors_select_gemm.restype = ctypes.c_int
+        _state["handle"] = handle
         _state["blas"] = blas
     except (OSError, AttributeError) as error:
         return None, f"{path} has no BLAS hook ({error}); rebuild it: `make ops`"
@@ -147,10 +151,39 @@ def load_error():
     return _state["error"]
 
 
+GEMM_CHOICES = ("auto", "avx512", "blas")
+
+
 def gemm_backend():
-    """What the compiled ops multiply with: ``"openblas"``, ``"eigen"``, or None (not loaded)."""
-    load()
-    return _state["gemm"]
+    """What the compiled ops' forward pass multiplies with: ``"avx512"``, ``"openblas"``,
+    ``"eigen"``, or None when they are not loaded."""
+    if load() is None:
+        return None
+    return _state["handle"].tfpriors_gemm_backend().decode()
+
+
+def select_gemm(name="auto"):
+    """Chooses the GEMM of the compiled ops (for tests and benchmarks).
+
+    Args:
+        name: ``"auto"`` (the packed AVX-512 kernel when this CPU runs it: the
+            default), ``"avx512"`` or ``"blas"`` (OpenBLAS, else Eigen).
+
+    Returns:
+        :func:`gemm_backend` after the change.
+
+    Example:
+
+    >>> tfpriors.ops.library.select_gemm("blas")
+    'openblas'
+    """
+    if name not in GEMM_CHOICES:
+        raise ValueError(f"`name` must be one of {list(GEMM_CHOICES)}; received {name!r}.")
+    if load() is None:
+        raise RuntimeError(f"The compiled ops are not loaded: {load_error()}.")
+    if _state["handle"].tfpriors_select_gemm(name.encode()) != 0:
+        raise ValueError(f"`name`={name!r}: this CPU cannot run that kernel.")
+    return gemm_backend()
 
 
 def warn_fallback():
@@ -166,4 +199,5 @@ def warn_fallback():
 
 __all__ = ["CPU_LIBRARY", "FusedOpUnavailableWarning", "GPU_LIBRARY", "LIBRARY_PATH",
            "built_against", "fused_op_module", "library_path",
-           "gemm_backend", "has_fused_op", "load", "load_error", "warn_fallback"]
+           "GEMM_CHOICES", "gemm_backend", "has_fused_op", "load", "load_error", "select_gemm",
+           "warn_fallback"]
