@@ -868,6 +868,159 @@ REGISTER_KERNEL_BUILDER(Name("ConvAtPositionsBackpropInput").Device(DEVICE_CPU),
 REGISTER_KERNEL_BUILDER(Name("ConvAtPositionsBackpropFilter").Device(DEVICE_CPU),
                         ConvAtPositionsBackpropFilterCpu);
 
+// ---- SparseResidualUnit --------------------------------------------------------------
+
+REGISTER_OP("SparseResidualUnit")
+    .Input("input: float")
+    .Input("active: bool")
+    .Input("kernel1: float")
+    .Input("bias1: float")
+    .Input("kernel2: float")
+    .Input("bias2: float")
+    .Output("output: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle input, active, kernel1, kernel2, bias;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &active));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &kernel1));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &bias));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 4, &kernel2));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 1, &bias));
+      c->set_output(0, input);
+      return Status();
+    })
+    .Doc(R"doc(
+Inference of a shape-preserving residual unit relu(x + conv2(relu(conv1(x) + bias1)) +
+bias2) (batch normalization folded into the kernels and biases; "same" padding, stride 1,
+odd kernel) at the positions where `active` (N, H, W) is true; elsewhere the output is
+the input. conv1 runs at the active positions dilated by the kernel, conv2 at the active
+ones, both as im2col + GEMM rows of the ConvAtPositions engine.
+)doc");
+
+class SparseResidualUnitCpu : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& input = context->input(0);
+    const Tensor& active = context->input(1);
+    const Tensor& kernel1 = context->input(2);
+    const Tensor& bias1 = context->input(3);
+    const Tensor& kernel2 = context->input(4);
+    const Tensor& bias2 = context->input(5);
+    OP_REQUIRES(context, input.dims() == 4,
+                InvalidArgument("input must be 4-D (batch, height, width, channels), got ",
+                                input.shape().DebugString()));
+    OP_REQUIRES(context, kernel1.dims() == 4 && kernel2.dims() == 4,
+                InvalidArgument("kernel1 and kernel2 must be 4-D (k, k, in, out)"));
+    const int64_t batch = input.dim_size(0), height = input.dim_size(1);
+    const int64_t width = input.dim_size(2), channels = input.dim_size(3);
+    const int64_t k = kernel1.dim_size(0);
+    OP_REQUIRES(context, active.dims() == 3 && active.dim_size(0) == batch &&
+                             active.dim_size(1) == height && active.dim_size(2) == width,
+                InvalidArgument("active must have shape (batch, height, width) = (", batch,
+                                ", ", height, ", ", width, "), got ",
+                                active.shape().DebugString()));
+    OP_REQUIRES(context, k > 0 && k % 2 == 1 && kernel1.dim_size(1) == k &&
+                             kernel2.dim_size(0) == k && kernel2.dim_size(1) == k,
+                InvalidArgument("kernels must be k x k with the same odd k, got ",
+                                kernel1.shape().DebugString(), " and ",
+                                kernel2.shape().DebugString()));
+    OP_REQUIRES(context, kernel1.dim_size(2) == channels && kernel1.dim_size(3) == channels &&
+                             kernel2.dim_size(2) == channels &&
+                             kernel2.dim_size(3) == channels,
+                InvalidArgument("the unit must preserve the shape: kernels (k, k, ", channels,
+                                ", ", channels, ") expected, got ",
+                                kernel1.shape().DebugString(), " and ",
+                                kernel2.shape().DebugString()));
+    OP_REQUIRES(context, bias1.dims() == 1 && bias1.dim_size(0) == channels &&
+                             bias2.dims() == 1 && bias2.dim_size(0) == channels,
+                InvalidArgument("bias1 and bias2 must have shape (", channels, ")"));
+    OP_REQUIRES(context, height < (1 << 20) && width < (1 << 20) &&
+                             static_cast<double>(batch) * height * width < 2.0e9,
+                InvalidArgument("input too large: batch * height * width must be below 2^31"));
+    Tensor* output = nullptr;
+    // The output is the input with the active positions rewritten: reuse its buffer when
+    // nothing else holds it, else copy it once.
+    OP_REQUIRES_OK(context, context->forward_input_or_allocate_output({0}, 0, input.shape(),
+                                                                      &output));
+    float* out = output->flat<float>().data();
+    const float* in = input.flat<float>().data();
+    if (out != in) std::memcpy(out, in, input.NumElements() * sizeof(float));
+    if (input.NumElements() == 0) return;
+
+    // Active and dilated (conv1 is needed wherever conv2 reads) flat positions.
+    const bool* mask = active.flat<bool>().data();
+    const int64_t per_image = height * width;
+    const int64_t radius = k / 2;
+    std::vector<int32_t> active_positions;
+    std::vector<uint8_t> needed(batch * per_image, 0);
+    for (int64_t index = 0; index < batch * per_image; ++index) {
+      if (!mask[index]) continue;
+      active_positions.push_back(static_cast<int32_t>(index));
+      const int64_t n = index / per_image, y = (index % per_image) / width, x = index % width;
+      for (int64_t i = std::max<int64_t>(0, y - radius); i <= std::min(height - 1, y + radius);
+           ++i) {
+        std::fill(needed.begin() + n * per_image + i * width + std::max<int64_t>(0, x - radius),
+                  needed.begin() + n * per_image + i * width +
+                      std::min(width - 1, x + radius) + 1,
+                  uint8_t{1});
+      }
+    }
+    if (active_positions.empty()) return;
+    std::vector<int32_t> dilated_positions;
+    for (int64_t index = 0; index < batch * per_image; ++index) {
+      if (needed[index]) dilated_positions.push_back(static_cast<int32_t>(index));
+    }
+
+    Geometry g{batch, height, width, channels, k, k, channels, 1, 1, radius, radius,
+               height, width};
+    // conv1 rows at the dilated positions, then relu(+ bias1) written into a hidden map
+    // whose other positions are never read (conv2 at an active position reads only its
+    // dilated neighbourhood).
+    Tensor hidden_rows, hidden_map, residual_rows;
+    const int64_t dilated = dilated_positions.size();
+    const int64_t count = active_positions.size();
+    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
+                                                   TensorShape({dilated, channels}),
+                                                   &hidden_rows));
+    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT, input.shape(),
+                                                   &hidden_map));
+    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
+                                                   TensorShape({count, channels}),
+                                                   &residual_rows));
+    OP_REQUIRES_OK(context, ConvRows(context, g, in, kernel1.flat<float>().data(), dilated,
+                                     PositionTable{dilated_positions.data(), per_image},
+                                     hidden_rows.flat<float>().data()));
+    const float* b1 = bias1.flat<float>().data();
+    const float* b2 = bias2.flat<float>().data();
+    float* hidden = hidden_map.flat<float>().data();
+    const float* rows1 = hidden_rows.flat<float>().data();
+    ForEachPart(context, std::min<int64_t>(WorkerCount(context), dilated), [&](int64_t part) {
+      const int64_t parts = std::min<int64_t>(WorkerCount(context), dilated);
+      for (int64_t r = dilated * part / parts; r < dilated * (part + 1) / parts; ++r) {
+        float* dst = hidden + static_cast<int64_t>(dilated_positions[r]) * channels;
+        const float* src = rows1 + r * channels;
+        for (int64_t c = 0; c < channels; ++c) dst[c] = std::max(src[c] + b1[c], 0.0f);
+      }
+    });
+    OP_REQUIRES_OK(context, ConvRows(context, g, hidden, kernel2.flat<float>().data(), count,
+                                     PositionTable{active_positions.data(), per_image},
+                                     residual_rows.flat<float>().data()));
+    const float* rows2 = residual_rows.flat<float>().data();
+    ForEachPart(context, std::min<int64_t>(WorkerCount(context), count), [&](int64_t part) {
+      const int64_t parts = std::min<int64_t>(WorkerCount(context), count);
+      for (int64_t r = count * part / parts; r < count * (part + 1) / parts; ++r) {
+        float* dst = out + static_cast<int64_t>(active_positions[r]) * channels;
+        const float* src = rows2 + r * channels;
+        for (int64_t c = 0; c < channels; ++c) dst[c] = std::max(dst[c] + src[c] + b2[c], 0.0f);
+      }
+    });
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("SparseResidualUnit").Device(DEVICE_CPU), SparseResidualUnitCpu);
+
 #if GOOGLE_CUDA
 // The index tables stay in host memory: they are validated on the host before launch.
 class PerforatedConv2DGpu : public PerforatedConv2DBase {

@@ -174,9 +174,13 @@ def test_fuzz_under_address_sanitizer():
     env = dict(os.environ, LD_PRELOAD=preload, ASAN_OPTIONS="detect_leaks=0",
                TFPRIORS_OPS_LIBRARY=library,
                TFPRIORS_FUZZ_EXAMPLES="300", PYTHONPATH=ROOT)
+    implementations = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                   "test_implementations.py")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
-         os.path.abspath(__file__), "-k", "fuzz_matches or unknown_batch", "-m", "not slow"],
+         os.path.abspath(__file__), implementations, "-k",
+         "fuzz_matches or unknown_batch or conv_at_positions or gemm_kernel",
+         "-m", "not slow"],
         cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "2 passed" in result.stdout
+    assert "6 passed" in result.stdout

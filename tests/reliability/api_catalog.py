@@ -249,6 +249,7 @@ VALID_FOR = {
         "positions": Make(lambda c: np.array([0, 7, 35, 40], "int32")),
         "output_shape": (6, 6), "strides": (1, 1), "pads": (1, 1)}),
     "tfpriors.ops.conv_at_positions_reference": _POSITIONS,
+    "tfpriors.ops.library.select_gemm": {"name": "auto"},
     "tfpriors.ops.library.built_against": {"path": Make(lambda c: tfpriors.ops.library.library_path())},
     "tfpriors.ops.lattice_of": {"kept": Make(lambda c: np.array([0, 2, 12, 14], "int32")),
                                 "output_shape": (6, 6)},

@@ -38,6 +38,7 @@ from keras import ops
 
 from tfpriors import _validation, distributed
 from tfpriors import ops as conv_ops
+from tfpriors.ops import conv
 from tfpriors.layers.geometry import FloatInputs
 from tfpriors.layers.seed_state import SeedStateMixin
 
@@ -84,9 +85,11 @@ def _ponder_cost(value):
 # -- units --------------------------------------------------------------------------------
 
 
-def _folded_batch_norm(bn):
+def _folded_conv(conv, bn, dtype):
+    """A convolution followed by inference batch normalization as one kernel and bias."""
     scale = bn.gamma / tf.sqrt(bn.moving_variance + bn.epsilon)
-    return scale, bn.beta - bn.moving_mean * scale
+    kernel = tf.cast(conv.kernel * scale, dtype)
+    return kernel, tf.cast(bn.beta - bn.moving_mean * scale, dtype)
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
@@ -181,20 +184,29 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
         """Inference output with the unit computed only where ``active`` (N, H, W) is true.
 
         Elsewhere the output equals the input. Needs static height, width and
-        channels and a shape-preserving unit.
+        channels and a shape-preserving unit. With the compiled ops (float32)
+        the whole unit is one ``SparseResidualUnit`` op on the ConvAtPositions
+        engine; otherwise :func:`tfpriors.ops.conv_at_positions` and
+        scatters in TensorFlow.
         """
         if self.strides != 1 or inputs.shape[-1] != self.filters:
             raise ValueError("sparse_call needs a shape-preserving unit (strides 1, "
                              "as many filters as input channels).")
+        dtype = inputs.dtype
+        (kernel1, bias1), (kernel2, bias2) = (
+            _folded_conv(conv, bn, dtype) for conv, bn in ((self.conv1, self.bn1),
+                                                           (self.conv2, self.bn2)))
+        module = conv.fused_module_for(self.implementation, dtype)
+        if module is not None:
+            return module.sparse_residual_unit(inputs, tf.cast(active, tf.bool), kernel1,
+                                               bias1, kernel2, bias2)
         height, width, channels = inputs.shape[1:]
         k, pad = self.kernel_size, self.kernel_size // 2
-        dtype = inputs.dtype
         size = (height, width)
 
         def conv_at(x, kernel, positions):
-            return conv_ops.conv_at_positions(x, tf.cast(kernel, dtype), positions, size,
-                                              (1, 1), (pad, pad),
-                                              implementation=self.implementation)
+            return conv_ops.conv_at_positions(x, kernel, positions, size, (1, 1), (pad, pad),
+                                              implementation="reference")
 
         def flat_positions(mask):  # n * H * W + p of every true entry, in order
             return tf.cast(tf.where(tf.reshape(mask, (-1,)))[:, 0], tf.int32)
@@ -203,14 +215,11 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
         dilated = tf.nn.max_pool2d(tf.cast(active, dtype)[..., None], k, 1, "SAME")[..., 0] > 0
         dilated_positions = flat_positions(dilated)
         active_positions = flat_positions(active)
-        scale1, shift1 = (tf.cast(v, dtype) for v in _folded_batch_norm(self.bn1))
-        scale2, shift2 = (tf.cast(v, dtype) for v in _folded_batch_norm(self.bn2))
-        hidden = tf.nn.relu(conv_at(inputs, self.conv1.kernel, dilated_positions) * scale1
-                            + shift1)
+        hidden = tf.nn.relu(conv_at(inputs, kernel1, dilated_positions) + bias1)
         flat_shape = tf.stack([tf.shape(inputs)[0] * height * width, self.filters])
         hidden_map = tf.reshape(tf.scatter_nd(dilated_positions[:, None], hidden, flat_shape),
                                 tf.shape(inputs))
-        residual = conv_at(hidden_map, self.conv2.kernel, active_positions) * scale2 + shift2
+        residual = conv_at(hidden_map, kernel2, active_positions) + bias2
         flat_inputs = tf.reshape(inputs, (-1, channels))
         updated = tf.nn.relu(tf.gather(flat_inputs, active_positions) + residual)
         updated_map = tf.reshape(tf.scatter_nd(active_positions[:, None], updated, flat_shape),

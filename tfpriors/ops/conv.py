@@ -218,6 +218,13 @@ def _check_implementation(implementation):
     return implementation
 
 
+def fused_module_for(implementation, dtype):
+    """The compiled op module when ``implementation`` ("auto" / "fused") and ``dtype``
+    (float32) can use it outside a TFLite export; None for the pure-TF path. "fused"
+    without the compiled op raises; "auto" warns once."""
+    return _fused_module(implementation, tf.as_dtype(dtype))
+
+
 def _fused_module(implementation, dtype):
     """The op module for ``implementation``, or None for the pure-TF path."""
     if getattr(_export, "active", False):
@@ -392,6 +399,10 @@ def _conv_at_positions_grad(op, grad):
             None)
 
 
+# Inference only (SACT / PACT units at running positions); training runs the dense unit.
+tf.no_gradient("SparseResidualUnit")
+
+
 @tf.RegisterGradient("PerforatedConv2D")
 def _perforated_conv2d_grad(op, grad):
     """Backward of the fused op: the fill's scatter-add, then ConvAtPositions' gradients."""
@@ -413,5 +424,5 @@ def _perforated_conv2d_grad(op, grad):
             None, None)
 
 
-__all__ = ["IMPLEMENTATIONS", "builtin_ops_only", "conv_at_positions", "lattice_of",
-           "perforated_conv2d"]
+__all__ = ["IMPLEMENTATIONS", "builtin_ops_only", "conv_at_positions", "fused_module_for",
+           "lattice_of", "perforated_conv2d"]
