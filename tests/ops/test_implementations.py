@@ -369,3 +369,24 @@ def test_a_compiler_failure_is_reported_with_its_first_error(tmp_path):
     source.write_text("int f() { return undeclared_name; }\n")
     with pytest.raises(build.BuildError, match="undeclared_name"):
         build.run([os.environ.get("CXX", "g++"), "-c", str(source), "-o", str(tmp_path / "x.o")])
+
+
+def test_sparse_residual_unit_refuses_bad_shapes_without_crashing(fused_op):
+    x = tf.zeros((2, 5, 5, 3))
+    active = tf.zeros((2, 5, 5), tf.bool)
+    k, b = tf.zeros((3, 3, 3, 3)), tf.zeros((3,))
+    good = dict(input=x, active=active, kernel1=k, bias1=b, kernel2=k, bias2=b)
+    bad_cases = {
+        "active": dict(good, active=tf.zeros((2, 5, 4), tf.bool)),
+        "odd": dict(good, kernel1=tf.zeros((2, 2, 3, 3)), kernel2=tf.zeros((2, 2, 3, 3))),
+        "preserve": dict(good, kernel1=tf.zeros((3, 3, 3, 4))),
+        "bias": dict(good, bias2=tf.zeros((4,))),
+        "4-D": dict(good, input=tf.zeros((5, 5, 3))),
+    }
+    for match, arguments in bad_cases.items():
+        with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=match):
+            fused_op.sparse_residual_unit(**arguments)
+    # Nothing active: the input, unchanged; an empty batch works too.
+    np.testing.assert_array_equal(fused_op.sparse_residual_unit(**good).numpy(), x.numpy())
+    empty = dict(good, input=tf.zeros((0, 5, 5, 3)), active=tf.zeros((0, 5, 5), tf.bool))
+    assert fused_op.sparse_residual_unit(**empty).shape == (0, 5, 5, 3)
