@@ -21,6 +21,7 @@ Example:
 'strided'
 """
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -114,17 +115,23 @@ def measure(input_shape, kernel_size, filters, strides, pads, output_shape, kept
     names = candidates(kept, output_shape, dtype)
     kernel = tf.constant(rng.normal(size=(*kernel_size, input_shape[-1], filters)), dtype)
     seconds = {name: [] for name in names}
+    with quiet_retracing(), tf.init_scope():  # eager even when built inside a trace
+        _time_candidates(names, kept, fill_index, input_shape, kernel, output_shape, strides,
+                         pads, dtype, batches, repeats, rng, seconds)
+    return seconds
+
+
+@contextlib.contextmanager
+def quiet_retracing():
+    """Timing many shapes traces many tf.functions, which TensorFlow reports as
+    "retracing" warnings; inside this context its logger shows errors only."""
     logger = tf.get_logger()
     level = logger.level
-    # Each timed shape is a new tf.function: TensorFlow would warn about "retracing".
     logger.setLevel("ERROR")
     try:
-        with tf.init_scope():  # time eagerly even when a layer is built inside a trace
-            _time_candidates(names, kept, fill_index, input_shape, kernel, output_shape,
-                             strides, pads, dtype, batches, repeats, rng, seconds)
+        yield
     finally:
         logger.setLevel(level)
-    return seconds
 
 
 def _time_candidates(names, kept, fill_index, input_shape, kernel, output_shape, strides,
@@ -199,4 +206,5 @@ def clear_cache():
 
 
 __all__ = ["MAX_REPEATS", "MIN_TIMED_MACS", "TIE", "TIMING_BATCHES", "TIMING_REPEATS",
-           "TIMING_SECONDS", "candidates", "choose", "clear_cache", "measure", "rule"]
+           "TIMING_SECONDS", "candidates", "choose", "clear_cache", "measure", "quiet_retracing",
+           "rule"]

@@ -11,6 +11,7 @@ from tfpriors import _validation
 from tfpriors._layers import walk
 from tfpriors._rewrite import check_rewritable, rewrite_model
 from tfpriors.io import atomic_path
+from tfpriors.ops.autotune import quiet_retracing
 from tfpriors.perforation.masks import (MASK_KINDS, PerforationMask, _outputs_logits,
                                         _split_data, impact_scores, make_mask)
 
@@ -316,9 +317,6 @@ def greedy_perforation(model, validation_data, target_speedup=2.0, mask=None,
     ...                                                max_accuracy_drop=0.01)
     >>> print(fast.perforation_report)
     """
-    import tensorflow as tf
-    from tqdm.auto import tqdm
-
     check_rewritable(model)
     target_speedup = _validation.real_number(target_speedup, "target_speedup")
     if target_speedup <= 1.0:
@@ -336,8 +334,18 @@ def greedy_perforation(model, validation_data, target_speedup=2.0, mask=None,
     candidates = perforable_layers(model)
     if not candidates:
         raise ValueError(f"'{model.name}' has no convolution that can be perforated.")
-    data = (x, y) if mask == "impact" else None
 
+    with quiet_retracing():
+        return _greedy(model, x, y, candidates, target_speedup, mask, max_accuracy_drop,
+                       steps, batch_size, timing_repeats, seed, implementation, progress)
+
+
+def _greedy(model, x, y, candidates, target_speedup, mask, max_accuracy_drop, steps,
+            batch_size, timing_repeats, seed, implementation, progress):
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    data = (x, y) if mask == "impact" else None
     bar = tqdm(total=len(candidates) + 2, desc="greedy perforation", disable=not progress,
                leave=False)
     loss_before, accuracy_before = _loss_and_accuracy(model, x, y, batch_size)
@@ -407,6 +415,8 @@ def greedy_perforation(model, validation_data, target_speedup=2.0, mask=None,
         stop_reason = (f"measured slower than the input ({before / after:.2f}x): the last "
                        "steps were undone")
     if not chosen:
+        # The same computation as the input: any measured difference is noise.
+        before = after = 1.0
         stop_reason += "; no perforation kept (the input model is returned as a copy)"
     elif before / after < target_speedup and stop_reason.startswith("predicted"):
         stop_reason += f", but the measured speedup is {before / after:.2f}x"
