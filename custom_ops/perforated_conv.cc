@@ -452,6 +452,41 @@ int64_t BlockRows(int64_t count, int64_t chunk, int64_t workers) {
   return std::max<int64_t>(1, std::min(chunk, std::max(balanced, kMinChunkRows)));
 }
 
+// How the rows go to the workers: `blocks` blocks of `block` rows, `parts` workers.
+struct BlockPlan {
+  int64_t block, blocks, parts;
+};
+
+BlockPlan PlanBlocks(OpKernelContext* context, int64_t count, int64_t depth) {
+  const int64_t workers = WorkerCount(context);
+  const int64_t block = BlockRows(count, ChunkRows(depth), workers);
+  const int64_t blocks = (count + block - 1) / block;
+  return {block, blocks, std::max<int64_t>(1, std::min(workers, blocks))};
+}
+
+// Calls consume(part, row0, n_rows, patches) for every block of rows, `patches` holding
+// the block's im2col rows; each of plan.parts workers takes blocks until none is left.
+template <typename Locate, typename Consume>
+void ForEachIm2ColBlock(OpKernelContext* context, const Geometry& g, const float* input,
+                        int64_t count, const BlockPlan& plan, Locate locate,
+                        Consume consume) {
+  const int64_t depth = g.depth();
+  std::atomic<int64_t> next{0};
+  ForEachPart(context, plan.parts, [&](int64_t part) {
+    float* patches = ThreadScratch(plan.block * depth);
+    for (int64_t b = next++; b < plan.blocks; b = next++) {
+      const int64_t row0 = b * plan.block;
+      const int64_t n_rows = std::min(plan.block, count - row0);
+      for (int64_t r = 0; r < n_rows; ++r) {
+        int64_t n, p;
+        locate(row0 + r, &n, &p);
+        Im2ColRow(g, input, n, p, patches + r * depth);
+      }
+      consume(part, row0, n_rows, patches);
+    }
+  });
+}
+
 // rows[r, :] = row(image(r), position(r)) for r in [0, count); `locate(r, &n, &p)`.
 template <typename Locate>
 Status ConvRows(OpKernelContext* context, const Geometry& g, const float* input,
@@ -459,23 +494,11 @@ Status ConvRows(OpKernelContext* context, const Geometry& g, const float* input,
   const int64_t depth = g.depth();
   PackedOperand weights;
   TF_RETURN_IF_ERROR(weights.Pack(context, filter, depth, g.filters, /*transposed=*/false));
-  const int64_t workers = WorkerCount(context);
-  const int64_t block = BlockRows(count, ChunkRows(depth), workers);
-  const int64_t blocks = (count + block - 1) / block;
-  std::atomic<int64_t> next{0};
-  ForEachPart(context, std::min(workers, blocks), [&](int64_t) {
-    float* patches = ThreadScratch(block * depth);
-    for (int64_t b = next++; b < blocks; b = next++) {
-      const int64_t row0 = b * block;
-      const int64_t n_rows = std::min(block, count - row0);
-      for (int64_t r = 0; r < n_rows; ++r) {
-        int64_t n, p;
-        locate(row0 + r, &n, &p);
-        Im2ColRow(g, input, n, p, patches + r * depth);
-      }
-      weights.Multiply(n_rows, patches, depth, rows + row0 * g.filters, g.filters);
-    }
-  });
+  ForEachIm2ColBlock(context, g, input, count, PlanBlocks(context, count, depth), locate,
+                     [&](int64_t, int64_t row0, int64_t n_rows, const float* patches) {
+                       weights.Multiply(n_rows, patches, depth, rows + row0 * g.filters,
+                                        g.filters);
+                     });
   return Status();
 }
 
@@ -487,34 +510,24 @@ Status ConvRowsFilterGrad(OpKernelContext* context, const Geometry& g, const flo
                           float* filter_grad) {
   const int64_t depth = g.depth();
   const int64_t size = depth * g.filters;
-  const int64_t workers = WorkerCount(context);
-  const int64_t block = BlockRows(count, ChunkRows(depth), workers);
-  const int64_t blocks = (count + block - 1) / block;
-  const int64_t parts = std::max<int64_t>(1, std::min(workers, blocks));
+  const BlockPlan plan = PlanBlocks(context, count, depth);
   Tensor partial;
-  if (parts > 1) {
-    TF_RETURN_IF_ERROR(context->allocate_temp(tensorflow::DT_FLOAT,
-                                              TensorShape({parts - 1, size}), &partial));
+  if (plan.parts > 1) {
+    TF_RETURN_IF_ERROR(context->allocate_temp(
+        tensorflow::DT_FLOAT, TensorShape({plan.parts - 1, size}), &partial));
+    std::fill(partial.flat<float>().data(), partial.flat<float>().data() + partial.NumElements(),
+              0.0f);
   }
   std::fill(filter_grad, filter_grad + size, 0.0f);
-  std::atomic<int64_t> next{0};
-  ForEachPart(context, parts, [&](int64_t part) {
-    float* patches = ThreadScratch(block * depth);
-    float* target = part == 0 ? filter_grad : partial.flat<float>().data() + (part - 1) * size;
-    if (part > 0) std::fill(target, target + size, 0.0f);
-    for (int64_t b = next++; b < blocks; b = next++) {
-      const int64_t row0 = b * block;
-      const int64_t n_rows = std::min(block, count - row0);
-      for (int64_t r = 0; r < n_rows; ++r) {
-        int64_t n, p;
-        locate(row0 + r, &n, &p);
-        Im2ColRow(g, input, n, p, patches + r * depth);
-      }
-      Gemm(true, false, depth, g.filters, n_rows, patches, depth,
-           grad_rows + row0 * g.filters, g.filters, 1.0f, target, g.filters);
-    }
-  });
-  for (int64_t part = 1; part < parts; ++part) {
+  ForEachIm2ColBlock(
+      context, g, input, count, plan, locate,
+      [&](int64_t part, int64_t row0, int64_t n_rows, const float* patches) {
+        float* target =
+            part == 0 ? filter_grad : partial.flat<float>().data() + (part - 1) * size;
+        Gemm(true, false, depth, g.filters, n_rows, patches, depth,
+             grad_rows + row0 * g.filters, g.filters, 1.0f, target, g.filters);
+      });
+  for (int64_t part = 1; part < plan.parts; ++part) {
     const float* from = partial.flat<float>().data() + (part - 1) * size;
     for (int64_t i = 0; i < size; ++i) filter_grad[i] += from[i];
   }
@@ -816,57 +829,43 @@ class ConvAtPositionsCpu : public ConvOpBase {
   }
 };
 
-class ConvAtPositionsBackpropInputCpu : public ConvOpBase {
+// The two gradients of ConvAtPositions: of its input (kInput) or of its filter.
+template <bool kInput>
+class ConvAtPositionsBackpropCpu : public ConvOpBase {
  public:
   using ConvOpBase::ConvOpBase;
 
   void Compute(OpKernelContext* context) override {
     Geometry g;
+    const Tensor& input = context->input(0);
+    const Tensor& filter = context->input(1);
     const Tensor& positions = context->input(2);
     const Tensor& grad_rows = context->input(3);
-    OP_REQUIRES_OK(context, ReadGeometry(context->input(0), context->input(1), &g));
+    OP_REQUIRES_OK(context, ReadGeometry(input, filter, &g));
     OP_REQUIRES_OK(context, CheckPositions(positions, g));
     const int64_t count = positions.dim_size(0);
     OP_REQUIRES_OK(context, CheckRows(grad_rows, count, g));
-    Tensor* input_grad = nullptr;
-    OP_REQUIRES_OK(context,
-                   context->allocate_output(0, context->input(0).shape(), &input_grad));
-    OP_REQUIRES_OK(context, ConvRowsInputGrad(
-                                context, g, context->input(1).flat<float>().data(),
-                                grad_rows.flat<float>().data(), count,
-                                PositionTable{positions.flat<int32_t>().data(), g.positions()},
-                                input_grad->flat<float>().data()));
-  }
-};
-
-class ConvAtPositionsBackpropFilterCpu : public ConvOpBase {
- public:
-  using ConvOpBase::ConvOpBase;
-
-  void Compute(OpKernelContext* context) override {
-    Geometry g;
-    const Tensor& positions = context->input(2);
-    const Tensor& grad_rows = context->input(3);
-    OP_REQUIRES_OK(context, ReadGeometry(context->input(0), context->input(1), &g));
-    OP_REQUIRES_OK(context, CheckPositions(positions, g));
-    const int64_t count = positions.dim_size(0);
-    OP_REQUIRES_OK(context, CheckRows(grad_rows, count, g));
-    Tensor* filter_grad = nullptr;
-    OP_REQUIRES_OK(context,
-                   context->allocate_output(0, context->input(1).shape(), &filter_grad));
-    OP_REQUIRES_OK(context, ConvRowsFilterGrad(
-                                context, g, context->input(0).flat<float>().data(),
-                                grad_rows.flat<float>().data(), count,
-                                PositionTable{positions.flat<int32_t>().data(), g.positions()},
-                                filter_grad->flat<float>().data()));
+    Tensor* grad = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(
+                                0, kInput ? input.shape() : filter.shape(), &grad));
+    const PositionTable table{positions.flat<int32_t>().data(), g.positions()};
+    if (kInput) {
+      OP_REQUIRES_OK(context, ConvRowsInputGrad(context, g, filter.flat<float>().data(),
+                                                grad_rows.flat<float>().data(), count, table,
+                                                grad->flat<float>().data()));
+    } else {
+      OP_REQUIRES_OK(context, ConvRowsFilterGrad(context, g, input.flat<float>().data(),
+                                                 grad_rows.flat<float>().data(), count, table,
+                                                 grad->flat<float>().data()));
+    }
   }
 };
 
 REGISTER_KERNEL_BUILDER(Name("ConvAtPositions").Device(DEVICE_CPU), ConvAtPositionsCpu);
 REGISTER_KERNEL_BUILDER(Name("ConvAtPositionsBackpropInput").Device(DEVICE_CPU),
-                        ConvAtPositionsBackpropInputCpu);
+                        ConvAtPositionsBackpropCpu<true>);
 REGISTER_KERNEL_BUILDER(Name("ConvAtPositionsBackpropFilter").Device(DEVICE_CPU),
-                        ConvAtPositionsBackpropFilterCpu);
+                        ConvAtPositionsBackpropCpu<false>);
 
 // ---- SparseResidualUnit --------------------------------------------------------------
 

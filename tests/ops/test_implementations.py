@@ -22,6 +22,8 @@ from tfpriors.perforation import make_mask
 from tfpriors.perforation.masks import lattice_mask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from strategies import conv_geometries  # noqa: E402  (tests/ops is not a package)
 EXAMPLES = int(os.environ.get("TFPRIORS_FUZZ_EXAMPLES", "40"))
 
 
@@ -132,18 +134,13 @@ def test_gradients_match_finite_differences(implementation, request):
 
 @st.composite
 def position_cases(draw):
-    n = draw(st.integers(1, 4))
-    h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
-    c, o = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    strides = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    pads = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
-    out = (max(1, (h + pads[0] - kh) // strides[0] + 1),
-           max(1, (w + pads[1] - kw) // strides[1] + 1))
+    geometry = draw(conv_geometries(max_batch=4, max_stride=2, max_filters=4))
+    n, out = geometry["x_shape"][0], tuple(geometry["size"])
     # Any positions of the batch: unsorted, repeated, some images untouched.
     positions = draw(st.lists(st.integers(0, n * out[0] * out[1] - 1), max_size=30))
-    return dict(x_shape=(n, h, w, c), kernel=(kh, kw, c, o), strides=strides, pads=pads,
-                out=out, positions=positions, seed=draw(st.integers(0, 100)))
+    return dict(x_shape=tuple(geometry["x_shape"]), kernel=tuple(geometry["w_shape"]),
+                strides=tuple(geometry["strides"]), pads=tuple(geometry["pads"]), out=out,
+                positions=positions, seed=draw(st.integers(0, 100)))
 
 
 @pytest.mark.usefixtures("fused_op")

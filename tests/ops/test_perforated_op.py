@@ -14,6 +14,9 @@ import tfpriors
 from tfpriors.ops import perforated_conv2d_reference
 from tfpriors.perforation import PerforationMask
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from strategies import conv_geometries  # noqa: E402  (tests/ops is not a package)
+
 # Fails instead of skipping when a C++ compiler exists but the op is missing (conftest).
 needs_op = pytest.mark.usefixtures("fused_op")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,14 +30,8 @@ def _op(x, w, kept, fill, strides, pads, size):
 
 @st.composite
 def cases(draw):
-    n = draw(st.integers(1, 3))
-    h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
-    c, o = draw(st.integers(1, 4)), draw(st.integers(1, 5))
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    pads = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
-    out = (max(1, (h + pads[0] - kh) // strides[0] + 1),
-           max(1, (w + pads[1] - kw) // strides[1] + 1))
+    geometry = draw(conv_geometries())
+    out = tuple(geometry["size"])
     size = out[0] * out[1]
     kept = sorted(draw(st.sets(st.integers(0, size - 1), min_size=1, max_size=size)))
     mask = PerforationMask(out, kept)
@@ -42,10 +39,8 @@ def cases(draw):
         None, "kept_high", "kept_negative", "kept_unsorted", "fill_high", "fill_negative",
         "fill_short", "channels", "empty_batch", "output_size", "pads", "strides", "rank",
         "kept_empty"]))
-    return dict(x_shape=[n, h, w, c], w_shape=[kh, kw, c, o], strides=list(strides),
-                pads=list(pads), size=list(out), kept=mask.kept.tolist(),
-                fill=mask.fill_index.tolist(), hostile=hostile,
-                value=draw(st.integers(-(2 ** 31), 2 ** 31 - 1)))
+    return dict(geometry, kept=mask.kept.tolist(), fill=mask.fill_index.tolist(),
+                hostile=hostile, value=draw(st.integers(-(2 ** 31), 2 ** 31 - 1)))
 
 
 def _corrupt(case):

@@ -6,12 +6,13 @@ can be computed four exact ways; which one is fastest depends on the shape,
 the mask and the CPU (:mod:`tfpriors.ops.autotune` measures it):
 
 * ``"fused"``: the compiled ``ConvAtPositions`` op (``make ops``): im2col of
-  cache-sized blocks of rows, each multiplied by OpenBLAS on its own thread;
+  cache-sized blocks of rows, each multiplied on its own thread by a packed
+  AVX-512 micro-kernel (OpenBLAS on other CPUs), with its own gradient ops;
 * ``"reference"``: pure TensorFlow: one ``tf.gather`` of input pixels and one
   ``tf.matmul`` (TFLite: GATHER + FULLY_CONNECTED);
 * ``"strided"``: only when the kept positions form a regular lattice (every
   ``s``-th row and ``t``-th column): one strided convolution (oneDNN on
-  x86; TFLite: CONV_2D), no gather at all;
+  x86), no gather at all, and a broadcast fill when the fill map is blocks;
 * ``"dense"``: the convolution at every position, then the kept rows picked:
   never faster than ``Conv2D``, the exact fallback at low rates.
 
