@@ -130,7 +130,7 @@ def layer_candidates(size, cin, cout, batch, training):
                 layers[key] = layer
                 if implementation == "auto":
                     chosen[f"{kind}@{rate}"] = (layer._training_implementation if training
-                                                else layer.selected_implementation)
+                                                else layer._selection.for_batch(batch))
     candidates = {name: _runner(layer, x, training) for name, layer in layers.items()}
     if not training:
         candidates.update(bounds(x, conv))

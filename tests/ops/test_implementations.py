@@ -233,7 +233,9 @@ def test_auto_choice_is_saved_and_loaded_without_timing(tmp_path, monkeypatch):
                                name="conv")(inputs)
     model = keras.Model(inputs, outputs)
     chosen = model.get_layer("conv").selected_implementation
+    small = model.get_layer("conv").small_batch_implementation
     assert model.get_layer("conv").get_config()["selected_implementation"] == chosen
+    assert model.get_layer("conv").get_config()["small_batch_implementation"] == small
     model.save(tmp_path / "m.keras")
 
     def no_timing(*args, **kwargs):
@@ -242,8 +244,30 @@ def test_auto_choice_is_saved_and_loaded_without_timing(tmp_path, monkeypatch):
     monkeypatch.setattr(autotune, "choose", no_timing)
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.get_layer("conv").selected_implementation == chosen
+    assert loaded.get_layer("conv").small_batch_implementation == small
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_small_and_large_batches_may_run_different_implementations():
+    """A saved choice of two implementations: an unknown batch picks one at run time."""
+    inputs = keras.Input((8, 8, 3))
+    layer = PerforatedConv2D(4, 3, padding="same", rate=0.5, mask="uniform", seed=2,
+                             selected_implementation="reference",
+                             small_batch_implementation="dense", name="conv")
+    model = keras.Model(inputs, layer(inputs))
+    assert (layer.small_batch_implementation, layer.selected_implementation) == (
+        "dense", "reference")
+    function = tf.function(lambda x: model(x, training=False),
+                           input_signature=[tf.TensorSpec((None, 8, 8, 3), tf.float32)])
+    graph = function.get_concrete_function().graph
+    assert any(op.type in ("If", "StatelessIf") for op in graph.get_operations())
+    rng = np.random.default_rng(0)
+    weights = [w.numpy() for w in layer.weights]
+    for batch in (1, 16):
+        x = rng.normal(size=(batch, 8, 8, 3)).astype("float32")
+        expected = oracle(x, weights[0], layer.mask, (1, 1), (1, 1)) + weights[1]
+        np.testing.assert_allclose(function(x).numpy(), expected, atol=1e-4)
 
 
 def test_explicit_strided_needs_a_lattice():

@@ -7,6 +7,7 @@ does ``1 - r`` of the convolution's multiply-adds.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from tfpriors import _validation
@@ -66,8 +67,11 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
             ``"fused"`` (the compiled op, ``make ops``), ``"reference"`` (pure
             TF: gathers and one matmul), ``"strided"`` (lattice masks: one
             strided convolution) or ``"dense"`` (every position computed).
-        selected_implementation: what ``"auto"`` chose (set by a saved config;
-            leave it None).
+        selected_implementation: what ``"auto"`` chose for batches of
+            ``tfpriors.ops.autotune.SMALL_BATCH_LIMIT`` (8) or more (set by a
+            saved config; leave it None).
+        small_batch_implementation: what ``"auto"`` chose for smaller batches
+            (likewise).
 
     Example:
 
@@ -85,7 +89,7 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, seed=None,
                  implementation="auto", data_format=None, dilation_rate=1,
-                 selected_implementation=None, **kwargs):
+                 selected_implementation=None, small_batch_implementation=None, **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.filters = _validation.positive_int(filters, "filters")
         self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
@@ -126,11 +130,15 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         self.seed = _validation.seed(seed)
         self.implementation = _validation.one_of(implementation, "implementation",
                                                  set(perforation_ops.IMPLEMENTATIONS))
+        concrete = set(perforation_ops.IMPLEMENTATIONS) - {"auto"}
         if selected_implementation is not None:
             selected_implementation = _validation.one_of(
-                selected_implementation, "selected_implementation",
-                set(perforation_ops.IMPLEMENTATIONS) - {"auto"})
+                selected_implementation, "selected_implementation", concrete)
+        if small_batch_implementation is not None:
+            small_batch_implementation = _validation.one_of(
+                small_batch_implementation, "small_batch_implementation", concrete)
         self.selected_implementation = selected_implementation
+        self.small_batch_implementation = small_batch_implementation
 
     def _geometry(self, input_shape):
         if len(input_shape) != 4 or any(d is None for d in input_shape[1:]):
@@ -148,19 +156,24 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
             raise ValueError(f"PerforatedConv2D '{self.name}': {error}") from None
 
     def _select_implementation(self, input_shape):
-        """The implementation that runs: the user's, the saved choice, or a measured one."""
+        """The implementations that run, (small batch, large batch): the user's, the saved
+        choice, or a measured one."""
         mask = self.mask
         if len(mask.kept) == mask.size:
-            return "dense"  # nothing perforated: the plain convolution
+            return autotune.Selection("dense", "dense")  # nothing perforated: plain conv
         usable = autotune.candidates(mask.kept, mask.output_shape, self.compute_dtype)
         if self.implementation != "auto":
             if self.implementation == "strided" and "strided" not in usable:
                 raise ValueError(f"PerforatedConv2D '{self.name}' has implementation='strided',"
                                  " which needs a regular lattice mask (mask='lattice'); its "
                                  f"mask is {mask!r}.")
-            return self.implementation
-        if self.selected_implementation in usable:
-            return self.selected_implementation
+            return autotune.Selection(self.implementation, self.implementation)
+        saved = (self.small_batch_implementation or self.selected_implementation,
+                 self.selected_implementation)
+        if all(name in usable for name in saved):
+            return autotune.Selection(*saved)
+        if "strided" not in usable and "fused" not in usable:
+            perforation_ops.library.warn_fallback()
         return autotune.choose(tuple(int(d) for d in input_shape[1:]), self.kernel_size,
                                self.filters, self.strides, self._pads, mask.output_shape,
                                mask.kept, mask.fill_index, self.compute_dtype)
@@ -171,7 +184,8 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         # A grid has rows x cols points: the true rate can differ from the one asked.
         self.rate = self.mask.rate
         self._pads = (pad_top, pad_left)
-        self.selected_implementation = self._select_implementation(input_shape)
+        self._selection = self._select_implementation(input_shape)
+        self.small_batch_implementation, self.selected_implementation = self._selection
         # Training runs the implementation with the fastest gradients: strided for a
         # lattice, else the compiled op (its own backprop kernels), else pure TF.
         self._training_implementation = self.selected_implementation
@@ -201,12 +215,21 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
             if bias is not None:
                 outputs = outputs + bias
             return outputs if self.activation is None else self.activation(outputs)
-        # Bias and activation go on the computed rows, before the fill copies them.
-        return perforation_ops.perforated_conv2d(
-            inputs, kernel, self.mask.kept, self.mask.fill_index, self.mask.output_shape,
-            self.strides, self._pads,
-            implementation=self._training_implementation if training
-            else self.selected_implementation, bias=bias, activation=self.activation)
+        def run(implementation):
+            # Bias and activation go on the computed rows, before the fill copies them.
+            return perforation_ops.perforated_conv2d(
+                inputs, kernel, self.mask.kept, self.mask.fill_index, self.mask.output_shape,
+                self.strides, self._pads, implementation=implementation, bias=bias,
+                activation=self.activation)
+
+        if training:
+            return run(self._training_implementation)
+        small, large = self._selection
+        batch = inputs.shape[0]
+        if small == large or batch is not None:
+            return run(self._selection.for_batch(batch) if batch is not None else large)
+        return tf.cond(tf.shape(inputs)[0] < autotune.SMALL_BATCH_LIMIT, lambda: run(small),
+                       lambda: run(large))
 
     def compute_output_shape(self, input_shape):
         out_h, out_w, _, _ = self._geometry(input_shape)
@@ -222,7 +245,7 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         """
         config = self.get_config()
         config["implementation"] = self.selected_implementation
-        config["selected_implementation"] = None
+        config["selected_implementation"] = config["small_batch_implementation"] = None
         layer = PerforatedConv2D.from_config(config)
         return layer, [ops.convert_to_numpy(w) for w in self.weights]
 
@@ -253,5 +276,6 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
             "seed": self.seed,
             "implementation": self.implementation,
             "selected_implementation": self.selected_implementation,
+            "small_batch_implementation": self.small_batch_implementation,
         })
         return config

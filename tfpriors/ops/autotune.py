@@ -18,9 +18,10 @@ Example:
 
 >>> tfpriors.ops.autotune.choose((56, 56, 128), (3, 3), 128, (1, 1), (1, 1), (56, 56),
 ...                              mask.kept, mask.fill_index)
-'strided'
+Selection(small_batch='strided', large_batch='strided')
 """
 
+import collections
 import contextlib
 import hashlib
 import os
@@ -37,6 +38,8 @@ from tfpriors.ops.reference import check_pads, check_tables
 
 MIN_TIMED_MACS = 2_000_000
 TIMING_BATCHES = (1, 16)
+# Batches below this run the implementation timed at batch 1, others the one timed at 16.
+SMALL_BATCH_LIMIT = 8
 TIMING_REPEATS = 5
 # Fast candidates get more repeats, up to this many seconds of timing per candidate.
 TIMING_SECONDS = 0.2
@@ -162,9 +165,22 @@ def _time_candidates(names, kept, fill_index, input_shape, kernel, output_shape,
             seconds[name].append(float(np.median(times[name])))
 
 
+class Selection(collections.namedtuple("Selection", ["small_batch", "large_batch"])):
+    """What :func:`choose` picked: for batches below ``SMALL_BATCH_LIMIT`` and the others."""
+
+    def for_batch(self, batch):
+        """The implementation for a (static) batch size."""
+        return self.small_batch if batch < SMALL_BATCH_LIMIT else self.large_batch
+
+
+def _fastest(seconds, column):
+    best = min(times[column] for times in seconds.values())
+    return next(name for name, times in seconds.items() if times[column] <= best * (1 + TIE))
+
+
 def choose(input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index,
            dtype="float32"):
-    """The fastest exact implementation for this shape and mask (cached per process).
+    """The fastest exact implementations for this shape and mask (cached per process).
 
     Args:
         input_shape: ``(height, width, channels)`` of one input.
@@ -173,7 +189,8 @@ def choose(input_shape, kernel_size, filters, strides, pads, output_shape, kept,
         dtype: the compute dtype.
 
     Returns:
-        ``"strided"``, ``"fused"``, ``"reference"`` or ``"dense"``.
+        A :class:`Selection` of ``"strided"``, ``"fused"``, ``"reference"`` or
+        ``"dense"`` for small and for large batches.
     """
     input_shape, kernel_size, filters, strides, pads = _check_geometry(
         input_shape, kernel_size, filters, strides, pads)
@@ -187,16 +204,14 @@ def choose(input_shape, kernel_size, filters, strides, pads, output_shape, kept,
     macs = len(kept) * int(np.prod(kernel_size)) * int(input_shape[-1]) * int(filters)
     if os.environ.get("TFPRIORS_AUTOTUNE", "1") == "0" or macs < MIN_TIMED_MACS:
         choice = rule(kept, output_shape, dtype)
+        selection = Selection(choice, choice)
     else:
         seconds = measure(input_shape, kernel_size, filters, strides, pads, output_shape, kept,
                           fill_index, dtype)
-        best = np.min(np.array(list(seconds.values())), axis=0)
-        cost = {name: float(np.mean(np.array(times) / best)) for name, times in seconds.items()}
-        fastest = min(cost.values())
-        choice = next(name for name in seconds if cost[name] <= fastest * (1 + TIE))
+        selection = Selection(_fastest(seconds, 0), _fastest(seconds, -1))
     with _lock:
-        _cache[key] = choice
-    return choice
+        _cache[key] = selection
+    return selection
 
 
 def clear_cache():
@@ -205,6 +220,7 @@ def clear_cache():
         _cache.clear()
 
 
-__all__ = ["MAX_REPEATS", "MIN_TIMED_MACS", "TIE", "TIMING_BATCHES", "TIMING_REPEATS",
+__all__ = ["MAX_REPEATS", "MIN_TIMED_MACS", "SMALL_BATCH_LIMIT", "TIE",
+           "TIMING_BATCHES", "TIMING_REPEATS",
            "TIMING_SECONDS", "candidates", "choose", "clear_cache", "measure", "quiet_retracing",
            "rule"]
