@@ -245,29 +245,11 @@ def _fused_module(implementation, dtype):
 
 
 def kept_rows(inputs, kernel, kept, output_shape, strides, pads, implementation):
-    """The convolution at the kept positions of every image: ``(N, K, filters)``.
-
-    ``implementation`` is one of ``"fused"``, ``"reference"``, ``"strided"``,
-    ``"dense"`` (see the module) or ``"auto"`` (the compiled op when it is
-    loaded, else pure TF). Arguments are those of :func:`perforated_conv2d`,
-    already checked.
-    """
+    """The convolution at the kept positions of every image: ``(N, K, filters)``, by
+    the compiled op (``"fused"``, or ``"auto"`` when it is loaded) or in pure TF
+    (``"reference"``). Arguments are those of :func:`perforated_conv2d`, checked."""
     filters = int(kernel.shape[-1])
     count = int(kept.shape[0])
-    if implementation in ("strided", "dense"):
-        if implementation == "dense":
-            lattice = ((0, 1, output_shape[0]), (0, 1, output_shape[1]))
-        else:
-            lattice = lattice_of(kept, output_shape)
-            if lattice is None:
-                raise ValueError("`implementation='strided'` needs `kept` to be a regular "
-                                 "lattice (every s-th row times every t-th column; see "
-                                 "tfpriors.perforation.lattice_mask).")
-        rows = _lattice_conv(inputs, kernel, lattice, strides, pads)
-        rows = tf.reshape(rows, (-1, lattice[0][2] * lattice[1][2], filters))
-        if implementation == "dense" and count != output_shape[0] * output_shape[1]:
-            rows = tf.gather(rows, tf.constant(np.asarray(kept, np.int32)), axis=1)
-        return rows
     module = _fused_module(implementation, inputs.dtype)
     if module is None:
         return kept_rows_reference(inputs, kernel, kept, output_shape, strides, pads)
@@ -326,17 +308,29 @@ def perforated_conv2d(inputs, kernel, kept, fill_index, output_shape, strides, p
                              f"activation; received {activation!r} ({error}).") from None
     if getattr(_export, "active", False):
         implementation = "reference"
-    lattice = lattice_of(kept, output_shape) if implementation == "strided" else None
-    if lattice is not None:
+    height, width = output_shape
+    if implementation == "strided":
+        lattice = lattice_of(kept, output_shape)
+        if lattice is None:
+            raise ValueError("`implementation='strided'` needs `kept` to be a regular lattice "
+                             "(every s-th row times every t-th column; see "
+                             "tfpriors.perforation.lattice_mask).")
         rows = _lattice_conv(inputs, kernel, lattice, strides, pads)
+    elif implementation == "dense":
+        # Every position, then one gather of each position's nearest kept value.
+        rows = _lattice_conv(inputs, kernel, ((0, 1, height), (0, 1, width)), strides, pads)
     else:
         rows = kept_rows(inputs, kernel, kept, output_shape, strides, pads, implementation)
     if bias is not None:
         rows = rows + bias
     if activation is not None:
         rows = activation(rows)
-    if lattice is not None:
+    if implementation == "strided":
         return _lattice_fill(rows, lattice, kept, fill_index, output_shape)
+    if implementation == "dense":
+        nearest = np.asarray(kept, np.int32)[np.asarray(fill_index)]
+        return fill(tf.reshape(rows, (-1, height * width, rows.shape[-1])), nearest,
+                    output_shape)
     return fill(rows, fill_index, output_shape)
 
 
