@@ -16,10 +16,11 @@ at rate >= 0.25; training step (forward + gradients of input and kernel,
 batch 32) >= 1.3x at rate 0.5.
 
 LiteRT, 1 thread, batch 1: the perforated layer exported by
-`tfpriors.export.to_tflite` (lattice: strided CONV_2D + GATHER; other
-masks: GATHER + FULLY_CONNECTED + GATHER; builtin ops only, verified against
-Keras) against the same layer exported as CONV_2D, at rates 0.5 and 0.75 on
-the 28x28x256 -> 256 layer. Goals >= 1.6x at 0.5 and >= 2.2x at 0.75.
+`tfpriors.export.to_tflite` (every mask as GATHER + FULLY_CONNECTED + GATHER,
+builtin ops only, verified against Keras; on LiteRT this beats a strided
+CONV_2D with a GATHER fill) against the same layer exported as CONV_2D, at
+rates 0.5 and 0.75 on the 28x28x256 -> 256 layer. Goals >= 1.6x at 0.5 and
+>= 2.2x at 0.75.
 
 Accuracy: a two-convolution digits net trained once, then both
 convolutions perforated at rates 0.25 / 0.5 / 0.75 with each mask type
@@ -175,7 +176,7 @@ def time_layers(quick):
             for training in (False, True):
                 if training and batch == 1:
                     continue
-                repeats = 3 if quick else (15 if batch == 1 else 5)
+                repeats = 3 if quick else (41 if batch == 1 else 7)
                 candidates, chosen = layer_candidates(size, cin, cout, batch, training)
                 times = _common.time_interleaved(candidates, repeats)
                 medians = {name: _common.median(t) * 1e3 for name, t in times.items()}
@@ -400,8 +401,8 @@ def main():
     payload = {
         **_common.result_header("perforation", "Perforated convolutions", __doc__,
                                 args.quick),
-        "repeats": 5 if not args.quick else 3,
-        "repeat_kind": "interleaved timing repeats at batch 32 (15 at batch 1; LiteRT: 3 "
+        "repeats": 7 if not args.quick else 3,
+        "repeat_kind": "interleaved timing repeats at batch 32 (41 at batch 1; LiteRT: 3 "
                        "rounds of 30 invokes; accuracy: one run, seed 0)",
         "fused_op": fused, "gemm": tfpriors.ops.gemm_backend(), "cpu_flags": cpu_flags(),
         "layers": rows, "litert": lite, "accuracy": accuracy,
