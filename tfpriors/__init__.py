@@ -17,8 +17,8 @@ _check_backend()
 
 from tfpriors import (calibration, callbacks, datasets, export, layers, models,  # noqa: E402
                       plotting, priors, tta)
-from tfpriors import (adaptive, distill, distributed, hyper, initializers, io, ops,  # noqa: E402
-                      perforation)
+from tfpriors import (adaptive, distill, distributed, graph, hyper, initializers, io,  # noqa: E402
+                      ops, perforation)
 from tfpriors.compression import CompressionReport, compression_report  # noqa: E402
 from tfpriors.layers.kl_layer import set_dataset_size, set_kl_weight  # noqa: E402
 from tfpriors.sparsify import sparsify  # noqa: E402
@@ -28,4 +28,5 @@ __version__ = "0.1.0"
 __all__ = ["calibration", "callbacks", "datasets", "export", "layers", "models", "plotting",
            "priors", "tta", "CompressionReport",
            "compression_report", "set_dataset_size", "set_kl_weight", "sparsify",
-           "adaptive", "distill", "distributed", "hyper", "initializers", "io", "ops", "perforation"]
+           "adaptive", "distill", "distributed", "graph", "hyper", "initializers", "io", "ops",
+           "perforation"]

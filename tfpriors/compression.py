@@ -5,7 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from tfpriors._layers import walk
+from tfpriors.graph import walk
 from tfpriors.layers.sparse_vd import SparseVDLayer
 
 # Plain layers whose kernels count as fully kept, so that the total

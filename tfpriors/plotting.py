@@ -11,7 +11,7 @@ import os
 import keras
 import numpy as np
 
-from tfpriors._layers import walk
+from tfpriors.graph import walk
 from tfpriors.compression import compression_report
 from tfpriors.io import atomic_path
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense, SparseVDLayer

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
-from tfpriors._layers import walk
+from tfpriors.graph import walk
 from tfpriors._rewrite import check_rewritable, rewrite_model
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense
 from tfpriors.priors.log_uniform import validate_threshold

@@ -9,7 +9,7 @@ import tensorflow as tf
 from keras.src import testing
 
 import tfpriors
-from tfpriors._layers import walk
+from tfpriors.graph import walk
 from tfpriors.layers import (ACTBlock, ProbabilisticACTBlock, ResidualUnit, SACTBlock)
 from tfpriors.layers.adaptive import HALTING_BIAS_INIT
 

@@ -281,7 +281,12 @@ VALID_FOR = {
         "data": Make(lambda c: (_images(n=8), np.arange(8) % 3))},
     "tfpriors.plotting.plot_sparsity": {"model": Make(_mlp)},
     "tfpriors.plotting.sparse_vd_layers": {"model": Make(_mlp)},
-    "tfpriors.plotting.walk": {"model": Make(_mlp)},
+    "tfpriors.graph.walk": {"model": Make(_mlp)},
+    "tfpriors.graph.consumers": {"layer": Make(lambda c: _cnn().layers[0])},
+    "tfpriors.graph.chain_after": {
+        "layer": Make(lambda c: _cnn().layers[0]),
+        "passes": lambda layer: isinstance(layer, keras.layers.Activation),
+        "stops": lambda layer: isinstance(layer, keras.layers.Dense)},
     "tfpriors.io.check_archive": {
         "path": Make(lambda c: _saved_model(c)), "what": "a .keras model"},
     "tfpriors.io.load_model": {"path": Make(lambda c: _saved_model(c))},

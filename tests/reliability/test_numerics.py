@@ -42,7 +42,7 @@ def test_sparse_vd_trains_under_mixed_float16_without_nan(digits):
 
 
 def _adaptive_blocks(model):
-    from tfpriors._layers import walk
+    from tfpriors.graph import walk
 
     return [layer for layer in walk(model) if isinstance(layer, tfpriors.layers.AdaptiveBlock)]
 

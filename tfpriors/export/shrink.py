@@ -22,6 +22,7 @@ import numpy as np
 
 from tfpriors import _validation
 from tfpriors._rewrite import rewrite_model
+from tfpriors.graph import chain_after
 
 _ELEMENTWISE_ACTIVATIONS = {
     "linear", "relu", "relu6", "elu", "selu", "gelu", "sigmoid", "tanh", "softplus",
@@ -86,28 +87,13 @@ class _Graph:
         functional = getattr(model, "_functional", None) or model
         self.layers = [layer for layer in functional.layers
                        if not isinstance(layer, keras.layers.InputLayer)]
-        members = {id(layer) for layer in self.layers}
+        self._members = {id(layer) for layer in self.layers}
         self.output_ids = {id(t) for t in keras.tree.flatten(functional.outputs)}
-        self._consumers = {}
-        for layer in self.layers:
-            consumers = [node.operation for node in layer._outbound_nodes
-                         if id(node.operation) in members]
-            self._consumers[id(layer)] = consumers
 
     def chain_from(self, producer):
         """Returns (transparent layers, consumer) after ``producer``, or None."""
-        chain, current = [], producer
-        while True:
-            consumers = self._consumers[id(current)]
-            if len(consumers) != 1 or id(current.output) in self.output_ids:
-                return None
-            nxt = consumers[0]
-            if _is_weight_layer(nxt):
-                return chain, nxt
-            if not _is_transparent(nxt):
-                return None
-            chain.append(nxt)
-            current = nxt
+        return chain_after(producer, passes=_is_transparent, stops=_is_weight_layer,
+                           members=self._members, outputs=self.output_ids)
 
 
 def _constant_after_chain(producer, chain, weights, channels_value):

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
-from tfpriors._layers import walk
+from tfpriors.graph import walk
 from tfpriors.export.inference import ExportError, inference_model
 from tfpriors.export.shrink import ShrinkSummary, shrink as shrink_model
 from tfpriors.io import atomic_path

@@ -247,7 +247,7 @@ def unit_macs_per_position(unit, input_shape):
     """Multiply-adds of one unit per position: its own count, else its Conv2D/Dense layers."""
     if hasattr(unit, "macs_per_position"):
         return unit.macs_per_position(input_shape)
-    from tfpriors._layers import walk
+    from tfpriors.graph import walk
 
     macs = 0
     for layer in walk(unit, include_self=True):
@@ -740,6 +740,6 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
 
 def adaptive_blocks(model):
     """The adaptive blocks of ``model`` (nested ones included), in model order."""
-    from tfpriors._layers import walk
+    from tfpriors.graph import walk
 
     return [layer for layer in walk(model) if isinstance(layer, AdaptiveBlock)]

@@ -12,7 +12,7 @@ import abc
 import keras
 
 from tfpriors import _validation
-from tfpriors._layers import walk
+from tfpriors.graph import walk
 
 
 class DatasetSizeNotSetError(ValueError):

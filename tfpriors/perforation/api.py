@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
-from tfpriors._layers import walk
+from tfpriors.graph import chain_after, walk
 from tfpriors._rewrite import check_rewritable, rewrite_model
 from tfpriors.io import atomic_path
 from tfpriors.ops.autotune import quiet_retracing
@@ -49,17 +49,12 @@ def perforable_layers(model):
 def _next_pooling(layer):
     """(pool_size, strides, padding) of the pooling fed by ``layer``, through position-wise
     layers; None when there is none or the output branches."""
-    current = layer
-    for _ in range(16):
-        consumers = [node.operation for node in current._outbound_nodes]
-        if len(consumers) != 1:
-            return None
-        current = consumers[0]
-        if isinstance(current, _POOLING):
-            return current.pool_size, current.strides, current.padding
-        if not isinstance(current, _POSITIONWISE):
-            return None
-    return None
+    found = chain_after(layer, passes=lambda l: isinstance(l, _POSITIONWISE),
+                        stops=lambda l: isinstance(l, _POOLING), limit=16)
+    if found is None:
+        return None
+    pooling = found[1]
+    return pooling.pool_size, pooling.strides, pooling.padding
 
 
 def _output_hw(layer):

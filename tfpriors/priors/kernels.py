@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
-from tfpriors._layers import walk
+from tfpriors.graph import walk
 from tfpriors.io import atomic_path
 from tfpriors.priors.kernel_vae import check_vae
 
