@@ -15,10 +15,14 @@ from tfpriors._backend import check_backend as _check_backend
 
 _check_backend()
 
+# The layers use perforation's masks and perforation's tools use the layers (each
+# module imports only modules below it): importing `perforation` first loads its masks
+# before `layers` needs them, whichever submodule a user imports (this file runs first).
+from tfpriors import perforation  # noqa: E402  (first: see above)
 from tfpriors import (calibration, callbacks, datasets, export, layers, models,  # noqa: E402
                       plotting, priors, tta)
 from tfpriors import (adaptive, distill, distributed, graph, hyper, initializers, io,  # noqa: E402
-                      ops, perforation)
+                      ops)
 from tfpriors.compression import CompressionReport, compression_report  # noqa: E402
 from tfpriors.layers.kl_layer import set_dataset_size, set_kl_weight  # noqa: E402
 from tfpriors.sparsify import sparsify  # noqa: E402

@@ -8,6 +8,15 @@ and copying the weights of the rest; this module does that once.
 import keras
 
 
+def retrace(model):
+    """Drops ``model``'s traced train / test / predict steps: the next ``fit``,
+    ``evaluate`` or ``predict`` traces again, seeing a changed Python-level setting (a
+    dataset size, a probabilistic ACT mode) that the traced steps hold as a constant."""
+    for attr in ("train_function", "test_function", "predict_function"):
+        if getattr(model, attr, None) is not None:
+            setattr(model, attr, None)
+
+
 def check_rewritable(model):
     """Raises unless ``model`` is a built Sequential or functional model."""
     from keras.src.models.functional import Functional

@@ -66,6 +66,32 @@ def int_tuple(value, name, length):
     return tuple(int(v) for v in items)
 
 
+def sequence(value, name, what):
+    """``value`` as a tuple; a string or a non-iterable raises TypeError naming ``name``.
+
+    ``what`` completes "`name` must be ..." in the message.
+    """
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"`{name}` must be {what}; received {value!r}.")
+    try:
+        return tuple(value)
+    except TypeError:
+        raise TypeError(f"`{name}` must be {what}; received {value!r}.") from None
+
+
+def shape(value, name, lengths=None):
+    """``value`` as a tuple of positive ints (an array shape without its batch axis).
+
+    ``lengths``: the numbers of entries accepted; any length >= 1 when None.
+    """
+    what = ("a tuple of positive ints" if lengths is None else
+            f"a tuple of {' or '.join(str(n) for n in lengths)} positive ints")
+    items = sequence(value, name, what)
+    if not items or (lengths is not None and len(items) not in lengths):
+        raise ValueError(f"`{name}` must be {what}; received {value!r}.")
+    return int_tuple(items, name, len(items))
+
+
 def seed(value, name="seed"):
     """Returns ``value`` if it is None or a non-negative integer (a random seed)."""
     if value is None:

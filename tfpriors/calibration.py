@@ -14,6 +14,7 @@ import numpy as np
 from scipy import optimize, special
 
 from tfpriors import _validation
+from tfpriors.io import atomic_path
 
 # Probabilities are clipped here before the log: a probability of exactly
 # zero on the true class would make the NLL infinite.
@@ -202,7 +203,6 @@ def reliability_diagram(values, labels, path, from_logits=False, bins=15, title=
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from tfpriors.io import atomic_path
 
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})

@@ -5,6 +5,7 @@ import numpy as np
 
 from tfpriors import _validation
 from tfpriors.compression import compression_report
+from tfpriors.layers.adaptive import ProbabilisticACTBlock, adaptive_blocks
 from tfpriors.layers.kl_layer import kl_layers, set_kl_weight
 
 
@@ -170,8 +171,6 @@ class _AdaptiveSchedule(keras.callbacks.Callback):
         return self.start + ramp * (self.end - self.start)
 
     def _blocks(self):
-        from tfpriors.layers.adaptive import adaptive_blocks
-
         return adaptive_blocks(self.model)
 
     def on_train_begin(self, logs=None):
@@ -252,8 +251,6 @@ class TemperatureSchedule(_AdaptiveSchedule):
         return float(np.exp(np.log(self.start) + ramp * (np.log(self.end) - np.log(self.start))))
 
     def _targets(self):
-        from tfpriors.layers.adaptive import ProbabilisticACTBlock
-
         return [b for b in self._blocks() if isinstance(b, ProbabilisticACTBlock)]
 
     @staticmethod

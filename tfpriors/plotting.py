@@ -5,13 +5,12 @@ display and never touches pyplot's global state.
 """
 
 import math
-import numbers
 import os
 
-import keras
 import numpy as np
 
 from tfpriors.graph import walk
+from tfpriors import _validation
 from tfpriors.compression import compression_report
 from tfpriors.io import atomic_path
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense, SparseVDLayer
@@ -34,21 +33,8 @@ def sparse_vd_layers(model):
 
 
 def _check_image_shape(input_image_shape, input_dim, layer_name):
-    if isinstance(input_image_shape, (str, bytes)):
-        raise TypeError("`input_image_shape` must be a tuple (height, width) or "
-                        f"(height, width, channels); received {input_image_shape!r}.")
-    try:
-        shape = tuple(input_image_shape)
-    except TypeError:
-        raise TypeError("`input_image_shape` must be a tuple (height, width) or "
-                        f"(height, width, channels); received {input_image_shape!r}.") \
-            from None
-    if len(shape) not in (2, 3) or any(
-            isinstance(d, bool) or not isinstance(d, (numbers.Integral, np.integer)) or d <= 0
-            for d in shape):
-        raise ValueError("`input_image_shape` must be 2 or 3 positive integers "
-                         f"(height, width[, channels]); received {input_image_shape!r}.")
-    shape = tuple(int(d) for d in shape)
+    # (height, width) or (height, width, channels)
+    shape = _validation.shape(input_image_shape, "input_image_shape", lengths=(2, 3))
     if math.prod(shape) != input_dim:
         raise ValueError(
             f"`input_image_shape` {shape} has {math.prod(shape)} pixels but the first "

@@ -5,7 +5,7 @@ import tensorflow as tf
 from keras.src.losses.loss import scale_loss_for_distribution
 
 from tfpriors import _validation
-from tfpriors.layers.geometry import FloatInputs
+from tfpriors._inputs import FloatInputs
 from tfpriors.distill import losses
 from tfpriors.distill.optimizers import SGHMC, SGLD
 from tfpriors.distill.sampler import TASKS

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpriors import _validation
-from tfpriors.layers.geometry import FloatInputs
+from tfpriors._inputs import FloatInputs
 from tfpriors.distill import losses
 from tfpriors.io import atomic_path, check_archive
 

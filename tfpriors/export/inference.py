@@ -7,7 +7,6 @@ kept. Anything else is refused by name, since the exporter cannot know that
 it is deterministic and made of TFLite built-in ops.
 """
 
-import keras
 
 from tfpriors._rewrite import check_rewritable, rewrite_model
 

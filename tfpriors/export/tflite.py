@@ -12,6 +12,7 @@ from tfpriors.graph import walk
 from tfpriors.export.inference import ExportError, inference_model
 from tfpriors.export.shrink import ShrinkSummary, shrink as shrink_model
 from tfpriors.io import atomic_path
+from tfpriors.ops import builtin_ops_only
 
 QUANTIZE_MODES = (None, "dynamic", "int8")
 LATENCY_ROUNDS = 3
@@ -92,8 +93,6 @@ def _frozen_function(model, batch_size):
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
-
-    from tfpriors.ops import builtin_ops_only
 
     spec = tf.TensorSpec((batch_size, *_single_input_shape(model)), tf.float32)
     function = tf.function(lambda x: model(x, training=False), autograph=False)

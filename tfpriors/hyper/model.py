@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfpriors import _validation
-from tfpriors.layers.geometry import FloatInputs
+from tfpriors._inputs import FloatInputs
 from tfpriors.layers.hyper import (DEFAULT_LAMBDA_RANGE, HyperVariationalLayer,
                                    sample_lambdas, validate_lambda, validate_lambda_range)
 from tfpriors.layers.seed_state import SeedStateMixin

@@ -39,7 +39,8 @@ from keras import ops
 from tfpriors import _validation, distributed
 from tfpriors import ops as conv_ops
 from tfpriors.ops import conv
-from tfpriors.layers.geometry import FloatInputs
+from tfpriors._inputs import FloatInputs
+from tfpriors.graph import walk
 from tfpriors.layers.seed_state import SeedStateMixin
 
 HALTING_BIAS_INIT = -3.0
@@ -247,8 +248,6 @@ def unit_macs_per_position(unit, input_shape):
     """Multiply-adds of one unit per position: its own count, else its Conv2D/Dense layers."""
     if hasattr(unit, "macs_per_position"):
         return unit.macs_per_position(input_shape)
-    from tfpriors.graph import walk
-
     macs = 0
     for layer in walk(unit, include_self=True):
         kernel = getattr(layer, "kernel", None)
@@ -740,6 +739,4 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
 
 def adaptive_blocks(model):
     """The adaptive blocks of ``model`` (nested ones included), in model order."""
-    from tfpriors.graph import walk
-
     return [layer for layer in walk(model) if isinstance(layer, AdaptiveBlock)]

@@ -49,14 +49,8 @@ LOG_SIGMA2_MIN, LOG_SIGMA2_MAX = -20.0, 4.0
 
 def validate_lambda_range(lambda_range):
     """Returns ``lambda_range`` as a ``(low, high)`` float pair with 0 < low < high."""
-    if isinstance(lambda_range, (str, bytes)):
-        raise TypeError("`lambda_range` must be a pair (low, high) of positive numbers; "
-                        f"received {lambda_range!r}.")
-    try:
-        items = tuple(lambda_range)
-    except TypeError:
-        raise TypeError("`lambda_range` must be a pair (low, high) of positive numbers; "
-                        f"received {lambda_range!r}.") from None
+    items = _validation.sequence(lambda_range, "lambda_range",
+                                 "a pair (low, high) of positive numbers")
     if len(items) != 2:
         raise ValueError("`lambda_range` must be a pair (low, high) of positive numbers; "
                          f"received {lambda_range!r}.")

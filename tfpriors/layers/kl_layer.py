@@ -12,6 +12,7 @@ import abc
 import keras
 
 from tfpriors import _validation
+from tfpriors._rewrite import retrace
 from tfpriors.graph import walk
 
 
@@ -75,14 +76,6 @@ def kl_layers(model):
     return [layer for layer in walk(model, include_self=True) if isinstance(layer, KLLayer)]
 
 
-def _forget_compiled_functions(model):
-    # The dataset size is a Python constant inside traced train/test steps;
-    # dropping them makes the next fit/evaluate trace again with the new value.
-    for attr in ("train_function", "test_function", "predict_function"):
-        if getattr(model, attr, None) is not None:
-            setattr(model, attr, None)
-
-
 def set_dataset_size(model, dataset_size):
     """Sets the training-set size used to scale every KL term of ``model``.
 
@@ -105,7 +98,7 @@ def set_dataset_size(model, dataset_size):
     layers = kl_layers(model)
     for layer in layers:
         layer.dataset_size = dataset_size
-    _forget_compiled_functions(model)
+    retrace(model)
     return len(layers)
 
 

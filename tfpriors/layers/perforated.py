@@ -12,7 +12,7 @@ from keras import ops
 
 from tfpriors import _validation
 from tfpriors import ops as perforation_ops
-from tfpriors.layers.geometry import FloatInputs
+from tfpriors._inputs import FloatInputs
 from tfpriors.ops import autotune
 from tfpriors.perforation.masks import MASK_KINDS, PerforationMask, make_mask
 

@@ -3,7 +3,7 @@
 import keras
 
 from tfpriors import _validation
-from tfpriors.models.lenet import _check_common
+from tfpriors.models.lenet import check_common
 
 
 def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16, name=None):
@@ -16,7 +16,7 @@ def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16, name=None):
 
     >>> model = tfpriors.models.small_cnn((8, 8, 1), 10)
     """
-    input_shape, num_classes = _check_common(input_shape, num_classes)
+    input_shape, num_classes = check_common(input_shape, num_classes)
     width = _validation.positive_int(width, "width")
     if len(input_shape) != 3:
         raise ValueError("`input_shape` of small_cnn must be (height, width, channels); "

@@ -15,19 +15,10 @@ def _layer_types(kind):
     return keras.layers.Dense, keras.layers.Conv2D
 
 
-def _check_common(input_shape, num_classes):
-    if isinstance(input_shape, (str, bytes)):
-        raise TypeError(f"`input_shape` must be a tuple of ints; received {input_shape!r}.")
-    try:
-        length = len(input_shape)
-    except TypeError:
-        raise TypeError(f"`input_shape` must be a tuple of ints; received {input_shape!r}.") \
-            from None
-    if length == 0:
-        raise ValueError("`input_shape` must have at least one axis; received ().")
-    input_shape = _validation.int_tuple(input_shape, "input_shape", length)
-    num_classes = _validation.positive_int(num_classes, "num_classes")
-    return input_shape, num_classes
+def check_common(input_shape, num_classes):
+    """``input_shape`` (a tuple of positive ints) and ``num_classes`` of a model builder."""
+    return (_validation.shape(input_shape, "input_shape"),
+            _validation.positive_int(num_classes, "num_classes"))
 
 
 def lenet_300_100(input_shape=(784,), num_classes=10, kind="dense", name=None):
@@ -44,7 +35,7 @@ def lenet_300_100(input_shape=(784,), num_classes=10, kind="dense", name=None):
 
     >>> model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
     """
-    input_shape, num_classes = _check_common(input_shape, num_classes)
+    input_shape, num_classes = check_common(input_shape, num_classes)
     dense, _ = _layer_types(kind)
     layers = [keras.Input(input_shape)]
     if len(input_shape) > 1:
@@ -70,7 +61,7 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, kind="dense", padding="auto"
 
     >>> model = tfpriors.models.lenet5((8, 8, 1), 10, kind="sparse_vd")
     """
-    input_shape, num_classes = _check_common(input_shape, num_classes)
+    input_shape, num_classes = check_common(input_shape, num_classes)
     if len(input_shape) != 3:
         raise ValueError("`input_shape` of lenet5 must be (height, width, channels); "
                          f"received {input_shape}.")

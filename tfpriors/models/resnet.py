@@ -6,7 +6,7 @@ import tensorflow as tf
 from tfpriors import _validation
 from tfpriors.layers.adaptive import (BASELINE_DECAY, ACTBlock, ProbabilisticACTBlock,
                                       ResidualUnit, SACTBlock, adaptive_blocks)
-from tfpriors.models.lenet import _check_common
+from tfpriors.models.lenet import check_common
 
 KINDS = ("plain", "act", "sact", "pact")
 
@@ -85,7 +85,7 @@ def act_resnet(input_shape, num_classes, blocks=(3, 3, 3), kind="sact", widths=(
     >>> model = tfpriors.models.act_resnet((8, 8, 1), 10, blocks=(3, 3, 3), kind="sact",
     ...                                    widths=(8, 16, 32))
     """
-    input_shape, num_classes = _check_common(input_shape, num_classes)
+    input_shape, num_classes = check_common(input_shape, num_classes)
     if len(input_shape) != 3:
         raise ValueError("`input_shape` of act_resnet must be (height, width, channels); "
                          f"received {input_shape}.")

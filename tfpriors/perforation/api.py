@@ -11,6 +11,7 @@ from tfpriors import _validation
 from tfpriors.graph import chain_after, walk
 from tfpriors._rewrite import check_rewritable, rewrite_model
 from tfpriors.io import atomic_path
+from tfpriors.layers.perforated import PerforatedConv2D
 from tfpriors.ops.autotune import quiet_retracing
 from tfpriors.perforation.masks import (MASK_KINDS, PerforationMask, _outputs_logits,
                                         _split_data, impact_scores, make_mask)
@@ -22,23 +23,15 @@ _POSITIONWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyR
                  keras.layers.Identity)
 
 
-def _perforated_class():
-    # Imported late: tfpriors.layers.perforated imports this package's masks.
-    from tfpriors.layers.perforated import PerforatedConv2D
-
-    return PerforatedConv2D
-
-
 def perforable_layers(model):
     """The convolutions of ``model`` that can be perforated, in model order.
 
     Conv2D layers with channels-last data, no dilation and one group, and
     PerforatedConv2D layers (which can be re-perforated).
     """
-    perforated = _perforated_class()
     found = []
     for layer in walk(model):
-        if isinstance(layer, perforated):
+        if isinstance(layer, PerforatedConv2D):
             found.append(layer)
         elif (type(layer) is keras.layers.Conv2D and layer.data_format == "channels_last"
               and tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1):
@@ -130,7 +123,6 @@ def perforate(model, rates, mask="uniform", data=None, seed=0, implementation="a
         if not isinstance(kind, PerforationMask):
             _validation.one_of(kind, f"mask['{name}']" if isinstance(mask, dict) else "mask",
                                set(MASK_KINDS))
-    perforated = _perforated_class()
     scores_cache = {}
     built = {name: _build_mask(model, layers[name], masks[name].lower()
                                if isinstance(masks[name], str) else masks[name],
@@ -140,7 +132,7 @@ def perforate(model, rates, mask="uniform", data=None, seed=0, implementation="a
     def replace(layer):
         if layer.name not in rates:
             return None
-        new_layer = perforated(
+        new_layer = PerforatedConv2D(
             layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
             mask=built[layer.name], activation=layer.activation, use_bias=layer.use_bias,
             kernel_regularizer=layer.kernel_regularizer,
@@ -230,10 +222,9 @@ def _layer_timer(layer, rate, batch, mask_kind, seed, implementation):
     """A callable running one (perforated) copy of ``layer`` on a random batch."""
     import tensorflow as tf
 
-    perforated = _perforated_class()
     input_shape = tuple(int(d) for d in layer.input.shape[1:])
     config_mask = mask_kind if mask_kind != "impact" else "uniform"
-    copy = perforated(layer.filters, layer.kernel_size, strides=layer.strides,
+    copy = PerforatedConv2D(layer.filters, layer.kernel_size, strides=layer.strides,
                       padding=layer.padding, rate=rate, mask=config_mask, seed=seed,
                       activation=layer.activation, use_bias=layer.use_bias,
                       implementation=implementation)

@@ -13,7 +13,7 @@ import numpy as np
 from keras import ops
 
 from tfpriors import _validation
-from tfpriors.layers.geometry import FloatInputs
+from tfpriors._inputs import FloatInputs
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # Bounds of the encoder's log-variance: keep exp() finite early in training.

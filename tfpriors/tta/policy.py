@@ -22,6 +22,7 @@ import numbers
 import keras
 import numpy as np
 
+from tfpriors.io import atomic_path
 from tfpriors.tta import transforms
 
 FORMAT = "tfpriors.tta.Policy"
@@ -154,8 +155,6 @@ class Policy:
 
     def to_json(self, path):
         """Writes the policy to ``path`` atomically."""
-        from tfpriors.io import atomic_path
-
         with atomic_path(path) as temporary:
             with open(temporary, "w") as f:
                 json.dump(self.to_dict(), f, indent=2)

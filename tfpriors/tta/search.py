@@ -18,7 +18,7 @@ import numpy as np
 from scipy import special
 
 from tfpriors import _validation, calibration
-from tfpriors.io import check_archive
+from tfpriors.io import atomic_path, check_archive
 from tfpriors.tta import transforms
 from tfpriors.tta.policy import Policy
 from tfpriors.tta.predictor import TTAPredictor
@@ -157,7 +157,6 @@ class GreedyPolicySearch:
 
 
 def _save_state(path, pool, cached, chosen):
-    from tfpriors.io import atomic_path
 
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as f:

@@ -1,0 +1,205 @@
+"""Modes, evaluated units, ponder maps and FLOPs of models with adaptive blocks."""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from tfpriors import _validation
+from tfpriors._rewrite import retrace
+from tfpriors.io import atomic_path
+from tfpriors.layers.adaptive import (MODES, AdaptiveBlock, ProbabilisticACTBlock,
+                                      ResidualUnit, adaptive_blocks)
+
+__all__ = ["set_mode", "evaluated_units", "ponder_map", "flops_report", "FlopsReport",
+           "adaptive_blocks"]
+
+
+def set_mode(model, mode):
+    """Switches every probabilistic ACT block of ``model`` to ``mode`` (same weights).
+
+    Args:
+        model: a model with :class:`~tfpriors.layers.ProbabilisticACTBlock` layers.
+        mode: ``"relaxed"``, ``"discrete"`` or ``"threshold"``.
+
+    Returns:
+        The number of blocks switched.
+
+    Example:
+
+    >>> tfpriors.adaptive.set_mode(model, "threshold")
+    3
+    """
+    mode = _validation.one_of(mode, "mode", set(MODES))
+    blocks = [b for b in adaptive_blocks(model) if isinstance(b, ProbabilisticACTBlock)]
+    if not blocks:
+        raise ValueError("`model` has no ProbabilisticACTBlock layers whose mode could be set.")
+    for block in blocks:
+        block.mode = mode
+    # The mode is a Python branch inside traced functions: trace them again.
+    retrace(model)
+    return len(blocks)
+
+
+def _block_inputs(model, images):
+    blocks = adaptive_blocks(model)
+    if not blocks:
+        raise ValueError(f"`model` '{model.name}' has no adaptive blocks.")
+    images = _validation.finite_batch(images, "images")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = keras.Model(inputs, [block.input for block in blocks])
+    inputs = probe(images, training=False)
+    if len(blocks) == 1:
+        inputs = [inputs]
+    return blocks, images, inputs
+
+
+def evaluated_units(model, images):
+    """Units evaluated per position by each adaptive block at inference.
+
+    Returns:
+        ``{block name: float array (n, height, width)}`` in model order.
+    """
+    blocks, _, inputs = _block_inputs(model, images)
+    return {block.name: keras.ops.convert_to_numpy(block.evaluated_units(x))
+            for block, x in zip(blocks, inputs)}
+
+
+def ponder_map(model, images, path, max_images=8):
+    """Writes a PNG of the units evaluated per position over each image.
+
+    One row per image: the image, then one heat map per adaptive block (its
+    own resolution, shown over the image's extent), then their sum, each
+    position counted in input pixels (nearest upsampling).
+
+    Args:
+        model: a model with adaptive blocks.
+        images: ``(n, height, width, channels)`` inputs of the model.
+        path: the PNG to write (atomically).
+        max_images: rows drawn.
+
+    Returns:
+        The summed map, float array ``(min(n, max_images), height, width)``.
+
+    Example:
+
+    >>> tfpriors.adaptive.ponder_map(model, x_test[:6], "ponder.png")
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+
+    max_images = _validation.positive_int(max_images, "max_images")
+    images = _validation.finite_batch(images, "images")[:max_images]
+    maps = evaluated_units(model, images)
+    height, width = images.shape[1:3]
+
+    def upsample(values):
+        rows = np.repeat(values, -(-height // values.shape[1]), axis=1)[:, :height]
+        return np.repeat(rows, -(-width // values.shape[2]), axis=2)[:, :, :width]
+
+    total = sum(upsample(values) for values in maps.values())
+    columns = ["input", *maps, "total"]
+    figure = Figure(figsize=(1.6 * len(columns), 1.6 * len(images) + 0.4), dpi=80)
+    FigureCanvasAgg(figure)
+    blocks = {b.name: b for b in adaptive_blocks(model)}
+    for row, image in enumerate(images):
+        for col, name in enumerate(columns):
+            axis = figure.add_subplot(len(images), len(columns), row * len(columns) + col + 1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if name == "input":
+                axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray_r")
+            elif name == "total":
+                axis.imshow(total[row], cmap="magma", vmin=0,
+                            vmax=sum(b.num_units for b in blocks.values()))
+                axis.text(0.5, -0.08, f"{total[row].mean():.1f}", transform=axis.transAxes,
+                          ha="center", va="top", fontsize=7)
+            else:
+                axis.imshow(maps[name][row], cmap="magma", vmin=0,
+                            vmax=blocks[name].num_units)
+            if row == 0:
+                axis.set_title(name, fontsize=7)
+    figure.suptitle("evaluated residual units per position", fontsize=9)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    return total
+
+
+@dataclasses.dataclass
+class FlopsReport:
+    """Multiply-adds actually spent per image vs the same ResNet evaluating every unit."""
+
+    blocks: list  # dicts: name, num_units, mean_units, macs, dense_macs
+    macs: float
+    plain_macs: float
+
+    @property
+    def ratio(self):
+        """Spent over plain: 0.6 means 60% of the plain ResNet's FLOPs."""
+        return self.macs / self.plain_macs
+
+    def to_dict(self):
+        return {"blocks": self.blocks, "macs": self.macs, "plain_macs": self.plain_macs,
+                "ratio": self.ratio}
+
+    def __str__(self):
+        lines = [f"FLOPs (multiply-adds per image): {self.macs:,.0f} of plain {self.plain_macs:,.0f}"
+                 f" ({self.ratio:.1%})"]
+        for row in self.blocks:
+            lines.append(f"  {row['name']:<20} {row['mean_units']:.2f} / {row['num_units']} units "
+                         f"per position, {row['macs']:,.0f} of {row['dense_macs']:,.0f}")
+        return "\n".join(lines)
+
+
+def _fixed_macs(layer):
+    """Multiply-adds per image of a layer outside adaptive blocks (0 for element-wise)."""
+    if isinstance(layer, ResidualUnit):
+        out = layer.output.shape
+        return layer.macs_per_position(layer.input.shape) * out[1] * out[2]
+    if isinstance(layer, keras.layers.Conv2D):
+        out = layer.output.shape
+        return int(np.prod(layer.kernel.shape)) * out[1] * out[2]
+    if isinstance(layer, keras.layers.Dense):
+        return int(np.prod(layer.kernel.shape))
+    return 0
+
+
+def flops_report(model, images):
+    """Multiply-adds per image spent by ``model`` on ``images`` vs the plain ResNet.
+
+    Adaptive blocks count a unit at a position only where it is evaluated
+    (the paper's accounting), plus their halting heads; the plain figure
+    evaluates every unit everywhere and has no halting heads. Top-level
+    Conv2D, Dense and :class:`~tfpriors.layers.ResidualUnit` layers count in
+    full. A model without adaptive blocks reports ratio 1.
+
+    Example:
+
+    >>> report = tfpriors.adaptive.flops_report(model, x_test)
+    >>> print(f"{report.ratio:.0%} of the plain ResNet")
+    """
+    if not isinstance(model, keras.Model) or not model.built:
+        raise TypeError("`model` must be a built Keras functional model.")
+    fixed = sum(_fixed_macs(layer) for layer in model.layers
+                if not isinstance(layer, AdaptiveBlock))
+    if not adaptive_blocks(model):
+        _validation.finite_batch(images, "images")
+        return FlopsReport(blocks=[], macs=float(fixed), plain_macs=float(fixed))
+    maps = evaluated_units(model, images)
+    rows, spent, plain = [], float(fixed), float(fixed)
+    for block in adaptive_blocks(model):
+        counts = maps[block.name]
+        input_shape = block.input.shape
+        unit, head, head_per_example = block.macs_per_position(input_shape)
+        positions = counts.shape[1] * counts.shape[2]
+        heads = np.minimum(counts, block.num_units - 1)
+        macs = float(unit * counts.sum(axis=(1, 2)).mean()
+                     + head * heads.sum(axis=(1, 2)).mean()
+                     + head_per_example * heads.max(axis=(1, 2)).mean())
+        dense = float(unit * positions * block.num_units)
+        rows.append({"name": block.name, "num_units": block.num_units,
+                     "mean_units": float(counts.mean()), "macs": macs, "dense_macs": dense})
+        spent += macs
+        plain += dense
+    return FlopsReport(blocks=rows, macs=spent, plain_macs=plain)
