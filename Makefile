@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-slow bench clean ops ops-if-compiler ops-asan ops-cuda fuzz wheel
+.PHONY: install demo test test-slow bench clean ops ops-if-compiler ops-asan ops-cuda fuzz wheel \
+	format
 
 install: $(STAMP)
 
@@ -20,7 +21,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/tfpriors demo
 
+# Lint and format check first (seconds), then the tests.
 test: $(STAMP) ops-if-compiler
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -n 2 -q
 
 test-slow: $(STAMP) ops-if-compiler
@@ -90,6 +94,11 @@ $(CUDA_STAMP): $(STAMP)
 
 ops-cuda: $(CUDA_STAMP)
 	$(PY) custom_ops/build.py --cuda
+
+# Rewrites the code in the project's format and fixes what the linter can.
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -21,8 +21,11 @@ class BuildWithOp(build_py):
         try:
             import tensorflow  # noqa: F401
         except ImportError:
-            print("tensorflow is not importable: building a wheel without the compiled op "
-                  "(the pure-TF path will run)", file=sys.stderr)
+            print(
+                "tensorflow is not importable: building a wheel without the compiled op "
+                "(the pure-TF path will run)",
+                file=sys.stderr,
+            )
             return
         sys.path.insert(0, os.path.join(HERE, "custom_ops"))
         import build as op_build

@@ -20,8 +20,15 @@ RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 # Quick smoke runs must never overwrite the figures of a full run.
 QUICK_RESULTS_DIR = os.path.join(RESULTS_DIR, "quick")
 
-_VERSIONED = ("tensorflow", "keras", "tf_keras", "tensorflow-probability",
-              "tensorflow-model-optimization", "numpy", "scikit-learn")
+_VERSIONED = (
+    "tensorflow",
+    "keras",
+    "tf_keras",
+    "tensorflow-probability",
+    "tensorflow-model-optimization",
+    "numpy",
+    "scikit-learn",
+)
 
 
 def median(values):
@@ -77,20 +84,28 @@ def code_state():
 
     def git(*args):
         try:
-            return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
-                                  check=True).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+            ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
 
     status = git("status", "--porcelain", "--", "tfpriors")
-    return {"commit": git("rev-parse", "HEAD"),
-            "tfpriors_uncommitted_changes": None if status is None else bool(status)}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "tfpriors_uncommitted_changes": None if status is None else bool(status),
+    }
 
 
 def machine_info():
-    return {"cpu": cpu_model(), "cores": usable_cores(), "platform": platform.platform(),
-            "versions": versions(), "load_average": list(os.getloadavg()),
-            "code": code_state()}
+    return {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "platform": platform.platform(),
+        "versions": versions(),
+        "load_average": list(os.getloadavg()),
+        "code": code_state(),
+    }
 
 
 def now_iso():
@@ -111,9 +126,15 @@ def write_json(path, payload):
 
 def result_header(name, title, doc, quick):
     """The fields every benchmark's JSON starts with."""
-    return {"benchmark": name, "title": title, "description": doc_body(doc),
-            "command": "make bench", "quick": quick, "timestamp": now_iso(),
-            "machine": machine_info()}
+    return {
+        "benchmark": name,
+        "title": title,
+        "description": doc_body(doc),
+        "command": "make bench",
+        "quick": quick,
+        "timestamp": now_iso(),
+        "machine": machine_info(),
+    }
 
 
 def save_result(name, quick, payload):
@@ -161,8 +182,9 @@ def read_json(path):
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not a complete JSON file ({error}); delete it and "
-                         "rerun its benchmark.") from None
+        raise ValueError(
+            f"{path} is not a complete JSON file ({error}); delete it and rerun its benchmark."
+        ) from None
 
 
 def time_interleaved(candidates, repeats, warmup=1):
@@ -210,8 +232,14 @@ def fit_runner(model, dataset, steps, callback_base, skip_steps=5):
 
     def run():
         clock = Clock()
-        model.fit(dataset, steps_per_epoch=skip_steps + steps, epochs=1, verbose=0,
-                  shuffle=False, callbacks=[clock])
+        model.fit(
+            dataset,
+            steps_per_epoch=skip_steps + steps,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+            callbacks=[clock],
+        )
         return clock.stop - clock.start
 
     return run
@@ -221,8 +249,9 @@ def ms_per_step(seconds, steps):
     return [1000.0 * s / steps for s in seconds]
 
 
-def goal_row(name, measured, unit, baseline_name, baseline, goal_op, goal_value,
-             condition=True, note=""):
+def goal_row(
+    name, measured, unit, baseline_name, baseline, goal_op, goal_value, condition=True, note=""
+):
     """One line of a benchmark's verdict: a figure, its baseline, ratio and goal.
 
     The goal is met when ``ratio goal_op goal_value`` holds ("<=" or ">=")
@@ -230,10 +259,19 @@ def goal_row(name, measured, unit, baseline_name, baseline, goal_op, goal_value,
     """
     ratio = measured / baseline if baseline else float("inf")
     ratio_ok = ratio <= goal_value if goal_op == "<=" else ratio >= goal_value
-    return {"name": name, "measured": measured, "unit": unit, "baseline_name": baseline_name,
-            "baseline": baseline, "ratio": ratio, "goal": f"ratio {goal_op} {goal_value:g}",
-            "goal_op": goal_op, "goal_value": goal_value,
-            "met": bool(ratio_ok and condition), "note": note}
+    return {
+        "name": name,
+        "measured": measured,
+        "unit": unit,
+        "baseline_name": baseline_name,
+        "baseline": baseline,
+        "ratio": ratio,
+        "goal": f"ratio {goal_op} {goal_value:g}",
+        "goal_op": goal_op,
+        "goal_value": goal_value,
+        "met": bool(ratio_ok and condition),
+        "note": note,
+    }
 
 
 def keras2_env():
@@ -266,10 +304,15 @@ def run_keras2_worker(script, job, label, arrays=None):
         start = time.perf_counter()
         completed = subprocess.run(
             [sys.executable, os.path.join(BENCH_DIR, script), job_path, reply_path],
-            env=keras2_env(), stdout=subprocess.DEVNULL)
+            env=keras2_env(),
+            stdout=subprocess.DEVNULL,
+        )
         if completed.returncode != 0:
-            raise RuntimeError(f"{script} failed with exit status {completed.returncode}; "
-                               "its error is printed above.")
-        print(f"[{label}] Keras 2 subprocess done in {time.perf_counter() - start:.0f} s",
-              flush=True)
+            raise RuntimeError(
+                f"{script} failed with exit status {completed.returncode}; "
+                "its error is printed above."
+            )
+        print(
+            f"[{label}] Keras 2 subprocess done in {time.perf_counter() - start:.0f} s", flush=True
+        )
         return read_json(reply_path)

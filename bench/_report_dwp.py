@@ -13,17 +13,24 @@ def _pct(values):
 
 def section(result):
     settings = result["settings"]
-    lines = [f"## {result['title']}", "", result["description"], "",
-             f"Source nets: {settings['sources']} x {settings['source_epochs']} epochs, test "
-             "accuracy on digits 0-4 "
-             f"{100 * statistics.mean(result['source_test_accuracy']):.1f}%; "
-             f"KernelVAE on {result['kernel_slices']} slices, {settings['vae_epochs']} epochs, "
-             f"negative ELBO {result['vae_negative_elbo']:.2f} per slice; weight std of real "
-             f"kernels {result['kernel_std']:.3f}, of VAE samples (decoder means) "
-             f"{result['vae_sample_std']:.3f}. Target nets: {settings['steps']} steps of "
-             "batch 32 (Adam 2e-3).", "",
-             "Test accuracy on digits 5-9 (mean ± sd over seeds), variational net by prior "
-             "on the conv kernels:", ""]
+    lines = [
+        f"## {result['title']}",
+        "",
+        result["description"],
+        "",
+        f"Source nets: {settings['sources']} x {settings['source_epochs']} epochs, test "
+        "accuracy on digits 0-4 "
+        f"{100 * statistics.mean(result['source_test_accuracy']):.1f}%; "
+        f"KernelVAE on {result['kernel_slices']} slices, {settings['vae_epochs']} epochs, "
+        f"negative ELBO {result['vae_negative_elbo']:.2f} per slice; weight std of real "
+        f"kernels {result['kernel_std']:.3f}, of VAE samples (decoder means) "
+        f"{result['vae_sample_std']:.3f}. Target nets: {settings['steps']} steps of "
+        "batch 32 (Adam 2e-3).",
+        "",
+        "Test accuracy on digits 5-9 (mean ± sd over seeds), variational net by prior "
+        "on the conv kernels:",
+        "",
+    ]
     sizes = settings["train_sizes"]
     rows = []
     for name, by_size in result["priors"].items():
@@ -31,9 +38,10 @@ def section(result):
     lines += _table(["Prior"] + [f"{n} images" for n in sizes], rows)
     lines += ["", "Plain net by initialization, all target training images, batch 32:", ""]
     epochs = settings["init_epochs"]
-    rows = [[f"{name} init"] + [_pct(curve[str(e)]) for e in epochs]
-            for name, curve in result["inits"].items()]
-    lines += _table(["Initialization"] + [f"{e} epoch{'s' if e > 1 else ''}" for e in epochs],
-                    rows)
+    rows = [
+        [f"{name} init"] + [_pct(curve[str(e)]) for e in epochs]
+        for name, curve in result["inits"].items()
+    ]
+    lines += _table(["Initialization"] + [f"{e} epoch{'s' if e > 1 else ''}" for e in epochs], rows)
     lines += ["", f"![DWP benchmark]({result['plot']})"]
     return lines

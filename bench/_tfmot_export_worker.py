@@ -27,17 +27,21 @@ def main(job_path, reply_path):
     arrays = np.load(job["arrays"])
     reply = {"machine": _common.machine_info(), "nets": {}}
     for net, spec in job["nets"].items():
-        data = ((arrays[f"{net}/x_train"], arrays[f"{net}/y_train"]),
-                (arrays[f"{net}/x_test"], arrays[f"{net}/y_test"]))
+        data = (
+            (arrays[f"{net}/x_train"], arrays[f"{net}/y_train"]),
+            (arrays[f"{net}/x_test"], arrays[f"{net}/y_test"]),
+        )
         weights = [arrays[f"{net}/w{i}"] for i in range(int(arrays[f"{net}/count"]))]
         model = prune(net, weights, data, spec["sparsity"], job["recipe"], job["seed"])
         total, nonzero = kernel_counts(model)
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
         _common.write_bytes(spec["path"], converter.convert())
-        reply["nets"][net] = {"sparsity": spec["sparsity"],
-                              "keras_test_error": error_rate(model, *data[1]),
-                              "compression": total / max(nonzero, 1)}
+        reply["nets"][net] = {
+            "sparsity": spec["sparsity"],
+            "keras_test_error": error_rate(model, *data[1]),
+            "compression": total / max(nonzero, 1),
+        }
     _common.write_json(reply_path, reply)
 
 

@@ -35,22 +35,28 @@ def build(net, input_shape, num_classes):
     """
     layers = keras.layers
     if net == "lenet_300_100":
-        return keras.Sequential([
-            keras.Input(input_shape),
-            layers.Dense(300, activation="relu"),
-            layers.Dense(100, activation="relu"),
-            layers.Dense(num_classes)])
+        return keras.Sequential(
+            [
+                keras.Input(input_shape),
+                layers.Dense(300, activation="relu"),
+                layers.Dense(100, activation="relu"),
+                layers.Dense(num_classes),
+            ]
+        )
     if net == "lenet5":
         # Same padding, as tfpriors.models.lenet5 picks for 8x8 inputs.
-        return keras.Sequential([
-            keras.Input(input_shape),
-            layers.Conv2D(20, 5, padding="same"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(50, 5, padding="same"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(500, activation="relu"),
-            layers.Dense(num_classes)])
+        return keras.Sequential(
+            [
+                keras.Input(input_shape),
+                layers.Conv2D(20, 5, padding="same"),
+                layers.MaxPooling2D(2),
+                layers.Conv2D(50, 5, padding="same"),
+                layers.MaxPooling2D(2),
+                layers.Flatten(),
+                layers.Dense(500, activation="relu"),
+                layers.Dense(num_classes),
+            ]
+        )
     raise ValueError(f"unknown net {net!r}")
 
 
@@ -81,13 +87,25 @@ def prune(net, weights, data, sparsity, recipe, seed):
     # Reach the target after 2/3 of fine-tuning and spend the rest recovering
     # accuracy at that sparsity (TFMOT's documented usage pattern).
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
-        end_step=max(1, (2 * total_steps) // 3), frequency=max(1, steps_per_epoch // 2))
+        initial_sparsity=0.0,
+        final_sparsity=sparsity,
+        begin_step=0,
+        end_step=max(1, (2 * total_steps) // 3),
+        frequency=max(1, steps_per_epoch // 2),
+    )
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
-    pruned.compile(keras.optimizers.Adam(recipe["learning_rate"]),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    pruned.fit(x_train, y_train, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
-               verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    pruned.compile(
+        keras.optimizers.Adam(recipe["learning_rate"]),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    pruned.fit(
+        x_train,
+        y_train,
+        epochs=recipe["epochs"],
+        batch_size=recipe["batch_size"],
+        verbose=0,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+    )
     return tfmot.sparsity.keras.strip_pruning(pruned)
 
 
@@ -95,14 +113,20 @@ def main(job_path, reply_path):
     job = _common.read_json(job_path)
     arrays = np.load(job["arrays"])
     recipe = job["recipe"]
-    runs = [(net, seed, sparsity) for net in job["nets"] for seed in job["seeds"]
-            for sparsity in job["sparsities"]]
+    runs = [
+        (net, seed, sparsity)
+        for net in job["nets"]
+        for seed in job["seeds"]
+        for sparsity in job["sparsities"]
+    ]
     reply = {"machine": _common.machine_info(), "tf_keras_is": keras.__name__, "nets": {}}
     bar = tqdm(runs, desc="tfmot sweep", unit="run", file=sys.stderr)
     for net, seed, sparsity in bar:
         bar.set_postfix(net=net, seed=seed, sparsity=sparsity, refresh=False)
-        data = ((arrays[f"{net}/x_train"], arrays[f"{net}/y_train"]),
-                (arrays[f"{net}/x_test"], arrays[f"{net}/y_test"]))
+        data = (
+            (arrays[f"{net}/x_train"], arrays[f"{net}/y_train"]),
+            (arrays[f"{net}/x_test"], arrays[f"{net}/y_test"]),
+        )
         count = int(arrays[f"{net}/seed{seed}/count"])
         weights = [arrays[f"{net}/seed{seed}/w{i}"] for i in range(count)]
         per_seed = reply["nets"].setdefault(net, {}).setdefault(str(seed), {"sweep": []})
@@ -113,11 +137,17 @@ def main(job_path, reply_path):
         start = time.perf_counter()
         model = prune(net, weights, data, sparsity, recipe, seed)
         total, nonzero = kernel_counts(model)
-        per_seed["sweep"].append({
-            "target_sparsity": sparsity, "test_error": error_rate(model, *data[1]),
-            "kernel_weights": total, "nonzero": nonzero,
-            "sparsity": 1.0 - nonzero / total, "compression": total / max(nonzero, 1),
-            "seconds": time.perf_counter() - start})
+        per_seed["sweep"].append(
+            {
+                "target_sparsity": sparsity,
+                "test_error": error_rate(model, *data[1]),
+                "kernel_weights": total,
+                "nonzero": nonzero,
+                "sparsity": 1.0 - nonzero / total,
+                "compression": total / max(nonzero, 1),
+                "seconds": time.perf_counter() - start,
+            }
+        )
     _common.write_json(reply_path, reply)
 
 

@@ -27,9 +27,11 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"(tf_keras|tenso
 
 
 def mlp(layer, units, input_dim):
-    return keras.Sequential([keras.Input((input_dim,))]
-                            + [layer(n, activation="relu") for n in units[:-1]]
-                            + [layer(units[-1])])
+    return keras.Sequential(
+        [keras.Input((input_dim,))]
+        + [layer(n, activation="relu") for n in units[:-1]]
+        + [layer(units[-1])]
+    )
 
 
 def main(job_path, reply_path):
@@ -46,21 +48,34 @@ def main(job_path, reply_path):
 
     def tfp_layer(n, activation=None):
         return tfp.layers.DenseLocalReparameterization(
-            n, activation=activation, kernel_divergence_fn=scaled_kl)
+            n, activation=activation, kernel_divergence_fn=scaled_kl
+        )
 
-    models = {"dense": mlp(keras.layers.Dense, units, input_dim),
-              "tfp_local_reparameterization": mlp(tfp_layer, units, input_dim)}
+    models = {
+        "dense": mlp(keras.layers.Dense, units, input_dim),
+        "tfp_local_reparameterization": mlp(tfp_layer, units, input_dim),
+    }
     for model in models.values():
-        model.compile(keras.optimizers.Adam(1e-3),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            keras.optimizers.Adam(1e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
     steps = job["steps"]
     seconds = _common.time_interleaved(
-        {name: _common.fit_runner(model, dataset, steps, keras.callbacks.Callback)
-         for name, model in models.items()},
-        job["repeats"])
-    _common.write_json(reply_path, {
-        "machine": _common.machine_info(), "tf_keras_is": keras.__name__,
-        "ms_per_step": {name: _common.ms_per_step(s, steps) for name, s in seconds.items()}})
+        {
+            name: _common.fit_runner(model, dataset, steps, keras.callbacks.Callback)
+            for name, model in models.items()
+        },
+        job["repeats"],
+    )
+    _common.write_json(
+        reply_path,
+        {
+            "machine": _common.machine_info(),
+            "tf_keras_is": keras.__name__,
+            "ms_per_step": {name: _common.ms_per_step(s, steps) for name, s in seconds.items()},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,16 @@ BUDGET = 0.005  # 0.5 percentage points over the dense net's test error
 GOAL_RATIO = 3.0
 
 NETS = {
-    "lenet_300_100": {"title": "LeNet-300-100 (MLP 64-300-100-10)", "flat": True,
-                      "build": lambda kind: tfpriors.models.lenet_300_100(
-                          (64,), NUM_CLASSES, kind=kind)},
-    "lenet5": {"title": "LeNet-5-Caffe (8x8x1 input)", "flat": False,
-               "build": lambda kind: tfpriors.models.lenet5(
-                   (8, 8, 1), NUM_CLASSES, kind=kind)},
+    "lenet_300_100": {
+        "title": "LeNet-300-100 (MLP 64-300-100-10)",
+        "flat": True,
+        "build": lambda kind: tfpriors.models.lenet_300_100((64,), NUM_CLASSES, kind=kind),
+    },
+    "lenet5": {
+        "title": "LeNet-5-Caffe (8x8x1 input)",
+        "flat": False,
+        "build": lambda kind: tfpriors.models.lenet5((8, 8, 1), NUM_CLASSES, kind=kind),
+    },
 }
 
 
@@ -69,10 +73,16 @@ class Settings:
 # gave about the same error at a given compression, 0.5-1.5 points over the
 # dense net from ~15x on; this recipe sits in the middle and costs well under a
 # minute per seed and net.
-FULL = Settings(seeds=(0, 1, 2), pretrain_epochs=30, finetune_epochs=60, warmup_end=30,
-                sparsities=(0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99))
-QUICK = Settings(seeds=(0,), pretrain_epochs=3, finetune_epochs=4, warmup_end=2,
-                 sparsities=(0.5, 0.9))
+FULL = Settings(
+    seeds=(0, 1, 2),
+    pretrain_epochs=30,
+    finetune_epochs=60,
+    warmup_end=30,
+    sparsities=(0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99),
+)
+QUICK = Settings(
+    seeds=(0,), pretrain_epochs=3, finetune_epochs=4, warmup_end=2, sparsities=(0.5, 0.9)
+)
 
 
 def loss():
@@ -89,8 +99,7 @@ def train_dense(net, x_train, y_train, settings, seed):
     keras.utils.set_random_seed(seed)
     model = NETS[net]["build"]("dense")
     model.compile(keras.optimizers.Adam(LEARNING_RATE), loss())
-    model.fit(x_train, y_train, epochs=settings.pretrain_epochs, batch_size=BATCH_SIZE,
-              verbose=0)
+    model.fit(x_train, y_train, epochs=settings.pretrain_epochs, batch_size=BATCH_SIZE, verbose=0)
     return model
 
 
@@ -98,8 +107,14 @@ def train_sparse_vd(dense, x_train, y_train, settings):
     model = tfpriors.sparsify(dense)
     tfpriors.set_dataset_size(model, len(x_train))
     model.compile(keras.optimizers.Adam(LEARNING_RATE), loss())
-    model.fit(x_train, y_train, epochs=settings.finetune_epochs, batch_size=BATCH_SIZE,
-              verbose=0, callbacks=[tfpriors.callbacks.KLWarmup(0, settings.warmup_end)])
+    model.fit(
+        x_train,
+        y_train,
+        epochs=settings.finetune_epochs,
+        batch_size=BATCH_SIZE,
+        verbose=0,
+        callbacks=[tfpriors.callbacks.KLWarmup(0, settings.warmup_end)],
+    )
     return model
 
 
@@ -108,8 +123,14 @@ def run_keras3_side(settings):
     results, arrays = {}, {}
     for net, spec in NETS.items():
         (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits(flat=spec["flat"])
-        arrays.update({f"{net}/x_train": x_train, f"{net}/y_train": y_train,
-                       f"{net}/x_test": x_test, f"{net}/y_test": y_test})
+        arrays.update(
+            {
+                f"{net}/x_train": x_train,
+                f"{net}/y_train": y_train,
+                f"{net}/x_test": x_test,
+                f"{net}/y_test": y_test,
+            }
+        )
         results[net] = []
         for seed in settings.seeds:
             start = time.perf_counter()
@@ -125,23 +146,30 @@ def run_keras3_side(settings):
             sparse_seconds = time.perf_counter() - start
             report = tfpriors.compression_report(sparse)
             row = {
-                "seed": seed, "dense_error": dense_error,
+                "seed": seed,
+                "dense_error": dense_error,
                 "dense_train_error": error_rate(dense, x_train, y_train),
-                "dense_seconds": dense_seconds, "budget": dense_error + BUDGET,
+                "dense_seconds": dense_seconds,
+                "budget": dense_error + BUDGET,
                 "sparse_vd": {
                     "compression": report.total_compression,
                     "test_error": error_rate(sparse, x_test, y_test),
                     # Evidence for the reason when the budget is missed: with
                     # few training images the KL dominates and the net underfits.
                     "train_error": error_rate(sparse, x_train, y_train),
-                    "seconds": sparse_seconds, "report": report.to_dict()},
+                    "seconds": sparse_seconds,
+                    "report": report.to_dict(),
+                },
             }
             svd = row["sparse_vd"]
             svd["within_budget"] = svd["test_error"] <= row["budget"] + 1e-9
             results[net].append(row)
-            print(f"[compression] {net} seed {seed}: dense error {dense_error:.2%}; Sparse VD "
-                  f"{svd['compression']:.1f}x at {svd['test_error']:.2%} "
-                  f"({dense_seconds + sparse_seconds:.0f} s)", flush=True)
+            print(
+                f"[compression] {net} seed {seed}: dense error {dense_error:.2%}; Sparse VD "
+                f"{svd['compression']:.1f}x at {svd['test_error']:.2%} "
+                f"({dense_seconds + sparse_seconds:.0f} s)",
+                flush=True,
+            )
     return results, arrays
 
 
@@ -152,8 +180,12 @@ def best_within(sweep, budget, dense_error):
     """
     fitting = [run for run in sweep if run["test_error"] <= budget + 1e-9]
     if not fitting:
-        return {"target_sparsity": 0.0, "test_error": dense_error, "compression": 1.0,
-                "note": "no pruned model within the budget; the dense net"}
+        return {
+            "target_sparsity": 0.0,
+            "test_error": dense_error,
+            "compression": 1.0,
+            "note": "no pruned model within the budget; the dense net",
+        }
     return max(fitting, key=lambda run: run["compression"])
 
 
@@ -162,9 +194,12 @@ def summarize(net, rows, tfmot_reply):
         reply = tfmot_reply[str(row["seed"])]
         sweep = reply["sweep"]
         if abs(reply["dense_error"] - row["dense_error"]) > 1e-9:
-            print(f"[compression] WARNING: {net} seed {row['seed']}: the dense weights give "
-                  f"{reply['dense_error']:.2%} in tf.keras but {row['dense_error']:.2%} in "
-                  "Keras 3; the two architectures differ.", flush=True)
+            print(
+                f"[compression] WARNING: {net} seed {row['seed']}: the dense weights give "
+                f"{reply['dense_error']:.2%} in tf.keras but {row['dense_error']:.2%} in "
+                "Keras 3; the two architectures differ.",
+                flush=True,
+            )
         row["tfmot"] = {
             # Same weights in tf.keras must give the same dense predictions.
             "dense_error_keras2": reply["dense_error"],
@@ -173,15 +208,20 @@ def summarize(net, rows, tfmot_reply):
             # Informative when Sparse VD misses the budget: TFMOT at Sparse VD's
             # own error level, i.e. compression at Sparse VD's quality.
             "at_sparse_vd_error": best_within(
-                sweep, row["sparse_vd"]["test_error"], row["dense_error"]),
+                sweep, row["sparse_vd"]["test_error"], row["dense_error"]
+            ),
         }
     med = _common.median
     sweep_medians = []
     for i, target in enumerate(rows[0]["tfmot"]["sweep"]):
         runs = [row["tfmot"]["sweep"][i] for row in rows]
-        sweep_medians.append({"target_sparsity": target["target_sparsity"],
-                              "compression": med([r["compression"] for r in runs]),
-                              "test_error": med([r["test_error"] for r in runs])})
+        sweep_medians.append(
+            {
+                "target_sparsity": target["target_sparsity"],
+                "compression": med([r["compression"] for r in runs]),
+                "test_error": med([r["test_error"] for r in runs]),
+            }
+        )
     summary = {
         "dense_error": med([r["dense_error"] for r in rows]),
         "budget": med([r["budget"] for r in rows]),
@@ -194,7 +234,8 @@ def summarize(net, rows, tfmot_reply):
         "tfmot_error": med([r["tfmot"]["chosen"]["test_error"] for r in rows]),
         "tfmot_target_sparsities": [r["tfmot"]["chosen"]["target_sparsity"] for r in rows],
         "tfmot_compression_at_sparse_vd_error": med(
-            [r["tfmot"]["at_sparse_vd_error"]["compression"] for r in rows]),
+            [r["tfmot"]["at_sparse_vd_error"]["compression"] for r in rows]
+        ),
         "seeds": len(rows),
     }
     summary["ratio"] = summary["sparse_vd_compression"] / summary["tfmot_compression"]
@@ -206,67 +247,102 @@ def goal(net, summary):
     within = summary["sparse_vd_within_budget"]
     note = ""
     if not within:
-        note = (f"Sparse VD's median test error {summary['sparse_vd_error']:.2%} exceeds the "
-                f"budget {summary['budget']:.2%} (dense {summary['dense_error']:.2%} + 0.5 pt). "
-                f"At Sparse VD's own error TFMOT reaches "
-                f"{summary['tfmot_compression_at_sparse_vd_error']:.1f}x.")
+        note = (
+            f"Sparse VD's median test error {summary['sparse_vd_error']:.2%} exceeds the "
+            f"budget {summary['budget']:.2%} (dense {summary['dense_error']:.2%} + 0.5 pt). "
+            f"At Sparse VD's own error TFMOT reaches "
+            f"{summary['tfmot_compression_at_sparse_vd_error']:.1f}x."
+        )
         if summary["sparse_vd_train_error"] > summary["dense_train_error"] + BUDGET:
-            note += (f" Likely reason: the Sparse VD net underfits (median training error "
-                     f"{summary['sparse_vd_train_error']:.2%}, dense "
-                     f"{summary['dense_train_error']:.2%}); with only 1,347 training images "
-                     "the KL term, divided by N, outweighs the likelihood ~45x more than on "
-                     "MNIST, so the ELBO buys sparsity with accuracy.")
+            note += (
+                f" Likely reason: the Sparse VD net underfits (median training error "
+                f"{summary['sparse_vd_train_error']:.2%}, dense "
+                f"{summary['dense_train_error']:.2%}); with only 1,347 training images "
+                "the KL term, divided by N, outweighs the likelihood ~45x more than on "
+                "MNIST, so the ELBO buys sparsity with accuracy."
+            )
     return _common.goal_row(
         f"{NETS[net]['title']}: compression within the error budget",
-        summary["sparse_vd_compression"], "x",
+        summary["sparse_vd_compression"],
+        "x",
         "TFMOT magnitude pruning, best sparsity within the budget",
-        summary["tfmot_compression"], ">=", GOAL_RATIO, condition=within, note=note)
+        summary["tfmot_compression"],
+        ">=",
+        GOAL_RATIO,
+        condition=within,
+        note=note,
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="one seed, a few epochs: a smoke check, written to results/quick/")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one seed, a few epochs: a smoke check, written to results/quick/",
+    )
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     start = time.perf_counter()
 
     rows, arrays = run_keras3_side(settings)
-    job = {"nets": list(NETS), "seeds": list(settings.seeds),
-           "sparsities": list(settings.sparsities),
-           "recipe": {"num_classes": NUM_CLASSES, "epochs": settings.finetune_epochs,
-                      "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE}}
+    job = {
+        "nets": list(NETS),
+        "seeds": list(settings.seeds),
+        "sparsities": list(settings.sparsities),
+        "recipe": {
+            "num_classes": NUM_CLASSES,
+            "epochs": settings.finetune_epochs,
+            "batch_size": BATCH_SIZE,
+            "learning_rate": LEARNING_RATE,
+        },
+    }
     reply = _common.run_keras2_worker("_tfmot_worker.py", job, "compression", arrays)
 
     nets, goals = {}, []
     for net in NETS:
         summary, sweep_medians = summarize(net, rows[net], reply["nets"][net])
-        nets[net] = {"title": NETS[net]["title"], "summary": summary,
-                     "tfmot_sweep_medians": sweep_medians, "per_seed": rows[net]}
+        nets[net] = {
+            "title": NETS[net]["title"],
+            "summary": summary,
+            "tfmot_sweep_medians": sweep_medians,
+            "per_seed": rows[net],
+        }
         goals.append(goal(net, summary))
-        print(f"[compression] {net}: Sparse VD {summary['sparse_vd_compression']:.1f}x at "
-              f"{summary['sparse_vd_error']:.2%}, TFMOT {summary['tfmot_compression']:.1f}x at "
-              f"{summary['tfmot_error']:.2%}, budget {summary['budget']:.2%}; ratio "
-              f"{summary['ratio']:.2f} (goal >= {GOAL_RATIO:g}): "
-              f"{'met' if goals[-1]['met'] else 'MISSED'}", flush=True)
+        print(
+            f"[compression] {net}: Sparse VD {summary['sparse_vd_compression']:.1f}x at "
+            f"{summary['sparse_vd_error']:.2%}, TFMOT {summary['tfmot_compression']:.1f}x at "
+            f"{summary['tfmot_error']:.2%}, budget {summary['budget']:.2%}; ratio "
+            f"{summary['ratio']:.2f} (goal >= {GOAL_RATIO:g}): "
+            f"{'met' if goals[-1]['met'] else 'MISSED'}",
+            flush=True,
+        )
 
     payload = {
-        **_common.result_header("compression", "Compression at equal quality (digits)",
-                                __doc__, args.quick),
+        **_common.result_header(
+            "compression", "Compression at equal quality (digits)", __doc__, args.quick
+        ),
         "keras2_worker_machine": reply["machine"],
         "repeats": len(settings.seeds),
         "repeat_kind": "seeds",
-        "settings": dict(dataclasses.asdict(settings), batch_size=BATCH_SIZE,
-                         learning_rate=LEARNING_RATE, optimizer="adam",
-                         budget_points=100 * BUDGET, goal_ratio=GOAL_RATIO,
-                         tfmot_schedule="PolynomialDecay 0 -> target over the first 2/3 of "
-                                        "fine-tuning, masks updated twice per epoch",
-                         sparse_vd_recipe="sparsify(dense); set_dataset_size; Adam; "
-                                          f"KLWarmup(0, {settings.warmup_end})"),
-        "rule": ("per seed: budget = dense test error + 0.5 pt; TFMOT counts its highest "
-                 "compression within the budget (the dense net, 1x, if none). Goal met when "
-                 "median Sparse VD compression / median TFMOT compression >= 3 and the median "
-                 "Sparse VD test error is within the median budget."),
+        "settings": dict(
+            dataclasses.asdict(settings),
+            batch_size=BATCH_SIZE,
+            learning_rate=LEARNING_RATE,
+            optimizer="adam",
+            budget_points=100 * BUDGET,
+            goal_ratio=GOAL_RATIO,
+            tfmot_schedule="PolynomialDecay 0 -> target over the first 2/3 of "
+            "fine-tuning, masks updated twice per epoch",
+            sparse_vd_recipe="sparsify(dense); set_dataset_size; Adam; "
+            f"KLWarmup(0, {settings.warmup_end})",
+        ),
+        "rule": (
+            "per seed: budget = dense test error + 0.5 pt; TFMOT counts its highest "
+            "compression within the budget (the dense net, 1x, if none). Goal met when "
+            "median Sparse VD compression / median TFMOT compression >= 3 and the median "
+            "Sparse VD test error is within the median budget."
+        ),
         "nets": nets,
         "goals": goals,
         "seconds": time.perf_counter() - start,

@@ -53,18 +53,22 @@ def make_prior(name, vae):
 
 
 def prior_note(kernels, samples):
-    return (f"The KernelVAE's latent code explains little of these kernels: its samples "
-            f"(decoder means) have weight std {samples.std():.3f} against "
-            f"{kernels.std():.3f} for the real ones, so the prior mostly pulls kernels "
-            "towards flat ones, while the standard normal prior (variance 1, far wider "
-            "than the weights) barely regularizes this easy task.")
+    return (
+        f"The KernelVAE's latent code explains little of these kernels: its samples "
+        f"(decoder means) have weight std {samples.std():.3f} against "
+        f"{kernels.std():.3f} for the real ones, so the prior mostly pulls kernels "
+        "towards flat ones, while the standard normal prior (variance 1, far wider "
+        "than the weights) barely regularizes this easy task."
+    )
 
 
 def init_note(kernels, samples):
-    return (f"DWP initialization draws decoder means, whose weight std "
-            f"({samples.std():.3f}) is {kernels.std() / samples.std():.1f}x below that of "
-            f"trained kernels ({kernels.std():.3f}): the net starts too small; with the "
-            "decoder noise added (DWPInitializer(noise=True)) it starts at the right scale.")
+    return (
+        f"DWP initialization draws decoder means, whose weight std "
+        f"({samples.std():.3f}) is {kernels.std() / samples.std():.1f}x below that of "
+        f"trained kernels ({kernels.std():.3f}): the net starts too small; with the "
+        "decoder noise added (DWPInitializer(noise=True)) it starts at the right scale."
+    )
 
 
 def plot(result, path):
@@ -77,8 +81,9 @@ def plot(result, path):
     sizes = result["settings"]["train_sizes"]
     for name in PRIORS:
         runs = np.array([result["priors"][name][str(n)] for n in sizes])
-        left.errorbar(sizes, runs.mean(1) * 100, yerr=runs.std(1) * 100, marker="o",
-                      capsize=3, label=name)
+        left.errorbar(
+            sizes, runs.mean(1) * 100, yerr=runs.std(1) * 100, marker="o", capsize=3, label=name
+        )
     left.set_xscale("log")
     left.minorticks_off()
     left.set_xticks(sizes, [str(n) for n in sizes])
@@ -89,8 +94,14 @@ def plot(result, path):
     epochs = result["settings"]["init_epochs"]
     for name, curves in result["inits"].items():
         runs = np.array([curves[str(e)] for e in epochs])
-        right.errorbar(epochs, runs.mean(1) * 100, yerr=runs.std(1) * 100, marker="o",
-                       capsize=3, label=f"{name} init")
+        right.errorbar(
+            epochs,
+            runs.mean(1) * 100,
+            yerr=runs.std(1) * 100,
+            marker="o",
+            capsize=3,
+            label=f"{name} init",
+        )
     right.set_xscale("log")
     right.minorticks_off()
     right.set_xticks(epochs, [str(e) for e in epochs])
@@ -108,12 +119,25 @@ def main():
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        settings = {"sources": 2, "source_epochs": 2, "vae_epochs": 3, "steps": 30,
-                    "train_sizes": [50], "seeds": [0], "init_epochs": [1, 2]}
+        settings = {
+            "sources": 2,
+            "source_epochs": 2,
+            "vae_epochs": 3,
+            "steps": 30,
+            "train_sizes": [50],
+            "seeds": [0],
+            "init_epochs": [1, 2],
+        }
     else:
-        settings = {"sources": 4, "source_epochs": 15, "vae_epochs": 60, "steps": 300,
-                    "train_sizes": [50, 100, 500], "seeds": [0, 1, 2],
-                    "init_epochs": [1, 5, 20]}
+        settings = {
+            "sources": 4,
+            "source_epochs": 15,
+            "vae_epochs": 60,
+            "steps": 300,
+            "train_sizes": [50, 100, 500],
+            "seeds": [0, 1, 2],
+            "init_epochs": [1, 5, 20],
+        }
     start = time.perf_counter()
 
     ((xs, ys), (xs_test, ys_test)), ((xt, yt), (xt_test, yt_test)) = dwp_digits.split_digits()
@@ -123,14 +147,20 @@ def main():
     vae = dwp_digits.train_vae(kernels, settings["vae_epochs"])
     vae_loss = float(vae.evaluate(kernels, verbose=0))
     samples = vae.sample(len(kernels), seed=tfpriors_seed(0))
-    print(f"[dwp] sources {np.mean(source_accuracy):.1%}, VAE on {len(kernels)} slices: "
-          f"-ELBO {vae_loss:.2f}", flush=True)
+    print(
+        f"[dwp] sources {np.mean(source_accuracy):.1%}, VAE on {len(kernels)} slices: "
+        f"-ELBO {vae_loss:.2f}",
+        flush=True,
+    )
 
     # One compiled net per (prior, size), restarted for every seed: tracing a
     # new train step costs more than 300 steps of these nets.
     priors = {name: {str(n): [] for n in settings["train_sizes"]} for name in PRIORS}
-    progress = tqdm(total=len(PRIORS) * len(settings["train_sizes"]) * len(settings["seeds"]),
-                    desc="priors", unit="net")
+    progress = tqdm(
+        total=len(PRIORS) * len(settings["train_sizes"]) * len(settings["seeds"]),
+        desc="priors",
+        unit="net",
+    )
     for name in PRIORS:
         prior = make_prior(name, vae)
         for n in settings["train_sizes"]:
@@ -138,8 +168,11 @@ def main():
             tfpriors.set_dataset_size(model, n)
             for seed in settings["seeds"]:
                 x, y = dwp_digits.subset(xt, yt, n, seed)
-                priors[name][str(n)].append(dwp_digits.train_variational(
-                    prior, x, y, xt_test, yt_test, settings["steps"], seed, model=model))
+                priors[name][str(n)].append(
+                    dwp_digits.train_variational(
+                        prior, x, y, xt_test, yt_test, settings["steps"], seed, model=model
+                    )
+                )
                 progress.update()
     progress.close()
 
@@ -148,37 +181,70 @@ def main():
     compiled = {name: dwp_digits.compile_classifier(dwp_digits.conv_net()) for name in variants}
     for seed in tqdm(settings["seeds"], desc="initializations", unit="seed"):
         for name, make in variants.items():
-            curve = dwp_digits.accuracy_curve(make(seed), xt, yt, xt_test, yt_test,
-                                              settings["init_epochs"], seed,
-                                              compiled=compiled[name])
+            curve = dwp_digits.accuracy_curve(
+                make(seed),
+                xt,
+                yt,
+                xt_test,
+                yt_test,
+                settings["init_epochs"],
+                seed,
+                compiled=compiled[name],
+            )
             for epochs, accuracy in curve.items():
                 inits[name][str(epochs)].append(accuracy)
 
     smallest = str(settings["train_sizes"][0])
     dwp_small = float(np.mean(priors["DWP"][smallest]))
     normal_small = float(np.mean(priors["normal"][smallest]))
-    goals = [_common.goal_row(
-        f"DWP prior vs standard normal, {smallest} target images (test accuracy)",
-        dwp_small, "accuracy", "standard normal prior", normal_small, ">=", 1.0,
-        condition=dwp_small > normal_small,
-        note="" if dwp_small > normal_small else prior_note(kernels, samples))]
+    goals = [
+        _common.goal_row(
+            f"DWP prior vs standard normal, {smallest} target images (test accuracy)",
+            dwp_small,
+            "accuracy",
+            "standard normal prior",
+            normal_small,
+            ">=",
+            1.0,
+            condition=dwp_small > normal_small,
+            note="" if dwp_small > normal_small else prior_note(kernels, samples),
+        )
+    ]
     for epochs in settings["init_epochs"]:
         dwp = float(np.mean(inits["DWP"][str(epochs)]))
         he = float(np.mean(inits["He"][str(epochs)]))
-        goals.append(_common.goal_row(
-            f"DWP init vs He init, {epochs} epoch{'s' if epochs > 1 else ''} (test accuracy)",
-            dwp, "accuracy", "He init", he, ">=", 1.0, condition=dwp > he,
-            note="" if dwp > he else init_note(kernels, samples)))
+        goals.append(
+            _common.goal_row(
+                f"DWP init vs He init, {epochs} epoch{'s' if epochs > 1 else ''} (test accuracy)",
+                dwp,
+                "accuracy",
+                "He init",
+                he,
+                ">=",
+                1.0,
+                condition=dwp > he,
+                note="" if dwp > he else init_note(kernels, samples),
+            )
+        )
 
-    result = _common.result_header("dwp", "Deep Weight Prior: small-data priors and "
-                                   "initialization", __doc__, args.quick)
-    result.update({
-        "repeats": len(settings["seeds"]), "repeat_kind": "seeds", "settings": settings,
-        "source_test_accuracy": source_accuracy, "kernel_slices": int(len(kernels)),
-        "vae_negative_elbo": vae_loss,
-        "kernel_std": float(kernels.std()), "vae_sample_std": float(samples.std()),
-        "priors": priors, "inits": inits, "goals": goals,
-    })
+    result = _common.result_header(
+        "dwp", "Deep Weight Prior: small-data priors and initialization", __doc__, args.quick
+    )
+    result.update(
+        {
+            "repeats": len(settings["seeds"]),
+            "repeat_kind": "seeds",
+            "settings": settings,
+            "source_test_accuracy": source_accuracy,
+            "kernel_slices": int(len(kernels)),
+            "vae_negative_elbo": vae_loss,
+            "kernel_std": float(kernels.std()),
+            "vae_sample_std": float(samples.std()),
+            "priors": priors,
+            "inits": inits,
+            "goals": goals,
+        }
+    )
     picture = os.path.join(_common.results_dir(args.quick), "dwp.png")
     plot(result, picture)
     result["plot"] = os.path.relpath(picture, BENCH_DIR)

@@ -40,6 +40,7 @@ import tfpriors  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import compression  # noqa: E402
+
 from tfpriors_mobile import load_interpreter, median_latency_ms, run_batch  # noqa: E402
 
 SEED = 0
@@ -86,80 +87,133 @@ def main():
         sparse = compression.train_sparse_vd(dense, x_train, y_train, settings)
         trained[net] = (dense, sparse, x_train, x_test, y_test)
         weights = dense.get_weights()
-        arrays.update({f"{net}/x_train": x_train, f"{net}/y_train": y_train,
-                       f"{net}/x_test": x_test, f"{net}/y_test": y_test,
-                       f"{net}/count": np.array(len(weights))})
+        arrays.update(
+            {
+                f"{net}/x_train": x_train,
+                f"{net}/y_train": y_train,
+                f"{net}/x_test": x_test,
+                f"{net}/y_test": y_test,
+                f"{net}/count": np.array(len(weights)),
+            }
+        )
         arrays.update({f"{net}/w{i}": w for i, w in enumerate(weights)})
-        tfmot_job[net] = {"sparsity": tfmot_sparsity(net),
-                          "path": os.path.join(workdir, f"{net}_tfmot.tflite")}
+        tfmot_job[net] = {
+            "sparsity": tfmot_sparsity(net),
+            "path": os.path.join(workdir, f"{net}_tfmot.tflite"),
+        }
         print(f"[export_tflite] trained {net}", flush=True)
 
-    job = {"nets": tfmot_job, "seed": SEED,
-           "recipe": {"num_classes": compression.NUM_CLASSES,
-                      "epochs": settings.finetune_epochs,
-                      "batch_size": compression.BATCH_SIZE,
-                      "learning_rate": compression.LEARNING_RATE}}
+    job = {
+        "nets": tfmot_job,
+        "seed": SEED,
+        "recipe": {
+            "num_classes": compression.NUM_CLASSES,
+            "epochs": settings.finetune_epochs,
+            "batch_size": compression.BATCH_SIZE,
+            "learning_rate": compression.LEARNING_RATE,
+        },
+    }
     reply = _common.run_keras2_worker("_tfmot_export_worker.py", job, "export_tflite", arrays)
 
     nets, goals = {}, []
     for net, (dense, sparse, x_train, x_test, y_test) in trained.items():
-        paths = {name: os.path.join(workdir, f"{net}_{name}.tflite")
-                 for name in ("dense", "tfpriors", "tfpriors_int8")}
+        paths = {
+            name: os.path.join(workdir, f"{net}_{name}.tflite")
+            for name in ("dense", "tfpriors", "tfpriors_int8")
+        }
         tfpriors.export.to_tflite(dense, paths["dense"], shrink=False, sparse_storage=False)
-        report = tfpriors.export.to_tflite(sparse, paths["tfpriors"], verify_data=x_test,
-                                           compare_dense=False, latency_repeats=10)
-        int8 = tfpriors.export.to_tflite(sparse, paths["tfpriors_int8"], quantize="int8",
-                                         representative_data=x_train[:200],
-                                         verify_data=x_test, compare_dense=False,
-                                         latency_repeats=10)
+        report = tfpriors.export.to_tflite(
+            sparse, paths["tfpriors"], verify_data=x_test, compare_dense=False, latency_repeats=10
+        )
+        int8 = tfpriors.export.to_tflite(
+            sparse,
+            paths["tfpriors_int8"],
+            quantize="int8",
+            representative_data=x_train[:200],
+            verify_data=x_test,
+            compare_dense=False,
+            latency_repeats=10,
+        )
         paths["tfmot"] = tfmot_job[net]["path"]
-        interpreters = {name: load_interpreter(path, num_threads=1)[0]
-                        for name, path in paths.items()}
+        interpreters = {
+            name: load_interpreter(path, num_threads=1)[0] for name, path in paths.items()
+        }
         latencies = interleaved_latency(interpreters, x_test[:1], rounds, invokes)
         files = {}
         for name, path in paths.items():
-            files[name] = {"size_bytes": os.path.getsize(path),
-                           "latency_ms_rounds": latencies[name],
-                           "latency_ms": _common.median(latencies[name]),
-                           "test_accuracy": accuracy(interpreters[name], x_test, y_test)}
+            files[name] = {
+                "size_bytes": os.path.getsize(path),
+                "latency_ms_rounds": latencies[name],
+                "latency_ms": _common.median(latencies[name]),
+                "test_accuracy": accuracy(interpreters[name], x_test, y_test),
+            }
         dense_file, ours = files["dense"], files["tfpriors"]
         size_ratio = dense_file["size_bytes"] / ours["size_bytes"]
         speedup = dense_file["latency_ms"] / ours["latency_ms"]
-        keras_accuracy = float(np.mean(
-            sparse.predict(x_test, verbose=0).argmax(1) == y_test))
+        keras_accuracy = float(np.mean(sparse.predict(x_test, verbose=0).argmax(1) == y_test))
         within = abs(ours["test_accuracy"] - keras_accuracy) <= ACCURACY_BUDGET
         nets[net] = {
-            "title": compression.NETS[net]["title"], "files": files,
-            "tfpriors_report": report.to_dict(), "tfpriors_int8_report": int8.to_dict(),
+            "title": compression.NETS[net]["title"],
+            "files": files,
+            "tfpriors_report": report.to_dict(),
+            "tfpriors_int8_report": int8.to_dict(),
             "tfmot": reply["nets"][net],
             "keras_sparse_vd_compression": tfpriors.compression_report(sparse).total_compression,
             "keras_sparse_vd_test_accuracy": keras_accuracy,
-            "size_ratio_vs_dense": size_ratio, "speedup_vs_dense": speedup,
-            "accuracy_within_budget": within}
-        goals.append(_common.goal_row(
-            f"{net}: dense export size / tfpriors size", size_ratio, "x", "dense", 1.0,
-            ">=", SIZE_GOAL, condition=within,
-            note="" if within else "file accuracy more than 0.5 pt off the Keras model's"))
-        goals.append(_common.goal_row(
-            f"{net}: dense export latency / tfpriors latency", speedup, "x", "dense", 1.0,
-            ">=", SPEED_GOAL, condition=within))
-        print(f"[export_tflite] {net}: {size_ratio:.1f}x smaller, {speedup:.2f}x faster, "
-              f"accuracy {ours['test_accuracy']:.2%} vs dense "
-              f"{dense_file['test_accuracy']:.2%}; TFMOT "
-              f"{dense_file['size_bytes'] / files['tfmot']['size_bytes']:.1f}x smaller, "
-              f"{dense_file['latency_ms'] / files['tfmot']['latency_ms']:.2f}x faster",
-              flush=True)
+            "size_ratio_vs_dense": size_ratio,
+            "speedup_vs_dense": speedup,
+            "accuracy_within_budget": within,
+        }
+        goals.append(
+            _common.goal_row(
+                f"{net}: dense export size / tfpriors size",
+                size_ratio,
+                "x",
+                "dense",
+                1.0,
+                ">=",
+                SIZE_GOAL,
+                condition=within,
+                note="" if within else "file accuracy more than 0.5 pt off the Keras model's",
+            )
+        )
+        goals.append(
+            _common.goal_row(
+                f"{net}: dense export latency / tfpriors latency",
+                speedup,
+                "x",
+                "dense",
+                1.0,
+                ">=",
+                SPEED_GOAL,
+                condition=within,
+            )
+        )
+        print(
+            f"[export_tflite] {net}: {size_ratio:.1f}x smaller, {speedup:.2f}x faster, "
+            f"accuracy {ours['test_accuracy']:.2%} vs dense "
+            f"{dense_file['test_accuracy']:.2%}; TFMOT "
+            f"{dense_file['size_bytes'] / files['tfmot']['size_bytes']:.1f}x smaller, "
+            f"{dense_file['latency_ms'] / files['tfmot']['latency_ms']:.2f}x faster",
+            flush=True,
+        )
 
     payload = {
-        **_common.result_header("export_tflite", "TFLite export: size and LiteRT latency (digits)",
-                                __doc__, args.quick),
+        **_common.result_header(
+            "export_tflite", "TFLite export: size and LiteRT latency (digits)", __doc__, args.quick
+        ),
         "keras2_worker_machine": reply["machine"],
         "repeats": rounds,
         "repeat_kind": f"interleaved latency rounds of {invokes} invokes",
-        "settings": {"seed": SEED, "pretrain_epochs": settings.pretrain_epochs,
-                     "finetune_epochs": settings.finetune_epochs,
-                     "warmup_end": settings.warmup_end, "threads": 1, "batch": 1,
-                     "runtime": "ai_edge_litert with XNNPACK"},
+        "settings": {
+            "seed": SEED,
+            "pretrain_epochs": settings.pretrain_epochs,
+            "finetune_epochs": settings.finetune_epochs,
+            "warmup_end": settings.warmup_end,
+            "threads": 1,
+            "batch": 1,
+            "runtime": "ai_edge_litert with XNNPACK",
+        },
         "nets": nets,
         "goals": goals,
         "seconds": time.perf_counter() - start,

@@ -35,9 +35,9 @@ import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import tfpriors  # noqa: E402
-from tfpriors.io import atomic_path  # noqa: E402
 from tfpriors.hyper import LambdaHyperModel, density_masks  # noqa: E402
 from tfpriors.hyper.tradeoff import accuracy_of  # noqa: E402
+from tfpriors.io import atomic_path  # noqa: E402
 from tfpriors.layers import HyperVariationalDense, KLLayer  # noqa: E402
 from tfpriors.layers.hyper import LOG_SIGMA2_INIT  # noqa: E402
 from tfpriors.priors import Normal  # noqa: E402
@@ -79,9 +79,9 @@ class FixedLambdaVariationalDense(KLLayer):
     def build(self, input_shape):
         shape = (int(input_shape[-1]), self.units)
         self.mean = self.add_weight(name="mean", shape=shape, initializer="glorot_uniform")
-        self.log_sigma2 = self.add_weight(name="log_sigma2", shape=shape,
-                                          initializer=keras.initializers.Constant(
-                                              LOG_SIGMA2_INIT))
+        self.log_sigma2 = self.add_weight(
+            name="log_sigma2", shape=shape, initializer=keras.initializers.Constant(LOG_SIGMA2_INIT)
+        )
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
 
     def kl(self):
@@ -93,7 +93,8 @@ class FixedLambdaVariationalDense(KLLayer):
             self.add_kl(training)
             variance = tf.square(inputs) @ tf.exp(self.log_sigma2)
             outputs += tf.sqrt(variance + 1e-8) * keras.random.normal(
-                tf.shape(outputs), seed=self.seed_generator)
+                tf.shape(outputs), seed=self.seed_generator
+            )
         return self.activation(outputs + self.bias)
 
     def density_score(self):
@@ -106,8 +107,10 @@ class FixedLambdaVariationalDense(KLLayer):
 
 def compile_and_fit(model, x, y, epochs):
     tfpriors.set_dataset_size(model, len(x))
-    model.compile(keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     start = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=BATCH_SIZE, verbose=0)
     return time.perf_counter() - start
@@ -127,25 +130,41 @@ def separate_curve(model, x_test, y_test):
 
 
 def train_separate(lam, x, y, x_test, y_test, epochs):
-    model = keras.Sequential([
-        keras.Input((x.shape[1],)),
-        FixedLambdaVariationalDense(HIDDEN, lam, activation="relu"),
-        FixedLambdaVariationalDense(10, lam)])
+    model = keras.Sequential(
+        [
+            keras.Input((x.shape[1],)),
+            FixedLambdaVariationalDense(HIDDEN, lam, activation="relu"),
+            FixedLambdaVariationalDense(10, lam),
+        ]
+    )
     seconds = compile_and_fit(model, x, y, epochs)
     return seconds, separate_curve(model, x_test, y_test)
 
 
 def train_hyper(kind, x, y, x_test, y_test, epochs, seed):
     model = LambdaHyperModel(
-        layers=[HyperVariationalDense(HIDDEN, activation="relu", kind=kind, rank=RANK,
-                                      hidden_units=HYPER_HIDDEN_UNITS, seed=seed),
-                HyperVariationalDense(10, kind=kind, rank=RANK,
-                                      hidden_units=HYPER_HIDDEN_UNITS, seed=seed)],
-        lambda_range=LAMBDA_RANGE, lambda_draws=DRAWS, prior_variance=PRIOR_VARIANCE,
-        seed=seed)
+        layers=[
+            HyperVariationalDense(
+                HIDDEN,
+                activation="relu",
+                kind=kind,
+                rank=RANK,
+                hidden_units=HYPER_HIDDEN_UNITS,
+                seed=seed,
+            ),
+            HyperVariationalDense(
+                10, kind=kind, rank=RANK, hidden_units=HYPER_HIDDEN_UNITS, seed=seed
+            ),
+        ],
+        lambda_range=LAMBDA_RANGE,
+        lambda_draws=DRAWS,
+        prior_variance=PRIOR_VARIANCE,
+        seed=seed,
+    )
     seconds = compile_and_fit(model, x, y, epochs)
-    curve = tfpriors.hyper.tradeoff_curve(model, (x_test, y_test), LAMBDAS, path=None,
-                                          fractions=FRACTIONS)
+    curve = tfpriors.hyper.tradeoff_curve(
+        model, (x_test, y_test), LAMBDAS, path=None, fractions=FRACTIONS
+    )
     return seconds, curve.accuracy
 
 
@@ -159,15 +178,28 @@ def plot(result, path):
     for index, kind in enumerate(("linear", "lowrank")):
         ax = fig.add_subplot(1, 2, index + 1)
         for i, lam in enumerate(LAMBDAS):
-            ax.plot(fractions, np.array(result["hyper"][kind]["curves"][i]) * 100, "o-",
-                    color=f"C{i}", markersize=4, label=f"lambda = {lam:g}")
-            ax.plot(fractions, np.array(result["separate"]["curves"][i]) * 100, "s--",
-                    color=f"C{i}", alpha=0.55, markersize=3)
+            ax.plot(
+                fractions,
+                np.array(result["hyper"][kind]["curves"][i]) * 100,
+                "o-",
+                color=f"C{i}",
+                markersize=4,
+                label=f"lambda = {lam:g}",
+            )
+            ax.plot(
+                fractions,
+                np.array(result["separate"]["curves"][i]) * 100,
+                "s--",
+                color=f"C{i}",
+                alpha=0.55,
+                markersize=3,
+            )
         ax.plot([], [], "k-", label="hypernetwork")
         ax.plot([], [], "k--", alpha=0.55, label="separate models")
         ratio = result["hyper"][kind]["seconds"] / result["separate"]["seconds_total"]
-        ax.set_title(f"{kind} hypernetwork vs 5 separate models "
-                     f"(training time {ratio:.2f}x)", fontsize=10)
+        ax.set_title(
+            f"{kind} hypernetwork vs 5 separate models (training time {ratio:.2f}x)", fontsize=10
+        )
         ax.set_xlabel("weights removed (%, lowest mu^2 / sigma^2 first)")
         ax.set_ylabel("digits test accuracy (%)")
         ax.set_ylim(max(0, min(ax.get_ylim()[0], 60)), 100)
@@ -199,8 +231,9 @@ def main():
                 if kind == "separate":
                     run["separate"][lam] = train_separate(lam, x, y, x_test, y_test, epochs)
                 else:
-                    run["hyper"][kind] = train_hyper(kind, x, y, x_test, y_test, epochs,
-                                                     seed=1000 * repeat + 7)
+                    run["hyper"][kind] = train_hyper(
+                        kind, x, y, x_test, y_test, epochs, seed=1000 * repeat + 7
+                    )
                 keras.backend.clear_session()
                 bar.update()
             runs.append(run)
@@ -209,30 +242,45 @@ def main():
         return np.median(np.array(curves), axis=0).tolist()
 
     separate_seconds = [sum(run["separate"][lam][0] for lam in LAMBDAS) for run in runs]
-    result = _common.result_header(NAME, "Lambda-hypernetworks vs one model per lambda "
-                                   "(digits)", __doc__, args.quick)
+    result = _common.result_header(
+        NAME, "Lambda-hypernetworks vs one model per lambda (digits)", __doc__, args.quick
+    )
     result["repeats"] = repeats
     result["repeat_kind"] = "interleaved training repeats (one seed each)"
     result["settings"] = {
-        "net": f"64-{HIDDEN}-10 ReLU", "epochs": epochs, "repeats": repeats,
-        "optimizer": f"SGD lr {LEARNING_RATE} momentum {MOMENTUM}", "batch_size": BATCH_SIZE,
-        "prior_variance": PRIOR_VARIANCE, "lambda_range": list(LAMBDA_RANGE),
-        "lambda_draws": DRAWS, "lowrank_hidden_units": HYPER_HIDDEN_UNITS,
-        "lowrank_rank": RANK, "lambdas": LAMBDAS, "fractions": FRACTIONS,
-        "train_examples": len(x), "test_examples": len(x_test)}
+        "net": f"64-{HIDDEN}-10 ReLU",
+        "epochs": epochs,
+        "repeats": repeats,
+        "optimizer": f"SGD lr {LEARNING_RATE} momentum {MOMENTUM}",
+        "batch_size": BATCH_SIZE,
+        "prior_variance": PRIOR_VARIANCE,
+        "lambda_range": list(LAMBDA_RANGE),
+        "lambda_draws": DRAWS,
+        "lowrank_hidden_units": HYPER_HIDDEN_UNITS,
+        "lowrank_rank": RANK,
+        "lambdas": LAMBDAS,
+        "fractions": FRACTIONS,
+        "train_examples": len(x),
+        "test_examples": len(x_test),
+    }
     result["separate"] = {
         "curves": [median_curves([run["separate"][lam][1] for run in runs]) for lam in LAMBDAS],
-        "seconds_per_lambda": [_common.median([run["separate"][lam][0] for run in runs])
-                               for lam in LAMBDAS],
+        "seconds_per_lambda": [
+            _common.median([run["separate"][lam][0] for run in runs]) for lam in LAMBDAS
+        ],
         "seconds_total": _common.median(separate_seconds),
-        "seconds_total_per_repeat": separate_seconds}
+        "seconds_total_per_repeat": separate_seconds,
+    }
     result["hyper"] = {}
     goals = []
     for kind in ("linear", "lowrank"):
         curves = median_curves([run["hyper"][kind][1] for run in runs])
         seconds = [run["hyper"][kind][0] for run in runs]
-        result["hyper"][kind] = {"curves": curves, "seconds": _common.median(seconds),
-                                 "seconds_per_repeat": seconds}
+        result["hyper"][kind] = {
+            "curves": curves,
+            "seconds": _common.median(seconds),
+            "seconds_per_repeat": seconds,
+        }
         means = [float(np.mean(c)) for c in curves]
         baseline_means = [float(np.mean(c)) for c in result["separate"]["curves"]]
         gaps = [100 * (b - h) for h, b in zip(means, baseline_means)]
@@ -245,24 +293,45 @@ def main():
         spread = 100 * (max(unpruned) - min(unpruned))
         extra = ""
         if max(gaps) > GAP_PP:
-            extra = (f" Unpruned accuracy spans only {spread:.1f} pp over the lambdas "
-                     f"({100 * min(unpruned):.1f}-{100 * max(unpruned):.1f}%)"
-                     + (": the hypernetwork barely depends on lambda here." if spread < 5
-                        else "."))
-        goals.append(_common.goal_row(
-            f"hyper: {kind} hypernetwork accuracy, worst lambda ({LAMBDAS[worst]:g})",
-            100 * means[worst], "%", f"separate model at lambda {LAMBDAS[worst]:g}", base_pct,
-            ">=", 1 - GAP_PP / base_pct,
-            note=(f"Accuracy = mean over the removed-fraction curve; within {GAP_PP:g} pp "
-                  f"<=> ratio >= 1 - {GAP_PP:g}/baseline%. Shortfall in pp per lambda "
-                  f"(separate - hyper): {gap_text}.{extra}")))
+            extra = (
+                f" Unpruned accuracy spans only {spread:.1f} pp over the lambdas "
+                f"({100 * min(unpruned):.1f}-{100 * max(unpruned):.1f}%)"
+                + (": the hypernetwork barely depends on lambda here." if spread < 5 else ".")
+            )
+        goals.append(
+            _common.goal_row(
+                f"hyper: {kind} hypernetwork accuracy, worst lambda ({LAMBDAS[worst]:g})",
+                100 * means[worst],
+                "%",
+                f"separate model at lambda {LAMBDAS[worst]:g}",
+                base_pct,
+                ">=",
+                1 - GAP_PP / base_pct,
+                note=(
+                    f"Accuracy = mean over the removed-fraction curve; within {GAP_PP:g} pp "
+                    f"<=> ratio >= 1 - {GAP_PP:g}/baseline%. Shortfall in pp per lambda "
+                    f"(separate - hyper): {gap_text}.{extra}"
+                ),
+            )
+        )
         ratio = result["hyper"][kind]["seconds"] / result["separate"]["seconds_total"]
-        goals.append(_common.goal_row(
-            f"hyper: {kind} hypernetwork training time", result["hyper"][kind]["seconds"], "s",
-            "5 separate models", result["separate"]["seconds_total"], "<=", TIME_RATIO,
-            note=("" if ratio <= TIME_RATIO else
-                  f"One hypernetwork step runs {DRAWS} lambda draws and the hypernetwork; "
-                  "measured on a CPU shared with other processes.")))
+        goals.append(
+            _common.goal_row(
+                f"hyper: {kind} hypernetwork training time",
+                result["hyper"][kind]["seconds"],
+                "s",
+                "5 separate models",
+                result["separate"]["seconds_total"],
+                "<=",
+                TIME_RATIO,
+                note=(
+                    ""
+                    if ratio <= TIME_RATIO
+                    else f"One hypernetwork step runs {DRAWS} lambda draws and the hypernetwork; "
+                    "measured on a CPU shared with other processes."
+                ),
+            )
+        )
     result["goals"] = goals
     png = os.path.join(_common.results_dir(args.quick), f"{NAME}.png")
     plot(result, png)
@@ -270,9 +339,11 @@ def main():
     result["seconds"] = time.perf_counter() - started
     _common.save_result(NAME, args.quick, result)
     for goal in goals:
-        print(f"{goal['name']}: {goal['measured']:.2f} {goal['unit']} vs {goal['baseline']:.2f} "
-              f"(ratio {goal['ratio']:.3f}, {goal['goal']}) -> "
-              f"{'met' if goal['met'] else 'MISSED'}")
+        print(
+            f"{goal['name']}: {goal['measured']:.2f} {goal['unit']} vs {goal['baseline']:.2f} "
+            f"(ratio {goal['ratio']:.3f}, {goal['goal']}) -> "
+            f"{'met' if goal['met'] else 'MISSED'}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 NAME = "multiworker"
-_WORKER = os.path.join(os.path.dirname(_common.BENCH_DIR), "tests", "reliability",
-                       "multiworker_worker.py")
+_WORKER = os.path.join(
+    os.path.dirname(_common.BENCH_DIR), "tests", "reliability", "multiworker_worker.py"
+)
 WEIGHT_RTOL, LOSS_RTOL = 1e-2, 1e-5
 STOCHASTIC = ["sparse_vd", "pact_relaxed", "hyper"]
 
@@ -68,53 +69,76 @@ def main():
     models = sorted(worker.MODELS)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfpriors-multiworker-") as tmp:
-        print(f"[{NAME}] single device + 2 workers, {len(models)} models, {epochs} epochs",
-              flush=True)
+        print(
+            f"[{NAME}] single device + 2 workers, {len(models)} models, {epochs} epochs", flush=True
+        )
         run_start = time.perf_counter()
-        figures = _figures(worker, worker.run_all(tmp, models, epochs=epochs, timeout=1800),
-                           models)
+        figures = _figures(worker, worker.run_all(tmp, models, epochs=epochs, timeout=1800), models)
         run_seconds = time.perf_counter() - run_start
         control = floor = None
         if not args.quick:
             print(f"[{NAME}] rounding floor: initial weights moved by one ulp", flush=True)
             import numpy as np
 
-            perturbed = np.load(worker.run_single(tmp, models, epochs=epochs, timeout=1800,
-                                                  perturb_init=True))
+            perturbed = np.load(
+                worker.run_single(tmp, models, epochs=epochs, timeout=1800, perturb_init=True)
+            )
             single = np.load(os.path.join(tmp, "single.npz"))
             floor = {model: worker.compare(single, perturbed, model) for model in models}
             print(f"[{NAME}] control: noise drawn per replica slice", flush=True)
             control_dir = os.path.join(tmp, "control")
             os.makedirs(control_dir)
-            control = _figures(worker, worker.run_all(control_dir, STOCHASTIC, epochs=epochs,
-                                                      timeout=1800, per_replica_noise=True),
-                               STOCHASTIC)
+            control = _figures(
+                worker,
+                worker.run_all(
+                    control_dir, STOCHASTIC, epochs=epochs, timeout=1800, per_replica_noise=True
+                ),
+                STOCHASTIC,
+            )
 
-    result = _common.result_header(NAME, "Multi-worker training equals single-device "
-                                   "training (2 workers on loopback)", __doc__, args.quick)
+    result = _common.result_header(
+        NAME,
+        "Multi-worker training equals single-device training (2 workers on loopback)",
+        __doc__,
+        args.quick,
+    )
     result["settings"] = {
-        "workers": 2, "replicas_per_worker": 1, "device": "CPU, 1 intra-op thread per process",
-        "examples": worker.EXAMPLES, "global_batch": worker.BATCH,
-        "per_replica_batch": worker.BATCH // 2, "epochs": epochs,
+        "workers": 2,
+        "replicas_per_worker": 1,
+        "device": "CPU, 1 intra-op thread per process",
+        "examples": worker.EXAMPLES,
+        "global_batch": worker.BATCH,
+        "per_replica_batch": worker.BATCH // 2,
+        "epochs": epochs,
         "steps": epochs * worker.EXAMPLES // worker.BATCH,
         "optimizer": "SGD momentum 0.9 (lr 0.05; hypernetwork 0.01)",
-        "op_determinism": True, "weight_rtol": WEIGHT_RTOL, "loss_rtol": LOSS_RTOL,
+        "op_determinism": True,
+        "weight_rtol": WEIGHT_RTOL,
+        "loss_rtol": LOSS_RTOL,
         "test_weight_rtol_4_steps": 1e-4,
         "compared": "chief (worker 0) vs single device; every model in its stochastic "
-                    "training mode with global-batch noise, except pact_threshold "
-                    "(deterministic halting)"}
+        "training mode with global-batch noise, except pact_threshold "
+        "(deterministic halting)",
+    }
     result["models"] = figures
     result["control_per_replica_noise"] = control
     result["rounding_floor_one_ulp"] = floor
     result["run_seconds"] = run_seconds
     result["goals"] = [
-        _common.goal_row(f"multiworker: {model} max relative weight difference",
-                         1e6 * row["max_rel_weight_diff"], "ppm", "tolerance",
-                         1e6 * WEIGHT_RTOL, "<=", 1.0,
-                         condition=row["max_rel_loss_diff"] <= LOSS_RTOL,
-                         note=f"loss difference {row['max_rel_loss_diff']:.1e} relative "
-                              f"(tolerance {LOSS_RTOL:g})")
-        for model, row in figures.items()]
+        _common.goal_row(
+            f"multiworker: {model} max relative weight difference",
+            1e6 * row["max_rel_weight_diff"],
+            "ppm",
+            "tolerance",
+            1e6 * WEIGHT_RTOL,
+            "<=",
+            1.0,
+            condition=row["max_rel_loss_diff"] <= LOSS_RTOL,
+            note=f"loss difference {row['max_rel_loss_diff']:.1e} relative "
+            f"(tolerance {LOSS_RTOL:g})",
+        )
+        for model, row in figures.items()
+    ]
     result["seconds"] = time.perf_counter() - started
     _common.save_result(NAME, args.quick, result)
 

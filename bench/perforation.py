@@ -85,6 +85,7 @@ def timing_mask(kind, output_shape, rate):
 
 def _runner(layer, x, training):
     if training:
+
         def step():
             with tf.GradientTape() as tape:
                 tape.watch(x)
@@ -111,27 +112,35 @@ def layer_candidates(size, cin, cout, batch, training):
     conv.build(x.shape)
     layers, chosen = {"Conv2D": conv}, {}
     rates = (0.5,) if training else RATES
-    for kind in (BREAKDOWN_MASKS if training else TIMED_MASKS):
+    for kind in BREAKDOWN_MASKS if training else TIMED_MASKS:
         for rate in rates:
             mask = timing_mask(kind, (size, size), rate)
             if mask is None:
                 continue
             names = ["auto"]
             if not training and kind in BREAKDOWN_MASKS and rate in BREAKDOWN_RATES:
-                names += [n for n in IMPLEMENTATIONS if n != "fused"
-                          or tfpriors.ops.has_fused_op()]
+                names += [n for n in IMPLEMENTATIONS if n != "fused" or tfpriors.ops.has_fused_op()]
             for implementation in names:
                 if implementation == "strided" and kind != "lattice":
                     continue
-                layer = PerforatedConv2D(cout, 3, padding="same", mask=mask,
-                                         activation="relu", implementation=implementation)
+                layer = PerforatedConv2D(
+                    cout,
+                    3,
+                    padding="same",
+                    mask=mask,
+                    activation="relu",
+                    implementation=implementation,
+                )
                 layer.build(x.shape)
                 layer.set_weights(conv.get_weights())
                 key = f"{kind}@{rate}:{implementation}"
                 layers[key] = layer
                 if implementation == "auto":
-                    chosen[f"{kind}@{rate}"] = (layer._training_implementation if training
-                                                else layer._selection.for_batch(batch))
+                    chosen[f"{kind}@{rate}"] = (
+                        layer._training_implementation
+                        if training
+                        else layer._selection.for_batch(batch)
+                    )
     candidates = {name: _runner(layer, x, training) for name, layer in layers.items()}
     if not training:
         candidates.update(bounds(x, conv))
@@ -147,16 +156,20 @@ def bounds(x, conv):
     batch, size, _, cin = x.shape
     rng = np.random.default_rng(1)
     output = tf.constant(rng.normal(size=(batch, size, size, filters)).astype("float32"))
-    pieces = {f"bound:strided{stride}": tf.function(
-        lambda stride=stride: tf.nn.conv2d(x, kernel, stride, "SAME"))
-        for stride in ((2, 1), (2, 2))}
+    pieces = {
+        f"bound:strided{stride}": tf.function(
+            lambda stride=stride: tf.nn.conv2d(x, kernel, stride, "SAME")
+        )
+        for stride in ((2, 1), (2, 2))
+    }
     for rate in BREAKDOWN_RATES:
-        rows = tf.constant(rng.normal(size=(int(batch * size * size * (1 - rate)),
-                                            9 * cin)).astype("float32"))
+        rows = tf.constant(
+            rng.normal(size=(int(batch * size * size * (1 - rate)), 9 * cin)).astype("float32")
+        )
         matrix = tf.reshape(kernel, (9 * cin, filters))
-        pieces[f"bound:matmul@{rate}"] = tf.function(
-            lambda rows=rows: tf.matmul(rows, matrix))
+        pieces[f"bound:matmul@{rate}"] = tf.function(lambda rows=rows: tf.matmul(rows, matrix))
     pieces["bound:output pass"] = tf.function(lambda: output * 2.0)
+
     def runner(function):
         def run():
             function().numpy()
@@ -180,15 +193,28 @@ def time_layers(quick):
                 candidates, chosen = layer_candidates(size, cin, cout, batch, training)
                 times = _common.time_interleaved(candidates, repeats)
                 medians = {name: _common.median(t) * 1e3 for name, t in times.items()}
-                rows.append({"layer": label if not quick else f"{label} (half size)",
-                             "batch": batch, "kind": "train step" if training else "forward",
-                             "repeats": repeats, "ms": medians, "auto_chose": chosen,
-                             "all_ms": {n: [1e3 * s for s in t] for n, t in times.items()}})
-                print(f"[perforation] {label} batch {batch} "
-                      f"{'train' if training else 'forward'}: Conv2D {medians['Conv2D']:.2f} "
-                      "ms; " + ", ".join(f"{n} {medians['Conv2D'] / v:.2f}x"
-                                         for n, v in medians.items() if n != "Conv2D"),
-                      flush=True)
+                rows.append(
+                    {
+                        "layer": label if not quick else f"{label} (half size)",
+                        "batch": batch,
+                        "kind": "train step" if training else "forward",
+                        "repeats": repeats,
+                        "ms": medians,
+                        "auto_chose": chosen,
+                        "all_ms": {n: [1e3 * s for s in t] for n, t in times.items()},
+                    }
+                )
+                print(
+                    f"[perforation] {label} batch {batch} "
+                    f"{'train' if training else 'forward'}: Conv2D {medians['Conv2D']:.2f} "
+                    "ms; "
+                    + ", ".join(
+                        f"{n} {medians['Conv2D'] / v:.2f}x"
+                        for n, v in medians.items()
+                        if n != "Conv2D"
+                    ),
+                    flush=True,
+                )
     return rows
 
 
@@ -199,30 +225,42 @@ def litert(quick, tmp):
     if quick:
         size //= 2
     inputs = keras.Input((size, size, cin))
-    conv_model = keras.Model(inputs, keras.layers.Conv2D(cout, 3, padding="same",
-                                                         name="conv")(inputs))
+    conv_model = keras.Model(
+        inputs, keras.layers.Conv2D(cout, 3, padding="same", name="conv")(inputs)
+    )
     models = {"CONV_2D": conv_model}
     for kind in ("lattice", "uniform"):
         for rate in LITERT_GOALS:
             models[f"{kind}@{rate}"] = tfpriors.perforation.perforate(
-                conv_model, {"conv": rate}, mask=kind)
+                conv_model, {"conv": rate}, mask=kind
+            )
     x = np.random.default_rng(0).normal(size=(4, size, size, cin)).astype("float32")
-    reports = {name: tfpriors.export.to_tflite(
-        model, os.path.join(tmp, f"{name.replace('@', '_')}.tflite"), verify_data=x,
-        compare_dense=False, latency_repeats=3) for name, model in models.items()}
-    interpreters = {name: load_interpreter(model_path=r.path, num_threads=1)[0]
-                    for name, r in reports.items()}
+    reports = {
+        name: tfpriors.export.to_tflite(
+            model,
+            os.path.join(tmp, f"{name.replace('@', '_')}.tflite"),
+            verify_data=x,
+            compare_dense=False,
+            latency_repeats=3,
+        )
+        for name, model in models.items()
+    }
+    interpreters = {
+        name: load_interpreter(model_path=r.path, num_threads=1)[0] for name, r in reports.items()
+    }
     repeats = 10 if quick else 30
     times = {name: [] for name in interpreters}
     for _ in range(3):
         for name, interpreter in interpreters.items():
             times[name].append(median_latency_ms(interpreter, x[:1], repeats=repeats))
-    return {"layer": f"{size}x{size}x{cin}->{cout}",
-            "ms": {name: _common.median(t) for name, t in times.items()},
-            "rounds_ms": times,
-            "ops": {name: sorted(r.ops) for name, r in reports.items()},
-            "max_abs_diff": {name: r.max_abs_diff for name, r in reports.items()},
-            "size_bytes": {name: r.size_bytes for name, r in reports.items()}}
+    return {
+        "layer": f"{size}x{size}x{cin}->{cout}",
+        "ms": {name: _common.median(t) for name, t in times.items()},
+        "rounds_ms": times,
+        "ops": {name: sorted(r.ops) for name, r in reports.items()},
+        "max_abs_diff": {name: r.max_abs_diff for name, r in reports.items()},
+        "size_bytes": {name: r.size_bytes for name, r in reports.items()},
+    }
 
 
 def cpu_flags():
@@ -232,8 +270,17 @@ def cpu_flags():
             flags = next(line for line in f if line.startswith("flags")).split(":")[1].split()
     except (OSError, StopIteration):
         return []
-    wanted = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
-              "avx512_fp16", "amx_tile")
+    wanted = (
+        "avx",
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512bw",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+    )
     return [flag for flag in wanted if flag in flags]
 
 
@@ -248,8 +295,7 @@ class ZeroFillConv2D(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(name="kernel", shape=(3, 3, input_shape[-1],
-                                                            self.filters))
+        self.kernel = self.add_weight(name="kernel", shape=(3, 3, input_shape[-1], self.filters))
         self.bias = self.add_weight(name="bias", shape=(self.filters,))
 
     def call(self, x):
@@ -270,8 +316,12 @@ def zero_fill_model(model, fast):
     def replace(layer):
         if layer.name not in ("conv1", "conv2"):
             return None
-        new = ZeroFillConv2D(fast.get_layer(layer.name).mask.kept_image(), layer.filters,
-                             activation=layer.activation, name=layer.name)
+        new = ZeroFillConv2D(
+            fast.get_layer(layer.name).mask.kept_image(),
+            layer.filters,
+            activation=layer.activation,
+            name=layer.name,
+        )
         return new, lambda target, source=layer: target.set_weights(source.get_weights())
 
     from tfpriors._rewrite import rewrite_model
@@ -289,21 +339,30 @@ def accuracy_vs_rate(quick):
     x_train, y_train, x_held, y_held = x[:-300], y[:-300], x[-300:], y[-300:]
     keras.utils.set_random_seed(0)
     model = digits_net()
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(x_train, y_train, epochs=8 if quick else 30, batch_size=64, verbose=0)
     base = error(model, x_test, y_test)
     rows = []
     for mask in MASKS:
         for rate in ACCURACY_RATES:
-            fast = tfpriors.perforation.perforate(model, {"conv1": rate, "conv2": rate},
-                                                  mask=mask, data=(x_held, y_held), seed=0)
-            rows.append({"mask": mask, "rate": rate,
-                         "error_nearest": error(fast, x_test, y_test),
-                         "error_zero": error(zero_fill_model(model, fast), x_test, y_test)})
-            print(f"[perforation] digits {mask} rate {rate}: nearest "
-                  f"{rows[-1]['error_nearest']:.2%}, zero {rows[-1]['error_zero']:.2%}",
-                  flush=True)
+            fast = tfpriors.perforation.perforate(
+                model, {"conv1": rate, "conv2": rate}, mask=mask, data=(x_held, y_held), seed=0
+            )
+            rows.append(
+                {
+                    "mask": mask,
+                    "rate": rate,
+                    "error_nearest": error(fast, x_test, y_test),
+                    "error_zero": error(zero_fill_model(model, fast), x_test, y_test),
+                }
+            )
+            print(
+                f"[perforation] digits {mask} rate {rate}: nearest "
+                f"{rows[-1]['error_nearest']:.2%}, zero {rows[-1]['error_zero']:.2%}",
+                flush=True,
+            )
     return {"baseline_error": base, "rows": rows}
 
 
@@ -318,11 +377,19 @@ def plot(accuracy, path):
     for mask in MASKS:
         rows = [r for r in accuracy["rows"] if r["mask"] == mask]
         rates = [0.0] + [r["rate"] for r in rows]
-        for key, style, label in (("error_nearest", "-", "nearest fill"),
-                                  ("error_zero", "--", "zero fill")):
+        for key, style, label in (
+            ("error_nearest", "-", "nearest fill"),
+            ("error_zero", "--", "zero fill"),
+        ):
             errors = [accuracy["baseline_error"]] + [r[key] for r in rows]
-            axis.plot(rates, [100 * e for e in errors], style, marker="o",
-                      color=colours[mask], label=f"{mask}, {label}")
+            axis.plot(
+                rates,
+                [100 * e for e in errors],
+                style,
+                marker="o",
+                color=colours[mask],
+                label=f"{mask}, {label}",
+            )
     axis.set_xlabel("perforation rate of both convolutions")
     axis.set_ylabel("test error (%)")
     axis.set_title("Digits conv net, perforated without fine-tuning")
@@ -347,14 +414,18 @@ def _miss_reason(row, kind, rate):
     if kind == "lattice":
         stride = "(2, 1)" if rate == 0.5 else "(2, 2)"
         conv = ms[f"bound:strided{stride}"]
-        parts.append(f"the strided convolution alone {base / conv:.2f}x ({conv:.2f} ms); "
-                     f"fill, bias and ReLU add {auto - conv:.2f} ms, one pass over the "
-                     f"output takes {ms['bound:output pass']:.2f} ms")
+        parts.append(
+            f"the strided convolution alone {base / conv:.2f}x ({conv:.2f} ms); "
+            f"fill, bias and ReLU add {auto - conv:.2f} ms, one pass over the "
+            f"output takes {ms['bound:output pass']:.2f} ms"
+        )
     elif f"bound:matmul@{rate}" in ms:
         gemm = ms[f"bound:matmul@{rate}"]
-        parts.append(f"tf.matmul on the kept im2col rows alone {base / gemm:.2f}x "
-                     f"({gemm:.2f} ms, oneDNN); the im2col, fill, bias and ReLU add "
-                     f"{auto - gemm:.2f} ms")
+        parts.append(
+            f"tf.matmul on the kept im2col rows alone {base / gemm:.2f}x "
+            f"({gemm:.2f} ms, oneDNN); the im2col, fill, bias and ReLU add "
+            f"{auto - gemm:.2f} ms"
+        )
     return "; ".join(parts)
 
 
@@ -371,7 +442,7 @@ def main():
         for key, value in row["ms"].items():
             if not key.endswith(":auto"):
                 continue
-            kind, rate = key[:-len(":auto")].split("@")
+            kind, rate = key[: -len(":auto")].split("@")
             rate = float(rate)
             ratio = row["ms"]["Conv2D"] / value
             if row["kind"] == "train step":
@@ -382,32 +453,47 @@ def main():
                 name = f"{where}, {kind} @ {rate:g}: forward speed-up"
             note = ""
             if ratio < goal:
-                note = (_miss_reason(row, kind, rate) if row["kind"] == "forward" else
-                        f"ran {row['auto_chose'][f'{kind}@{rate}']}")
+                note = (
+                    _miss_reason(row, kind, rate)
+                    if row["kind"] == "forward"
+                    else f"ran {row['auto_chose'][f'{kind}@{rate}']}"
+                )
                 note += f"; load average {os.getloadavg()[0]:.1f}"
-            goals.append(_common.goal_row(name, ratio, "x", "Conv2D (oneDNN)", 1.0, ">=", goal,
-                                          note=note))
+            goals.append(
+                _common.goal_row(name, ratio, "x", "Conv2D (oneDNN)", 1.0, ">=", goal, note=note)
+            )
     with tempfile.TemporaryDirectory() as tmp:
         lite = litert(args.quick, tmp)
     for kind in ("lattice", "uniform"):
         for rate, goal in LITERT_GOALS.items():
-            goals.append(_common.goal_row(
-                f"LiteRT 1 thread, {lite['layer']}, {kind} @ {rate:g}: export speed-up",
-                lite["ms"]["CONV_2D"] / lite["ms"][f"{kind}@{rate}"], "x", "CONV_2D export",
-                1.0, ">=", goal))
+            goals.append(
+                _common.goal_row(
+                    f"LiteRT 1 thread, {lite['layer']}, {kind} @ {rate:g}: export speed-up",
+                    lite["ms"]["CONV_2D"] / lite["ms"][f"{kind}@{rate}"],
+                    "x",
+                    "CONV_2D export",
+                    1.0,
+                    ">=",
+                    goal,
+                )
+            )
     accuracy = accuracy_vs_rate(args.quick)
     picture = os.path.join(_common.results_dir(args.quick), "perforation_digits.png")
     plot(accuracy, picture)
     payload = {
-        **_common.result_header("perforation", "Perforated convolutions", __doc__,
-                                args.quick),
+        **_common.result_header("perforation", "Perforated convolutions", __doc__, args.quick),
         "repeats": 7 if not args.quick else 3,
         "repeat_kind": "interleaved timing repeats at batch 32 (41 at batch 1; LiteRT: 3 "
-                       "rounds of 30 invokes; accuracy: one run, seed 0)",
-        "fused_op": fused, "gemm": tfpriors.ops.gemm_backend(), "cpu_flags": cpu_flags(),
-        "layers": rows, "litert": lite, "accuracy": accuracy,
+        "rounds of 30 invokes; accuracy: one run, seed 0)",
+        "fused_op": fused,
+        "gemm": tfpriors.ops.gemm_backend(),
+        "cpu_flags": cpu_flags(),
+        "layers": rows,
+        "litert": lite,
+        "accuracy": accuracy,
         "picture": os.path.relpath(picture, _common.BENCH_DIR),
-        "goals": goals, "seconds": time.perf_counter() - start,
+        "goals": goals,
+        "seconds": time.perf_counter() - start,
     }
     _common.save_result("perforation", args.quick, payload)
 

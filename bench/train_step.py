@@ -79,7 +79,8 @@ class BareLocalReparameterization(keras.layers.Layer):
         shape = (3, 3, input_shape[-1], self.units) if self.conv else (input_shape[-1], self.units)
         self.kernel = self.add_weight(shape=shape, initializer="glorot_uniform", name="kernel")
         self.log_sigma2 = self.add_weight(
-            shape=shape, initializer=keras.initializers.Constant(-10.0), name="log_sigma2")
+            shape=shape, initializer=keras.initializers.Constant(-10.0), name="log_sigma2"
+        )
         self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
 
     def _linear(self, x, kernel):
@@ -106,23 +107,28 @@ def mlp(dense_type):
     layers = [keras.Input((MLP_INPUT,))]
     layers += [dense_type(n, activation="relu") for n in MLP_UNITS[:-1]]
     layers.append(dense_type(MLP_UNITS[-1]))
-    return compiled(keras.Sequential(layers),
-                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return compiled(
+        keras.Sequential(layers), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
 
 
 def conv(layer):
     keras.utils.set_random_seed(0)
-    return compiled(keras.Sequential([keras.Input(CONV_INPUT), layer]),
-                    keras.losses.MeanSquaredError())
+    return compiled(
+        keras.Sequential([keras.Input(CONV_INPUT), layer]), keras.losses.MeanSquaredError()
+    )
 
 
 def time_models(label, models, dataset, steps, repeats):
     """Milliseconds per step of each model, per repeat: ``{name: [ms, ...]}``."""
     print(f"[train_step] {label}: {repeats} repeats of {steps} steps", flush=True)
     seconds = _common.time_interleaved(
-        {name: _common.fit_runner(model, dataset, steps, keras.callbacks.Callback)
-         for name, model in models.items()},
-        repeats)
+        {
+            name: _common.fit_runner(model, dataset, steps, keras.callbacks.Callback)
+            for name, model in models.items()
+        },
+        repeats,
+    )
     return {name: _common.ms_per_step(s, steps) for name, s in seconds.items()}
 
 
@@ -152,37 +158,47 @@ def missed_reason(medians, noise):
         return ""
     bare = medians["bare_local_reparameterization"]
     share = min(max((bare - medians["dense"]) / extra, 0.0), 1.0)
-    return (f"A bare local-reparameterization layer (two matmuls/convolutions and noise, no "
-            f"KL or log_alpha) costs {bare / medians['dense']:.2f}x the baseline here, i.e. "
-            f"{share:.0%} of Sparse VD's extra {extra:.2f} ms; the other {1 - share:.0%} is its "
-            f"per-weight terms (log_alpha, KL, their gradients). Drawing the step's Gaussian "
-            f"noise alone takes {noise:.2f} ms ({noise / medians['dense']:.0%} of the baseline "
-            "step).")
+    return (
+        f"A bare local-reparameterization layer (two matmuls/convolutions and noise, no "
+        f"KL or log_alpha) costs {bare / medians['dense']:.2f}x the baseline here, i.e. "
+        f"{share:.0%} of Sparse VD's extra {extra:.2f} ms; the other {1 - share:.0%} is its "
+        f"per-weight terms (log_alpha, KL, their gradients). Drawing the step's Gaussian "
+        f"noise alone takes {noise:.2f} ms ({noise / medians['dense']:.0%} of the baseline "
+        "step)."
+    )
 
 
-def case(description, ms, candidate, goal_op=None, goal_value=None, name=None,
-         noise=None, **extra):
+def case(description, ms, candidate, goal_op=None, goal_value=None, name=None, noise=None, **extra):
     medians = {key: _common.median(values) for key, values in ms.items()}
     ratio = medians[candidate] / medians["dense"]
     row = None
     if goal_op is not None:
-        row = _common.goal_row(name, medians[candidate], "ms/step", "dense", medians["dense"],
-                               goal_op, goal_value)
+        row = _common.goal_row(
+            name, medians[candidate], "ms/step", "dense", medians["dense"], goal_op, goal_value
+        )
         if not row["met"]:
             row["note"] = missed_reason(medians, _common.median(noise))
     return dict(
-        description=description, ms_per_step=ms, median_ms_per_step=medians,
+        description=description,
+        ms_per_step=ms,
+        median_ms_per_step=medians,
         min_ms_per_step={key: min(values) for key, values in ms.items()},
         ratio=ratio,
         ratios={key: value / medians["dense"] for key, value in medians.items()},
         per_repeat_ratio=[c / b for c, b in zip(ms[candidate], ms["dense"])],
-        noise_ms_per_step=noise, goal=row, **extra)
+        noise_ms_per_step=noise,
+        goal=row,
+        **extra,
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="2 short repeats: a smoke check, written to results/quick/")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 short repeats: a smoke check, written to results/quick/",
+    )
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     start = time.perf_counter()
@@ -194,52 +210,90 @@ def main():
     y = rng.integers(0, MLP_UNITS[-1], size=(MLP_BATCH,)).astype("int64")
     ms = time_models(
         "MLP 784-300-100-10",
-        {"dense": mlp(keras.layers.Dense),
-         "sparse_vd": mlp(tfpriors.layers.SparseVDDense),
-         "bare_local_reparameterization": mlp(BareLocalReparameterization)},
-        tf.data.Dataset.from_tensors((x, y)).repeat(), settings.mlp_steps, settings.repeats)
+        {
+            "dense": mlp(keras.layers.Dense),
+            "sparse_vd": mlp(tfpriors.layers.SparseVDDense),
+            "bare_local_reparameterization": mlp(BareLocalReparameterization),
+        },
+        tf.data.Dataset.from_tensors((x, y)).repeat(),
+        settings.mlp_steps,
+        settings.repeats,
+    )
     cases["mlp"] = case(
-        "MLP 784-300-100-10, batch 128: SparseVDDense vs keras.layers.Dense", ms, "sparse_vd",
-        "<=", 2.0, "SparseVDDense MLP 784-300-100-10 train step (batch 128)",
+        "MLP 784-300-100-10, batch 128: SparseVDDense vs keras.layers.Dense",
+        ms,
+        "sparse_vd",
+        "<=",
+        2.0,
+        "SparseVDDense MLP 784-300-100-10 train step (batch 128)",
         noise=noise_ms([(MLP_BATCH, n) for n in MLP_UNITS], settings.repeats),
-        batch_size=MLP_BATCH, steps_per_repeat=settings.mlp_steps)
+        batch_size=MLP_BATCH,
+        steps_per_repeat=settings.mlp_steps,
+    )
 
     x = rng.normal(size=(CONV_BATCH, *CONV_INPUT)).astype("float32")
     y = rng.normal(size=(CONV_BATCH, *CONV_INPUT[:2], CONV_FILTERS)).astype("float32")
     ms = time_models(
         "Conv 32x32x32 -> 64, 3x3",
-        {"dense": conv(keras.layers.Conv2D(CONV_FILTERS, 3, padding="same")),
-         "sparse_vd": conv(tfpriors.layers.SparseVDConv2D(CONV_FILTERS, 3, padding="same")),
-         "bare_local_reparameterization": conv(
-             BareLocalReparameterization(CONV_FILTERS, conv=True))},
-        tf.data.Dataset.from_tensors((x, y)).repeat(), settings.conv_steps, settings.repeats)
+        {
+            "dense": conv(keras.layers.Conv2D(CONV_FILTERS, 3, padding="same")),
+            "sparse_vd": conv(tfpriors.layers.SparseVDConv2D(CONV_FILTERS, 3, padding="same")),
+            "bare_local_reparameterization": conv(
+                BareLocalReparameterization(CONV_FILTERS, conv=True)
+            ),
+        },
+        tf.data.Dataset.from_tensors((x, y)).repeat(),
+        settings.conv_steps,
+        settings.repeats,
+    )
     cases["conv"] = case(
         "Conv2D 32x32x32 -> 64 filters 3x3 same, batch 32, MSE: SparseVDConv2D vs "
-        "keras.layers.Conv2D", ms, "sparse_vd",
-        "<=", 1.8, "SparseVDConv2D 32x32x32->64 3x3 train step (batch 32)",
+        "keras.layers.Conv2D",
+        ms,
+        "sparse_vd",
+        "<=",
+        1.8,
+        "SparseVDConv2D 32x32x32->64 3x3 train step (batch 32)",
         noise=noise_ms([(CONV_BATCH, *CONV_INPUT[:2], CONV_FILTERS)], settings.repeats),
-        batch_size=CONV_BATCH, steps_per_repeat=settings.conv_steps)
+        batch_size=CONV_BATCH,
+        steps_per_repeat=settings.conv_steps,
+    )
 
-    job = {"batch_size": MLP_BATCH, "input_dim": MLP_INPUT, "units": list(MLP_UNITS),
-           "dataset_size": DATASET_SIZE, "steps": settings.mlp_steps,
-           "repeats": settings.repeats}
+    job = {
+        "batch_size": MLP_BATCH,
+        "input_dim": MLP_INPUT,
+        "units": list(MLP_UNITS),
+        "dataset_size": DATASET_SIZE,
+        "steps": settings.mlp_steps,
+        "repeats": settings.repeats,
+    }
     reply = _common.run_keras2_worker("_tfp_worker.py", job, "train_step")
     cases["tfp_peer"] = case(
         "Peer (Keras 2): tfp.layers.DenseLocalReparameterization MLP 784-300-100-10, "
         "batch 128, vs a tf.keras Dense MLP timed in the same subprocess",
-        reply["ms_per_step"], "tfp_local_reparameterization",
-        batch_size=MLP_BATCH, steps_per_repeat=settings.mlp_steps)
+        reply["ms_per_step"],
+        "tfp_local_reparameterization",
+        batch_size=MLP_BATCH,
+        steps_per_repeat=settings.mlp_steps,
+    )
 
     for key, result in cases.items():
-        verdict = ("peer, no goal" if result["goal"] is None
-                   else "met" if result["goal"]["met"] else "MISSED")
-        print(f"[train_step] {key}: " + ", ".join(
-            f"{k} {v:.2f} ms" for k, v in result["median_ms_per_step"].items())
-            + f"; ratio {result['ratio']:.2f} ({verdict})", flush=True)
+        verdict = (
+            "peer, no goal"
+            if result["goal"] is None
+            else "met"
+            if result["goal"]["met"]
+            else "MISSED"
+        )
+        print(
+            f"[train_step] {key}: "
+            + ", ".join(f"{k} {v:.2f} ms" for k, v in result["median_ms_per_step"].items())
+            + f"; ratio {result['ratio']:.2f} ({verdict})",
+            flush=True,
+        )
 
     payload = {
-        **_common.result_header("train_step", "Train step cost",
-                                __doc__, args.quick),
+        **_common.result_header("train_step", "Train step cost", __doc__, args.quick),
         "keras2_worker_machine": reply["machine"],
         # The machine may be shared; the load tells whether timings were contended.
         "load_average_before_after": [list(load_before), list(os.getloadavg())],

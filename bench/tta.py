@@ -42,13 +42,26 @@ import _common  # noqa: E402
 
 # Per data set: training policy, search split, member recipe, test subset.
 SETTINGS = {
-    "digits": {"train_policy": tta.Policy([[("crop", 10), ("rotate", 5)]]),
-               "train_policy_name": "shift+rotate", "search_split": 400,
-               "epochs": 15, "width": 16, "train_subset": None, "test_subset": None,
-               "magnitude_bound": 6},
-    "cifar10": {"train_policy": tta.Policy.flip_crop(), "train_policy_name": "flip+crop",
-                "search_split": 2000, "epochs": 10, "width": 32, "train_subset": 20000,
-                "test_subset": 2000, "magnitude_bound": 6},
+    "digits": {
+        "train_policy": tta.Policy([[("crop", 10), ("rotate", 5)]]),
+        "train_policy_name": "shift+rotate",
+        "search_split": 400,
+        "epochs": 15,
+        "width": 16,
+        "train_subset": None,
+        "test_subset": None,
+        "magnitude_bound": 6,
+    },
+    "cifar10": {
+        "train_policy": tta.Policy.flip_crop(),
+        "train_policy_name": "flip+crop",
+        "search_split": 2000,
+        "epochs": 10,
+        "width": 32,
+        "train_subset": 20000,
+        "test_subset": 2000,
+        "magnitude_bound": 6,
+    },
 }
 MEMBERS = 10
 
@@ -68,16 +81,22 @@ def python_loop_probs(model, policy, x, samples, seed):
     generator = keras.random.SeedGenerator(seed)
     out = []
     for image in x:
-        probs = [keras.ops.convert_to_numpy(keras.ops.softmax(
-            model(policy.augment(image[None], draw=s, seed=generator), training=False)))
-            for s in range(samples)]
+        probs = [
+            keras.ops.convert_to_numpy(
+                keras.ops.softmax(
+                    model(policy.augment(image[None], draw=s, seed=generator), training=False)
+                )
+            )
+            for s in range(samples)
+        ]
         out.append(np.mean(probs, axis=0)[0])
     return np.array(out)
 
 
 def scored(models, policy, samples, x, y, curve):
-    metrics = tta.TTAPredictor(models, policy, num_samples=1 if policy is None
-                               else samples).evaluate(x, y)
+    metrics = tta.TTAPredictor(
+        models, policy, num_samples=1 if policy is None else samples
+    ).evaluate(x, y)
     metrics["dee"] = calibration.deep_ensemble_equivalent(metrics["calibrated_nll"], curve)
     return metrics
 
@@ -90,46 +109,75 @@ def run_dataset(name, data, quick):
     sample_counts = (5,) if quick else (5, 10, 20)
     (x, y), (x_test, y_test) = data
     if config["train_subset"]:
-        x, y = x[:config["train_subset"] + config["search_split"]], \
-            y[:config["train_subset"] + config["search_split"]]
+        x, y = (
+            x[: config["train_subset"] + config["search_split"]],
+            y[: config["train_subset"] + config["search_split"]],
+        )
     if config["test_subset"]:
-        x_test, y_test = x_test[:config["test_subset"]], y_test[:config["test_subset"]]
+        x_test, y_test = x_test[: config["test_subset"]], y_test[: config["test_subset"]]
     split = config["search_split"]
     x_train, y_train, x_search, y_search = x[:-split], y[:-split], x[-split:], y[-split:]
-    members = [train_member(x_train, y_train, seed, epochs, train_policy, config["width"])
-               for seed in range(MEMBERS)]
+    members = [
+        train_member(x_train, y_train, seed, epochs, train_policy, config["width"])
+        for seed in range(MEMBERS)
+    ]
     print(f"[tta/{name}] trained {MEMBERS} members", flush=True)
 
     # Deep-ensemble curve without TTA, for the DEE and the equal-compute baseline.
-    curve = {k: tta.TTAPredictor(members[:k], num_samples=1).evaluate(x_test, y_test)
-             ["calibrated_nll"] for k in range(1, MEMBERS + 1)}
+    curve = {
+        k: tta.TTAPredictor(members[:k], num_samples=1).evaluate(x_test, y_test)["calibrated_nll"]
+        for k in range(1, MEMBERS + 1)
+    }
 
-    grid = {m: tta.TTAPredictor(members[0], tta.Policy.randaugment(2, m), num_samples=5)
-            .evaluate(x_search, y_search)["calibrated_nll"] for m in (3, 6, 9, 12)}
+    grid = {
+        m: tta.TTAPredictor(members[0], tta.Policy.randaugment(2, m), num_samples=5).evaluate(
+            x_search, y_search
+        )["calibrated_nll"]
+        for m in (3, 6, 9, 12)
+    }
     best_m = min(grid, key=grid.get)
-    search = tta.GreedyPolicySearch(pool_size=pool_size, policy_length=length,
-                                    ops_per_subpolicy=(2, 3),
-                                    magnitude_bound=config["magnitude_bound"])
+    search = tta.GreedyPolicySearch(
+        pool_size=pool_size,
+        policy_length=length,
+        ops_per_subpolicy=(2, 3),
+        magnitude_bound=config["magnitude_bound"],
+    )
     gps = search.fit([members[0]], x_search, y_search, verbose=0)
     print(f"[tta/{name}] RandAugment M={best_m}; GPS policy {gps}", flush=True)
 
-    policies = {"no TTA": None, policy_name: train_policy,
-                f"randaugment(2, {best_m})": tta.Policy.randaugment(2, best_m), "GPS": gps}
+    policies = {
+        "no TTA": None,
+        policy_name: train_policy,
+        f"randaugment(2, {best_m})": tta.Policy.randaugment(2, best_m),
+        "GPS": gps,
+    }
     rows, goals = [], []
     for label, models in (("single", members[:1]), ("ensemble of 5", members[:5])):
         for samples in sample_counts:
-            row = {"models": label, "samples": samples,
-                   "policies": {p: scored(models, policy, samples, x_test, y_test, curve)
-                                for p, policy in policies.items()}}
+            row = {
+                "models": label,
+                "samples": samples,
+                "policies": {
+                    p: scored(models, policy, samples, x_test, y_test, curve)
+                    for p, policy in policies.items()
+                },
+            }
             best = min(row["policies"], key=lambda n: row["policies"][n]["calibrated_nll"])
             row["best"] = best
             rows.append(row)
-            runner_up = min(v["calibrated_nll"] for n, v in row["policies"].items()
-                            if n != "GPS")
-            goals.append(_common.goal_row(
-                f"{name}, {label}, {samples} samples: GPS calibrated NLL / best other",
-                row["policies"]["GPS"]["calibrated_nll"], "nats", "best other policy",
-                runner_up, "<=", 1.0, note=f"lowest here: {best}"))
+            runner_up = min(v["calibrated_nll"] for n, v in row["policies"].items() if n != "GPS")
+            goals.append(
+                _common.goal_row(
+                    f"{name}, {label}, {samples} samples: GPS calibrated NLL / best other",
+                    row["policies"]["GPS"]["calibrated_nll"],
+                    "nats",
+                    "best other policy",
+                    runner_up,
+                    "<=",
+                    1.0,
+                    note=f"lowest here: {best}",
+                )
+            )
             print(f"[tta/{name}] {label}, {samples} samples: best {best}", flush=True)
 
     # Equal compute: B model calls per image, as k members x B/k augmentations.
@@ -139,37 +187,71 @@ def run_dataset(name, data, quick):
         for k in (k for k in range(1, budget) if budget % k == 0):
             for p in (policy_name, "GPS"):
                 metrics = scored(members[:k], policies[p], budget // k, x_test, y_test, curve)
-                splits.append({"members": k, "samples": budget // k, "policy": p,
-                               **metrics})
+                splits.append({"members": k, "samples": budget // k, "policy": p, **metrics})
         best = min(splits, key=lambda r: r["calibrated_nll"])
-        equal_compute.append({"budget": budget, "ensemble_calibrated_nll": curve[budget],
-                              "splits": splits, "best": best})
-        goals.append(_common.goal_row(
-            f"{name}, {budget} calls per image: best members x TTA split / "
-            f"{budget}-member ensemble (calibrated NLL)", best["calibrated_nll"], "nats",
-            f"{budget}-member ensemble, no TTA", curve[budget], "<=", 1.0,
-            note=f"best split: {best['members']} members x {best['samples']} "
-                 f"{best['policy']} samples"))
+        equal_compute.append(
+            {
+                "budget": budget,
+                "ensemble_calibrated_nll": curve[budget],
+                "splits": splits,
+                "best": best,
+            }
+        )
+        goals.append(
+            _common.goal_row(
+                f"{name}, {budget} calls per image: best members x TTA split / "
+                f"{budget}-member ensemble (calibrated NLL)",
+                best["calibrated_nll"],
+                "nats",
+                f"{budget}-member ensemble, no TTA",
+                curve[budget],
+                "<=",
+                1.0,
+                note=f"best split: {best['members']} members x {best['samples']} "
+                f"{best['policy']} samples",
+            )
+        )
 
     # MeTTA: linear probe on central vs mean embeddings of the "features" layer.
     identity = tta.Policy.identity()
-    metta = {"central": tta.linear_probe(
-                 tta.mean_embeddings(members[0], "features", x_train, identity, 1), y_train,
-                 tta.mean_embeddings(members[0], "features", x_test, identity, 1), y_test),
-             "mean": tta.linear_probe(
-                 tta.mean_embeddings(members[0], "features", x_train, train_policy, 16),
-                 y_train,
-                 tta.mean_embeddings(members[0], "features", x_test, train_policy, 16),
-                 y_test)}
-    settings = {"epochs": epochs, "members": MEMBERS, "search_split": split,
-                "train_images": len(x_train), "test_images": len(x_test),
-                "train_policy": policy_name, "pool_size": pool_size,
-                "policy_length": length, "randaugment_grid": grid,
-                "randaugment_best_m": best_m, "gps_policy": gps.to_dict(),
-                "ensemble_curve": curve}
-    return {"settings": settings, "rows": rows, "equal_compute": equal_compute,
-            "metta": metta, "goals": goals, "members": members, "x_test": x_test,
-            "policy": train_policy}
+    metta = {
+        "central": tta.linear_probe(
+            tta.mean_embeddings(members[0], "features", x_train, identity, 1),
+            y_train,
+            tta.mean_embeddings(members[0], "features", x_test, identity, 1),
+            y_test,
+        ),
+        "mean": tta.linear_probe(
+            tta.mean_embeddings(members[0], "features", x_train, train_policy, 16),
+            y_train,
+            tta.mean_embeddings(members[0], "features", x_test, train_policy, 16),
+            y_test,
+        ),
+    }
+    settings = {
+        "epochs": epochs,
+        "members": MEMBERS,
+        "search_split": split,
+        "train_images": len(x_train),
+        "test_images": len(x_test),
+        "train_policy": policy_name,
+        "pool_size": pool_size,
+        "policy_length": length,
+        "randaugment_grid": grid,
+        "randaugment_best_m": best_m,
+        "gps_policy": gps.to_dict(),
+        "ensemble_curve": curve,
+    }
+    return {
+        "settings": settings,
+        "rows": rows,
+        "equal_compute": equal_compute,
+        "metta": metta,
+        "goals": goals,
+        "members": members,
+        "x_test": x_test,
+        "policy": train_policy,
+    }
 
 
 def speed(model, policy, x_test, quick):
@@ -186,13 +268,22 @@ def speed(model, policy, x_test, quick):
         t0 = time.perf_counter()
         python_loop_probs(model, policy, timing_images, samples, 0)
         looped.append((time.perf_counter() - t0) / len(timing_images) * 1e3)
-    result = {"ms_per_image_batched": batched, "ms_per_image_python_loop": looped,
-              "median_batched": _common.median(batched),
-              "median_python_loop": _common.median(looped), "samples": samples}
+    result = {
+        "ms_per_image_batched": batched,
+        "ms_per_image_python_loop": looped,
+        "median_batched": _common.median(batched),
+        "median_python_loop": _common.median(looped),
+        "samples": samples,
+    }
     goal = _common.goal_row(
         f"TTAPredictor speed-up over a Python loop ({samples} samples)",
-        result["median_python_loop"] / result["median_batched"], "x", "Python loop", 1.0,
-        ">=", 5.0)
+        result["median_python_loop"] / result["median_batched"],
+        "x",
+        "Python loop",
+        1.0,
+        ">=",
+        5.0,
+    )
     return result, goal
 
 
@@ -207,8 +298,9 @@ def main():
     start = time.perf_counter()
 
     digits = run_dataset("digits", tfpriors.datasets.load_digits(flat=False), args.quick)
-    speed_result, speed_goal = speed(digits["members"][0], digits["policy"],
-                                     digits["x_test"], args.quick)
+    speed_result, speed_goal = speed(
+        digits["members"][0], digits["policy"], digits["x_test"], args.quick
+    )
     try:
         cifar_data = tfpriors.datasets.load_cifar10()
     except tfpriors.datasets.DatasetUnavailableError as error:
@@ -218,12 +310,12 @@ def main():
         cifar = public(run_dataset("cifar10", cifar_data, args.quick))
 
     payload = {
-        **_common.result_header("tta", "Test-time augmentation on digits", __doc__,
-                                args.quick),
+        **_common.result_header("tta", "Test-time augmentation on digits", __doc__, args.quick),
         "repeats": 3,
         "repeat_kind": "timing repeats (metrics: one run, seed 0)",
         **public(digits),
-        "speed": speed_result, "cifar10": cifar,
+        "speed": speed_result,
+        "cifar10": cifar,
         "goals": digits["goals"] + [speed_goal] + cifar.get("goals", []),
         "seconds": time.perf_counter() - start,
     }

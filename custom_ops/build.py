@@ -37,7 +37,7 @@ def first_error(output):
     lines = output.splitlines()
     for i, line in enumerate(lines):
         if "error" in line.lower():
-            return "\n".join(lines[i:i + 2])
+            return "\n".join(lines[i : i + 2])
     return "\n".join(lines[-5:])
 
 
@@ -47,8 +47,10 @@ def run(command):
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stdout + result.stderr)
-        raise BuildError(f"{os.path.basename(command[0])} failed (exit {result.returncode}): "
-                         f"{first_error(result.stdout + result.stderr)}")
+        raise BuildError(
+            f"{os.path.basename(command[0])} failed (exit {result.returncode}): "
+            f"{first_error(result.stdout + result.stderr)}"
+        )
     print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -56,17 +58,25 @@ def run(command):
 # overflow in the shape function or the kernel aborts instead of passing silently. Not
 # all of -fsanitize=undefined: with g++ 12 its pointer checks make absl's constexpr hash
 # tables (included by op.h) fail to compile.
-UNDEFINED_CHECKS = ("signed-integer-overflow,shift,integer-divide-by-zero,vla-bound,bounds,"
-                    "float-cast-overflow,bool,enum,return,unreachable")
+UNDEFINED_CHECKS = (
+    "signed-integer-overflow,shift,integer-divide-by-zero,vla-bound,bounds,"
+    "float-cast-overflow,bool,enum,return,unreachable"
+)
 # trace-pc / trace-cmp feed libFuzzer through build/fuzz_coverage.so (fuzz_coverage.c),
 # without which the fuzzing build does not load. Its im2col chunks are a few rows, so that
 # the small shapes the fuzzer makes still cross chunk boundaries.
 SANITIZER_FLAGS = {
     "asan": ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"],
-    "fuzz": ["-O1", "-g", f"-fsanitize=address,{UNDEFINED_CHECKS}",
-             "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
-             "-fsanitize-coverage=trace-pc,trace-cmp", "-DTFPRIORS_CHUNK_FLOATS=256",
-             "-DTFPRIORS_MIN_CHUNK_ROWS=3"],
+    "fuzz": [
+        "-O1",
+        "-g",
+        f"-fsanitize=address,{UNDEFINED_CHECKS}",
+        "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer",
+        "-fsanitize-coverage=trace-pc,trace-cmp",
+        "-DTFPRIORS_CHUNK_FLOATS=256",
+        "-DTFPRIORS_MIN_CHUNK_ROWS=3",
+    ],
 }
 FUZZ_COVERAGE = os.path.join(ROOT, "build", "fuzz_coverage.so")
 
@@ -90,8 +100,20 @@ def build_cpu(variant=None, ops_dir=OPS_DIR):
     target = os.path.join(ops_dir, name)
     temporary = target + ".tmp"
     optimise = SANITIZER_FLAGS[variant] if variant else PORTABLE_FLAGS
-    run([cxx, "-shared", "-fPIC", *optimise, "-w", *compile_flags,
-         os.path.join(HERE, "perforated_conv.cc"), "-o", temporary, *link_flags])
+    run(
+        [
+            cxx,
+            "-shared",
+            "-fPIC",
+            *optimise,
+            "-w",
+            *compile_flags,
+            os.path.join(HERE, "perforated_conv.cc"),
+            "-o",
+            temporary,
+            *link_flags,
+        ]
+    )
     os.replace(temporary, target)
     print(f"built {target}")
     return target
@@ -102,8 +124,18 @@ def build_fuzz_coverage():
     cc = os.environ.get("CC", "gcc")
     os.makedirs(os.path.dirname(FUZZ_COVERAGE), exist_ok=True)
     temporary = FUZZ_COVERAGE + ".tmp"
-    run([cc, "-shared", "-fPIC", "-O2", os.path.join(HERE, "fuzz_coverage.c"), "-o",
-         temporary, "-ldl"])
+    run(
+        [
+            cc,
+            "-shared",
+            "-fPIC",
+            "-O2",
+            os.path.join(HERE, "fuzz_coverage.c"),
+            "-o",
+            temporary,
+            "-ldl",
+        ]
+    )
     os.replace(temporary, FUZZ_COVERAGE)
     print(f"built {FUZZ_COVERAGE}")
 
@@ -126,8 +158,9 @@ def cuda_root():
             return candidate
     nvcc = shutil.which("nvcc")
     if nvcc is None:
-        raise BuildError("no CUDA toolkit: install it with `make ops-cuda` (pip extra "
-                         "`cuda`), or set CUDA_HOME")
+        raise BuildError(
+            "no CUDA toolkit: install it with `make ops-cuda` (pip extra `cuda`), or set CUDA_HOME"
+        )
     return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
 
 
@@ -143,32 +176,79 @@ def build_cuda(ops_dir=OPS_DIR):
     host = os.path.join(build_dir, "perforated_conv_gpu_host.o")
     codes = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in CUDA_ARCHS]
     codes.append(f"-gencode=arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}")
-    run([nvcc, "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-x", "cu", *codes,
-         os.path.join(HERE, "perforated_conv_gpu.cu.cc"), "-o", kernels])
+    run(
+        [
+            nvcc,
+            "-c",
+            "-O3",
+            "-std=c++17",
+            "-Xcompiler",
+            "-fPIC",
+            "-x",
+            "cu",
+            *codes,
+            os.path.join(HERE, "perforated_conv_gpu.cu.cc"),
+            "-o",
+            kernels,
+        ]
+    )
     cxx = os.environ.get("CXX", "g++")
-    run([cxx, "-c", "-fPIC", *PORTABLE_FLAGS, "-w", *compile_flags, "-DGOOGLE_CUDA=1",
-         "-DEIGEN_USE_GPU", f"-I{os.path.join(root, 'include')}",
-         os.path.join(HERE, "perforated_conv.cc"), "-o", host])
+    run(
+        [
+            cxx,
+            "-c",
+            "-fPIC",
+            *PORTABLE_FLAGS,
+            "-w",
+            *compile_flags,
+            "-DGOOGLE_CUDA=1",
+            "-DEIGEN_USE_GPU",
+            f"-I{os.path.join(root, 'include')}",
+            os.path.join(HERE, "perforated_conv.cc"),
+            "-o",
+            host,
+        ]
+    )
     target = os.path.join(ops_dir, "_perforated_conv_gpu.so")
     temporary = target + ".tmp"
     cudart = os.path.join(root, "lib", "libcudart_static.a")
     if not os.path.exists(cudart):
         cudart = os.path.join(root, "lib64", "libcudart_static.a")
-    run([cxx, "-shared", host, kernels, "-o", temporary, *link_flags, cudart, "-ldl", "-lrt",
-         "-lpthread"])
+    run(
+        [
+            cxx,
+            "-shared",
+            host,
+            kernels,
+            "-o",
+            temporary,
+            *link_flags,
+            cudart,
+            "-ldl",
+            "-lrt",
+            "-lpthread",
+        ]
+    )
     os.replace(temporary, target)
     print(f"built {target} (CUDA from {root}; kernels for sm_{', sm_'.join(CUDA_ARCHS)})")
     return target
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--asan", action="store_true", help="AddressSanitizer build")
-    parser.add_argument("--fuzz", action="store_true",
-                        help="AddressSanitizer + UndefinedBehaviorSanitizer build for fuzzing")
-    parser.add_argument("--cuda", action="store_true",
-                        help="the library with the GPU kernel (_perforated_conv_gpu.so)")
+    parser.add_argument(
+        "--fuzz",
+        action="store_true",
+        help="AddressSanitizer + UndefinedBehaviorSanitizer build for fuzzing",
+    )
+    parser.add_argument(
+        "--cuda",
+        action="store_true",
+        help="the library with the GPU kernel (_perforated_conv_gpu.so)",
+    )
     args = parser.parse_args()
     try:
         if args.cuda:

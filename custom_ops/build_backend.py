@@ -23,5 +23,4 @@ def _tensorflow_requirement():
 
 
 def get_requires_for_build_wheel(config_settings=None):
-    return _setuptools.get_requires_for_build_wheel(config_settings) + [
-        _tensorflow_requirement()]
+    return _setuptools.get_requires_for_build_wheel(config_settings) + [_tensorflow_requirement()]

@@ -87,15 +87,33 @@ def main():
                 for rate in RATES:
                     kept, fill, nearest = mask(kind, size, rate)
                     out = torch.empty(batch, size, size, cout, device=device)
-                    tables = torch.empty(len(kept) + size * size, dtype=torch.int32,
-                                         device=device)
+                    tables = torch.empty(len(kept) + size * size, dtype=torch.int32, device=device)
                     stream = torch.cuda.current_stream().cuda_stream
 
                     def ours():
-                        status = launch(stream, x.data_ptr(), w.data_ptr(),
-                                        kept.ctypes.data, fill.ctypes.data, tables.data_ptr(),
-                                        out.data_ptr(), batch, size, size, cin, 3, 3, cout,
-                                        1, 1, 1, 1, size, size, len(kept))
+                        status = launch(
+                            stream,
+                            x.data_ptr(),
+                            w.data_ptr(),
+                            kept.ctypes.data,
+                            fill.ctypes.data,
+                            tables.data_ptr(),
+                            out.data_ptr(),
+                            batch,
+                            size,
+                            size,
+                            cin,
+                            3,
+                            3,
+                            cout,
+                            1,
+                            1,
+                            1,
+                            1,
+                            size,
+                            size,
+                            len(kept),
+                        )
                         if status != 0:
                             raise RuntimeError("the CUDA launch failed")
 
@@ -104,15 +122,32 @@ def main():
                     expected = full[:, torch.as_tensor(nearest, device=device)]
                     error = float((out.reshape(batch, -1, cout) - expected).abs().max())
                     ms = median_ms(ours, args.repeats)
-                    rows.append({"layer": label, "batch": batch, "mask": kind, "rate": rate,
-                                 "max_abs_diff": error, "kernel_ms": ms, "cudnn_ms": dense_ms,
-                                 "speedup": dense_ms / ms})
-                    print(f"{label} batch {batch} {kind}@{rate}: max |diff| {error:.2e}, "
-                          f"kernel {ms:.3f} ms vs cuDNN dense {dense_ms:.3f} ms "
-                          f"({dense_ms / ms:.2f}x)", flush=True)
-    result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "cuda": torch.version.cuda, "repeats": args.repeats, "rows": rows,
-              "all_correct": all(r["max_abs_diff"] < 1e-3 for r in rows)}
+                    rows.append(
+                        {
+                            "layer": label,
+                            "batch": batch,
+                            "mask": kind,
+                            "rate": rate,
+                            "max_abs_diff": error,
+                            "kernel_ms": ms,
+                            "cudnn_ms": dense_ms,
+                            "speedup": dense_ms / ms,
+                        }
+                    )
+                    print(
+                        f"{label} batch {batch} {kind}@{rate}: max |diff| {error:.2e}, "
+                        f"kernel {ms:.3f} ms vs cuDNN dense {dense_ms:.3f} ms "
+                        f"({dense_ms / ms:.2f}x)",
+                        flush=True,
+                    )
+    result = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "repeats": args.repeats,
+        "rows": rows,
+        "all_correct": all(r["max_abs_diff"] < 1e-3 for r in rows),
+    }
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=2)
     if not result["all_correct"]:

@@ -30,11 +30,20 @@ def main():
 
     keras.utils.set_random_seed(0)
     (x, y), (xt, yt) = tfpriors.datasets.load_digits(flat=False)
-    model = tfpriors.models.act_resnet(x.shape[1:], 10, blocks=(3, 3, 3), widths=(8, 16, 32),
-                                       kind=args.kind, ponder_cost=args.ponder_cost)
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=False)
+    model = tfpriors.models.act_resnet(
+        x.shape[1:],
+        10,
+        blocks=(3, 3, 3),
+        widths=(8, 16, 32),
+        kind=args.kind,
+        ponder_cost=args.ponder_cost,
+    )
+    model.compile(
+        keras.optimizers.Adam(3e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=False,
+    )
     callbacks = [tfpriors.callbacks.EpochProgressBar(args.kind)]
     if args.kind == "pact":
         callbacks.append(tfpriors.callbacks.TemperatureSchedule(1.0, 0.3, end_epoch=args.epochs))
@@ -50,8 +59,12 @@ def main():
         print(f"accuracy {accuracy:.2%}")
     print(tfpriors.adaptive.flops_report(model, xt))
     os.makedirs(args.out, exist_ok=True)
-    report = tfpriors.export.to_tflite(model, os.path.join(args.out, f"{args.kind}.tflite"),
-                                       verify_data=xt[:64], compare_dense=False)
+    report = tfpriors.export.to_tflite(
+        model,
+        os.path.join(args.out, f"{args.kind}.tflite"),
+        verify_data=xt[:64],
+        compare_dense=False,
+    )
     print(report)
     path = os.path.join(args.out, "ponder.png")
     tfpriors.adaptive.ponder_map(model, xt[:6], path)

@@ -25,16 +25,20 @@ from tfpriors import calibration, distill
 
 def mlp(n, prior_variance=1.0, hidden=100):
     prior = distill.gaussian_prior(prior_variance, n)
-    return keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(hidden, "relu", kernel_regularizer=prior, bias_regularizer=prior),
-        keras.layers.Dense(10, kernel_regularizer=prior, bias_regularizer=prior)])
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(hidden, "relu", kernel_regularizer=prior, bias_regularizer=prior),
+            keras.layers.Dense(10, kernel_regularizer=prior, bias_regularizer=prior),
+        ]
+    )
 
 
 def noisy_copies(x, copies, stddev, seed=0):
     rng = np.random.default_rng(seed)
-    return np.concatenate([x + stddev * rng.normal(size=x.shape).astype("float32")
-                           for _ in range(copies)])
+    return np.concatenate(
+        [x + stddev * rng.normal(size=x.shape).astype("float32") for _ in range(copies)]
+    )
 
 
 def main(epochs=60, samples=20, lr=1e-3, temperature=0.03, batch_size=64, distill_epochs=20):
@@ -46,41 +50,74 @@ def main(epochs=60, samples=20, lr=1e-3, temperature=0.03, batch_size=64, distil
     steps_per_epoch = -(-n // batch_size)
     burn_in = epochs // 3
     thin = max(1, (epochs - burn_in) * steps_per_epoch // samples)
-    sampler = distill.PosteriorSampler(burn_in_epochs=burn_in, thin=thin, max_samples=samples,
-                                       directory=tempfile.mkdtemp(prefix="sgld-"), in_memory=5)
+    sampler = distill.PosteriorSampler(
+        burn_in_epochs=burn_in,
+        thin=thin,
+        max_samples=samples,
+        directory=tempfile.mkdtemp(prefix="sgld-"),
+        in_memory=5,
+    )
     model = mlp(n)
     # A cold posterior (temperature < 1) predicts better than the Bayesian one
     # for this small net with a plain N(0, 1) prior (see bench/distill.py).
     model.compile(distill.SGLD(lr, dataset_size=n, temperature=temperature), loss)
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
-              callbacks=[sampler, tfpriors.callbacks.EpochProgressBar("SGLD")])
+    model.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[sampler, tfpriors.callbacks.EpochProgressBar("SGLD")],
+    )
     teacher = sampler.ensemble()
 
     student = mlp(n)
-    distiller = distill.Distiller(student, teacher, temperature=2.0, alpha=0.0,
-                                  teacher_output="log_probs")
+    distiller = distill.Distiller(
+        student, teacher, temperature=2.0, alpha=0.0, teacher_output="log_probs"
+    )
     distiller.compile(keras.optimizers.Adam(1e-3))
-    distiller.fit(noisy_copies(x, 5, 0.1), batch_size=batch_size, epochs=distill_epochs,
-                  verbose=0, callbacks=[tfpriors.callbacks.EpochProgressBar("distil")])
+    distiller.fit(
+        noisy_copies(x, 5, 0.1),
+        batch_size=batch_size,
+        epochs=distill_epochs,
+        verbose=0,
+        callbacks=[tfpriors.callbacks.EpochProgressBar("distil")],
+    )
 
     online = distill.BayesianDarkKnowledge(
-        mlp(n), mlp(n), dataset_size=n,
+        mlp(n),
+        mlp(n),
+        dataset_size=n,
         teacher_optimizer=distill.SGLD(lr, dataset_size=n, temperature=temperature),
-        input_noise=0.1, burn_in_steps=(epochs // 6) * steps_per_epoch)
+        input_noise=0.1,
+        burn_in_steps=(epochs // 6) * steps_per_epoch,
+    )
     online.compile(keras.optimizers.Adam(1e-3))
-    online.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
-               callbacks=[tfpriors.callbacks.EpochProgressBar("online BDK")])
+    online.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[tfpriors.callbacks.EpochProgressBar("online BDK")],
+    )
 
-    rows = {"last SGLD sample": model, f"SGLD ensemble ({sampler.num_samples})": teacher,
-            "distilled student": student, "online BDK student": online.student}
+    rows = {
+        "last SGLD sample": model,
+        f"SGLD ensemble ({sampler.num_samples})": teacher,
+        "distilled student": student,
+        "online BDK student": online.student,
+    }
     print(f"{'':26s} {'accuracy':>9s} {'NLL':>7s} {'ECE':>7s}")
     results = {}
     for name, net in rows.items():
         out = net.predict(x_test, verbose=0)
-        results[name] = (calibration.accuracy(out, y_test), calibration.nll(out, y_test),
-                         calibration.ece(out, y_test))
-        print(f"{name:26s} {results[name][0]:9.2%} {results[name][1]:7.4f} "
-              f"{results[name][2]:7.4f}")
+        results[name] = (
+            calibration.accuracy(out, y_test),
+            calibration.nll(out, y_test),
+            calibration.ece(out, y_test),
+        )
+        print(f"{name:26s} {results[name][0]:9.2%} {results[name][1]:7.4f} {results[name][2]:7.4f}")
     return results
 
 
@@ -89,10 +126,14 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=60, help="SGLD epochs (a third burn-in)")
     parser.add_argument("--samples", type=int, default=20, help="posterior samples kept")
     parser.add_argument("--lr", type=float, default=1e-3, help="SGLD learning rate")
-    parser.add_argument("--temperature", type=float, default=0.03,
-                        help="SGLD posterior temperature (1 = Bayesian)")
-    parser.add_argument("--distill-epochs", type=int, default=20,
-                        help="epochs of offline distillation over 5 noisy copies")
+    parser.add_argument(
+        "--temperature", type=float, default=0.03, help="SGLD posterior temperature (1 = Bayesian)"
+    )
+    parser.add_argument(
+        "--distill-epochs",
+        type=int,
+        default=20,
+        help="epochs of offline distillation over 5 noisy copies",
+    )
     args = parser.parse_args()
-    main(args.epochs, args.samples, args.lr, args.temperature,
-         distill_epochs=args.distill_epochs)
+    main(args.epochs, args.samples, args.lr, args.temperature, distill_epochs=args.distill_epochs)

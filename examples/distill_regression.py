@@ -33,23 +33,26 @@ def load(name):
     from sklearn.model_selection import train_test_split
 
     data = load_diabetes()
-    x, xt, y, yt = train_test_split(data.data.astype("float32"),
-                                    data.target.astype("float32"), test_size=0.2,
-                                    random_state=0)
+    x, xt, y, yt = train_test_split(
+        data.data.astype("float32"), data.target.astype("float32"), test_size=0.2, random_state=0
+    )
     return (x, y), (xt, yt)
 
 
 def mlp(inputs, n, hidden=50, prior_variance=1.0):
     prior = distill.gaussian_prior(prior_variance, n)
-    return keras.Sequential([
-        keras.Input((inputs,)),
-        keras.layers.Dense(hidden, "relu", kernel_regularizer=prior, bias_regularizer=prior),
-        keras.layers.Dense(2, kernel_regularizer=prior, bias_regularizer=prior)])
+    return keras.Sequential(
+        [
+            keras.Input((inputs,)),
+            keras.layers.Dense(hidden, "relu", kernel_regularizer=prior, bias_regularizer=prior),
+            keras.layers.Dense(2, kernel_regularizer=prior, bias_regularizer=prior),
+        ]
+    )
 
 
 def scores(out, y, mean, std):
     """RMSE and Gaussian NLL in the original units of the target."""
-    mu, var = out[:, 0] * std + mean, np.exp(np.clip(out[:, 1], -20, 20)) * std ** 2
+    mu, var = out[:, 0] * std + mean, np.exp(np.clip(out[:, 1], -20, 20)) * std**2
     y = y * std + mean
     nll = 0.5 * (np.log(2 * math.pi * var) + (y - mu) ** 2 / var)
     return float(np.sqrt(np.mean((y - mu) ** 2))), float(np.mean(nll))
@@ -68,26 +71,50 @@ def main(data="diabetes", epochs=150, samples=30, lr=1e-4, batch_size=32):
     teacher = mlp(x.shape[1], n)
     teacher.compile(distill.SGLD(lr, dataset_size=n), distill.GaussianNLL())
     sampler = distill.PosteriorSampler(
-        burn_in_epochs=burn_in, thin=max(1, (epochs - burn_in) * steps // samples),
-        max_samples=samples, directory=None, in_memory=samples)
-    teacher.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
-                callbacks=[sampler, tfpriors.callbacks.EpochProgressBar("SGLD")])
+        burn_in_epochs=burn_in,
+        thin=max(1, (epochs - burn_in) * steps // samples),
+        max_samples=samples,
+        directory=None,
+        in_memory=samples,
+    )
+    teacher.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[sampler, tfpriors.callbacks.EpochProgressBar("SGLD")],
+    )
     ensemble = sampler.ensemble(task="regression")
 
-    bdk = distill.BayesianDarkKnowledge(mlp(x.shape[1], n), mlp(x.shape[1], n), dataset_size=n,
-                                        task="regression", teacher_learning_rate=lr,
-                                        input_noise=0.05, burn_in_steps=burn_in * steps)
+    bdk = distill.BayesianDarkKnowledge(
+        mlp(x.shape[1], n),
+        mlp(x.shape[1], n),
+        dataset_size=n,
+        task="regression",
+        teacher_learning_rate=lr,
+        input_noise=0.05,
+        burn_in_steps=burn_in * steps,
+    )
     bdk.compile(keras.optimizers.Adam(1e-3))
-    bdk.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
-            callbacks=[tfpriors.callbacks.EpochProgressBar("online BDK")])
+    bdk.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[tfpriors.callbacks.EpochProgressBar("online BDK")],
+    )
 
     rows = {"teacher": teacher, "student": bdk.student, "ensemble": ensemble}
     print(f"{data}: {'':10s} {'RMSE':>8s} {'NLL':>8s}   seed RMSE (Boston housing)")
     results = {}
     for name, model in rows.items():
         results[name] = scores(model.predict(xt, verbose=0), yt, y_mean, y_std)
-        print(f"{'':10s}{name:10s} {results[name][0]:8.3f} {results[name][1]:8.3f}   "
-              f"{SEED_RMSE[name]:.3f}")
+        print(
+            f"{'':10s}{name:10s} {results[name][0]:8.3f} {results[name][1]:8.3f}   "
+            f"{SEED_RMSE[name]:.3f}"
+        )
     return results
 
 

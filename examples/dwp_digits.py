@@ -45,24 +45,43 @@ def subset(x, y, size, seed):
     """``size`` training examples drawn with every class present (stratified)."""
     rng = np.random.default_rng(seed)
     per_class = [rng.permutation(np.flatnonzero(y == c)) for c in range(NUM_CLASSES)]
-    order = np.concatenate([np.stack([idx[i] for idx in per_class if i < len(idx)])
-                            for i in range(max(len(idx) for idx in per_class))])
+    order = np.concatenate(
+        [
+            np.stack([idx[i] for idx in per_class if i < len(idx)])
+            for i in range(max(len(idx) for idx in per_class))
+        ]
+    )
     chosen = rng.permutation(order[:size])
     return x[chosen], y[chosen]
 
 
 def conv_net(kernel_initializer="he_normal", name=None):
     """The plain target / source net: two 3x3 convolutions, a max-pool and logits."""
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(WIDTH, 3, padding="same", activation="relu", name="conv1",
-                            kernel_initializer=kernel_initializer),
-        keras.layers.MaxPooling2D(name="pool"),
-        keras.layers.Conv2D(2 * WIDTH, 3, padding="same", activation="relu", name="conv2",
-                            kernel_initializer=kernel_initializer),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(NUM_CLASSES, name="logits"),
-    ], name=name)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(
+                WIDTH,
+                3,
+                padding="same",
+                activation="relu",
+                name="conv1",
+                kernel_initializer=kernel_initializer,
+            ),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Conv2D(
+                2 * WIDTH,
+                3,
+                padding="same",
+                activation="relu",
+                name="conv2",
+                kernel_initializer=kernel_initializer,
+            ),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(NUM_CLASSES, name="logits"),
+        ],
+        name=name,
+    )
 
 
 def variational_net(prior, name=None):
@@ -71,23 +90,31 @@ def variational_net(prior, name=None):
     The logits layer keeps the standard normal prior in every variant, so
     variants differ only in the prior over conv kernels.
     """
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        tfpriors.layers.VariationalConv2D(WIDTH, 3, prior=prior, padding="same",
-                                          activation="relu", name="conv1"),
-        keras.layers.MaxPooling2D(name="pool"),
-        tfpriors.layers.VariationalConv2D(2 * WIDTH, 3, prior=prior, padding="same",
-                                          activation="relu", name="conv2"),
-        keras.layers.Flatten(name="flatten"),
-        tfpriors.layers.VariationalDense(NUM_CLASSES, prior="normal", name="logits"),
-    ], name=name)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            tfpriors.layers.VariationalConv2D(
+                WIDTH, 3, prior=prior, padding="same", activation="relu", name="conv1"
+            ),
+            keras.layers.MaxPooling2D(name="pool"),
+            tfpriors.layers.VariationalConv2D(
+                2 * WIDTH, 3, prior=prior, padding="same", activation="relu", name="conv2"
+            ),
+            keras.layers.Flatten(name="flatten"),
+            tfpriors.layers.VariationalDense(NUM_CLASSES, prior="normal", name="logits"),
+        ],
+        name=name,
+    )
 
 
 def compile_classifier(model, learning_rate=2e-3):
     # XLA compilation costs more than these tiny nets ever train.
-    model.compile(keras.optimizers.Adam(learning_rate),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=False)
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=False,
+    )
     return model
 
 
@@ -104,8 +131,9 @@ def train_sources(x, y, count, epochs, seed=0):
 
 def train_vae(kernels, epochs, seed=0, latent_dim=2):
     keras.utils.set_random_seed(seed)
-    vae = tfpriors.priors.KernelVAE(kernel_size=3, latent_dim=latent_dim, hidden_units=64,
-                                    seed=seed)
+    vae = tfpriors.priors.KernelVAE(
+        kernel_size=3, latent_dim=latent_dim, hidden_units=64, seed=seed
+    )
     vae.compile(keras.optimizers.Adam(3e-3))
     vae.fit(kernels, epochs=epochs, batch_size=128, verbose=0)
     return vae
@@ -114,8 +142,12 @@ def train_vae(kernels, epochs, seed=0, latent_dim=2):
 def fit_steps(model, x, y, steps, batch_size=32, seed=0):
     """Trains for a fixed number of steps whatever the training-set size."""
     batch_size = min(batch_size, len(x))
-    data = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
-            .repeat().batch(batch_size))
+    data = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=seed)
+        .repeat()
+        .batch(batch_size)
+    )
     model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
     return model
 
@@ -194,18 +226,21 @@ def init_variants(vae, sources):
     """Initializations compared on the plain target net: name -> model factory(seed)."""
     return {
         "He": lambda seed: conv_net("he_normal"),
-        "source filters": lambda seed: copy_source_filters(conv_net(),
-                                                           sources[seed % len(sources)]),
+        "source filters": lambda seed: copy_source_filters(
+            conv_net(), sources[seed % len(sources)]
+        ),
         "DWP": lambda seed: conv_net(tfpriors.initializers.DWPInitializer(vae, seed=seed)),
         "DWP + decoder noise": lambda seed: conv_net(
-            tfpriors.initializers.DWPInitializer(vae, seed=seed, noise=True)),
+            tfpriors.initializers.DWPInitializer(vae, seed=seed, noise=True)
+        ),
     }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-size", type=int, default=100,
-                        help="target training images (of ~680), default 100")
+    parser.add_argument(
+        "--train-size", type=int, default=100, help="target training images (of ~680), default 100"
+    )
     parser.add_argument("--sources", type=int, default=4, help="source nets, default 4")
     parser.add_argument("--source-epochs", type=int, default=15)
     parser.add_argument("--vae-epochs", type=int, default=60)
@@ -218,13 +253,16 @@ def main():
     ((xs, ys), (xs_test, ys_test)), ((xt, yt), (xt_test, yt_test)) = split_digits()
     sources = train_sources(xs, ys, args.sources, args.source_epochs, seed=args.seed)
     source_accuracy = np.mean([test_accuracy(m, xs_test, ys_test) for m in sources])
-    print(f"source nets on digits 0-4: test accuracy {source_accuracy:.1%} "
-          f"(mean of {args.sources})")
+    print(
+        f"source nets on digits 0-4: test accuracy {source_accuracy:.1%} (mean of {args.sources})"
+    )
 
     kernels = tfpriors.priors.collect_kernels(sources, kernel_size=3)
     vae = train_vae(kernels, args.vae_epochs, seed=args.seed)
-    print(f"KernelVAE on {len(kernels)} kernel slices: negative ELBO per slice "
-          f"{vae.evaluate(kernels, verbose=0):.2f}")
+    print(
+        f"KernelVAE on {len(kernels)} kernel slices: negative ELBO per slice "
+        f"{vae.evaluate(kernels, verbose=0):.2f}"
+    )
     os.makedirs(args.out, exist_ok=True)
     picture = os.path.join(args.out, "kernels.png")
     tfpriors.priors.plot_kernels(vae, kernels, picture)
@@ -233,16 +271,19 @@ def main():
 
     x, y = subset(xt, yt, args.train_size, args.seed)
     print(f"\ntarget digits 5-9, {len(x)} training images, {args.steps} steps:")
-    for name, prior in (("standard normal prior", "normal"),
-                        ("Deep Weight Prior", tfpriors.priors.DeepWeightPrior(vae,
-                                                                               seed=args.seed))):
+    for name, prior in (
+        ("standard normal prior", "normal"),
+        ("Deep Weight Prior", tfpriors.priors.DeepWeightPrior(vae, seed=args.seed)),
+    ):
         accuracy = train_variational(prior, x, y, xt_test, yt_test, args.steps, args.seed)
         print(f"  variational net, {name:<26} test accuracy {accuracy:.1%}")
     epochs = max(1, math.ceil(args.steps / math.ceil(len(x) / 32)))
     for name, make in init_variants(vae, sources).items():
         curve = accuracy_curve(make(args.seed), x, y, xt_test, yt_test, (epochs,), args.seed)
-        print(f"  plain net, {name + ' init':<26} test accuracy {curve[epochs]:.1%} "
-              f"after {epochs} epochs")
+        print(
+            f"  plain net, {name + ' init':<26} test accuracy {curve[epochs]:.1%} "
+            f"after {epochs} epochs"
+        )
     print(f"done in {time.perf_counter() - start:.0f} s")
 
 

@@ -27,17 +27,26 @@ def main():
     (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits()
     model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
     tfpriors.set_dataset_size(model, len(x_train))
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0,
-              callbacks=[tfpriors.callbacks.KLWarmup(0, args.epochs // 3),
-                         tfpriors.callbacks.EpochProgressBar("sparse vd")])
+    model.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    model.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=64,
+        verbose=0,
+        callbacks=[
+            tfpriors.callbacks.KLWarmup(0, args.epochs // 3),
+            tfpriors.callbacks.EpochProgressBar("sparse vd"),
+        ],
+    )
     print(tfpriors.compression_report(model))
 
     quantize = None if args.quantize == "none" else args.quantize
-    report = tfpriors.export.to_tflite(model, args.out, quantize=quantize,
-                                       representative_data=x_train[:200],
-                                       verify_data=x_test)
+    report = tfpriors.export.to_tflite(
+        model, args.out, quantize=quantize, representative_data=x_train[:200], verify_data=x_test
+    )
     print(report)
     np.save("digits_test.npy", x_test[:16])
 

@@ -39,9 +39,11 @@ def digits_net(size):
 
 
 def compile_model(model):
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(3e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -59,8 +61,9 @@ def load(size):
     return (images(x), y), (images(x_test), y_test)
 
 
-def main(epochs=15, fine_tune_epochs=3, target_speedup=1.5, size=16,
-         mask_png="perforation_mask.png"):
+def main(
+    epochs=15, fine_tune_epochs=3, target_speedup=1.5, size=16, mask_png="perforation_mask.png"
+):
     (x, y), (x_test, y_test) = load(size)
     x_train, y_train, x_val, y_val = x[:-300], y[:-300], x[-300:], y[-300:]
     keras.utils.set_random_seed(0)
@@ -72,23 +75,32 @@ def main(epochs=15, fine_tune_epochs=3, target_speedup=1.5, size=16,
     rates = {"conv1": 0.5, "conv2": 0.5}
     for mask in tfpriors.perforation.MASK_KINDS:
         fast = tfpriors.perforation.perforate(model, rates, mask=mask, data=(x_val, y_val))
-        print(f"  {mask:9s} masks, both convs at 50%: test error "
-              f"{test_error(fast, x_test, y_test):.2%} (no fine-tuning)")
+        print(
+            f"  {mask:9s} masks, both convs at 50%: test error "
+            f"{test_error(fast, x_test, y_test):.2%} (no fine-tuning)"
+        )
 
     fast = compile_model(tfpriors.perforation.perforate(model, rates, mask="grid"))
     fast.fit(x_train, y_train, epochs=fine_tune_epochs, batch_size=64, verbose=0)
-    print(f"grid masks after {fine_tune_epochs} fine-tuning epochs: test error "
-          f"{test_error(fast, x_test, y_test):.2%}")
+    print(
+        f"grid masks after {fine_tune_epochs} fine-tuning epochs: test error "
+        f"{test_error(fast, x_test, y_test):.2%}"
+    )
 
-    greedy = tfpriors.perforation.greedy_perforation(model, (x_val, y_val),
-                                                     target_speedup=target_speedup)
+    greedy = tfpriors.perforation.greedy_perforation(
+        model, (x_val, y_val), target_speedup=target_speedup
+    )
     print(greedy.perforation_report)
 
     tfpriors.perforation.plot_mask(fast.get_layer("conv2"), mask_png)
     print(f"wrote {mask_png}")
     with tempfile.TemporaryDirectory() as tmp:
-        report = tfpriors.export.to_tflite(fast, os.path.join(tmp, "perforated.tflite"),
-                                           verify_data=x_test[:100], compare_dense=False)
+        report = tfpriors.export.to_tflite(
+            fast,
+            os.path.join(tmp, "perforated.tflite"),
+            verify_data=x_test[:100],
+            compare_dense=False,
+        )
     print(report)
     return greedy.perforation_report
 

@@ -36,24 +36,40 @@ def main():
 
     dense = build(x_train.shape[1:], num_classes, kind="dense")
     dense.compile("adam", loss, metrics=["accuracy"])
-    dense.fit(x_train, y_train, epochs=args.pretrain_epochs, batch_size=args.batch_size,
-              verbose=0, callbacks=[tfpriors.callbacks.EpochProgressBar("dense")])
+    dense.fit(
+        x_train,
+        y_train,
+        epochs=args.pretrain_epochs,
+        batch_size=args.batch_size,
+        verbose=0,
+        callbacks=[tfpriors.callbacks.EpochProgressBar("dense")],
+    )
     _, dense_accuracy = dense.evaluate(x_test, y_test, verbose=0)
 
     sparse = tfpriors.sparsify(dense)
     tfpriors.set_dataset_size(sparse, len(x_train))
     sparse.compile("adam", loss, metrics=["accuracy"])
     warmup_end = max(1, args.epochs // 3)
-    sparse.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, verbose=0,
-               callbacks=[tfpriors.callbacks.KLWarmup(0, warmup_end),
-                          tfpriors.callbacks.SparsityMonitor(per_layer=False),
-                          tfpriors.callbacks.EpochProgressBar("sparse vd")])
+    sparse.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=0,
+        callbacks=[
+            tfpriors.callbacks.KLWarmup(0, warmup_end),
+            tfpriors.callbacks.SparsityMonitor(per_layer=False),
+            tfpriors.callbacks.EpochProgressBar("sparse vd"),
+        ],
+    )
     _, sparse_accuracy = sparse.evaluate(x_test, y_test, verbose=0)
 
     report = tfpriors.compression_report(sparse)
     print(report)
-    print(f"dense test error {1 - dense_accuracy:.2%}; Sparse VD test error "
-          f"{1 - sparse_accuracy:.2%} at {report.total_compression:.1f}x compression")
+    print(
+        f"dense test error {1 - dense_accuracy:.2%}; Sparse VD test error "
+        f"{1 - sparse_accuracy:.2%} at {report.total_compression:.1f}x compression"
+    )
 
 
 if __name__ == "__main__":

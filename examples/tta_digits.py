@@ -33,17 +33,22 @@ def main(epochs=15, members=3):
     ensemble = [train_member(x, y, seed, epochs) for seed in range(members)]
     rows = {}
     for label, models in (("single", ensemble[:1]), ("ensemble", ensemble)):
-        for policy_name, policy, samples in (("no TTA", None, 1),
-                                             ("shift+rotate", DIGITS_POLICY, 10)):
+        for policy_name, policy, samples in (
+            ("no TTA", None, 1),
+            ("shift+rotate", DIGITS_POLICY, 10),
+        ):
             predictor = tta.TTAPredictor(models, policy, num_samples=samples)
             rows[(label, policy_name)] = predictor.evaluate(x_test, y_test)
     print(f"{'':22s} {'accuracy':>9s} {'NLL':>7s} {'cNLL':>7s} {'ECE':>7s} {'Brier':>7s}")
     for (label, policy_name), m in rows.items():
-        print(f"{label + ', ' + policy_name:22s} {m['accuracy']:9.2%} {m['nll']:7.4f} "
-              f"{m['calibrated_nll']:7.4f} {m['ece']:7.4f} {m['brier']:7.4f}")
+        print(
+            f"{label + ', ' + policy_name:22s} {m['accuracy']:9.2%} {m['nll']:7.4f} "
+            f"{m['calibrated_nll']:7.4f} {m['ece']:7.4f} {m['brier']:7.4f}"
+        )
     probs = tta.TTAPredictor(ensemble, DIGITS_POLICY, 10).predict(x_test)
-    calibration.reliability_diagram(probs, y_test, "reliability.png",
-                                    title="3-member ensemble + TTA on digits")
+    calibration.reliability_diagram(
+        probs, y_test, "reliability.png", title="3-member ensemble + TTA on digits"
+    )
     print("wrote reliability.png")
     return rows
 

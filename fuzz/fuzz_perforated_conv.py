@@ -42,21 +42,36 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-INT32_MAX = 2 ** 31 - 1
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+INT32_MAX = 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # The op refuses strides, pads and output sizes from 2**20 on (perforated_conv.cc).
-ATTRIBUTE_LIMIT = 2 ** 20
+ATTRIBUTE_LIMIT = 2**20
 # Attribute values around every bound the op and TensorFlow care about.
-INTERESTING_ATTRIBUTES = (0, -1, 1, 2, 3, ATTRIBUTE_LIMIT - 1, ATTRIBUTE_LIMIT, 46341,
-                          INT32_MAX, INT32_MAX + 1, 2 ** 32, 2 ** 32 + 1, 2 ** 62, INT64_MAX,
-                          INT64_MIN, -(2 ** 31))
-INTERESTING_INDICES = (-1, -2, INT32_MAX, -(2 ** 31), 2 ** 16)
+INTERESTING_ATTRIBUTES = (
+    0,
+    -1,
+    1,
+    2,
+    3,
+    ATTRIBUTE_LIMIT - 1,
+    ATTRIBUTE_LIMIT,
+    46341,
+    INT32_MAX,
+    INT32_MAX + 1,
+    2**32,
+    2**32 + 1,
+    2**62,
+    INT64_MAX,
+    INT64_MIN,
+    -(2**31),
+)
+INTERESTING_INDICES = (-1, -2, INT32_MAX, -(2**31), 2**16)
 # Tables longer than this are never materialised: a call that would need one is
 # given a short table instead (and is invalid for that reason).
 MAX_TABLE = 1 << 20
 # Cap on the elements of a tensor with no zero dimension, so every call fits in memory.
 MAX_ELEMENTS = 1 << 16
-HUGE_DIMENSIONS = (2 ** 20, 2 ** 31 - 1, 2 ** 31, 2 ** 40, 2 ** 62)
+HUGE_DIMENSIONS = (2**20, 2**31 - 1, 2**31, 2**40, 2**62)
 
 
 class ContractViolation(AssertionError):
@@ -76,7 +91,7 @@ class ByteReader:
         if span <= 0:
             return low
         width = (span.bit_length() + 7) // 8
-        chunk = self._data[self._offset:self._offset + width]
+        chunk = self._data[self._offset : self._offset + width]
         self._offset += width
         return low + int.from_bytes(chunk, "little") % (span + 1)
 
@@ -120,11 +135,20 @@ def _valid_call(reader):
         # Any positive output size is valid: positions past the image read zero padding.
         size = [reader.integer(1, 10), reader.integer(1, 10)]
     else:
-        size = [max(1, (h + 2 * pads[0] - kh) // strides[0] + 1),
-                max(1, (w + 2 * pads[1] - kw) // strides[1] + 1)]
-    return Call(x_shape=[n, h, w, c], w_shape=[kh, kw, c, o], kept=None, fill=None,
-                strides=strides, pads=pads, output_size=size,
-                seed=reader.integer(0, 2 ** 16))
+        size = [
+            max(1, (h + 2 * pads[0] - kh) // strides[0] + 1),
+            max(1, (w + 2 * pads[1] - kw) // strides[1] + 1),
+        ]
+    return Call(
+        x_shape=[n, h, w, c],
+        w_shape=[kh, kw, c, o],
+        kept=None,
+        fill=None,
+        strides=strides,
+        pads=pads,
+        output_size=size,
+        seed=reader.integer(0, 2**16),
+    )
 
 
 def _tables(reader, positions):
@@ -132,8 +156,9 @@ def _tables(reader, positions):
     if positions <= 0 or positions > MAX_TABLE:
         return np.zeros([1], np.int32), np.zeros([1], np.int32)
     if positions <= 256:
-        chosen = [p for p in range(positions) if reader.flag(2)] or [reader.integer(
-            0, positions - 1)]
+        chosen = [p for p in range(positions) if reader.flag(2)] or [
+            reader.integer(0, positions - 1)
+        ]
     else:
         # Large outputs: a few kept positions, the ends often among them.
         picks = {reader.integer(0, positions - 1) for _ in range(reader.integer(1, 16))}
@@ -145,7 +170,7 @@ def _tables(reader, positions):
         # Nearest kept position, as PerforationMask builds it.
         fill = np.clip(np.searchsorted(kept, np.arange(positions)), 0, len(kept) - 1)
     else:
-        rng = np.random.default_rng(reader.integer(0, 2 ** 16))
+        rng = np.random.default_rng(reader.integer(0, 2**16))
         fill = rng.integers(0, len(kept), positions)
     return kept, fill.astype(np.int32)
 
@@ -163,7 +188,7 @@ def _corrupt_attribute(reader, call):
     if kind == 0 and values:
         values[reader.integer(0, len(values) - 1)] = reader.choice(INTERESTING_ATTRIBUTES)
     elif kind == 1:
-        values = values[:reader.integer(0, 1)]
+        values = values[: reader.integer(0, 1)]
     elif kind == 2:
         values = values + [reader.choice(INTERESTING_ATTRIBUTES)]
     else:
@@ -193,7 +218,7 @@ def _corrupt_table(reader, call):
     elif kind == 3 and table.size > 1:
         table = table[::-1].copy()
     elif kind == 4:
-        table = table[:reader.integer(0, max(len(table) - 1, 0))]
+        table = table[: reader.integer(0, max(len(table) - 1, 0))]
     elif kind == 5:
         table = np.append(table, np.zeros(reader.integer(1, 3), np.int64))
     elif kind == 6:
@@ -310,8 +335,10 @@ def _tensor(shape, dtype, rng):
 
 def _materialisable(call):
     """False when a shape corruption asked for a non-empty tensor too large for memory."""
-    return all(0 in shape or np.prod(shape, dtype=np.float64) <= MAX_ELEMENTS
-               for shape in (call.x_shape, call.w_shape))
+    return all(
+        0 in shape or np.prod(shape, dtype=np.float64) <= MAX_ELEMENTS
+        for shape in (call.x_shape, call.w_shape)
+    )
 
 
 _module = None
@@ -330,9 +357,15 @@ def op_module():
 
 
 def _raw_op(x, w, kept, fill, call):
-    return op_module().perforated_conv2d(x, w, kept, fill, strides=list(call.strides),
-                                         pads=list(call.pads),
-                                         output_size=list(call.output_size))
+    return op_module().perforated_conv2d(
+        x,
+        w,
+        kept,
+        fill,
+        strides=list(call.strides),
+        pads=list(call.pads),
+        output_size=list(call.output_size),
+    )
 
 
 def _graph_shape(call, x, w, kept, fill):
@@ -346,8 +379,7 @@ def _graph_shape(call, x, w, kept, fill):
         return tf.compat.v1.placeholder(value.dtype, shape)
 
     with tf.Graph().as_default():
-        output = _raw_op(placeholder(x), placeholder(w), placeholder(kept), placeholder(fill),
-                         call)
+        output = _raw_op(placeholder(x), placeholder(w), placeholder(kept), placeholder(fill), call)
         return output.shape
 
 
@@ -356,21 +388,28 @@ def _check_gradient(x, w, call):
 
     from tfpriors.ops import perforated_conv2d_reference
 
-    upstream = tf.constant(np.random.default_rng(call.seed + 1).normal(
-        size=[call.x_shape[0], *call.output_size, call.w_shape[3]]).astype("float32"))
+    upstream = tf.constant(
+        np.random.default_rng(call.seed + 1)
+        .normal(size=[call.x_shape[0], *call.output_size, call.w_shape[3]])
+        .astype("float32")
+    )
     grads = []
-    for compute in (lambda: _raw_op(x, w, call.kept, call.fill, call),
-                    lambda: perforated_conv2d_reference(x, w, call.kept, call.fill,
-                                                        call.output_size, call.strides,
-                                                        call.pads)):
+    for compute in (
+        lambda: _raw_op(x, w, call.kept, call.fill, call),
+        lambda: perforated_conv2d_reference(
+            x, w, call.kept, call.fill, call.output_size, call.strides, call.pads
+        ),
+    ):
         with tf.GradientTape() as tape:
             tape.watch([x, w])
             y = compute()
         grads.append([g.numpy() for g in tape.gradient(y, [x, w], output_gradients=upstream)])
     for name, got, expected in zip(("input", "filter"), grads[0], grads[1]):
         if not np.allclose(got, expected, atol=1e-3, rtol=1e-3):
-            raise ContractViolation(f"{name} gradient differs from the reference by "
-                                    f"{np.max(np.abs(got - expected)):.3g}: {call}")
+            raise ContractViolation(
+                f"{name} gradient differs from the reference by "
+                f"{np.max(np.abs(got - expected)):.3g}: {call}"
+            )
 
 
 def check(call):
@@ -395,32 +434,38 @@ def check(call):
             inferred = _graph_shape(call, x, w, kept, fill)
         except refusals as error:
             if not reasons:
-                raise ContractViolation(f"shape function refused a valid call ({error}): "
-                                        f"{call}") from error
+                raise ContractViolation(
+                    f"shape function refused a valid call ({error}): {call}"
+                ) from error
             inferred = None
     try:
         y = _raw_op(x, w, kept, fill, call).numpy()
     except refusals as error:
         if not reasons:
-            raise ContractViolation(f"valid call refused ({type(error).__name__}: {error}): "
-                                    f"{call}") from error
+            raise ContractViolation(
+                f"valid call refused ({type(error).__name__}: {error}): {call}"
+            ) from error
         return
     except tf.errors.OpError as error:
-        raise ContractViolation(f"{type(error).__name__} instead of InvalidArgument: {error}; "
-                                f"{call}") from error
+        raise ContractViolation(
+            f"{type(error).__name__} instead of InvalidArgument: {error}; {call}"
+        ) from error
     if reasons:
         raise ContractViolation(f"invalid call accepted ({'; '.join(reasons)}): {call}")
     expected_shape = (call.x_shape[0], *call.output_size, call.w_shape[3])
     if y.shape != expected_shape:
         raise ContractViolation(f"output shape {y.shape} != {expected_shape}: {call}")
     if call.graph_mode and not inferred.is_compatible_with(expected_shape):
-        raise ContractViolation(f"shape function inferred {inferred}, eager gave "
-                                f"{expected_shape}: {call}")
-    expected = perforated_conv2d_reference(x, w, call.kept, call.fill, call.output_size,
-                                           call.strides, call.pads).numpy()
+        raise ContractViolation(
+            f"shape function inferred {inferred}, eager gave {expected_shape}: {call}"
+        )
+    expected = perforated_conv2d_reference(
+        x, w, call.kept, call.fill, call.output_size, call.strides, call.pads
+    ).numpy()
     if not np.allclose(y, expected, atol=1e-4, rtol=1e-4):
-        raise ContractViolation(f"output differs from the reference by "
-                                f"{np.max(np.abs(y - expected)):.3g}: {call}")
+        raise ContractViolation(
+            f"output differs from the reference by {np.max(np.abs(y - expected)):.3g}: {call}"
+        )
     if call.gradient:
         _check_gradient(x, w, call)
 
@@ -447,14 +492,23 @@ def main():
     op_module()  # loads TensorFlow and the op before libFuzzer starts timing inputs
     # Python coverage of the decoder and the contract checks (not of TensorFlow: far too
     # slow), so libFuzzer also keeps inputs that reach a new corruption or a new rule.
-    for name in ("decode", "violations", "check", "_valid_call", "_tables",
-                 "_corrupt_attribute", "_corrupt_table", "_corrupt_shape"):
+    for name in (
+        "decode",
+        "violations",
+        "check",
+        "_valid_call",
+        "_tables",
+        "_corrupt_attribute",
+        "_corrupt_table",
+        "_corrupt_shape",
+    ):
         atheris.instrument_func(globals()[name])
     atheris.Setup(sys.argv, test_one_input)
     # After Setup, which loads atheris' libFuzzer module; before Fuzz, which starts it.
     native = _register_native_coverage()
-    print(f"INFO: tfpriors native coverage: {'on' if native else 'off'}", file=sys.stderr,
-          flush=True)
+    print(
+        f"INFO: tfpriors native coverage: {'on' if native else 'off'}", file=sys.stderr, flush=True
+    )
     atheris.Fuzz()
 
 

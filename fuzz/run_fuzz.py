@@ -45,15 +45,19 @@ FINDING_PATTERNS = (
     ("UndefinedBehaviorSanitizer", re.compile(r"runtime error: ([^\n]*)")),
     ("ContractViolation", re.compile(r"ContractViolation: ([^\n]*)")),
     ("CheckFailed", re.compile(r"Check failed: ([^\n]*)")),
-    ("PythonException", re.compile(r"=== Uncaught Python exception: ===\n(?:.*\n)*?(\w+: [^\n]*)\n")),
+    (
+        "PythonException",
+        re.compile(r"=== Uncaught Python exception: ===\n(?:.*\n)*?(\w+: [^\n]*)\n"),
+    ),
     ("libFuzzer", re.compile(r"ERROR: libFuzzer: ([^\n]*)")),
 )
 
 
 def runtime_library(name):
     """The path of a g++ runtime library (``libasan.so``, ``libstdc++.so``)."""
-    return subprocess.run(["g++", f"-print-file-name={name}"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["g++", f"-print-file-name={name}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def atheris_libfuzzer():
@@ -71,15 +75,20 @@ def sanitizer_environment(library):
     # The coverage bridge first, so that its hooks win over libasan's no-op ones; then
     # libasan (not first any more, hence verify_asan_link_order=0, but loaded before
     # anything allocates); libstdc++ too, so that ASan finds the real __cxa_throw.
-    preload = " ".join([COVERAGE_LIBRARY, runtime_library("libasan.so"),
-                        runtime_library("libstdc++.so")])
-    return dict(os.environ, LD_PRELOAD=preload, TFPRIORS_OPS_LIBRARY=library,
-                ATHERIS_LIBFUZZER=atheris_libfuzzer(),
-                # Python and TensorFlow keep allocations alive until exit by design.
-                ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=0:"
-                             "verify_asan_link_order=0",
-                UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1",
-                TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    preload = " ".join(
+        [COVERAGE_LIBRARY, runtime_library("libasan.so"), runtime_library("libstdc++.so")]
+    )
+    return dict(
+        os.environ,
+        LD_PRELOAD=preload,
+        TFPRIORS_OPS_LIBRARY=library,
+        ATHERIS_LIBFUZZER=atheris_libfuzzer(),
+        # Python and TensorFlow keep allocations alive until exit by design.
+        ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=0:verify_asan_link_order=0",
+        UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=ROOT,
+    )
 
 
 def classify(log):
@@ -115,16 +124,30 @@ class _Stop:
 
 def run_once(seconds, args, env, log_path):
     """One libFuzzer process; returns ``(exit code, log text, command)``."""
-    command = [sys.executable, TARGET, f"-max_total_time={seconds}",
-               f"-timeout={args.timeout}", f"-rss_limit_mb={args.rss_limit_mb}",
-               # Full-length inputs from the start: libFuzzer only grows the length on new
-               # coverage, and a short input decodes to a nearly all-default call.
-               f"-max_len={args.max_len}", "-len_control=0", "-detect_leaks=0",
-               "-print_final_stats=1",
-               f"-artifact_prefix={args.artifacts}{os.sep}", args.corpus, args.seeds]
+    command = [
+        sys.executable,
+        TARGET,
+        f"-max_total_time={seconds}",
+        f"-timeout={args.timeout}",
+        f"-rss_limit_mb={args.rss_limit_mb}",
+        # Full-length inputs from the start: libFuzzer only grows the length on new
+        # coverage, and a short input decodes to a nearly all-default call.
+        f"-max_len={args.max_len}",
+        "-len_control=0",
+        "-detect_leaks=0",
+        "-print_final_stats=1",
+        f"-artifact_prefix={args.artifacts}{os.sep}",
+        args.corpus,
+        args.seeds,
+    ]
     with open(log_path, "w") as log:
-        _Stop.process = subprocess.Popen(["nice", "-n", str(args.nice), *command], cwd=ROOT,
-                                         env=env, stdout=log, stderr=subprocess.STDOUT)
+        _Stop.process = subprocess.Popen(
+            ["nice", "-n", str(args.nice), *command],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         code = _Stop.process.wait()
     with open(log_path, errors="replace") as log:
         return code, log.read(), command
@@ -154,9 +177,15 @@ def fuzz(args):
             continue  # -max_total_time reached
         kind, message = classify(log)
         reproducer = re.findall(r"Test unit written to (\S+)", log)
-        findings.append({"kind": kind, "message": message, "exit_code": code,
-                         "reproducer": os.path.relpath(reproducer[-1], ROOT)
-                         if reproducer else None, "log": os.path.relpath(log_path, ROOT)})
+        findings.append(
+            {
+                "kind": kind,
+                "message": message,
+                "exit_code": code,
+                "reproducer": os.path.relpath(reproducer[-1], ROOT) if reproducer else None,
+                "log": os.path.relpath(log_path, ROOT),
+            }
+        )
         print(f"[fuzz] finding {len(findings)}: {kind}: {message}", flush=True)
         if sum(f["message"] == message for f in findings) >= MAX_REPEATS:
             print("[fuzz] the same finding again: stopping", flush=True)
@@ -187,9 +216,22 @@ def write_summary(path, run, command):
             previous = json.load(f)
         history = previous.get("history", [])
     entry = {"timestamp": _common.now_iso(), "command": command, **run}
-    history.append({key: entry[key] for key in (
-        "timestamp", "command", "seconds", "executions", "processes", "corpus_files",
-        "native_coverage", "stopped_early")} | {"findings": len(run["findings"])})
+    history.append(
+        {
+            key: entry[key]
+            for key in (
+                "timestamp",
+                "command",
+                "seconds",
+                "executions",
+                "processes",
+                "corpus_files",
+                "native_coverage",
+                "stopped_early",
+            )
+        }
+        | {"findings": len(run["findings"])}
+    )
     payload = {
         "benchmark": "fuzz",
         "title": "Fuzzing of the fused PerforatedConv2D op under ASan + UBSan",
@@ -205,16 +247,24 @@ def write_summary(path, run, command):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=600, help="total fuzzing time")
     parser.add_argument("--library", default=FUZZ_LIBRARY, help="sanitizer build of the op")
-    parser.add_argument("--corpus", default=os.path.join(HERE, "corpus"),
-                        help="corpus directory (grows as libFuzzer finds new inputs)")
-    parser.add_argument("--seeds", default=os.path.join(HERE, "regressions"),
-                        help="read-only seed inputs: the reproducers of past findings")
-    parser.add_argument("--artifacts", default=os.path.join(HERE, "artifacts"),
-                        help="where reproducers and logs go")
+    parser.add_argument(
+        "--corpus",
+        default=os.path.join(HERE, "corpus"),
+        help="corpus directory (grows as libFuzzer finds new inputs)",
+    )
+    parser.add_argument(
+        "--seeds",
+        default=os.path.join(HERE, "regressions"),
+        help="read-only seed inputs: the reproducers of past findings",
+    )
+    parser.add_argument(
+        "--artifacts", default=os.path.join(HERE, "artifacts"), help="where reproducers and logs go"
+    )
     parser.add_argument("--out", default=os.path.join(_common.RESULTS_DIR, "fuzz.json"))
     parser.add_argument("--timeout", type=int, default=60, help="seconds before a hang")
     parser.add_argument("--rss-limit-mb", type=int, default=8192)
@@ -227,9 +277,12 @@ def main():
     run = fuzz(args)
     command = "python fuzz/run_fuzz.py " + shlex.join(sys.argv[1:])
     payload = write_summary(args.out, run, command)
-    print(f"[fuzz] {run['executions']} inputs in {run['seconds']:.0f} s, "
-          f"{len(run['findings'])} findings, corpus {run['corpus_files']} files; "
-          f"{payload['total_seconds'] / 3600:.2f} h in total; wrote {args.out}", flush=True)
+    print(
+        f"[fuzz] {run['executions']} inputs in {run['seconds']:.0f} s, "
+        f"{len(run['findings'])} findings, corpus {run['corpus_files']} files; "
+        f"{payload['total_seconds'] / 3600:.2f} h in total; wrote {args.out}",
+        flush=True,
+    )
     return 1 if run["findings"] else 0
 
 

@@ -17,8 +17,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tfpriors_mobile import (ModelFileError, load_interpreter,  # noqa: E402
-                             median_latency_ms, op_names, run_batch)
+from tfpriors_mobile import (
+    ModelFileError,
+    load_interpreter,  # noqa: E402
+    median_latency_ms,
+    op_names,
+    run_batch,
+)
 
 
 def main(argv=None):
@@ -40,11 +45,9 @@ def main(argv=None):
             x = np.load(args.input, allow_pickle=False)
         except Exception as error:
             raise ValueError(f"'{args.input}' is not a readable .npy file: {error}") from None
-        interpreter, runtime = load_interpreter(model_path=args.model,
-                                                num_threads=args.threads)
+        interpreter, runtime = load_interpreter(model_path=args.model, num_threads=args.threads)
         outputs = run_batch(interpreter, x)
-        latency = median_latency_ms(interpreter, x[:1], repeats=args.repeats,
-                                    warmup=args.warmup)
+        latency = median_latency_ms(interpreter, x[:1], repeats=args.repeats, warmup=args.warmup)
     except (ModelFileError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -55,7 +58,7 @@ def main(argv=None):
         "input_shape": list(x.shape),
         "output_shape": list(outputs.shape),
         "argmax": outputs.reshape(len(outputs), -1).argmax(axis=1).tolist(),
-        "first_outputs": outputs[:args.show].round(6).tolist(),
+        "first_outputs": outputs[: args.show].round(6).tolist(),
         "latency_ms_median": round(latency, 4),
         "repeats": args.repeats,
     }

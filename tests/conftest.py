@@ -15,7 +15,8 @@ import tensorflow as tf  # noqa: E402
 _cpus = tf.config.list_physical_devices("CPU")
 try:
     tf.config.set_logical_device_configuration(
-        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
 except RuntimeError:  # devices already initialised by an earlier import
     pass
 
@@ -45,6 +46,8 @@ def fused_op():
         return module
     compiler = os.environ.get("CXX", "g++")
     if shutil.which(compiler):
-        pytest.fail(f"the compiled op is unavailable although a C++ compiler ({compiler}) "
-                    f"exists: {tfpriors.ops.library.load_error()}")
+        pytest.fail(
+            f"the compiled op is unavailable although a C++ compiler ({compiler}) "
+            f"exists: {tfpriors.ops.library.load_error()}"
+        )
     pytest.skip(f"no C++ compiler ({compiler}): the compiled op cannot be built here")

@@ -25,7 +25,8 @@ def test_nll_accuracy_brier_by_hand():
     assert calibration.accuracy(logits, labels) == pytest.approx(2 / 3)
     onehot = np.eye(2)[labels]
     assert calibration.brier(logits, labels) == pytest.approx(
-        np.mean(np.sum((probs - onehot) ** 2, 1)))
+        np.mean(np.sum((probs - onehot) ** 2, 1))
+    )
 
 
 def test_ece_by_hand():
@@ -33,11 +34,13 @@ def test_ece_by_hand():
     labels = np.array([0, 1, 0, 0])
     # One bin: ECE = |mean confidence - accuracy|.
     assert calibration.ece(probs, labels, from_logits=False, bins=1) == pytest.approx(
-        abs(np.mean([0.9, 0.8, 0.6, 0.55]) - 0.75))
+        abs(np.mean([0.9, 0.8, 0.6, 0.55]) - 0.75)
+    )
     # Ten bins: 0.9 and 0.8 sit alone; 0.6 and 0.55 share (0.5, 0.6], both correct,
     # so their bin contributes 2 * |0.575 - 1| = 0.4 + 0.45.
     assert calibration.ece(probs, labels, from_logits=False, bins=10) == pytest.approx(
-        np.mean([0.1, 0.8, 0.4, 0.45]))
+        np.mean([0.1, 0.8, 0.4, 0.45])
+    )
 
 
 def test_temperature_recovers_the_overconfidence():
@@ -56,8 +59,7 @@ def test_calibrated_nll_is_held_out_and_seeded():
     assert oracle - 0.01 < calibrated < oracle + 0.02
     assert calibrated == calibration.calibrated_nll(logits, labels, splits=5, seed=1)
     assert calibrated != calibration.calibrated_nll(logits, labels, splits=5, seed=2)
-    calibrated_ece = calibration.ece(logits / calibration.fit_temperature(logits, labels),
-                                     labels)
+    calibrated_ece = calibration.ece(logits / calibration.fit_temperature(logits, labels), labels)
     assert calibrated_ece < calibration.ece(logits, labels)
 
 
@@ -86,18 +88,21 @@ def test_reliability_diagram_writes_a_png(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reliability.png"]
 
 
-@pytest.mark.parametrize("values,labels,kwargs,match", [
-    (np.zeros((3,)), [0, 1, 0], {}, "values"),
-    (np.zeros((3, 1)), [0, 0, 0], {}, "values"),
-    (np.zeros((3, 2)), [0, 1], {}, "labels"),
-    (np.zeros((3, 2)), [0, 2, 1], {}, "labels"),
-    (np.zeros((3, 2)), [0, -1, 1], {}, "labels"),
-    (np.zeros((3, 2)), [0.5, 1, 1], {}, "labels"),
-    (np.array([[np.nan, 0.0], [0.0, 1.0]]), [0, 1], {}, "NaN"),
-    (np.array([[0.7, 0.7], [0.5, 0.5]]), [0, 1], {"from_logits": False}, "probabilities"),
-    (np.zeros((3, 2)), [0, 1, 1], {"from_logits": "yes"}, "from_logits"),
-    (np.zeros((0, 2)), np.zeros((0,), int), {}, "empty"),
-])
+@pytest.mark.parametrize(
+    "values,labels,kwargs,match",
+    [
+        (np.zeros((3,)), [0, 1, 0], {}, "values"),
+        (np.zeros((3, 1)), [0, 0, 0], {}, "values"),
+        (np.zeros((3, 2)), [0, 1], {}, "labels"),
+        (np.zeros((3, 2)), [0, 2, 1], {}, "labels"),
+        (np.zeros((3, 2)), [0, -1, 1], {}, "labels"),
+        (np.zeros((3, 2)), [0.5, 1, 1], {}, "labels"),
+        (np.array([[np.nan, 0.0], [0.0, 1.0]]), [0, 1], {}, "NaN"),
+        (np.array([[0.7, 0.7], [0.5, 0.5]]), [0, 1], {"from_logits": False}, "probabilities"),
+        (np.zeros((3, 2)), [0, 1, 1], {"from_logits": "yes"}, "from_logits"),
+        (np.zeros((0, 2)), np.zeros((0,), int), {}, "empty"),
+    ],
+)
 def test_bad_inputs_name_the_argument(values, labels, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         calibration.nll(values, labels, **kwargs)

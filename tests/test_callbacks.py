@@ -9,9 +9,13 @@ from tfpriors.callbacks import KLWarmup, SparsityMonitor
 
 
 def _model():
-    return keras.Sequential([keras.Input((64,)),
-                             tfpriors.layers.SparseVDDense(32, activation="relu", name="fc1"),
-                             tfpriors.layers.SparseVDDense(10, name="fc2")])
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            tfpriors.layers.SparseVDDense(32, activation="relu", name="fc1"),
+            tfpriors.layers.SparseVDDense(10, name="fc2"),
+        ]
+    )
 
 
 def test_kl_warmup_is_linear_between_epochs():
@@ -30,8 +34,7 @@ def test_kl_warmup_sets_the_layers_weight_during_fit(digits):
             seen.append([float(layer.kl_weight.numpy()) for layer in model.layers])
 
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(x[:64], y[:64], epochs=4, verbose=0,
-                        callbacks=[KLWarmup(0, 2), Record()])
+    history = model.fit(x[:64], y[:64], epochs=4, verbose=0, callbacks=[KLWarmup(0, 2), Record()])
     assert seen == [[0.0, 0.0], [0.5, 0.5], [1.0, 1.0], [1.0, 1.0]]
     assert history.history["kl_weight"] == [0.0, 0.5, 1.0, 1.0]
 
@@ -58,8 +61,13 @@ def test_sparsity_monitor_logs_reach_history_and_csv(digits, tmp_path):
     log_sigma2[:32] = 5.0
     model.layers[0].log_sigma2.assign(log_sigma2)
     path = tmp_path / "log.csv"
-    history = model.fit(x[:64], y[:64], epochs=2, verbose=0,
-                        callbacks=[SparsityMonitor(), keras.callbacks.CSVLogger(str(path))])
+    history = model.fit(
+        x[:64],
+        y[:64],
+        epochs=2,
+        verbose=0,
+        callbacks=[SparsityMonitor(), keras.callbacks.CSVLogger(str(path))],
+    )
     report = tfpriors.compression_report(model)
     assert history.history["sparsity"][-1] == pytest.approx(report.total_sparsity)
     assert history.history["compression"][-1] == pytest.approx(report.total_compression)
@@ -70,12 +78,15 @@ def test_sparsity_monitor_logs_reach_history_and_csv(digits, tmp_path):
     assert "sparsity/fc2" in rows[0]
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"start_epoch": 5, "end_epoch": 5}, "end_epoch"),
-    ({"start_epoch": -1, "end_epoch": 5}, "start_epoch"),
-    ({"start_epoch": 0, "end_epoch": 0}, "end_epoch"),
-    ({"start_epoch": 0, "end_epoch": 2.5}, "end_epoch"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"start_epoch": 5, "end_epoch": 5}, "end_epoch"),
+        ({"start_epoch": -1, "end_epoch": 5}, "start_epoch"),
+        ({"start_epoch": 0, "end_epoch": 0}, "end_epoch"),
+        ({"start_epoch": 0, "end_epoch": 2.5}, "end_epoch"),
+    ],
+)
 def test_kl_warmup_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         KLWarmup(**kwargs)

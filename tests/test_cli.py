@@ -51,7 +51,8 @@ def test_demo_model_loads_with_identical_deterministic_outputs(demo_run, digits)
     assert [layer.dataset_size for layer in loaded.layers] == [len(digits[0][0])] * 3
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(loaded(x_test, training=False)),
-        keras.ops.convert_to_numpy(result.model(x_test, training=False)))
+        keras.ops.convert_to_numpy(result.model(x_test, training=False)),
+    )
     assert tfpriors.compression_report(loaded) == result.report
     accuracy = np.mean(np.argmax(loaded.predict(x_test, verbose=0), -1) == y_test)
     assert accuracy == pytest.approx(result.sparse_accuracy, abs=1e-6)
@@ -133,10 +134,13 @@ def test_unknown_command_exits_2(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["--help"], ["demo", "COMMAND"]),
-    (["demo", "--help"], ["--epochs", "--out", "--seed", "tfpriors_demo"]),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--help"], ["demo", "COMMAND"]),
+        (["demo", "--help"], ["--epochs", "--out", "--seed", "tfpriors_demo"]),
+    ],
+)
 def test_help(argv, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
@@ -147,11 +151,20 @@ def test_help(argv, expected, capsys):
 
 
 def test_summary_table_lines_up():
-    report = tfpriors.compression.CompressionReport((
-        tfpriors.compression.LayerCompression("fc1", "SparseVDDense", 1000, 10),))
-    result = cli.DemoResult(model=None, dense_model=None, dense_accuracy=0.9756,
-                            sparse_accuracy=0.9711, report=report, dense_weights=1000,
-                            model_path="m.keras", plot_path="p.png", seconds=1.0)
+    report = tfpriors.compression.CompressionReport(
+        (tfpriors.compression.LayerCompression("fc1", "SparseVDDense", 1000, 10),)
+    )
+    result = cli.DemoResult(
+        model=None,
+        dense_model=None,
+        dense_accuracy=0.9756,
+        sparse_accuracy=0.9711,
+        report=report,
+        dense_weights=1000,
+        model_path="m.keras",
+        plot_path="p.png",
+        seconds=1.0,
+    )
     lines = cli.format_summary(result).splitlines()
     assert len(lines) == 4 and len({len(line) for line in lines}) == 1
     assert lines[2].split() == ["dense", "baseline", "97.56%", "1,000", "1.0x", "0.00%"]
@@ -170,8 +183,17 @@ def test_export_command_writes_a_verified_tflite(tmp_path, capsys):
     model_path = tmp_path / "m.keras"
     model.save(model_path)
     out = tmp_path / "m.tflite"
-    code = main(["export", str(model_path), str(out), "--verify", "digits",
-                 "--report", str(tmp_path / "r.json")])
+    code = main(
+        [
+            "export",
+            str(model_path),
+            str(out),
+            "--verify",
+            "digits",
+            "--report",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "top-1 agreement 100.00%" in printed
@@ -192,10 +214,11 @@ def test_export_command_errors_are_one_line(tmp_path, capsys):
     cases = [
         ([str(tmp_path / "missing.keras"), str(tmp_path / "a.tflite")], "no model file"),
         ([str(tmp_path / "cut.keras"), str(tmp_path / "a.tflite")], "not a .keras file"),
-        ([str(tmp_path / "m.keras"), str(tmp_path / "a.tflite"), "--verify", "imagenet"],
-         "--verify"),
-        ([str(tmp_path / "m.keras"), str(tmp_path / "a.tflite"), "--quantize", "int8"],
-         "--verify"),
+        (
+            [str(tmp_path / "m.keras"), str(tmp_path / "a.tflite"), "--verify", "imagenet"],
+            "--verify",
+        ),
+        ([str(tmp_path / "m.keras"), str(tmp_path / "a.tflite"), "--quantize", "int8"], "--verify"),
     ]
     for args, message in cases:
         assert main(["export", *args]) == 1

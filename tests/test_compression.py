@@ -6,17 +6,19 @@ import tfpriors
 
 
 def test_report_counts_kept_weights_per_layer():
-    model = keras.Sequential([
-        keras.Input((6, 6, 1)),
-        tfpriors.layers.SparseVDConv2D(2, 3, name="conv"),
-        keras.layers.Flatten(),
-        tfpriors.layers.SparseVDDense(4, name="fc"),
-        keras.layers.Dense(3, name="head"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            tfpriors.layers.SparseVDConv2D(2, 3, name="conv"),
+            keras.layers.Flatten(),
+            tfpriors.layers.SparseVDDense(4, name="fc"),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
     conv, fc, head = model.get_layer("conv"), model.get_layer("fc"), model.get_layer("head")
     conv.kernel.assign(np.ones(conv.kernel.shape))
     log_sigma2 = np.full(conv.kernel.shape, -10.0, "float32")
-    log_sigma2.reshape(-1)[:9] = 5.0          # log_alpha = 5 >= 3: pruned
+    log_sigma2.reshape(-1)[:9] = 5.0  # log_alpha = 5 >= 3: pruned
     conv.log_sigma2.assign(log_sigma2)
     fc.kernel.assign(np.ones(fc.kernel.shape))
     head_kernel = head.kernel.numpy()

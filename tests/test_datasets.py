@@ -19,15 +19,20 @@ def test_digits_split_is_fixed_and_scaled():
     np.testing.assert_array_equal(xi.reshape(len(xi), -1), x)
 
 
-@pytest.mark.parametrize("loader,name,module", [
-    (datasets.load_mnist, "MNIST", "mnist"),
-    (datasets.load_fashion_mnist, "Fashion-MNIST", "fashion_mnist"),
-    (datasets.load_cifar10, "CIFAR-10", "cifar10"),
-])
-def test_offline_error_names_the_data_set_and_the_cache(loader, name, module, monkeypatch,
-                                                          tmp_path):
-    import keras
+@pytest.mark.parametrize(
+    "loader,name,module",
+    [
+        (datasets.load_mnist, "MNIST", "mnist"),
+        (datasets.load_fashion_mnist, "Fashion-MNIST", "fashion_mnist"),
+        (datasets.load_cifar10, "CIFAR-10", "cifar10"),
+    ],
+)
+def test_offline_error_names_the_data_set_and_the_cache(
+    loader, name, module, monkeypatch, tmp_path
+):
     import urllib.error
+
+    import keras
 
     def offline():
         raise urllib.error.URLError("no network")
@@ -43,8 +48,10 @@ def test_offline_error_names_the_data_set_and_the_cache(loader, name, module, mo
 def test_real_loader_shapes_when_the_data_is_there(monkeypatch):
     import keras
 
-    fake = ((np.full((5, 32, 32, 3), 255, np.uint8), np.arange(5).reshape(5, 1)),
-            (np.zeros((2, 32, 32, 3), np.uint8), np.arange(2).reshape(2, 1)))
+    fake = (
+        (np.full((5, 32, 32, 3), 255, np.uint8), np.arange(5).reshape(5, 1)),
+        (np.zeros((2, 32, 32, 3), np.uint8), np.arange(2).reshape(2, 1)),
+    )
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", lambda: fake)
     (x, y), (xt, yt) = datasets.load_cifar10()
     assert x.shape == (5, 32, 32, 3) and x.dtype == np.float32 and x.max() == 1.0
@@ -83,7 +90,8 @@ def test_mnist_sample_damaged_or_missing_file_is_named(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets, "mnist_sample_path", lambda: str(damaged))
     with pytest.raises(datasets.DatasetUnavailableError, match="mnist_5k.csv.gz"):
         datasets.load_mnist_sample()
-    monkeypatch.setattr(datasets, "mnist_sample_path",
-                        lambda: str(tmp_path / "missing" / "mnist_5k.csv.gz"))
+    monkeypatch.setattr(
+        datasets, "mnist_sample_path", lambda: str(tmp_path / "missing" / "mnist_5k.csv.gz")
+    )
     with pytest.raises(datasets.DatasetUnavailableError, match="missing"):
         datasets.load_mnist_sample()

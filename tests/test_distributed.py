@@ -10,9 +10,13 @@ BATCH = 64
 
 
 def _build(weights=None):
-    model = keras.Sequential([keras.Input((64,)),
-                              tfpriors.layers.SparseVDDense(32, activation="relu"),
-                              tfpriors.layers.SparseVDDense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            tfpriors.layers.SparseVDDense(32, activation="relu"),
+            tfpriors.layers.SparseVDDense(10),
+        ]
+    )
     if weights is not None:
         model.set_weights(weights)
     tfpriors.set_dataset_size(model, 500)
@@ -26,7 +30,8 @@ def _strategy():
     # instance keys are shared by every strategy in the process, so another
     # test's strategy with other shapes could otherwise collide with this one.
     return tf.distribute.MirroredStrategy(
-        devices[:2], cross_device_ops=tf.distribute.ReductionToOneDevice())
+        devices[:2], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
 
 
 def test_loss_with_kl_matches_single_device(digits):
@@ -64,13 +69,12 @@ def test_kl_gradient_step_matches_single_device(digits):
     with _strategy().scope():
         mirrored = _build(weights)
         mirrored.compile(keras.optimizers.SGD(0.5), zero_data_loss)
-    mirrored_history = mirrored.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False,
-                                    verbose=0)
-    np.testing.assert_allclose(mirrored_history.history["loss"], history.history["loss"],
-                               rtol=1e-5)
+    mirrored_history = mirrored.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_allclose(mirrored_history.history["loss"], history.history["loss"], rtol=1e-5)
     changed = False
-    for before, single, distributed in zip(weights, reference.get_weights(),
-                                           mirrored.get_weights()):
+    for before, single, distributed in zip(
+        weights, reference.get_weights(), mirrored.get_weights()
+    ):
         np.testing.assert_allclose(distributed, single, rtol=1e-5, atol=1e-7)
         changed |= not np.allclose(before, single)
     assert changed
@@ -78,14 +82,19 @@ def test_kl_gradient_step_matches_single_device(digits):
 
 def _build_seeded(weights=None):
     # Fixed noise seeds: both runs draw the same stream.
-    model = keras.Sequential([keras.Input((64,)),
-                              tfpriors.layers.SparseVDDense(32, activation="relu", seed=1),
-                              tfpriors.layers.SparseVDDense(10, seed=2)])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            tfpriors.layers.SparseVDDense(32, activation="relu", seed=1),
+            tfpriors.layers.SparseVDDense(10, seed=2),
+        ]
+    )
     if weights is not None:
         model.set_weights(weights)
     tfpriors.set_dataset_size(model, 500)
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -98,16 +107,14 @@ def test_training_with_noise_matches_single_device(digits):
     relative after one step and the weights by ~1e-3.
     """
     (x, y), _ = digits
-    x, y = x[:4 * BATCH], y[:4 * BATCH]
+    x, y = x[: 4 * BATCH], y[: 4 * BATCH]
     reference = _build_seeded()
     weights = reference.get_weights()
     history = reference.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     with _strategy().scope():
         mirrored = _build_seeded(weights)
-    mirrored_history = mirrored.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False,
-                                    verbose=0)
-    np.testing.assert_allclose(mirrored_history.history["loss"], history.history["loss"],
-                               rtol=1e-5)
+    mirrored_history = mirrored.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    np.testing.assert_allclose(mirrored_history.history["loss"], history.history["loss"], rtol=1e-5)
     for single, distributed in zip(reference.get_weights(), mirrored.get_weights()):
         np.testing.assert_allclose(distributed, single, rtol=1e-4, atol=1e-5)
 

@@ -19,23 +19,38 @@ PACKAGE = os.path.join(ROOT, "tfpriors")
 
 # Module name prefixes by level; the longest matching prefix decides.
 LEVELS = {
-    "tfpriors._backend": 0, "tfpriors._validation": 0, "tfpriors._inputs": 0,
-    "tfpriors._rewrite": 0, "tfpriors.io": 0, "tfpriors.graph": 0,
-    "tfpriors.distributed": 0, "tfpriors.datasets": 0,
+    "tfpriors._backend": 0,
+    "tfpriors._validation": 0,
+    "tfpriors._inputs": 0,
+    "tfpriors._rewrite": 0,
+    "tfpriors.io": 0,
+    "tfpriors.graph": 0,
+    "tfpriors.distributed": 0,
+    "tfpriors.datasets": 0,
     "tfpriors.ops": 1,
-    "tfpriors.priors": 2, "tfpriors.perforation.masks": 2,
+    "tfpriors.priors": 2,
+    "tfpriors.perforation.masks": 2,
     "tfpriors.layers": 3,
-    "tfpriors.perforation": 4, "tfpriors.models": 4, "tfpriors.adaptive": 4,
-    "tfpriors.export": 4, "tfpriors.hyper": 4, "tfpriors.distill": 4, "tfpriors.tta": 4,
-    "tfpriors.callbacks": 4, "tfpriors.calibration": 4, "tfpriors.sparsify": 4,
-    "tfpriors.compression": 4, "tfpriors.plotting": 4, "tfpriors.initializers": 4,
-    "tfpriors.cli": 5, "tfpriors": 5,
+    "tfpriors.perforation": 4,
+    "tfpriors.models": 4,
+    "tfpriors.adaptive": 4,
+    "tfpriors.export": 4,
+    "tfpriors.hyper": 4,
+    "tfpriors.distill": 4,
+    "tfpriors.tta": 4,
+    "tfpriors.callbacks": 4,
+    "tfpriors.calibration": 4,
+    "tfpriors.sparsify": 4,
+    "tfpriors.compression": 4,
+    "tfpriors.plotting": 4,
+    "tfpriors.initializers": 4,
+    "tfpriors.cli": 5,
+    "tfpriors": 5,
 }
 
 
 def level(module):
-    matches = [prefix for prefix in LEVELS
-               if module == prefix or module.startswith(prefix + ".")]
+    matches = [prefix for prefix in LEVELS if module == prefix or module.startswith(prefix + ".")]
     assert matches, f"{module} has no level in tests/test_imports.py: add it"
     return LEVELS[max(matches, key=len)]
 
@@ -48,6 +63,7 @@ def module_name(path):
 def imported_modules(path):
     """Every tfpriors module the file imports (``from a import b`` counts ``a.b`` when
     ``b`` is a module)."""
+
     def ours(name):  # tfpriors itself, not tfpriors_mobile (the device-side package)
         return name == "tfpriors" or name.startswith("tfpriors.")
 
@@ -80,8 +96,10 @@ def test_imports_only_go_down():
             if imported == "tfpriors" and importer == "tfpriors.cli":
                 continue  # the CLI imports the whole package (lazily, for a fast --help)
             if level(imported) > level(importer):
-                upward.append(f"{importer} (level {level(importer)}) imports {imported} "
-                              f"(level {level(imported)})")
+                upward.append(
+                    f"{importer} (level {level(importer)}) imports {imported} "
+                    f"(level {level(imported)})"
+                )
     assert not upward, "\n".join(sorted(upward))
 
 
@@ -99,6 +117,11 @@ def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch):
 @pytest.mark.parametrize("module", ["tfpriors.layers.perforated", "tfpriors.perforation.masks"])
 def test_any_module_imports_first_in_a_fresh_interpreter(module):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]

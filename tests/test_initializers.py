@@ -33,10 +33,12 @@ def test_kernels_are_decoder_means_at_standard_normal_z(vae):
 
 def test_noise_draws_from_the_decoder_distribution(vae):
     init = DWPInitializer(vae, seed=4, noise=True)
-    slices = np.transpose(keras.ops.convert_to_numpy(init((3, 3, 40, 50))),
-                          (2, 3, 0, 1)).reshape(-1, 3, 3)
-    means = np.transpose(keras.ops.convert_to_numpy(DWPInitializer(vae, seed=4)(
-        (3, 3, 40, 50))), (2, 3, 0, 1)).reshape(-1, 3, 3)
+    slices = np.transpose(keras.ops.convert_to_numpy(init((3, 3, 40, 50))), (2, 3, 0, 1)).reshape(
+        -1, 3, 3
+    )
+    means = np.transpose(
+        keras.ops.convert_to_numpy(DWPInitializer(vae, seed=4)((3, 3, 40, 50))), (2, 3, 0, 1)
+    ).reshape(-1, 3, 3)
     z = np.random.default_rng(0).normal(size=(4000, 2)).astype("float32")
     decoder_var = np.exp(keras.ops.convert_to_numpy(vae.decode(z)[1])).mean(0)
     np.testing.assert_allclose(slices.var(0), means.var(0) + decoder_var, rtol=0.15)
@@ -44,16 +46,17 @@ def test_noise_draws_from_the_decoder_distribution(vae):
 
 def test_usable_in_conv2d_and_saved_with_the_model(vae, tmp_path):
     init = DWPInitializer(vae, seed=1)
-    model = keras.Sequential([keras.Input((8, 8, 1)),
-                              keras.layers.Conv2D(4, 3, kernel_initializer=init)])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, kernel_initializer=init)]
+    )
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_array_equal(loaded.layers[0].kernel.numpy(),
-                                  model.layers[0].kernel.numpy())
+    np.testing.assert_array_equal(loaded.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())
     restored = keras.initializers.deserialize(keras.initializers.serialize(init))
     assert isinstance(restored, DWPInitializer) and restored.seed == 1
-    np.testing.assert_array_equal(restored.vae.decoder.get_weights()[-1],
-                                  vae.decoder.get_weights()[-1])
+    np.testing.assert_array_equal(
+        restored.vae.decoder.get_weights()[-1], vae.decoder.get_weights()[-1]
+    )
 
 
 def test_bad_shapes_and_arguments(vae):

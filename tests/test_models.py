@@ -6,8 +6,9 @@ import tfpriors
 from tfpriors.layers import SparseVDConv2D, SparseVDDense
 
 
-@pytest.mark.parametrize("kind,dense_cls", [("dense", keras.layers.Dense),
-                                            ("sparse_vd", SparseVDDense)])
+@pytest.mark.parametrize(
+    "kind,dense_cls", [("dense", keras.layers.Dense), ("sparse_vd", SparseVDDense)]
+)
 def test_lenet_300_100(kind, dense_cls):
     model = tfpriors.models.lenet_300_100((28, 28, 1), 10, kind=kind)
     layers = [layer for layer in model.layers if isinstance(layer, dense_cls)]
@@ -27,14 +28,18 @@ def test_lenet5_caffe_shapes(shape, flatten):
     variational = [layer for layer in model.layers if hasattr(layer, "log_sigma2")]
     assert len(variational) == 4
     assert dense.count_params() == model.count_params() - len(variational) - sum(
-        int(np.prod(layer.log_sigma2.shape)) for layer in variational)
+        int(np.prod(layer.log_sigma2.shape)) for layer in variational
+    )
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"kind": "pruned"}, "kind"),
-    ({"num_classes": 0}, "num_classes"),
-    ({"input_shape": "64"}, "input_shape"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"kind": "pruned"}, "kind"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"input_shape": "64"}, "input_shape"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         tfpriors.models.lenet_300_100(**kwargs)

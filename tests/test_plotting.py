@@ -20,11 +20,15 @@ def _prune(layer, fraction, rng):
 
 
 def _dense_model():
-    return keras.Sequential([
-        keras.Input((64,)),
-        tfpriors.layers.SparseVDDense(16, activation="relu", name="fc1"),
-        keras.layers.Dense(12, activation="relu", name="plain"),
-        tfpriors.layers.SparseVDDense(10, name="fc2")], name="small")
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            tfpriors.layers.SparseVDDense(16, activation="relu", name="fc1"),
+            keras.layers.Dense(12, activation="relu", name="plain"),
+            tfpriors.layers.SparseVDDense(10, name="fc2"),
+        ],
+        name="small",
+    )
 
 
 def _heatmap_values(figure):
@@ -43,8 +47,9 @@ def test_dense_model_plot_shows_kept_weights_per_pixel(tmp_path):
     assert image.ndim == 3 and image.shape[1] > image.shape[0] > 200
     assert os.listdir(tmp_path) == ["sparsity.png"]
     np.testing.assert_array_equal(_heatmap_values(figure), mask.sum(axis=1).reshape(8, 8))
-    np.testing.assert_array_equal(np.asarray(figure.axes[1].images[0].get_array()),
-                                  mask.astype(float))
+    np.testing.assert_array_equal(
+        np.asarray(figure.axes[1].images[0].get_array()), mask.astype(float)
+    )
     # One bar per layer with a kernel (plain ones too, at 0%), in model order.
     bars_ax = figure.axes[0]
     assert [tick.get_text() for tick in bars_ax.get_yticklabels()] == ["fc1", "plain", "fc2"]
@@ -129,8 +134,9 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
 
 def test_sparse_vd_layers_finds_nested_layers():
     inner = _dense_model()
-    outer = keras.Sequential([keras.Input((64,)), inner,
-                              tfpriors.layers.SparseVDDense(3, name="head")])
+    outer = keras.Sequential(
+        [keras.Input((64,)), inner, tfpriors.layers.SparseVDDense(3, name="head")]
+    )
     assert [layer.name for layer in sparse_vd_layers(outer)] == ["fc1", "fc2", "head"]
 
 

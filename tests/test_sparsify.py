@@ -18,16 +18,24 @@ def test_sparsify_sequential_keeps_function_and_other_layers(digits):
     dense = _train_dense(tfpriors.models.lenet5((8, 8, 1), 10), x, y)
     sparse = tfpriors.sparsify(dense)
     kinds = [type(layer).__name__ for layer in sparse.layers]
-    assert kinds == ["SparseVDConv2D", "MaxPooling2D", "SparseVDConv2D", "MaxPooling2D",
-                     "Flatten", "SparseVDDense", "SparseVDDense"]
+    assert kinds == [
+        "SparseVDConv2D",
+        "MaxPooling2D",
+        "SparseVDConv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "SparseVDDense",
+        "SparseVDDense",
+    ]
     for layer in sparse.layers:
         if isinstance(layer, (SparseVDDense, SparseVDConv2D)):
             log_sigma2 = layer.log_sigma2.numpy()
             assert log_sigma2.max() == -8.0 and np.mean(log_sigma2 == -8.0) > 0.8
             assert layer.kept_mask().all()
     # Deterministic outputs are identical (no weight is pruned yet)...
-    np.testing.assert_allclose(dense.predict(x_test, verbose=0),
-                               sparse.predict(x_test, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        dense.predict(x_test, verbose=0), sparse.predict(x_test, verbose=0), atol=1e-5
+    )
     # ...and training-mode outputs differ only by the posterior noise
     # (sigma^2 = e^-8 per weight, accumulated over 5 layers).
     tfpriors.set_dataset_size(sparse, len(x))
@@ -41,9 +49,10 @@ def test_sparsify_sequential_keeps_function_and_other_layers(digits):
 
 def test_sparsify_functional_with_nested_model_and_skip(digits):
     (x, y), (x_test, _) = digits
-    inner = keras.Sequential([keras.Input((32,)), keras.layers.Dense(16, activation="relu",
-                                                                     name="inner_fc")],
-                             name="inner")
+    inner = keras.Sequential(
+        [keras.Input((32,)), keras.layers.Dense(16, activation="relu", name="inner_fc")],
+        name="inner",
+    )
     inputs = keras.Input((64,))
     h = keras.layers.Dense(32, activation="tanh", name="fc1")(inputs)
     h = keras.layers.BatchNormalization(name="bn")(h)
@@ -57,8 +66,9 @@ def test_sparsify_functional_with_nested_model_and_skip(digits):
     assert type(by_name["head"]) is keras.layers.Dense
     assert type(by_name["bn"]) is keras.layers.BatchNormalization
     assert by_name["fc1"].dataset_size == len(x)
-    np.testing.assert_allclose(dense.predict(x_test, verbose=0),
-                               sparse.predict(x_test, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        dense.predict(x_test, verbose=0), sparse.predict(x_test, verbose=0), atol=1e-5
+    )
     sparse.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     sparse.fit(x[:128], y[:128], epochs=1, verbose=0)
 
@@ -66,28 +76,35 @@ def test_sparsify_functional_with_nested_model_and_skip(digits):
 def test_sparsify_then_train_compresses(digits):
     (x, y), (x_test, y_test) = digits
     dense = tfpriors.models.lenet_300_100((64,), 10)
-    dense.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    dense.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     dense.fit(x, y, epochs=10, batch_size=64, verbose=0)
     sparse = tfpriors.sparsify(dense)
     tfpriors.set_dataset_size(sparse, len(x))
-    sparse.compile(keras.optimizers.Adam(1e-3),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   metrics=["accuracy"])
-    sparse.fit(x, y, epochs=15, batch_size=64, verbose=0,
-               callbacks=[tfpriors.callbacks.KLWarmup(0, 5)])
+    sparse.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    sparse.fit(
+        x, y, epochs=15, batch_size=64, verbose=0, callbacks=[tfpriors.callbacks.KLWarmup(0, 5)]
+    )
     report = tfpriors.compression_report(sparse)
     _, accuracy = sparse.evaluate(x_test, y_test, verbose=0)
     assert report.total_compression > 5
     assert accuracy > 0.85
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"threshold": "high"}, "threshold"),
-    ({"log_sigma2_init": None}, "log_sigma2_init"),
-    ({"dataset_size": -1}, "dataset_size"),
-    ({"skip": ["nope"]}, "skip"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"threshold": "high"}, "threshold"),
+        ({"log_sigma2_init": None}, "log_sigma2_init"),
+        ({"dataset_size": -1}, "dataset_size"),
+        ({"skip": ["nope"]}, "skip"),
+    ],
+)
 def test_sparsify_bad_arguments(kwargs, match):
     model = tfpriors.models.lenet_300_100((64,), 10)
     with pytest.raises((ValueError, TypeError), match=match):

@@ -9,11 +9,13 @@ def check_backend():
         raise ImportError(
             f"tfpriors needs the TensorFlow backend of Keras 3, but KERAS_BACKEND="
             f"{requested!r}. Set KERAS_BACKEND=tensorflow (or unset it) before "
-            "importing keras and tfpriors.")
+            "importing keras and tfpriors."
+        )
     import keras
 
     if keras.backend.backend() != "tensorflow":
         raise ImportError(
             f"tfpriors needs the TensorFlow backend of Keras 3, but Keras runs on "
             f"{keras.backend.backend()!r} (from ~/.keras/keras.json or KERAS_BACKEND). "
-            "Set KERAS_BACKEND=tensorflow before importing keras and tfpriors.")
+            "Set KERAS_BACKEND=tensorflow before importing keras and tfpriors."
+        )

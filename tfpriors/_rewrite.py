@@ -24,12 +24,13 @@ def check_rewritable(model):
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     if not isinstance(model, (keras.Sequential, Functional)):
-        raise ValueError("`model` must be a Sequential or functional model; subclassed "
-                         f"models ({type(model).__name__}) cannot be rewritten layer by "
-                         "layer.")
+        raise ValueError(
+            "`model` must be a Sequential or functional model; subclassed "
+            f"models ({type(model).__name__}) cannot be rewritten layer by "
+            "layer."
+        )
     if not model.built:
-        raise ValueError("`model` must be built (give it an Input) before it can be "
-                         "rewritten.")
+        raise ValueError("`model` must be built (give it an Input) before it can be rewritten.")
 
 
 def rewrite_model(model, replace):
@@ -53,8 +54,10 @@ def rewrite_model(model, replace):
         if replacement is None:
             new_layer = layer.__class__.from_config(layer.get_config())
             weights = layer.get_weights()
-            pending[id(new_layer)] = (new_layer,
-                                      lambda target, weights=weights: target.set_weights(weights))
+            pending[id(new_layer)] = (
+                new_layer,
+                lambda target, weights=weights: target.set_weights(weights),
+            )
             return new_layer
         new_layer, set_weights = replacement
         pending[id(new_layer)] = (new_layer, set_weights)

@@ -12,8 +12,10 @@ import numpy as np
 def positive_int(value, name):
     """Returns ``value`` as an int, or raises if it is not a positive integer."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"`{name}` must be a positive integer; received {value!r} "
-                        f"of type {type(value).__name__}.")
+        raise TypeError(
+            f"`{name}` must be a positive integer; received {value!r} "
+            f"of type {type(value).__name__}."
+        )
     if value <= 0:
         raise ValueError(f"`{name}` must be a positive integer; received {value}.")
     return int(value)
@@ -37,8 +39,9 @@ def positive_number(value, name):
 def real_number(value, name, minimum=None, maximum=None):
     """Returns ``value`` as a finite float within ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"`{name}` must be a real number; received {value!r} "
-                        f"of type {type(value).__name__}.")
+        raise TypeError(
+            f"`{name}` must be a real number; received {value!r} of type {type(value).__name__}."
+        )
     value = float(value)
     if not np.isfinite(value):
         raise ValueError(f"`{name}` must be a finite number; received {value}.")
@@ -56,13 +59,18 @@ def int_tuple(value, name, length):
     try:
         items = tuple(value)
     except TypeError:
-        raise TypeError(f"`{name}` must be a positive integer or a tuple of {length} "
-                        f"positive integers; received {value!r}.") from None
+        raise TypeError(
+            f"`{name}` must be a positive integer or a tuple of {length} "
+            f"positive integers; received {value!r}."
+        ) from None
     if len(items) != length or any(
-            isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)) or v <= 0
-            for v in items):
-        raise ValueError(f"`{name}` must be a positive integer or a tuple of {length} "
-                         f"positive integers; received {value!r}.")
+        isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)) or v <= 0
+        for v in items
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive integer or a tuple of {length} "
+            f"positive integers; received {value!r}."
+        )
     return tuple(int(v) for v in items)
 
 
@@ -84,8 +92,11 @@ def shape(value, name, lengths=None):
 
     ``lengths``: the numbers of entries accepted; any length >= 1 when None.
     """
-    what = ("a tuple of positive ints" if lengths is None else
-            f"a tuple of {' or '.join(str(n) for n in lengths)} positive ints")
+    what = (
+        "a tuple of positive ints"
+        if lengths is None
+        else f"a tuple of {' or '.join(str(n) for n in lengths)} positive ints"
+    )
     items = sequence(value, name, what)
     if not items or (lengths is not None and len(items) not in lengths):
         raise ValueError(f"`{name}` must be {what}; received {value!r}.")
@@ -97,8 +108,7 @@ def seed(value, name="seed"):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"`{name}` must be None or a non-negative integer; "
-                        f"received {value!r}.")
+        raise TypeError(f"`{name}` must be None or a non-negative integer; received {value!r}.")
     if value < 0:
         raise ValueError(f"`{name}` must be None or a non-negative integer; received {value}.")
     return int(value)
@@ -108,14 +118,15 @@ def class_labels(labels, name, length, num_classes=None):
     """Returns ``labels`` as an int64 vector of ``length`` class indices."""
     labels = numeric_array(labels, name, dtype="float64")
     if labels.shape != (length,):
-        raise ValueError(f"`{name}` must have shape ({length},); received shape "
-                         f"{labels.shape}.")
+        raise ValueError(f"`{name}` must have shape ({length},); received shape {labels.shape}.")
     if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
         raise ValueError(f"`{name}` must be integer class indices.")
     if length and (labels.min() < 0 or num_classes is not None and labels.max() >= num_classes):
         accepted = f"[0, {num_classes - 1}]" if num_classes is not None else "0 or more"
-        raise ValueError(f"`{name}` must lie in {accepted}; received values from "
-                         f"{labels.min():.0f} to {labels.max():.0f}.")
+        raise ValueError(
+            f"`{name}` must lie in {accepted}; received values from "
+            f"{labels.min():.0f} to {labels.max():.0f}."
+        )
     return labels.astype("int64")
 
 
@@ -126,8 +137,9 @@ def initializer(value, name):
     try:
         return keras.initializers.get(value)
     except (ValueError, TypeError) as error:
-        raise ValueError(f"`{name}` must be a Keras initializer or its name; received "
-                         f"{value!r} ({error}).") from None
+        raise ValueError(
+            f"`{name}` must be a Keras initializer or its name; received {value!r} ({error})."
+        ) from None
 
 
 def keras_model(value, name="model"):
@@ -177,8 +189,10 @@ def layer_of(model, layer, name="layer"):
     keras_model(model)
     if isinstance(layer, keras.layers.Layer):
         if not any(candidate is layer for candidate in model.layers):
-            raise ValueError(f"`{name}` must be a layer of '{model.name}'; "
-                             f"'{layer.name}' is not one of its layers.")
+            raise ValueError(
+                f"`{name}` must be a layer of '{model.name}'; "
+                f"'{layer.name}' is not one of its layers."
+            )
         return layer
     try:
         if isinstance(layer, str):
@@ -187,5 +201,7 @@ def layer_of(model, layer, name="layer"):
             return model.layers[layer]
     except (ValueError, IndexError):
         pass
-    raise ValueError(f"`{name}` must be a layer of '{model.name}', its name or its index; "
-                     f"received {layer!r}; layers: {[l.name for l in model.layers]}.")
+    raise ValueError(
+        f"`{name}` must be a layer of '{model.name}', its name or its index; "
+        f"received {layer!r}; layers: {[each.name for each in model.layers]}."
+    )

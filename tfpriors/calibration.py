@@ -28,13 +28,17 @@ def _check(values, labels, from_logits):
     values = _validation.numeric_array(values, "values", dtype="float64")
     kind = "logits" if from_logits else "probabilities"
     if values.ndim != 2 or values.shape[1] < 2:
-        raise ValueError(f"`values` ({kind}) must have shape (n, num_classes) with "
-                         f"num_classes >= 2; received shape {values.shape}.")
+        raise ValueError(
+            f"`values` ({kind}) must have shape (n, num_classes) with "
+            f"num_classes >= 2; received shape {values.shape}."
+        )
     values = _validation.finite_batch(values, "values", dtype="float64")
     labels = _validation.class_labels(labels, "labels", len(values), values.shape[1])
     if not from_logits and (values.min() < 0 or np.any(np.abs(values.sum(1) - 1) > 1e-3)):
-        raise ValueError("`values` (probabilities) must be non-negative rows summing to 1 "
-                         "(pass `from_logits=True` for logits).")
+        raise ValueError(
+            "`values` (probabilities) must be non-negative rows summing to 1 "
+            "(pass `from_logits=True` for logits)."
+        )
     return values, labels
 
 
@@ -113,8 +117,9 @@ def fit_temperature(values, labels, from_logits=True):
     def objective(log_t):
         return -np.mean(special.log_softmax(logits / np.exp(log_t), axis=1)[rows, labels])
 
-    result = optimize.minimize_scalar(objective, bounds=_LOG_T_BOUNDS, method="bounded",
-                                      options={"xatol": 1e-6})
+    result = optimize.minimize_scalar(
+        objective, bounds=_LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-6}
+    )
     return float(np.exp(result.x))
 
 
@@ -129,14 +134,15 @@ def calibrated_nll(values, labels, from_logits=True, splits=5, seed=0):
     splits = _validation.positive_int(splits, "splits")
     seed = _validation.seed(seed)
     if len(labels) < 4:
-        raise ValueError(f"`labels` needs at least 4 examples for split halves; "
-                         f"received {len(labels)}.")
+        raise ValueError(
+            f"`labels` needs at least 4 examples for split halves; received {len(labels)}."
+        )
     logits = _as_logits(values, from_logits)
     rng = np.random.default_rng(seed)
     scores = []
     for _ in range(splits):
         order = rng.permutation(len(labels))
-        halves = (order[: len(order) // 2], order[len(order) // 2:])
+        halves = (order[: len(order) // 2], order[len(order) // 2 :])
         for fit_part, score_part in (halves, halves[::-1]):
             t = fit_temperature(logits[fit_part], labels[fit_part])
             log_probs = special.log_softmax(logits[score_part] / t, axis=1)
@@ -161,14 +167,19 @@ def deep_ensemble_equivalent(metric_value, ensemble_curve):
     """
     value = _validation.real_number(metric_value, "metric_value")
     try:
-        items = sorted((float(size), float(metric)) for size, metric in
-                       dict(ensemble_curve).items())
+        items = sorted(
+            (float(size), float(metric)) for size, metric in dict(ensemble_curve).items()
+        )
     except (TypeError, ValueError):
-        raise TypeError("`ensemble_curve` must map ensemble sizes to metric values; "
-                        f"received {ensemble_curve!r}.") from None
+        raise TypeError(
+            "`ensemble_curve` must map ensemble sizes to metric values; "
+            f"received {ensemble_curve!r}."
+        ) from None
     if len(items) < 2 or any(size <= 0 or not np.isfinite(metric) for size, metric in items):
-        raise ValueError("`ensemble_curve` needs at least 2 positive sizes with finite "
-                         f"metric values; received {ensemble_curve!r}.")
+        raise ValueError(
+            "`ensemble_curve` needs at least 2 positive sizes with finite "
+            f"metric values; received {ensemble_curve!r}."
+        )
     sizes, metrics = map(np.array, zip(*items))
     # The metric improves with size; keep its running minimum so that the
     # curve is monotone and the inverse is well defined.
@@ -203,24 +214,31 @@ def reliability_diagram(values, labels, path, from_logits=False, bins=15, title=
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-
     figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     centers = (edges[:-1] + edges[1:]) / 2
     width = 1.0 / bins
     shown = counts > 0
-    top.bar(centers[shown], hits[shown], width=width * 0.95, color="#1f4e79",
-            label="accuracy")
+    top.bar(centers[shown], hits[shown], width=width * 0.95, color="#1f4e79", label="accuracy")
     # A calibrated bin has its accuracy bar end exactly at this mark.
-    top.hlines(confidence[shown], (centers - width * 0.475)[shown],
-               (centers + width * 0.475)[shown], colors="#e07b39", linewidth=2.5,
-               label="mean confidence")
+    top.hlines(
+        confidence[shown],
+        (centers - width * 0.475)[shown],
+        (centers + width * 0.475)[shown],
+        colors="#e07b39",
+        linewidth=2.5,
+        label="mean confidence",
+    )
     top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
     top.set_ylabel("accuracy")
     top.set_ylim(0, 1)
     top.legend(loc="upper left", frameon=False)
-    top.set_title(title or f"ECE {ece(probs, labels, from_logits=False, bins=bins):.2%}, "
-                           f"accuracy {np.mean(probs.argmax(1) == labels):.2%}")
+    top.set_title(
+        title
+        or f"ECE {ece(probs, labels, from_logits=False, bins=bins):.2%}, "
+        f"accuracy {np.mean(probs.argmax(1) == labels):.2%}"
+    )
     bottom.bar(centers, counts, width=width * 0.95, color="#8faadc")
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("examples")

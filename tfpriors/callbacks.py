@@ -29,14 +29,18 @@ class KLWarmup(keras.callbacks.Callback):
 
     def __init__(self, start_epoch=0, end_epoch=20):
         super().__init__()
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, (int, np.integer)) \
-                or start_epoch < 0:
+        if (
+            isinstance(start_epoch, bool)
+            or not isinstance(start_epoch, (int, np.integer))
+            or start_epoch < 0
+        ):
             raise ValueError(f"`start_epoch` must be an integer >= 0; received {start_epoch!r}.")
         self.start_epoch = int(start_epoch)
         self.end_epoch = _validation.positive_int(end_epoch, "end_epoch")
         if self.end_epoch <= self.start_epoch:
-            raise ValueError(f"`end_epoch` ({end_epoch}) must be greater than "
-                             f"`start_epoch` ({start_epoch}).")
+            raise ValueError(
+                f"`end_epoch` ({end_epoch}) must be greater than `start_epoch` ({start_epoch})."
+            )
 
     def weight_at(self, epoch):
         """The KL weight used during ``epoch`` (0-based)."""
@@ -85,8 +89,7 @@ class SparsityMonitor(keras.callbacks.Callback):
     def compute(self):
         """Returns the dict of values this callback would log now."""
         report = compression_report(self.model)
-        values = {"sparsity": report.total_sparsity,
-                  "compression": report.total_compression}
+        values = {"sparsity": report.total_sparsity, "compression": report.total_compression}
         if self.per_layer:
             for row in report.layers:
                 values[f"sparsity/{row.name}"] = row.sparsity
@@ -112,10 +115,12 @@ class EpochProgressBar(keras.callbacks.Callback):
         if not isinstance(description, str):
             raise TypeError(f"`description` must be a string; received {description!r}.")
         if keys is not None:
-            if isinstance(keys, str) or not isinstance(keys, (list, tuple)) or not all(
-                    isinstance(k, str) for k in keys):
-                raise TypeError(f"`keys` must be None or a list of log names; received "
-                                f"{keys!r}.")
+            if (
+                isinstance(keys, str)
+                or not isinstance(keys, (list, tuple))
+                or not all(isinstance(k, str) for k in keys)
+            ):
+                raise TypeError(f"`keys` must be None or a list of log names; received {keys!r}.")
             keys = list(keys)
         self.description = description
         self.keys = keys
@@ -124,14 +129,14 @@ class EpochProgressBar(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=self.params.get("epochs"), desc=self.description,
-                         unit="epoch", leave=True)
+        self._bar = tqdm(
+            total=self.params.get("epochs"), desc=self.description, unit="epoch", leave=True
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         keys = self.keys or [k for k in logs if "/" not in k]
-        self._bar.set_postfix({k: f"{logs[k]:.4g}" for k in keys if k in logs},
-                              refresh=False)
+        self._bar.set_postfix({k: f"{logs[k]:.4g}" for k in keys if k in logs}, refresh=False)
         self._bar.update(1)
 
     def on_train_end(self, logs=None):
@@ -158,13 +163,15 @@ class _AdaptiveSchedule(keras.callbacks.Callback):
         self.start_epoch = _epoch(start_epoch, "start_epoch")
         self.end_epoch = _validation.positive_int(end_epoch, "end_epoch")
         if self.end_epoch <= self.start_epoch:
-            raise ValueError(f"`end_epoch` ({end_epoch}) must be greater than "
-                             f"`start_epoch` ({start_epoch}).")
+            raise ValueError(
+                f"`end_epoch` ({end_epoch}) must be greater than `start_epoch` ({start_epoch})."
+            )
 
     def value_at(self, epoch):
         """The value used during ``epoch`` (0-based)."""
-        ramp = float(np.clip((epoch - self.start_epoch) / (self.end_epoch - self.start_epoch),
-                             0.0, 1.0))
+        ramp = float(
+            np.clip((epoch - self.start_epoch) / (self.end_epoch - self.start_epoch), 0.0, 1.0)
+        )
         return self._interpolate(ramp)
 
     def _interpolate(self, ramp):
@@ -175,8 +182,9 @@ class _AdaptiveSchedule(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if not self._targets():
-            raise ValueError(f"{type(self).__name__} was given a model without the blocks it "
-                             "schedules.")
+            raise ValueError(
+                f"{type(self).__name__} was given a model without the blocks it schedules."
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         value = self.value_at(epoch)
@@ -188,8 +196,12 @@ class _AdaptiveSchedule(keras.callbacks.Callback):
             logs[self.log_key] = self.value_at(epoch)
 
     def get_config(self):
-        return {"start": self.start, "end": self.end, "start_epoch": self.start_epoch,
-                "end_epoch": self.end_epoch}
+        return {
+            "start": self.start,
+            "end": self.end,
+            "start_epoch": self.start_epoch,
+            "end_epoch": self.end_epoch,
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")

@@ -41,8 +41,7 @@ def _positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive integer; received {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a positive integer; received {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer; received {value}")
     return value
@@ -52,8 +51,7 @@ def _non_negative_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer >= 0; received {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; received {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0; received {value}")
     return value
@@ -64,7 +62,8 @@ def _directory(text):
         raise argparse.ArgumentTypeError("must be a directory path; received ''")
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(
-            f"must be a directory; {text!r} exists and is not a directory")
+            f"must be a directory; {text!r} exists and is not a directory"
+        )
     return text
 
 
@@ -72,44 +71,73 @@ def build_parser():
     """The argument parser of ``tfpriors`` (one subparser per command)."""
     parser = argparse.ArgumentParser(
         prog="tfpriors",
-        description="Prior knowledge for Keras 3 models: Sparse Variational Dropout "
-                    "and friends.")
+        description="Prior knowledge for Keras 3 models: Sparse Variational Dropout and friends.",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
-        "demo", help="dense vs Sparse VD LeNet-300-100 on digits; saves model and plot",
+        "demo",
+        help="dense vs Sparse VD LeNet-300-100 on digits; saves model and plot",
         description="Trains LeNet-300-100 (64-300-100-10) on the embedded 8x8 digits "
-                    "(1,347 train / 450 test images): a dense baseline, then the same "
-                    "network sparsified with Sparse Variational Dropout "
-                    "(tfpriors.sparsify) and fine-tuned. Prints test accuracy and "
-                    f"compression, and writes {MODEL_FILE} (the Sparse VD model) and "
-                    f"{PLOT_FILE} into --out.")
-    demo.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS, metavar="N",
-                      help=f"Sparse VD fine-tuning epochs (default {DEFAULT_EPOCHS}); the "
-                           f"dense baseline trains for min(N, {DENSE_EPOCHS})")
-    demo.add_argument("--out", type=_directory, default=DEFAULT_OUT, metavar="DIR",
-                      help=f"output directory, created if missing (default ./{DEFAULT_OUT})")
-    demo.add_argument("--seed", type=_non_negative_int, default=0,
-                      help="random seed of initialisation and training (default 0)")
+        "(1,347 train / 450 test images): a dense baseline, then the same "
+        "network sparsified with Sparse Variational Dropout "
+        "(tfpriors.sparsify) and fine-tuned. Prints test accuracy and "
+        f"compression, and writes {MODEL_FILE} (the Sparse VD model) and "
+        f"{PLOT_FILE} into --out.",
+    )
+    demo.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=DEFAULT_EPOCHS,
+        metavar="N",
+        help=f"Sparse VD fine-tuning epochs (default {DEFAULT_EPOCHS}); the "
+        f"dense baseline trains for min(N, {DENSE_EPOCHS})",
+    )
+    demo.add_argument(
+        "--out",
+        type=_directory,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"output directory, created if missing (default ./{DEFAULT_OUT})",
+    )
+    demo.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="random seed of initialisation and training (default 0)",
+    )
     demo.set_defaults(handler=_demo_command, parser=demo)
 
     export = commands.add_parser(
-        "export", help="export a .keras model to TFLite and verify it on LiteRT",
+        "export",
+        help="export a .keras model to TFLite and verify it on LiteRT",
         description="Exports a saved Keras model (tfpriors layers included) to a .tflite "
-                    "file: deterministic inference graph, dead units removed, sparse "
-                    "storage where it pays, optional quantization. With --verify, runs "
-                    "the file on a TFLite runtime and compares it with Keras.")
+        "file: deterministic inference graph, dead units removed, sparse "
+        "storage where it pays, optional quantization. With --verify, runs "
+        "the file on a TFLite runtime and compares it with Keras.",
+    )
     export.add_argument("model", help="the saved model (.keras)")
     export.add_argument("output", help="the .tflite file to write")
-    export.add_argument("--quantize", choices=["none", "dynamic", "int8"], default="none",
-                        help="weight quantization (default none); int8 calibrates on "
-                             "the --verify training split or the first 200 .npy rows")
-    export.add_argument("--verify", metavar="DATA",
-                        help="a data set name (digits, mnist, fashion_mnist, cifar10) or "
-                             "a .npy file of inputs to check the export on")
-    export.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
-                        help="fixed batch dimension of the exported graph (default 1)")
-    export.add_argument("--no-shrink", action="store_true",
-                        help="keep dead units and filters")
+    export.add_argument(
+        "--quantize",
+        choices=["none", "dynamic", "int8"],
+        default="none",
+        help="weight quantization (default none); int8 calibrates on "
+        "the --verify training split or the first 200 .npy rows",
+    )
+    export.add_argument(
+        "--verify",
+        metavar="DATA",
+        help="a data set name (digits, mnist, fashion_mnist, cifar10) or "
+        "a .npy file of inputs to check the export on",
+    )
+    export.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="fixed batch dimension of the exported graph (default 1)",
+    )
+    export.add_argument("--no-shrink", action="store_true", help="keep dead units and filters")
     export.add_argument("--report", metavar="JSON", help="also write the report as JSON")
     export.set_defaults(handler=_export_command, parser=export)
     return parser
@@ -131,19 +159,24 @@ def _load_verify_data(spec, input_shape):
         try:
             data = np.load(spec, allow_pickle=False).astype("float32")
         except Exception as error:
-            raise CommandError(f"--verify: '{spec}' is not a readable .npy file "
-                               f"({error}).") from None
+            raise CommandError(
+                f"--verify: '{spec}' is not a readable .npy file ({error})."
+            ) from None
         return data[:200], data
     if spec not in tfpriors.datasets.LOADERS:
-        raise CommandError(f"--verify must be a .npy file or one of "
-                           f"{sorted(tfpriors.datasets.LOADERS)}; received {spec!r}.")
+        raise CommandError(
+            f"--verify must be a .npy file or one of "
+            f"{sorted(tfpriors.datasets.LOADERS)}; received {spec!r}."
+        )
     try:
         (x_train, _), (x_test, _) = tfpriors.datasets.load(spec, flat=len(input_shape) == 1)
     except tfpriors.datasets.DatasetUnavailableError as error:
         raise CommandError(str(error)) from None
     if tuple(x_test.shape[1:]) != tuple(input_shape):
-        raise CommandError(f"--verify: {spec} inputs have shape {x_test.shape[1:]}, the "
-                           f"model takes {tuple(input_shape)}.")
+        raise CommandError(
+            f"--verify: {spec} inputs have shape {x_test.shape[1:]}, the "
+            f"model takes {tuple(input_shape)}."
+        )
     return x_train[:200], x_test
 
 
@@ -155,19 +188,23 @@ def _load_keras_model(path):
     if not os.path.isfile(path):
         raise CommandError(f"no model file at '{path}'.")
     if not zipfile.is_zipfile(path):
-        raise CommandError(f"'{path}' is not a .keras file (not a zip archive: truncated "
-                           "or another format?).")
+        raise CommandError(
+            f"'{path}' is not a .keras file (not a zip archive: truncated or another format?)."
+        )
     try:
         return keras.models.load_model(path)
     except Exception as error:  # keras raises many kinds for truncated / foreign files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise CommandError(f"'{path}' could not be loaded as a Keras model (truncated or "
-                           f"not a .keras file?): {type(error).__name__}: "
-                           f"{first_line[:200]}") from None
+        raise CommandError(
+            f"'{path}' could not be loaded as a Keras model (truncated or "
+            f"not a .keras file?): {type(error).__name__}: "
+            f"{first_line[:200]}"
+        ) from None
 
 
-def run_export(model_path, output, quantize="none", verify=None, batch_size=1,
-               shrink=True, report_path=None):
+def run_export(
+    model_path, output, quantize="none", verify=None, batch_size=1, shrink=True, report_path=None
+):
     """Loads ``model_path``, exports it to ``output`` and returns the ExportReport.
 
     Example:
@@ -188,9 +225,14 @@ def run_export(model_path, output, quantize="none", verify=None, batch_size=1,
         raise CommandError("--quantize int8 needs --verify DATA to calibrate on.")
     try:
         report = tfpriors.export.to_tflite(
-            model, output, quantize=None if quantize == "none" else quantize,
-            representative_data=representative, verify_data=verify_data,
-            batch_size=batch_size, shrink=shrink)
+            model,
+            output,
+            quantize=None if quantize == "none" else quantize,
+            representative_data=representative,
+            verify_data=verify_data,
+            batch_size=batch_size,
+            shrink=shrink,
+        )
     except ValueError as error:  # ExportError included: the message names the layer
         raise CommandError(str(error)) from None
     if report_path:
@@ -204,9 +246,15 @@ def _export_command(args):
     if not args.output.endswith(".tflite"):
         args.parser.error(f"argument output: must end in .tflite; received {args.output!r}")
     try:
-        report = run_export(args.model, args.output, quantize=args.quantize,
-                            verify=args.verify, batch_size=args.batch_size,
-                            shrink=not args.no_shrink, report_path=args.report)
+        report = run_export(
+            args.model,
+            args.output,
+            quantize=args.quantize,
+            verify=args.verify,
+            batch_size=args.batch_size,
+            shrink=not args.no_shrink,
+            report_path=args.report,
+        )
     except CommandError as error:
         print(f"tfpriors export: error: {error}", file=sys.stderr)
         return 1
@@ -291,29 +339,48 @@ def run_demo(epochs=DEFAULT_EPOCHS, out=DEFAULT_OUT, seed=0):
     keras.utils.set_random_seed(seed)
     (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits()
     num_classes = int(y_train.max()) + 1
-    print(f"digits: {len(x_train):,} training / {len(x_test):,} test images, "
-          f"{x_train.shape[1]} features; LeNet-300-100, batch {BATCH_SIZE}", flush=True)
+    print(
+        f"digits: {len(x_train):,} training / {len(x_test):,} test images, "
+        f"{x_train.shape[1]} features; LeNet-300-100, batch {BATCH_SIZE}",
+        flush=True,
+    )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     # The name carries over to the sparsified model, its file and its plot.
-    dense = tfpriors.models.lenet_300_100(x_train.shape[1:], num_classes, kind="dense",
-                                          name="lenet_300_100")
+    dense = tfpriors.models.lenet_300_100(
+        x_train.shape[1:], num_classes, kind="dense", name="lenet_300_100"
+    )
     dense.compile("adam", loss, metrics=["accuracy"])
-    dense.fit(x_train, y_train, epochs=min(epochs, DENSE_EPOCHS), batch_size=BATCH_SIZE,
-              verbose=0, callbacks=[tfpriors.callbacks.EpochProgressBar(
-                  "dense baseline", keys=["loss", "accuracy"])])
+    dense.fit(
+        x_train,
+        y_train,
+        epochs=min(epochs, DENSE_EPOCHS),
+        batch_size=BATCH_SIZE,
+        verbose=0,
+        callbacks=[
+            tfpriors.callbacks.EpochProgressBar("dense baseline", keys=["loss", "accuracy"])
+        ],
+    )
     _, dense_accuracy = dense.evaluate(x_test, y_test, batch_size=len(x_test), verbose=0)
 
     sparse = tfpriors.sparsify(dense)
     tfpriors.set_dataset_size(sparse, len(x_train))
     sparse.compile("adam", loss, metrics=["accuracy"])
     warmup_end = max(1, round(WARMUP_FRACTION * epochs))
-    sparse.fit(x_train, y_train, epochs=epochs, batch_size=BATCH_SIZE, verbose=0,
-               callbacks=[tfpriors.callbacks.KLWarmup(0, warmup_end),
-                          tfpriors.callbacks.SparsityMonitor(per_layer=False),
-                          tfpriors.callbacks.EpochProgressBar(
-                              "Sparse VD", keys=["loss", "accuracy", "kl_weight",
-                                                 "compression"])])
+    sparse.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=BATCH_SIZE,
+        verbose=0,
+        callbacks=[
+            tfpriors.callbacks.KLWarmup(0, warmup_end),
+            tfpriors.callbacks.SparsityMonitor(per_layer=False),
+            tfpriors.callbacks.EpochProgressBar(
+                "Sparse VD", keys=["loss", "accuracy", "kl_weight", "compression"]
+            ),
+        ],
+    )
     _, sparse_accuracy = sparse.evaluate(x_test, y_test, batch_size=len(x_test), verbose=0)
 
     model_path = os.path.join(out, MODEL_FILE)
@@ -323,25 +390,46 @@ def run_demo(epochs=DEFAULT_EPOCHS, out=DEFAULT_OUT, seed=0):
     plot_sparsity(sparse, plot_path, input_image_shape=DIGITS_IMAGE_SHAPE)
 
     return DemoResult(
-        model=sparse, dense_model=dense, dense_accuracy=float(dense_accuracy),
-        sparse_accuracy=float(sparse_accuracy), report=tfpriors.compression_report(sparse),
+        model=sparse,
+        dense_model=dense,
+        dense_accuracy=float(dense_accuracy),
+        sparse_accuracy=float(sparse_accuracy),
+        report=tfpriors.compression_report(sparse),
         dense_weights=tfpriors.compression_report(dense).total_weights,
-        model_path=model_path, plot_path=plot_path,
-        seconds=time.perf_counter() - start)
+        model_path=model_path,
+        plot_path=plot_path,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def format_summary(result):
     """The demo's result table (a string)."""
     report = result.report
-    rows = [("", "test accuracy", "weights kept", "compression", "sparsity"),
-            ("dense baseline", f"{result.dense_accuracy:.2%}", f"{result.dense_weights:,}",
-             "1.0x", f"{0:.2%}"),
-            ("Sparse VD", f"{result.sparse_accuracy:.2%}", f"{report.total_nonzero:,}",
-             f"{report.total_compression:.1f}x", f"{report.total_sparsity:.2%}")]
+    rows = [
+        ("", "test accuracy", "weights kept", "compression", "sparsity"),
+        (
+            "dense baseline",
+            f"{result.dense_accuracy:.2%}",
+            f"{result.dense_weights:,}",
+            "1.0x",
+            f"{0:.2%}",
+        ),
+        (
+            "Sparse VD",
+            f"{result.sparse_accuracy:.2%}",
+            f"{report.total_nonzero:,}",
+            f"{report.total_compression:.1f}x",
+            f"{report.total_sparsity:.2%}",
+        ),
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join([row[0].ljust(widths[0])]
-                       + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])])
-             for row in rows]
+    lines = [
+        "  ".join(
+            [row[0].ljust(widths[0])]
+            + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        )
+        for row in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -350,8 +438,9 @@ def _demo_command(args):
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as error:
-        args.parser.error(f"argument --out: cannot create directory {args.out!r}: "
-                          f"{error.strerror or error}")
+        args.parser.error(
+            f"argument --out: cannot create directory {args.out!r}: {error.strerror or error}"
+        )
     result = run_demo(epochs=args.epochs, out=args.out, seed=args.seed)
     print()
     print(format_summary(result))
@@ -359,8 +448,10 @@ def _demo_command(args):
     print("Sparse VD layers (weights kept at evaluation):")
     print(result.report)
     print()
-    print(f"wrote {result.model_path}  (the Sparse VD model; `import tfpriors` before "
-          "keras.models.load_model)")
+    print(
+        f"wrote {result.model_path}  (the Sparse VD model; `import tfpriors` before "
+        "keras.models.load_model)"
+    )
     print(f"wrote {result.plot_path}  (sparsity per layer and first-layer mask)")
     print(f"done in {result.seconds:.0f} s")
     return 0
@@ -382,8 +473,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        parser.exit(2, f"\n{parser.prog}: error: a command is required, e.g. "
-                       f"`{parser.prog} demo`\n")
+        parser.exit(
+            2, f"\n{parser.prog}: error: a command is required, e.g. `{parser.prog} demo`\n"
+        )
     try:
         return args.handler(args)
     except KeyboardInterrupt:

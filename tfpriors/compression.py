@@ -10,9 +10,14 @@ from tfpriors.layers.sparse_vd import SparseVDLayer
 
 # Plain layers whose kernels count as fully kept, so that the total
 # compression is over all weights of the network (as in the papers).
-_DENSE_KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
-                        keras.layers.Conv3D, keras.layers.DepthwiseConv2D,
-                        keras.layers.EinsumDense)
+_DENSE_KERNEL_LAYERS = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.EinsumDense,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +67,10 @@ class CompressionReport:
     def to_dict(self):
         """A JSON-friendly dict of the rows and totals."""
         return {
-            "layers": [dict(dataclasses.asdict(row), sparsity=row.sparsity,
-                            compression=row.compression) for row in self.layers],
+            "layers": [
+                dict(dataclasses.asdict(row), sparsity=row.sparsity, compression=row.compression)
+                for row in self.layers
+            ],
             "total_weights": self.total_weights,
             "total_nonzero": self.total_nonzero,
             "total_sparsity": self.total_sparsity,
@@ -72,15 +79,21 @@ class CompressionReport:
 
     def __str__(self):
         width = max([len(row.name) for row in self.layers] + [5])
-        lines = [f"{'layer':<{width}}  {'kind':<15} {'weights':>10} {'kept':>10} "
-                 f"{'sparsity':>9} {'compression':>12}"]
+        lines = [
+            f"{'layer':<{width}}  {'kind':<15} {'weights':>10} {'kept':>10} "
+            f"{'sparsity':>9} {'compression':>12}"
+        ]
         for row in self.layers:
-            lines.append(f"{row.name:<{width}}  {row.kind:<15} {row.weights:>10,d} "
-                         f"{row.nonzero:>10,d} {row.sparsity:>9.2%} "
-                         f"{row.compression:>11.1f}x")
-        lines.append(f"{'total':<{width}}  {'':<15} {self.total_weights:>10,d} "
-                     f"{self.total_nonzero:>10,d} {self.total_sparsity:>9.2%} "
-                     f"{self.total_compression:>11.1f}x")
+            lines.append(
+                f"{row.name:<{width}}  {row.kind:<15} {row.weights:>10,d} "
+                f"{row.nonzero:>10,d} {row.sparsity:>9.2%} "
+                f"{row.compression:>11.1f}x"
+            )
+        lines.append(
+            f"{'total':<{width}}  {'':<15} {self.total_weights:>10,d} "
+            f"{self.total_nonzero:>10,d} {self.total_sparsity:>9.2%} "
+            f"{self.total_compression:>11.1f}x"
+        )
         return "\n".join(lines)
 
 
@@ -99,16 +112,25 @@ def compression_report(model):
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"`model` must be a Keras model; received {type(model).__name__}.")
     if not model.built:
-        raise ValueError("`model` must be built (call it on data or give it an Input) "
-                         "before a compression report can count its weights.")
+        raise ValueError(
+            "`model` must be built (call it on data or give it an Input) "
+            "before a compression report can count its weights."
+        )
     rows = []
     for layer in walk(model):
         if isinstance(layer, SparseVDLayer):
             kept = layer.kept_mask()
-            rows.append(LayerCompression(layer.name, type(layer).__name__,
-                                         int(kept.size), int(kept.sum())))
+            rows.append(
+                LayerCompression(layer.name, type(layer).__name__, int(kept.size), int(kept.sum()))
+            )
         elif isinstance(layer, _DENSE_KERNEL_LAYERS) and layer.built:
             kernel = keras.ops.convert_to_numpy(layer.kernel)
-            rows.append(LayerCompression(layer.name, type(layer).__name__,
-                                         int(kernel.size), int(np.count_nonzero(kernel))))
+            rows.append(
+                LayerCompression(
+                    layer.name,
+                    type(layer).__name__,
+                    int(kernel.size),
+                    int(np.count_nonzero(kernel)),
+                )
+            )
     return CompressionReport(tuple(rows))

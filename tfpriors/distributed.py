@@ -55,7 +55,7 @@ def batch_rows(sample, shape):
     rows = shape[0]
     offset = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows
     draw = sample(tf.concat([[rows * context.num_replicas_in_sync], shape[1:]], 0))
-    return draw[offset:offset + rows]
+    return draw[offset : offset + rows]
 
 
 # -- Keras 3 and MultiWorkerMirroredStrategy ---------------------------------------------
@@ -100,23 +100,25 @@ def enable_multi_worker_fit():
     symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
 
     def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if (self._distribute_strategy is None
-                or not trainer._collective_all_reduce_multi_worker(self._distribute_strategy)):
+        if self._distribute_strategy is None or not trainer._collective_all_reduce_multi_worker(
+            self._distribute_strategy
+        ):
             return symbolic_build(self, iterator=iterator, data_batch=data_batch)
         if iterator is not None:
             for _, _, epoch_iterator in iterator:
                 batch = next(epoch_iterator)
                 data_batch = tf.nest.map_structure(
-                    lambda value: _local_first(self.distribute_strategy, value), batch)
+                    lambda value: _local_first(self.distribute_strategy, value), batch
+                )
                 break
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
     def reduce_logs(values, strategy, reduction):
-        if (trainer._collective_all_reduce_multi_worker(strategy)
-                and reduction in ("auto", "mean")):
+        if trainer._collective_all_reduce_multi_worker(strategy) and reduction in ("auto", "mean"):
             return tf.nest.map_structure(
-                lambda value: strategy.reduce("MEAN", value, axis=None), values)
+                lambda value: strategy.reduce("MEAN", value, axis=None), values
+            )
         return reduce_per_replica(values, strategy, reduction)
 
     trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build

@@ -23,8 +23,7 @@ def walk(model, include_self=False):
     ['conv1', 'pool1']
     """
     if not isinstance(model, keras.layers.Layer):
-        raise TypeError(f"`model` must be a Keras model or layer; received "
-                        f"{type(model).__name__}.")
+        raise TypeError(f"`model` must be a Keras model or layer; received {type(model).__name__}.")
     seen, stack = set(), [model]
     while stack:
         layer = stack.pop()
@@ -72,8 +71,7 @@ def chain_after(layer, passes, stops, members=None, outputs=(), limit=None):
     _check_layer(layer)
     for name, function in (("passes", passes), ("stops", stops)):
         if not callable(function):
-            raise TypeError(f"`{name}` must be a callable taking a layer; received "
-                            f"{function!r}.")
+            raise TypeError(f"`{name}` must be a callable taking a layer; received {function!r}.")
     if limit is not None:
         limit = _validation.positive_int(limit, "limit")
     chain, current = [], layer

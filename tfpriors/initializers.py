@@ -4,8 +4,7 @@ import keras
 from keras import ops
 
 from tfpriors import _validation
-from tfpriors.priors.kernel_vae import (check_kernel_shape, check_vae, vae_from_config,
-                                        vae_to_config)
+from tfpriors.priors.kernel_vae import check_kernel_shape, check_vae, vae_from_config, vae_to_config
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
@@ -51,7 +50,8 @@ class DWPInitializer(keras.initializers.Initializer):
         slices, log_variance = self.vae.decode(z)  # (in * out, k, k) each
         if self.noise:
             slices = slices + ops.exp(0.5 * log_variance) * keras.random.normal(
-                ops.shape(slices), seed=self.seed_generator)
+                ops.shape(slices), seed=self.seed_generator
+            )
         kernel = ops.transpose(ops.reshape(slices, (shape[2], shape[3], k, k)), (2, 3, 0, 1))
         return ops.cast(kernel, dtype or keras.config.floatx())
 

@@ -28,8 +28,7 @@ def atomic_path(path, argument="path"):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     base, suffix = os.path.splitext(os.path.basename(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{suffix}",
-                                         dir=directory)
+    handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{suffix}", dir=directory)
     os.close(handle)
     # mkstemp makes the file private (0600); give it the permissions a plain
     # open() would have given.
@@ -69,11 +68,15 @@ def check_archive(path, what, argument="path"):
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        raise CorruptFileError(f"`{argument}` '{path}' is truncated or corrupted: it is not "
-                               f"a complete zip archive, so not {what} ({error}).") from None
+        raise CorruptFileError(
+            f"`{argument}` '{path}' is truncated or corrupted: it is not "
+            f"a complete zip archive, so not {what} ({error})."
+        ) from None
     if damaged is not None:
-        raise CorruptFileError(f"`{argument}` '{path}' is corrupted: its member '{damaged}' "
-                               f"fails its checksum, so it is not {what}.")
+        raise CorruptFileError(
+            f"`{argument}` '{path}' is corrupted: its member '{damaged}' "
+            f"fails its checksum, so it is not {what}."
+        )
 
 
 def load_model(path, **kwargs):

@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 
-from tfpriors.graph import walk
 from tfpriors import _validation
 from tfpriors.compression import compression_report
+from tfpriors.graph import walk
 from tfpriors.io import atomic_path
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense, SparseVDLayer
 
@@ -38,7 +38,8 @@ def _check_image_shape(input_image_shape, input_dim, layer_name):
     if math.prod(shape) != input_dim:
         raise ValueError(
             f"`input_image_shape` {shape} has {math.prod(shape)} pixels but the first "
-            f"Sparse VD layer '{layer_name}' has {input_dim} inputs; they must match.")
+            f"Sparse VD layer '{layer_name}' has {input_dim} inputs; they must match."
+        )
     return shape
 
 
@@ -49,8 +50,7 @@ def _model_image_shape(model, input_dim):
         shape = tuple(model.inputs[0].shape[1:])
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
-    if len(shape) in (2, 3) and all(d is not None for d in shape) \
-            and math.prod(shape) == input_dim:
+    if len(shape) in (2, 3) and all(d is not None for d in shape) and math.prod(shape) == input_dim:
         return tuple(int(d) for d in shape)
     return None
 
@@ -63,8 +63,15 @@ def _heatmap(fig, ax, values, title, fmt, vmax, label):
     if values.size <= _ANNOTATE_MAX_CELLS:
         for (row, col), value in np.ndenumerate(values):
             dark = value > 0.55 * vmax
-            ax.text(col, row, fmt(value), ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black")
+            ax.text(
+                col,
+                row,
+                fmt(value),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark else "black",
+            )
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=label)
     return image
 
@@ -77,12 +84,20 @@ def _plot_layer_bars(ax, report):
     ax.barh(positions, np.full(len(rows), 100.0), color=_REMOVED_COLOR, height=0.6)
     ax.barh(positions, sparsity, color=_KEPT_COLOR, height=0.6)
     for position, row in zip(positions, rows):
-        label = (f"{row.sparsity:.1%} removed  ·  {row.nonzero:,} of {row.weights:,} kept"
-                 f"  ·  {row.compression:.0f}x")
+        label = (
+            f"{row.sparsity:.1%} removed  ·  {row.nonzero:,} of {row.weights:,} kept"
+            f"  ·  {row.compression:.0f}x"
+        )
         inside = row.sparsity > 0.5
-        ax.text(2 if inside else row.sparsity * 100 + 2, position, label,
-                va="center", ha="left", fontsize=8,
-                color="white" if inside else "black")
+        ax.text(
+            2 if inside else row.sparsity * 100 + 2,
+            position,
+            label,
+            va="center",
+            ha="left",
+            fontsize=8,
+            color="white" if inside else "black",
+        )
     ax.set_yticks(positions, names)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
@@ -102,15 +117,23 @@ def _plot_dense_mask(fig, mask_ax, input_ax, model, layer, input_image_shape):
     live_units = int(np.count_nonzero(alive))
     # Dead units are blank columns; dropping them makes the survivors readable.
     shown = mask[:, alive] if 0 < live_units < units else mask
-    mask_ax.imshow(shown, cmap=ListedColormap([_REMOVED_COLOR, _KEPT_COLOR]), vmin=0, vmax=1,
-                   aspect="auto", interpolation="antialiased")
-    mask_ax.set_title(f"'{layer.name}' kept weights: {int(mask.sum()):,} of {mask.size:,}",
-                      fontsize=10)
+    mask_ax.imshow(
+        shown,
+        cmap=ListedColormap([_REMOVED_COLOR, _KEPT_COLOR]),
+        vmin=0,
+        vmax=1,
+        aspect="auto",
+        interpolation="antialiased",
+    )
+    mask_ax.set_title(
+        f"'{layer.name}' kept weights: {int(mask.sum()):,} of {mask.size:,}", fontsize=10
+    )
     if shown is mask:
         mask_ax.set_xlabel(f"output unit ({live_units} of {units} alive)")
     else:
-        mask_ax.set_xlabel(f"the {live_units} output units still alive (of {units}; "
-                           "dead ones hidden)")
+        mask_ax.set_xlabel(
+            f"the {live_units} output units still alive (of {units}; dead ones hidden)"
+        )
     mask_ax.set_ylabel("input")
 
     per_input = mask.sum(axis=1)
@@ -129,10 +152,15 @@ def _plot_dense_mask(fig, mask_ax, input_ax, model, layer, input_image_shape):
     if counts.ndim == 3:
         counts = counts.sum(axis=-1)
     used = int(np.count_nonzero(counts))
-    _heatmap(fig, input_ax, counts,
-             f"kept weights per input pixel ({used} of {counts.size} pixels used)",
-             lambda v: f"{int(v)}", vmax=max(int(counts.max()), 1),
-             label=f"weights kept (of {units})")
+    _heatmap(
+        fig,
+        input_ax,
+        counts,
+        f"kept weights per input pixel ({used} of {counts.size} pixels used)",
+        lambda v: f"{int(v)}",
+        vmax=max(int(counts.max()), 1),
+        label=f"weights kept (of {units})",
+    )
 
 
 def _filter_mosaic(fractions):
@@ -143,8 +171,9 @@ def _filter_mosaic(fractions):
     mosaic = np.full((rows * (kh + 1) - 1, cols * (kw + 1) - 1), np.nan)
     for index in range(filters):
         r, c = divmod(index, cols)
-        mosaic[r * (kh + 1):r * (kh + 1) + kh, c * (kw + 1):c * (kw + 1) + kw] = \
-            fractions[..., index]
+        mosaic[r * (kh + 1) : r * (kh + 1) + kh, c * (kw + 1) : c * (kw + 1) + kw] = fractions[
+            ..., index
+        ]
     return mosaic
 
 
@@ -156,20 +185,26 @@ def _plot_conv_mask(fig, mask_ax, position_ax, layer):
     per_filter = mask.mean(axis=2)  # kept fraction over input channels
     live_filters = int(np.count_nonzero(mask.any(axis=(0, 1, 2))))
     cmap = matplotlib.colormaps[_CMAP].with_extremes(bad="#b8c0cc")  # tile borders
-    image = mask_ax.imshow(_filter_mosaic(per_filter), cmap=cmap, vmin=0, vmax=1,
-                           interpolation="nearest")
+    image = mask_ax.imshow(
+        _filter_mosaic(per_filter), cmap=cmap, vmin=0, vmax=1, interpolation="nearest"
+    )
     channels = "" if in_channels == 1 else f", mean over {in_channels} input channels"
-    mask_ax.set_title(f"'{layer.name}' kept fraction per {kh}x{kw} filter{channels}",
-                      fontsize=10)
+    mask_ax.set_title(f"'{layer.name}' kept fraction per {kh}x{kw} filter{channels}", fontsize=10)
     mask_ax.set_xlabel(f"{live_filters} of {filters} filters alive")
     mask_ax.set_xticks([])
     mask_ax.set_yticks([])
     fig.colorbar(image, ax=mask_ax, fraction=0.046, pad=0.04, label="kept fraction")
     per_position = mask.mean(axis=(2, 3))
-    _heatmap(fig, position_ax, per_position,
-             f"kept fraction per kernel position (over {filters} filters"
-             + (")" if in_channels == 1 else f" x {in_channels} channels)"),
-             lambda v: f"{v:.0%}", vmax=1.0, label="kept fraction")
+    _heatmap(
+        fig,
+        position_ax,
+        per_position,
+        f"kept fraction per kernel position (over {filters} filters"
+        + (")" if in_channels == 1 else f" x {in_channels} channels)"),
+        lambda v: f"{v:.0%}",
+        vmax=1.0,
+        label="kept fraction",
+    )
 
 
 def plot_sparsity(model, path, input_image_shape=None):
@@ -210,17 +245,23 @@ def plot_sparsity(model, path, input_image_shape=None):
 
     layers = sparse_vd_layers(model)
     if not layers:
-        raise ValueError("`model` has no Sparse VD layers (SparseVDDense / SparseVDConv2D) "
-                         "to plot; build it with kind='sparse_vd' or convert it with "
-                         "`tfpriors.sparsify(model)` first.")
+        raise ValueError(
+            "`model` has no Sparse VD layers (SparseVDDense / SparseVDConv2D) "
+            "to plot; build it with kind='sparse_vd' or convert it with "
+            "`tfpriors.sparsify(model)` first."
+        )
     if not all(layer.built for layer in layers):
-        raise ValueError("`model` must be built (call it on data or give it an Input) "
-                         "before its sparsity can be plotted.")
+        raise ValueError(
+            "`model` must be built (call it on data or give it an Input) "
+            "before its sparsity can be plotted."
+        )
     path = os.fspath(path)
     first = layers[0]
     if input_image_shape is not None and not isinstance(first, SparseVDDense):
-        raise ValueError("`input_image_shape` only applies when the first Sparse VD layer "
-                         f"is a SparseVDDense; '{first.name}' is a {type(first).__name__}.")
+        raise ValueError(
+            "`input_image_shape` only applies when the first Sparse VD layer "
+            f"is a SparseVDDense; '{first.name}' is a {type(first).__name__}."
+        )
     report = compression_report(model)
 
     # Tall enough for one readable bar per layer in deep models.
@@ -234,9 +275,12 @@ def plot_sparsity(model, path, input_image_shape=None):
         _plot_conv_mask(fig, mask_ax, detail_ax, first)
     else:
         _plot_dense_mask(fig, mask_ax, detail_ax, model, first, input_image_shape)
-    fig.suptitle(f"{model.name}: {report.total_compression:.1f}x compression, "
-                 f"{report.total_sparsity:.2%} of {report.total_weights:,} weights removed",
-                 fontsize=12, fontweight="bold")
+    fig.suptitle(
+        f"{model.name}: {report.total_compression:.1f}x compression, "
+        f"{report.total_sparsity:.2%} of {report.total_weights:,} weights removed",
+        fontsize=12,
+        fontweight="bold",
+    )
 
     _, suffix = os.path.splitext(path)
     with atomic_path(path) as temporary:

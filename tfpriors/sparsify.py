@@ -4,38 +4,53 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
-from tfpriors.graph import walk
 from tfpriors._rewrite import check_rewritable, rewrite_model
+from tfpriors.graph import walk
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense
 from tfpriors.priors.log_uniform import validate_threshold
 
 # Initial log-variance when sparsifying a pretrained model (reference code).
 LOG_SIGMA2_INIT_PRETRAINED = -8.0
 
-_SHARED_KEYS = ("name", "activation", "use_bias", "kernel_initializer",
-                "bias_initializer", "kernel_regularizer", "bias_regularizer",
-                "activity_regularizer", "dtype", "trainable")
+_SHARED_KEYS = (
+    "name",
+    "activation",
+    "use_bias",
+    "kernel_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "dtype",
+    "trainable",
+)
 
 
 def _sparse_vd_counterpart(layer, threshold, log_sigma2_init, dataset_size):
     """Returns the Sparse VD layer replacing ``layer``, or None to keep it."""
     config = layer.get_config()
     common = {key: config[key] for key in _SHARED_KEYS if key in config}
-    common.update(threshold=threshold, log_sigma2_initializer=log_sigma2_init,
-                  dataset_size=dataset_size)
+    common.update(
+        threshold=threshold, log_sigma2_initializer=log_sigma2_init, dataset_size=dataset_size
+    )
     if type(layer) is keras.layers.Dense:
         return SparseVDDense(units=config["units"], **common)
     if type(layer) is keras.layers.Conv2D and config.get("groups", 1) == 1:
         return SparseVDConv2D(
-            filters=config["filters"], kernel_size=config["kernel_size"],
-            strides=config["strides"], padding=config["padding"],
-            data_format=config["data_format"], dilation_rate=config["dilation_rate"],
-            **common)
+            filters=config["filters"],
+            kernel_size=config["kernel_size"],
+            strides=config["strides"],
+            padding=config["padding"],
+            data_format=config["data_format"],
+            dilation_rate=config["dilation_rate"],
+            **common,
+        )
     return None
 
 
-def sparsify(model, threshold=3.0, log_sigma2_init=LOG_SIGMA2_INIT_PRETRAINED,
-             dataset_size=None, skip=()):
+def sparsify(
+    model, threshold=3.0, log_sigma2_init=LOG_SIGMA2_INIT_PRETRAINED, dataset_size=None, skip=()
+):
     """Replaces ``Dense`` and ``Conv2D`` layers by Sparse VD layers with the same weights.
 
     Works on Sequential and functional models (nested ones included). Every
@@ -86,11 +101,11 @@ def sparsify(model, threshold=3.0, log_sigma2_init=LOG_SIGMA2_INIT_PRETRAINED,
         if new_layer is None:
             return None
 
-        def set_weights(target, theta=keras.ops.convert_to_numpy(layer.kernel),
-                        bias=layer.bias):
+        def set_weights(target, theta=keras.ops.convert_to_numpy(layer.kernel), bias=layer.bias):
             target.kernel.assign(theta)
             target.log_sigma2.assign(
-                _function_preserving_log_sigma2(theta, log_sigma2_init, threshold))
+                _function_preserving_log_sigma2(theta, log_sigma2_init, threshold)
+            )
             if target.use_bias:
                 target.bias.assign(bias)
 

@@ -74,18 +74,19 @@ def load_interpreter(model_path=None, model_content=None, num_threads=1, delegat
         try:
             options = {}
             if not delegates:
-                options["experimental_op_resolver_type"] = _no_delegate_resolver(
-                    interpreter_class)
-            interpreter = interpreter_class(model_content=model_content,
-                                            num_threads=num_threads, **options)
+                options["experimental_op_resolver_type"] = _no_delegate_resolver(interpreter_class)
+            interpreter = interpreter_class(
+                model_content=model_content, num_threads=num_threads, **options
+            )
             interpreter.allocate_tensors()
             return interpreter, name
         except (ValueError, RuntimeError) as error:
             errors.append(f"{name}: {error}")
             break  # a corrupt file fails the same way on every runtime
     if not errors:
-        raise ImportError("No TFLite runtime found: install ai-edge-litert "
-                          "(pip install ai-edge-litert).")
+        raise ImportError(
+            "No TFLite runtime found: install ai-edge-litert (pip install ai-edge-litert)."
+        )
     reason = errors[0].splitlines()[0]
     if "flatbuffer" in reason.lower():
         raise ModelFileError(f"{source} is truncated or corrupted ({reason}).")
@@ -113,8 +114,7 @@ def _quantize(x, detail):
     scale, zero_point = detail["quantization"]
     if detail["dtype"] in (np.int8, np.uint8) and scale:
         info = np.iinfo(detail["dtype"])
-        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(
-            detail["dtype"])
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
     return x.astype(detail["dtype"])
 
 
@@ -135,8 +135,10 @@ def run_batch(interpreter, x):
     (input_detail,) = interpreter.get_input_details()
     expected = tuple(int(d) for d in input_detail["shape"][1:])
     if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
-        raise ValueError(f"`input` must have shape (batch, {', '.join(map(str, expected))}) "
-                         f"for this model; received {tuple(x.shape)}.")
+        raise ValueError(
+            f"`input` must have shape (batch, {', '.join(map(str, expected))}) "
+            f"for this model; received {tuple(x.shape)}."
+        )
     if not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"`input` must be numeric; received dtype {x.dtype}.")
     if len(x) == 0:
@@ -150,14 +152,14 @@ def run_batch(interpreter, x):
     output_detail = interpreter.get_output_details()[0]
     outputs = []
     for start in range(0, len(x), batch):
-        chunk = x[start:start + batch]
+        chunk = x[start : start + batch]
         pad = batch - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
         interpreter.set_tensor(input_detail["index"], _quantize(chunk, input_detail))
         interpreter.invoke()
         result = _dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
-        outputs.append(result[:batch - pad])
+        outputs.append(result[: batch - pad])
     return np.concatenate(outputs).astype("float32")
 
 

@@ -21,9 +21,12 @@ def _images(digits, n=None):
 
 
 def _compile(model, learning_rate=3e-3):
-    model.compile(keras.optimizers.Adam(learning_rate),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=False)
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=False,
+    )
     return model
 
 
@@ -31,11 +34,23 @@ def _compile(model, learning_rate=3e-3):
 def relaxed_model(digits):
     keras.utils.set_random_seed(0)
     (x, y), _ = _images(digits)
-    model = _compile(tfpriors.models.act_resnet((8, 8, 1), 10, kind="pact", ponder_cost=0.5,
-                                                group_size=2, **SMALL), learning_rate=1e-2)
-    history = model.fit(x, y, epochs=3, batch_size=64, verbose=0, callbacks=[
-        tfpriors.callbacks.TemperatureSchedule(1.0, 0.3, end_epoch=2),
-        tfpriors.callbacks.PonderCostSchedule(0.25, 0.5, end_epoch=2)])
+    model = _compile(
+        tfpriors.models.act_resnet(
+            (8, 8, 1), 10, kind="pact", ponder_cost=0.5, group_size=2, **SMALL
+        ),
+        learning_rate=1e-2,
+    )
+    history = model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=64,
+        verbose=0,
+        callbacks=[
+            tfpriors.callbacks.TemperatureSchedule(1.0, 0.3, end_epoch=2),
+            tfpriors.callbacks.PonderCostSchedule(0.25, 0.5, end_epoch=2),
+        ],
+    )
     return model, history
 
 
@@ -53,8 +68,7 @@ def test_relaxed_training_transfers_to_discrete_and_threshold(relaxed_model, dig
     results = {}
     for mode in ("relaxed", "discrete", "threshold"):
         assert tfpriors.adaptive.set_mode(model, mode) == 2
-        results[mode] = (_accuracy(model, xt, yt),
-                         tfpriors.adaptive.flops_report(model, xt).ratio)
+        results[mode] = (_accuracy(model, xt, yt), tfpriors.adaptive.flops_report(model, xt).ratio)
     tfpriors.adaptive.set_mode(model, "relaxed")
     assert results["relaxed"][0] > 0.6  # it learned
     assert results["threshold"][0] > results["relaxed"][0] - 0.1
@@ -84,8 +98,7 @@ def test_ponder_map_and_flops_report(relaxed_model, digits, tmp_path):
     plain = tfpriors.models.act_resnet((8, 8, 1), 10, kind="plain", **SMALL)
     assert tfpriors.adaptive.flops_report(plain, xt).ratio == 1.0
     # The plain figure of an adaptive model is the plain ResNet's count.
-    assert report.plain_macs == pytest.approx(
-        tfpriors.adaptive.flops_report(plain, xt).macs)
+    assert report.plain_macs == pytest.approx(tfpriors.adaptive.flops_report(plain, xt).macs)
 
 
 def test_reinforce_trains_discrete_halting_heads(digits):
@@ -94,12 +107,19 @@ def test_reinforce_trains_discrete_halting_heads(digits):
     x, y = x[:64], y[:64]
 
     def halting_weights(model):
-        return [w.numpy().copy() for b in adaptive_blocks(model)
-                for w in b.trainable_weights if "halting" in w.path]
+        return [
+            w.numpy().copy()
+            for b in adaptive_blocks(model)
+            for w in b.trainable_weights
+            if "halting" in w.path
+        ]
 
     keras.utils.set_random_seed(1)
-    model = _compile(tfpriors.models.act_resnet((8, 8, 1), 10, kind="pact", mode="discrete",
-                                                ponder_cost=0.0, **SMALL))
+    model = _compile(
+        tfpriors.models.act_resnet(
+            (8, 8, 1), 10, kind="pact", mode="discrete", ponder_cost=0.0, **SMALL
+        )
+    )
     plain = _compile(keras.Model(model.inputs, model.outputs))  # no REINFORCE
     before = halting_weights(model)
     plain.fit(x, y, epochs=1, batch_size=64, verbose=0)
@@ -123,8 +143,9 @@ def test_mirrored_strategy_gives_the_same_loss(digits):
         mirrored.set_weights(weights)
     distributed = mirrored.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
     np.testing.assert_allclose(distributed["loss"], single["loss"], rtol=1e-5)
-    np.testing.assert_allclose(distributed["stage0_sact/ponder"],
-                               single["stage0_sact/ponder"], rtol=1e-5)
+    np.testing.assert_allclose(
+        distributed["stage0_sact/ponder"], single["stage0_sact/ponder"], rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("kind", ["act", "pact"])
@@ -135,9 +156,13 @@ def test_tflite_export_builtin_ops_verified(kind, digits, tmp_path):
     for block in adaptive_blocks(model):  # some examples / positions halt early
         for layer in block.halting_dense + block.halting_conv:
             layer.kernel.assign(rng.normal(size=layer.kernel.shape).astype("float32"))
-    report = tfpriors.export.to_tflite(model, os.path.join(tmp_path, f"{kind}.tflite"),
-                                       verify_data=xt, compare_dense=False,
-                                       latency_repeats=2)
+    report = tfpriors.export.to_tflite(
+        model,
+        os.path.join(tmp_path, f"{kind}.tflite"),
+        verify_data=xt,
+        compare_dense=False,
+        latency_repeats=2,
+    )
     assert "IF" in report.ops
     assert not any(op.startswith("Flex") or op == "CUSTOM" for op in report.ops)
     assert report.max_abs_diff < 1e-4 and report.top1_agreement == 1.0
@@ -149,7 +174,8 @@ def test_bad_arguments(relaxed_model):
         tfpriors.adaptive.set_mode(model, "greedy")
     with pytest.raises(ValueError, match="ProbabilisticACTBlock"):
         tfpriors.adaptive.set_mode(
-            tfpriors.models.act_resnet((8, 8, 1), 10, kind="sact", **SMALL), "threshold")
+            tfpriors.models.act_resnet((8, 8, 1), 10, kind="sact", **SMALL), "threshold"
+        )
     with pytest.raises(ValueError, match="kind"):
         tfpriors.models.act_resnet((8, 8, 1), 10, kind="dense")
     with pytest.raises(ValueError, match="widths"):
@@ -170,9 +196,13 @@ def test_schedules_refuse_models_without_blocks(digits):
     (x, y), _ = _images(digits)
     plain = _compile(tfpriors.models.act_resnet((8, 8, 1), 10, kind="plain", **SMALL))
     with pytest.raises(ValueError, match="TemperatureSchedule"):
-        plain.fit(x[:8], y[:8], epochs=1, verbose=0,
-                  callbacks=[tfpriors.callbacks.TemperatureSchedule(1.0, 0.5)])
+        plain.fit(
+            x[:8],
+            y[:8],
+            epochs=1,
+            verbose=0,
+            callbacks=[tfpriors.callbacks.TemperatureSchedule(1.0, 0.5)],
+        )
     schedule = tfpriors.callbacks.TemperatureSchedule(1.0, 0.25, start_epoch=0, end_epoch=2)
     assert schedule.value_at(1) == pytest.approx(0.5)
-    assert tfpriors.callbacks.PonderCostSchedule(0.0, 0.1, 2, 4).value_at(3) == \
-        pytest.approx(0.05)
+    assert tfpriors.callbacks.PonderCostSchedule(0.0, 0.1, 2, 4).value_at(3) == pytest.approx(0.05)

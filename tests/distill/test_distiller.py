@@ -11,9 +11,13 @@ from tfpriors import distill
 
 def _mlp(outputs, hidden=16, seed=None):
     init = keras.initializers.GlorotNormal(seed)
-    return keras.Sequential([keras.Input((5,)),
-                             keras.layers.Dense(hidden, "tanh", kernel_initializer=init),
-                             keras.layers.Dense(outputs, kernel_initializer=init)])
+    return keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(hidden, "tanh", kernel_initializer=init),
+            keras.layers.Dense(outputs, kernel_initializer=init),
+        ]
+    )
 
 
 def _x(n=256):
@@ -28,8 +32,10 @@ def _fit_recording(distiller, x, measure, rounds=3, epochs=5):
     """Fits `rounds * epochs` epochs in one call, measuring before and every `epochs`."""
     values = [measure()]
     record = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: values.append(measure())
-        if (epoch + 1) % epochs == 0 else None)
+        on_epoch_end=lambda epoch, logs: (
+            values.append(measure()) if (epoch + 1) % epochs == 0 else None
+        )
+    )
     distiller.fit(x, batch_size=32, epochs=rounds * epochs, verbose=0, callbacks=[record])
     return values
 
@@ -64,8 +70,9 @@ def test_student_approaches_the_teacher_on_unlabeled_data():
     x = _x()
     teacher = distill.PosteriorEnsemble([_mlp(3, seed=s) for s in range(3)])
     student = _mlp(3, hidden=32, seed=9)
-    distiller = distill.Distiller(student, teacher, temperature=2.0, alpha=0.0,
-                                  teacher_output="log_probs")
+    distiller = distill.Distiller(
+        student, teacher, temperature=2.0, alpha=0.0, teacher_output="log_probs"
+    )
     distiller.compile(keras.optimizers.Adam(1e-2))
     kls = _fit_recording(distiller, x, lambda: _classification_kl(teacher, student, x))
     before = kls[0]
@@ -76,16 +83,27 @@ def test_student_approaches_the_teacher_on_unlabeled_data():
 
 def test_regression_student_matches_the_teacher_mixture():
     x = _x()
-    teacher = distill.PosteriorEnsemble([_mlp(1, seed=s) for s in range(4)],
-                                        task="regression", noise_variance=0.1)
+    teacher = distill.PosteriorEnsemble(
+        [_mlp(1, seed=s) for s in range(4)], task="regression", noise_variance=0.1
+    )
     student = _mlp(2, hidden=32, seed=5)
     distiller = distill.Distiller(student, teacher, task="regression", alpha=0.0)
     distiller.compile(keras.optimizers.Adam(1e-2))
 
     def kl():
         t, s = _out(teacher, x), _out(student, x)
-        return float(np.mean(0.5 * (s[:, 1] - t[:, 1] + np.exp(t[:, 1] - s[:, 1])
-                                    + (t[:, 0] - s[:, 0]) ** 2 * np.exp(-s[:, 1]) - 1)))
+        return float(
+            np.mean(
+                0.5
+                * (
+                    s[:, 1]
+                    - t[:, 1]
+                    + np.exp(t[:, 1] - s[:, 1])
+                    + (t[:, 0] - s[:, 0]) ** 2 * np.exp(-s[:, 1])
+                    - 1
+                )
+            )
+        )
 
     kls = _fit_recording(distiller, x, kl)
     assert all(b < a for a, b in zip(kls, kls[1:])), kls
@@ -114,8 +132,9 @@ def test_bayesian_dark_knowledge_student_follows_the_sgld_teacher():
     prior = distill.gaussian_prior(1.0, len(x))
     for layer in teacher.layers:
         layer.kernel_regularizer = prior
-    bdk = distill.BayesianDarkKnowledge(teacher, student, dataset_size=len(x),
-                                        teacher_learning_rate=1e-3, input_noise=0.05)
+    bdk = distill.BayesianDarkKnowledge(
+        teacher, student, dataset_size=len(x), teacher_learning_rate=1e-3, input_noise=0.05
+    )
     bdk.compile(keras.optimizers.Adam(1e-2))
     first = bdk.evaluate(x, y, verbose=0, return_dict=True)
     history = bdk.fit(x, y, batch_size=32, epochs=12, verbose=0)
@@ -123,7 +142,7 @@ def test_bayesian_dark_knowledge_student_follows_the_sgld_teacher():
     assert set(history.history) == {"loss", "teacher_nll"}
     assert last["teacher_nll"] < 0.7 * first["teacher_nll"]
     assert last["student_nll"] < 0.7 * first["student_nll"]
-    assert last["loss"] < 0.5 * first["loss"]          # KL(teacher || student)
+    assert last["loss"] < 0.5 * first["loss"]  # KL(teacher || student)
     assert int(bdk.teacher_optimizer.iterations.numpy()) == 12 * 4
     np.testing.assert_array_equal(bdk.predict(x, verbose=0), student.predict(x, verbose=0))
 
@@ -133,11 +152,17 @@ def test_bayesian_dark_knowledge_regression_and_burn_in():
     y = (x[:, :1] * 2.0).astype("float32")
     student = _mlp(2, seed=2)
     start = student.get_weights()
-    bdk = distill.BayesianDarkKnowledge(_mlp(1, seed=1), student, dataset_size=64,
-                                        task="regression", teacher_noise_variance=0.1,
-                                        teacher_learning_rate=1e-4, burn_in_steps=4)
+    bdk = distill.BayesianDarkKnowledge(
+        _mlp(1, seed=1),
+        student,
+        dataset_size=64,
+        task="regression",
+        teacher_noise_variance=0.1,
+        teacher_learning_rate=1e-4,
+        burn_in_steps=4,
+    )
     bdk.compile(keras.optimizers.Adam(1e-2))
-    bdk.fit(x, y, batch_size=16, epochs=1, verbose=0)   # 4 steps: all burn-in
+    bdk.fit(x, y, batch_size=16, epochs=1, verbose=0)  # 4 steps: all burn-in
     for a, b in zip(start, student.get_weights()):
         np.testing.assert_array_equal(a, b)
     history = bdk.fit(x, y, batch_size=16, epochs=3, verbose=0)
@@ -147,10 +172,14 @@ def test_bayesian_dark_knowledge_regression_and_burn_in():
 
 
 def test_bayesian_dark_knowledge_config_round_trip():
-    bdk = distill.BayesianDarkKnowledge(_mlp(2), _mlp(2), dataset_size=10,
-                                        teacher_optimizer=distill.SGHMC(1e-4, dataset_size=10,
-                                                                        seed=1),
-                                        input_noise=0.1, temperature=2.0)
+    bdk = distill.BayesianDarkKnowledge(
+        _mlp(2),
+        _mlp(2),
+        dataset_size=10,
+        teacher_optimizer=distill.SGHMC(1e-4, dataset_size=10, seed=1),
+        input_noise=0.1,
+        temperature=2.0,
+    )
     clone = distill.BayesianDarkKnowledge.from_config(bdk.get_config())
     assert isinstance(clone.teacher_optimizer, distill.SGHMC)
     assert clone.teacher_optimizer.get_config() == bdk.teacher_optimizer.get_config()
@@ -163,10 +192,12 @@ def test_bayesian_dark_knowledge_under_mirrored_strategy():
     x, y = _bdk_data(64)
     # ReductionToOneDevice: see the note in test_sgmcmc.py.
     strategy = tf.distribute.MirroredStrategy(
-        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     with strategy.scope():
-        bdk = distill.BayesianDarkKnowledge(_mlp(2, seed=1), _mlp(2, seed=2), dataset_size=64,
-                                            teacher_learning_rate=1e-3)
+        bdk = distill.BayesianDarkKnowledge(
+            _mlp(2, seed=1), _mlp(2, seed=2), dataset_size=64, teacher_learning_rate=1e-3
+        )
         bdk.compile(keras.optimizers.Adam(1e-2))
     history = bdk.fit(x, y, batch_size=32, epochs=1, verbose=0)
     assert np.isfinite(history.history["teacher_nll"]).all()
@@ -175,32 +206,38 @@ def test_bayesian_dark_knowledge_under_mirrored_strategy():
         np.testing.assert_array_equal(replicas[0], replicas[1])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"temperature": 0.0}, "temperature"),
-    ({"temperature": -2.0}, "temperature"),
-    ({"alpha": -0.1}, "alpha"),
-    ({"task": "ranking"}, "task"),
-    ({"teacher_output": "scores"}, "teacher_output"),
-    ({"teacher_noise_variance": 0.0}, "teacher_noise_variance"),
-    ({"teacher": "model"}, "teacher"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": 0.0}, "temperature"),
+        ({"temperature": -2.0}, "temperature"),
+        ({"alpha": -0.1}, "alpha"),
+        ({"task": "ranking"}, "task"),
+        ({"teacher_output": "scores"}, "teacher_output"),
+        ({"teacher_noise_variance": 0.0}, "teacher_noise_variance"),
+        ({"teacher": "model"}, "teacher"),
+    ],
+)
 def test_bad_distiller_arguments(kwargs, match):
     kwargs = {"student": _mlp(2), "teacher": _mlp(2), **kwargs}
     with pytest.raises((ValueError, TypeError), match=match):
         distill.Distiller(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"dataset_size": 0}, "dataset_size"),
-    ({"dataset_size": -3}, "dataset_size"),
-    ({"task": "ranking"}, "task"),
-    ({"temperature": 0.0}, "temperature"),
-    ({"input_noise": -1.0}, "input_noise"),
-    ({"burn_in_steps": -1}, "burn_in_steps"),
-    ({"teacher_learning_rate": -1e-3}, "learning_rate"),
-    ({"teacher_optimizer": "sgd"}, "teacher_optimizer"),
-    ({"teacher_optimizer": distill.SGLD(1e-3, dataset_size=5)}, "dataset_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dataset_size": 0}, "dataset_size"),
+        ({"dataset_size": -3}, "dataset_size"),
+        ({"task": "ranking"}, "task"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"input_noise": -1.0}, "input_noise"),
+        ({"burn_in_steps": -1}, "burn_in_steps"),
+        ({"teacher_learning_rate": -1e-3}, "learning_rate"),
+        ({"teacher_optimizer": "sgd"}, "teacher_optimizer"),
+        ({"teacher_optimizer": distill.SGLD(1e-3, dataset_size=5)}, "dataset_size"),
+    ],
+)
 def test_bad_bayesian_dark_knowledge_arguments(kwargs, match):
     kwargs = {"teacher_model": _mlp(2), "student_model": _mlp(2), "dataset_size": 10, **kwargs}
     with pytest.raises((ValueError, TypeError), match=match):

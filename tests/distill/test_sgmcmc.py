@@ -33,8 +33,9 @@ def _chain_moments(optimizer, x, y, steps, burn_in):
         for i in tf.range(steps):
             with tf.GradientTape() as tape:
                 residual = y - tf.linalg.matvec(x, w.value)
-                loss = (tf.reduce_mean(residual ** 2) / (2 * NOISE_VAR)
-                        + tf.reduce_sum(w.value ** 2) / (2 * PRIOR_VAR * N))
+                loss = tf.reduce_mean(residual**2) / (2 * NOISE_VAR) + tf.reduce_sum(w.value**2) / (
+                    2 * PRIOR_VAR * N
+                )
             optimizer.apply([tape.gradient(loss, w.value)], [w])
             if i >= burn_in:
                 total += w.value
@@ -47,10 +48,13 @@ def _chain_moments(optimizer, x, y, steps, burn_in):
     return mean.numpy(), cov.numpy()
 
 
-@pytest.mark.parametrize("optimizer, steps", [
-    (lambda: distill.SGLD(2e-3, dataset_size=N, seed=3), 20000),
-    (lambda: distill.SGHMC(5e-4, dataset_size=N, friction=0.2, seed=3), 20000),
-])
+@pytest.mark.parametrize(
+    "optimizer, steps",
+    [
+        (lambda: distill.SGLD(2e-3, dataset_size=N, seed=3), 20000),
+        (lambda: distill.SGHMC(5e-4, dataset_size=N, friction=0.2, seed=3), 20000),
+    ],
+)
 def test_samples_match_the_analytic_gaussian_posterior(optimizer, steps):
     x, y, mean, cov = _linear_regression()
     sample_mean, sample_cov = _chain_moments(optimizer(), x, y, steps, burn_in=1000)
@@ -74,8 +78,7 @@ def test_step_is_half_lr_times_n_times_gradient_plus_noise():
         optimizer.apply([tf.constant(grad)], [w])
         moved.append(w.numpy())
     # Same seed, same step: the noise cancels and only the drift remains.
-    np.testing.assert_allclose(moved[0] - moved[1], -lr / 2 * n * gradient, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(moved[0] - moved[1], -lr / 2 * n * gradient, rtol=1e-5, atol=1e-6)
 
 
 def _zero_loss(y_true, y_pred):
@@ -100,10 +103,10 @@ def test_noise_variance_under_mirrored_strategy_is_lr_and_replicas_agree():
     # collide with those of strategies made later in the same process (other
     # test files), whose all-reduces then fail with a shape mismatch.
     strategy = tf.distribute.MirroredStrategy(
-        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     lr, steps = 1e-3, 4
-    model, start = _fit_zero_gradient(lambda: distill.SGLD(lr, dataset_size=100), steps,
-                                      strategy)
+    model, start = _fit_zero_gradient(lambda: distill.SGLD(lr, dataset_size=100), steps, strategy)
     kernel = model.layers[0].kernel.value
     replicas = [v.numpy() for v in kernel.values]
     assert len(replicas) == 2
@@ -151,10 +154,13 @@ def test_noise_differs_between_steps_and_variables_and_repeats_with_the_seed():
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("optimizer", [
-    lambda: distill.SGLD(1e-3, dataset_size=64, seed=1),
-    lambda: distill.SGHMC(1e-4, dataset_size=64, friction=0.1, seed=1),
-])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: distill.SGLD(1e-3, dataset_size=64, seed=1),
+        lambda: distill.SGHMC(1e-4, dataset_size=64, friction=0.1, seed=1),
+    ],
+)
 def test_fit_and_save_load_with_the_optimizer(optimizer, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 3)).astype("float32")
@@ -173,9 +179,10 @@ def test_fit_and_save_load_with_the_optimizer(optimizer, tmp_path):
 
 def test_get_config_round_trips():
     schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.5)
-    for optimizer in (distill.SGLD(schedule, dataset_size=10, seed=4),
-                      distill.SGHMC(1e-4, dataset_size=7, friction=0.3, noise_estimate=0.1,
-                                    seed=2)):
+    for optimizer in (
+        distill.SGLD(schedule, dataset_size=10, seed=4),
+        distill.SGHMC(1e-4, dataset_size=7, friction=0.3, noise_estimate=0.1, seed=2),
+    ):
         config = optimizer.get_config()
         clone = type(optimizer).from_config(copy.deepcopy(config))
         assert clone.get_config() == config
@@ -184,20 +191,25 @@ def test_get_config_round_trips():
     assert distill.SGLD(1e-3, dataset_size=3).get_config()["seed"] is not None
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: distill.SGLD(-1e-3, dataset_size=10), "learning_rate"),
-    (lambda: distill.SGLD(0.0, dataset_size=10), "learning_rate"),
-    (lambda: distill.SGLD(1e-3, dataset_size=0), "dataset_size"),
-    (lambda: distill.SGLD(1e-3, dataset_size=-5), "dataset_size"),
-    (lambda: distill.SGLD(1e-3), "dataset_size"),
-    (lambda: distill.SGLD(1e-3, dataset_size=10, seed=-1), "seed"),
-    (lambda: distill.SGLD(1e-3, dataset_size=10, temperature=0.0), "temperature"),
-    (lambda: distill.SGHMC(1e-3, dataset_size=10, friction=0.0), "friction"),
-    (lambda: distill.SGHMC(1e-3, dataset_size=10, friction=1.5), "friction"),
-    (lambda: distill.SGHMC(1e-3, dataset_size=10, friction=0.1, noise_estimate=0.2),
-     "noise_estimate"),
-    (lambda: distill.gaussian_prior(0.0, 10), "variance"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: distill.SGLD(-1e-3, dataset_size=10), "learning_rate"),
+        (lambda: distill.SGLD(0.0, dataset_size=10), "learning_rate"),
+        (lambda: distill.SGLD(1e-3, dataset_size=0), "dataset_size"),
+        (lambda: distill.SGLD(1e-3, dataset_size=-5), "dataset_size"),
+        (lambda: distill.SGLD(1e-3), "dataset_size"),
+        (lambda: distill.SGLD(1e-3, dataset_size=10, seed=-1), "seed"),
+        (lambda: distill.SGLD(1e-3, dataset_size=10, temperature=0.0), "temperature"),
+        (lambda: distill.SGHMC(1e-3, dataset_size=10, friction=0.0), "friction"),
+        (lambda: distill.SGHMC(1e-3, dataset_size=10, friction=1.5), "friction"),
+        (
+            lambda: distill.SGHMC(1e-3, dataset_size=10, friction=0.1, noise_estimate=0.2),
+            "noise_estimate",
+        ),
+        (lambda: distill.gaussian_prior(0.0, 10), "variance"),
+    ],
+)
 def test_bad_arguments_name_themselves(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
@@ -206,4 +218,4 @@ def test_bad_arguments_name_themselves(make, match):
 def test_gaussian_prior_is_the_negative_log_density_over_n():
     regularizer = distill.gaussian_prior(2.0, dataset_size=50)
     w = np.array([1.0, -3.0], "float32")
-    assert float(regularizer(w)) == pytest.approx(np.sum(w ** 2) / (2 * 2.0 * 50))
+    assert float(regularizer(w)) == pytest.approx(np.sum(w**2) / (2 * 2.0 * 50))

@@ -20,22 +20,30 @@ def _random_weights(model, seed=0):
     for layer in model.layers:
         weights = layer.get_weights()
         if weights:
-            layer.set_weights([rng.normal(0, 0.3, w.shape).astype("float32")
-                               if w.ndim and "moving_variance" not in v.name
-                               else np.abs(rng.normal(1, 0.2, w.shape)).astype("float32")
-                               for w, v in zip(weights, layer.weights)])
+            layer.set_weights(
+                [
+                    rng.normal(0, 0.3, w.shape).astype("float32")
+                    if w.ndim and "moving_variance" not in v.name
+                    else np.abs(rng.normal(1, 0.2, w.shape)).astype("float32")
+                    for w, v in zip(weights, layer.weights)
+                ]
+            )
 
 
 def test_dense_chain_removes_dead_units_and_folds_constants():
-    model = keras.Sequential([keras.Input((12,)),
-                              keras.layers.Dense(8, activation="relu", name="a"),
-                              keras.layers.Dropout(0.3),
-                              keras.layers.Dense(6, activation="tanh", name="b"),
-                              keras.layers.Dense(3, name="out")])
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(8, activation="relu", name="a"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(6, activation="tanh", name="b"),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
     _random_weights(model)
     a, b, out = (model.get_layer(n) for n in ("a", "b", "out"))
     a_kernel, a_bias = a.get_weights()
-    a_bias[[1, 2]] = [0.7, -0.4]   # dead inputs with a bias: constants to fold
+    a_bias[[1, 2]] = [0.7, -0.4]  # dead inputs with a bias: constants to fold
     a.set_weights([_kill(a_kernel, incoming=[1, 2, 5]), a_bias])
     b_kernel, b_bias = b.get_weights()
     b.set_weights([_kill(b_kernel, outgoing_rows=[3, 7]), b_bias])
@@ -46,46 +54,50 @@ def test_dense_chain_removes_dead_units_and_folds_constants():
     small, summary = shrink(model)
     assert summary.resized == {"a": (8, 3), "b": (6, 5)}
     assert summary.removed_units == 6
-    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_conv_pool_bn_flatten_dense_chain():
-    model = keras.Sequential([
-        keras.Input((10, 10, 2)),
-        keras.layers.Conv2D(6, 3, activation="relu", name="c1"),        # valid
-        keras.layers.BatchNormalization(name="bn"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(5, 3, padding="valid", name="c2"),
-        keras.layers.Activation("relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(4, name="fc"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 2)),
+            keras.layers.Conv2D(6, 3, activation="relu", name="c1"),  # valid
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(5, 3, padding="valid", name="c2"),
+            keras.layers.Activation("relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, name="fc"),
+        ]
+    )
     _random_weights(model)
     c1, c2, fc = (model.get_layer(n) for n in ("c1", "c2", "fc"))
     kernel, bias = c1.get_weights()
     bias[0] = 0.5
-    c1.set_weights([_kill(kernel, incoming=[0, 4]), bias])   # constants through BN + pool
+    c1.set_weights([_kill(kernel, incoming=[0, 4]), bias])  # constants through BN + pool
     kernel, bias = c2.get_weights()
-    kernel[:, :, 2, :] = 0.0                                  # c1 filter 2 unused
-    kernel[..., 1] = 0.0                                      # c2 filter 1 constant
+    kernel[:, :, 2, :] = 0.0  # c1 filter 2 unused
+    kernel[..., 1] = 0.0  # c2 filter 1 constant
     c2.set_weights([kernel, bias])
     fc_kernel, fc_bias = fc.get_weights()
-    fc_kernel[np.arange(fc_kernel.shape[0]) % 5 == 3] = 0.0   # c2 filter 3 unused
+    fc_kernel[np.arange(fc_kernel.shape[0]) % 5 == 3] = 0.0  # c2 filter 3 unused
     fc.set_weights([fc_kernel, fc_bias])
     x = np.random.default_rng(2).normal(size=(8, 10, 10, 2)).astype("float32")
 
     small, summary = shrink(model)
     assert summary.resized == {"c1": (6, 3), "c2": (5, 3)}
     assert small.get_layer("bn").get_weights()[0].shape == (3,)
-    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_same_padding_keeps_constant_filters_but_removes_unused_ones():
-    model = keras.Sequential([keras.Input((6, 6, 1)),
-                              keras.layers.Conv2D(4, 3, padding="same", name="c1"),
-                              keras.layers.Conv2D(2, 3, padding="same", name="c2")])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2D(4, 3, padding="same", name="c1"),
+            keras.layers.Conv2D(2, 3, padding="same", name="c2"),
+        ]
+    )
     _random_weights(model)
     kernel, bias = model.get_layer("c1").get_weights()
     model.get_layer("c1").set_weights([_kill(kernel, incoming=[0]), bias])
@@ -97,8 +109,7 @@ def test_same_padding_keeps_constant_filters_but_removes_unused_ones():
     # border, so folding it would change the output: only filter 3 goes.
     assert summary.resized == {"c1": (4, 3)}
     x = np.random.default_rng(3).normal(size=(4, 6, 6, 1)).astype("float32")
-    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_branches_softmax_and_outputs_are_left_alone():
@@ -106,8 +117,9 @@ def test_branches_softmax_and_outputs_are_left_alone():
     shared = keras.layers.Dense(4, name="shared")(inputs)
     left = keras.layers.Dense(2, name="left")(shared)
     right = keras.layers.Dense(2, name="right")(shared)
-    soft = keras.layers.Dense(3, activation="softmax", name="soft")(keras.layers.Add()(
-        [left, right]))
+    soft = keras.layers.Dense(3, activation="softmax", name="soft")(
+        keras.layers.Add()([left, right])
+    )
     head = keras.layers.Dense(2, name="head")(soft)
     model = keras.Model(inputs, head)
     _random_weights(model)
@@ -132,8 +144,7 @@ def test_functional_model_and_fully_dead_layer_keeps_one_unit():
     small, summary = shrink(model)
     assert summary.resized == {"h": (5, 1)}
     x = np.ones((3, 6), "float32")
-    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
 def test_inference_model_of_sparse_vd_is_plain_and_equal():

@@ -26,7 +26,7 @@ def sparse_lenet():
             log_alpha = np.where(rng.random(kernel.shape) < 0.9, 6.0, -6.0)
             if layer.name != "fc2":
                 log_alpha[..., : kernel.shape[-1] // 3] = 6.0
-            layer.log_sigma2.assign(log_alpha + np.log(kernel ** 2 + 1e-8))
+            layer.log_sigma2.assign(log_alpha + np.log(kernel**2 + 1e-8))
     return model
 
 
@@ -36,8 +36,7 @@ def images():
     return x[:100], x_test[:60]
 
 
-def test_float_export_matches_keras_and_is_smaller_and_faster(sparse_lenet, images,
-                                                              tmp_path):
+def test_float_export_matches_keras_and_is_smaller_and_faster(sparse_lenet, images, tmp_path):
     x_train, x_test = images
     path = tmp_path / "lenet.tflite"
     report = to_tflite(sparse_lenet, str(path), verify_data=x_test, latency_repeats=20)
@@ -61,9 +60,15 @@ def test_float_export_matches_keras_and_is_smaller_and_faster(sparse_lenet, imag
 @pytest.mark.parametrize("quantize", ["dynamic", "int8"])
 def test_quantized_exports_agree(sparse_lenet, images, tmp_path, quantize):
     x_train, x_test = images
-    report = to_tflite(sparse_lenet, str(tmp_path / "q.tflite"), quantize=quantize,
-                       representative_data=x_train, verify_data=x_test,
-                       latency_repeats=5, compare_dense=False)
+    report = to_tflite(
+        sparse_lenet,
+        str(tmp_path / "q.tflite"),
+        quantize=quantize,
+        representative_data=x_train,
+        verify_data=x_test,
+        latency_repeats=5,
+        compare_dense=False,
+    )
     assert report.quantization == quantize
     assert report.top1_agreement >= 0.95
     if quantize == "int8":
@@ -71,21 +76,29 @@ def test_quantized_exports_agree(sparse_lenet, images, tmp_path, quantize):
 
 
 def test_plain_keras_model_exports_too(tmp_path):
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"),
-                              keras.layers.Dense(2)])
-    report = to_tflite(model, str(tmp_path / "plain.tflite"),
-                       verify_data=np.ones((3, 4), "float32"), compare_dense=False,
-                       latency_repeats=3)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(2)]
+    )
+    report = to_tflite(
+        model,
+        str(tmp_path / "plain.tflite"),
+        verify_data=np.ones((3, 4), "float32"),
+        compare_dense=False,
+        latency_repeats=3,
+    )
     assert report.max_abs_diff < 1e-5
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"quantize": "float16"}, "quantize"),
-    ({"quantize": "int8"}, "representative_data"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"verify_data": np.zeros((2, 9, 9, 1))}, "verify_data"),
-    ({"verify_data": np.full((2, 8, 8, 1), np.nan)}, "verify_data"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"quantize": "float16"}, "quantize"),
+        ({"quantize": "int8"}, "representative_data"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"verify_data": np.zeros((2, 9, 9, 1))}, "verify_data"),
+        ({"verify_data": np.full((2, 8, 8, 1), np.nan)}, "verify_data"),
+    ],
+)
 def test_bad_arguments(sparse_lenet, tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         to_tflite(sparse_lenet, str(tmp_path / "m.tflite"), **kwargs)
@@ -123,14 +136,17 @@ def test_random_ops_are_refused_with_the_layer_name():
 def _run_runner(*args):
     # runpy keeps the check inside the same process as the runner, so the
     # module table says whether TensorFlow was imported.
-    code = ("import runpy, sys; sys.argv = ['run_tflite.py'] + sys.argv[1:];\n"
-            "try:\n    runpy.run_path(sys.argv[0] if False else %r, run_name='__main__')\n"
-            "except SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
-            "print('TF_IMPORTED=%%s' %% ('tensorflow' in sys.modules), file=sys.stderr)\n"
-            "sys.exit(code)\n") % os.path.abspath(RUNNER)
+    code = (
+        "import runpy, sys; sys.argv = ['run_tflite.py'] + sys.argv[1:];\n"
+        "try:\n    runpy.run_path(sys.argv[0] if False else %r, run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+        "print('TF_IMPORTED=%%s' %% ('tensorflow' in sys.modules), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    ) % os.path.abspath(RUNNER)
     env = dict(os.environ, PYTHONPATH="")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_mobile_runner_uses_no_tensorflow(sparse_lenet, images, tmp_path):
@@ -138,8 +154,7 @@ def test_mobile_runner_uses_no_tensorflow(sparse_lenet, images, tmp_path):
     model_path = tmp_path / "m.tflite"
     to_tflite(sparse_lenet, str(model_path))
     np.save(tmp_path / "x.npy", x_test[:7])
-    result = _run_runner(str(model_path), "--input", str(tmp_path / "x.npy"),
-                         "--repeats", "5")
+    result = _run_runner(str(model_path), "--input", str(tmp_path / "x.npy"), "--repeats", "5")
     assert result.returncode == 0, result.stderr
     assert "TF_IMPORTED=False" in result.stderr
     report = json.loads(result.stdout)
@@ -166,8 +181,7 @@ def test_mobile_runner_bad_inputs_give_one_line(sparse_lenet, tmp_path):
     ]
     for model_file, input_file, message in cases:
         result = _run_runner(model_file, "--input", str(tmp_path / input_file))
-        error_lines = [line for line in result.stderr.splitlines()
-                       if line.startswith("error:")]
+        error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert result.returncode == 1, (model_file, input_file, result.stderr)
         assert len(error_lines) == 1 and message in error_lines[0], result.stderr
         assert "Traceback" not in result.stderr

@@ -11,16 +11,24 @@ from tfpriors.layers import HyperVariationalConv2D, HyperVariationalDense
 
 def _mlp(kind="lowrank", **kwargs):
     return LambdaHyperModel(
-        layers=[HyperVariationalDense(16, activation="relu", kind=kind, hidden_units=8),
-                HyperVariationalDense(10, kind=kind, hidden_units=8)],
-        lambda_range=(1e-3, 10.0), lambda_draws=3, prior_variance=0.1, **kwargs)
+        layers=[
+            HyperVariationalDense(16, activation="relu", kind=kind, hidden_units=8),
+            HyperVariationalDense(10, kind=kind, hidden_units=8),
+        ],
+        lambda_range=(1e-3, 10.0),
+        lambda_draws=3,
+        prior_variance=0.1,
+        **kwargs,
+    )
 
 
 def _fit(model, x, y, epochs=3):
     tfpriors.set_dataset_size(model, len(x))
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.SGD(0.05, momentum=0.9),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
 
 
@@ -53,8 +61,9 @@ def test_at_is_a_plain_model_equal_to_the_mean_forward(trained, digits):
         model.set_lambda(lam)
         np.testing.assert_allclose(plain(x_test), model(x_test), rtol=1e-5, atol=1e-5)
         hidden = model.stack[0](x_test, lambdas=[lam])
-        np.testing.assert_allclose(plain(x_test), model.stack[1](hidden, lambdas=[lam]),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            plain(x_test), model.stack[1](hidden, lambdas=[lam]), rtol=1e-5, atol=1e-5
+        )
     # Different lambdas give different models.
     assert not np.allclose(model.at(1e-3)(x_test), model.at(10.0)(x_test))
 
@@ -94,11 +103,13 @@ def test_hypernetwork_keras_round_trip(trained, digits, tmp_path):
     assert isinstance(loaded, LambdaHyperModel)
     assert loaded.lambda_range == model.lambda_range and loaded.lambda_draws == 3
     assert loaded.prior_variance == 0.1 and loaded.lambda_value == pytest.approx(0.2)
-    assert [layer.kind for layer in loaded.hyper_layers] == [layer.kind for layer in
-                                                             model.hyper_layers]
+    assert [layer.kind for layer in loaded.hyper_layers] == [
+        layer.kind for layer in model.hyper_layers
+    ]
     np.testing.assert_array_equal(model(x_test), loaded(x_test))
-    np.testing.assert_array_equal(model.at(3.0, prune_fraction=0.5)(x_test),
-                                  loaded.at(3.0, prune_fraction=0.5)(x_test))
+    np.testing.assert_array_equal(
+        model.at(3.0, prune_fraction=0.5)(x_test), loaded.at(3.0, prune_fraction=0.5)(x_test)
+    )
 
 
 def test_linear_hypernetwork_fit_at_and_round_trip(digits, tmp_path):
@@ -124,25 +135,36 @@ def test_at_model_saves_and_exports_to_tflite(trained, digits, tmp_path):
     pruned.save(tmp_path / "plain.keras")
     loaded = keras.models.load_model(tmp_path / "plain.keras")
     np.testing.assert_array_equal(pruned(x_test), loaded(x_test))
-    report = tfpriors.export.to_tflite(pruned, str(tmp_path / "m.tflite"),
-                                       verify_data=x_test[:64], compare_dense=False,
-                                       latency_repeats=2)
+    report = tfpriors.export.to_tflite(
+        pruned,
+        str(tmp_path / "m.tflite"),
+        verify_data=x_test[:64],
+        compare_dense=False,
+        latency_repeats=2,
+    )
     assert report.max_abs_diff < 1e-4 and report.top1_agreement == 1.0
     # Units whose weights all went are gone from the file.
     first = pruned.layers[0].kernel.numpy()
-    dead = int(np.sum(np.all(first == 0, axis=0) | np.all(pruned.layers[1].kernel.numpy() == 0,
-                                                         axis=1)))
+    dead = int(
+        np.sum(np.all(first == 0, axis=0) | np.all(pruned.layers[1].kernel.numpy() == 0, axis=1))
+    )
     assert report.shrink.removed_units == min(dead, 15)
 
 
 def test_tradeoff_curve_numbers_and_png(trained, digits, tmp_path):
     model, _ = trained
     (_, _), (x_test, y_test) = digits
-    curve = tradeoff_curve(model, (x_test, y_test), lambdas=[1e-3, 1.0],
-                           path=tmp_path / "t.png", fractions=[0.0, 0.5, 0.9])
+    curve = tradeoff_curve(
+        model,
+        (x_test, y_test),
+        lambdas=[1e-3, 1.0],
+        path=tmp_path / "t.png",
+        fractions=[0.0, 0.5, 0.9],
+    )
     assert np.shape(curve.accuracy) == (2, 3)
-    expected = tfpriors.hyper.tradeoff.accuracy_of(model.at(1.0, prune_fraction=0.5),
-                                                    x_test, y_test)
+    expected = tfpriors.hyper.tradeoff.accuracy_of(
+        model.at(1.0, prune_fraction=0.5), x_test, y_test
+    )
     assert curve.accuracy[1][1] == expected
     with open(tmp_path / "t.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -159,15 +181,23 @@ def test_conv_hypernetwork_fits_and_at_matches(digits):
     (x, y), (x_test, _) = digits
     x, x_test = x.reshape(-1, 8, 8, 1)[:128], x_test.reshape(-1, 8, 8, 1)[:50]
     model = LambdaHyperModel(
-        layers=[HyperVariationalConv2D(4, 3, activation="relu", kind="lowrank", hidden_units=6),
-                keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
-                HyperVariationalDense(10, kind="linear")],
-        lambda_draws=4)
+        layers=[
+            HyperVariationalConv2D(4, 3, activation="relu", kind="lowrank", hidden_units=6),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            HyperVariationalDense(10, kind="linear"),
+        ],
+        lambda_draws=4,
+    )
     history = _fit(model, x, y[:128], epochs=1)
     assert np.isfinite(history.history["loss"][0])
     plain = model.at(0.05, prune_fraction=0.3)
-    assert [type(layer).__name__ for layer in plain.layers] == \
-        ["Conv2D", "MaxPooling2D", "Flatten", "Dense"]
+    assert [type(layer).__name__ for layer in plain.layers] == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+    ]
     model.set_lambda(0.05)
     unpruned = model.at(0.05)
     np.testing.assert_allclose(unpruned(x_test), model(x_test), rtol=1e-5, atol=1e-5)
@@ -182,14 +212,17 @@ def test_fit_without_dataset_size_fails_at_start(digits):
     assert tfpriors.set_dataset_size(model, 64) == 2
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"lambda_range": (0.0, 1.0)}, "lambda_range"),
-    ({"lambda_range": (-1.0, 1.0)}, "lambda_range"),
-    ({"lambda_range": (5.0, 1.0)}, "lambda_range"),
-    ({"lambda_draws": 0}, "lambda_draws"),
-    ({"prior_variance": -0.1}, "prior_variance"),
-    ({"lambda_value": 50.0}, "lambda_value"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"lambda_range": (0.0, 1.0)}, "lambda_range"),
+        ({"lambda_range": (-1.0, 1.0)}, "lambda_range"),
+        ({"lambda_range": (5.0, 1.0)}, "lambda_range"),
+        ({"lambda_draws": 0}, "lambda_draws"),
+        ({"prior_variance": -0.1}, "prior_variance"),
+        ({"lambda_value": 50.0}, "lambda_value"),
+    ],
+)
 def test_bad_model_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         _mlp(**kwargs)

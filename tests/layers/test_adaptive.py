@@ -10,7 +10,7 @@ from keras.src import testing
 
 import tfpriors
 from tfpriors.graph import walk
-from tfpriors.layers import (ACTBlock, ProbabilisticACTBlock, ResidualUnit, SACTBlock)
+from tfpriors.layers import ACTBlock, ProbabilisticACTBlock, ResidualUnit, SACTBlock
 from tfpriors.layers.adaptive import HALTING_BIAS_INIT
 
 SHAPE = (2, 6, 6, 4)
@@ -35,28 +35,39 @@ class TinyUnit(keras.layers.Layer):
 class AdaptiveBlockLayerTest(testing.TestCase):
     def test_act_block_harness(self):
         self.run_layer_test(
-            ACTBlock, {"unit_factory": _factory, "num_units": 3, "ponder_cost": 0.01},
-            input_shape=SHAPE, expected_output_shape=SHAPE,
+            ACTBlock,
+            {"unit_factory": _factory, "num_units": 3, "ponder_cost": 0.01},
+            input_shape=SHAPE,
+            expected_output_shape=SHAPE,
             expected_num_trainable_weights=3 * 6 + 2 * 2,
-            expected_num_non_trainable_weights=3 * 4 + 1, expected_num_losses=1)
+            expected_num_non_trainable_weights=3 * 4 + 1,
+            expected_num_losses=1,
+        )
 
     def test_sact_block_harness(self):
         self.run_layer_test(
-            SACTBlock, {"unit_factory": _factory, "num_units": 3},
-            input_shape=SHAPE, expected_output_shape=SHAPE,
+            SACTBlock,
+            {"unit_factory": _factory, "num_units": 3},
+            input_shape=SHAPE,
+            expected_output_shape=SHAPE,
             expected_num_trainable_weights=3 * 6 + 2 * 3,
-            expected_num_non_trainable_weights=3 * 4 + 1, expected_num_losses=1)
+            expected_num_non_trainable_weights=3 * 4 + 1,
+            expected_num_losses=1,
+        )
 
     def test_pact_block_harness(self):
         for mode in ("relaxed", "discrete", "threshold"):
             self.run_layer_test(
                 ProbabilisticACTBlock,
                 {"unit_factory": _factory, "num_units": 3, "mode": mode, "group_size": 2},
-                input_shape=SHAPE, expected_output_shape=SHAPE,
+                input_shape=SHAPE,
+                expected_output_shape=SHAPE,
                 expected_num_trainable_weights=3 * 6 + 2 * 3,
                 expected_num_non_trainable_weights=3 * 4 + 3,
-                expected_num_seed_generators=1, expected_num_losses=1,
-                run_mixed_precision_check=False)
+                expected_num_seed_generators=1,
+                expected_num_losses=1,
+                run_mixed_precision_check=False,
+            )
 
 
 def _inputs(seed=0, shape=SHAPE):
@@ -115,13 +126,16 @@ def test_residual_unit_sparse_call_matches_masked_dense(implementation, request)
     np.testing.assert_allclose(actual.numpy(), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: SACTBlock(_factory, num_units=4),
-    lambda: ACTBlock(_factory, num_units=4),
-    lambda: ProbabilisticACTBlock(_factory, num_units=4, mode="threshold", group_size=2),
-    lambda: ProbabilisticACTBlock(_factory, num_units=4, mode="threshold", group_size=None),
-    lambda: SACTBlock(TinyUnit, num_units=3),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SACTBlock(_factory, num_units=4),
+        lambda: ACTBlock(_factory, num_units=4),
+        lambda: ProbabilisticACTBlock(_factory, num_units=4, mode="threshold", group_size=2),
+        lambda: ProbabilisticACTBlock(_factory, num_units=4, mode="threshold", group_size=None),
+        lambda: SACTBlock(TinyUnit, num_units=3),
+    ],
+)
 def test_fast_inference_equals_masked_dense_forward(make):
     """Gathering running examples/positions and skipping units changes nothing."""
     block = make()
@@ -202,10 +216,12 @@ def test_residual_unit_synchronized_batch_norm_round_trips():
     restored = ResidualUnit.from_config(unit.get_config())
     assert restored.synchronized_batch_norm and restored.bn1.synchronized
     assert not ResidualUnit(4).bn1.synchronized  # Keras' default: per-replica statistics
-    model = tfpriors.models.act_resnet((8, 8, 1), 10, blocks=(2, 2), widths=(4, 8),
-                                       kind="pact", synchronized_batch_norm=True)
-    batch_norms = [layer for layer in walk(model)
-                   if isinstance(layer, keras.layers.BatchNormalization)]
+    model = tfpriors.models.act_resnet(
+        (8, 8, 1), 10, blocks=(2, 2), widths=(4, 8), kind="pact", synchronized_batch_norm=True
+    )
+    batch_norms = [
+        layer for layer in walk(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert len(batch_norms) > 3 and all(bn.synchronized for bn in batch_norms)
     with pytest.raises(TypeError, match="synchronized_batch_norm"):
         ResidualUnit(4, synchronized_batch_norm="yes")

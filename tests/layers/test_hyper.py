@@ -14,8 +14,9 @@ LAMBDA_RANGE = (1e-3, 10.0)
 def numpy_normal_kl(mean, log_sigma2, variance):
     """KL(N(mean, exp(log_sigma2)) || N(0, variance)) summed, in float64."""
     mean, log_sigma2 = mean.astype("float64"), log_sigma2.astype("float64")
-    return 0.5 * np.sum(np.exp(log_sigma2) / variance + mean ** 2 / variance - 1.0
-                        - log_sigma2 + np.log(variance))
+    return 0.5 * np.sum(
+        np.exp(log_sigma2) / variance + mean**2 / variance - 1.0 - log_sigma2 + np.log(variance)
+    )
 
 
 def normalized(lam):
@@ -51,8 +52,11 @@ def randomize(layer, seed=0):
     rng = np.random.default_rng(seed)
     for variable in layer.trainable_weights:
         scale = 0.5 if "log_sigma2" not in variable.path else 1.0
-        offset = -4.0 if "log_sigma2" in variable.path and variable.path.endswith(
-            ("_a", "_b", "_c")) else 0.0
+        offset = (
+            -4.0
+            if "log_sigma2" in variable.path and variable.path.endswith(("_a", "_b", "_c"))
+            else 0.0
+        )
         variable.assign(offset + scale * rng.normal(size=variable.shape).astype("float32"))
 
 
@@ -61,29 +65,52 @@ class HyperLayerHarnessTest(testing.TestCase):
         self.run_layer_test(
             HyperVariationalDense,
             init_kwargs={"units": 5, "activation": "relu", "kind": "linear", "dataset_size": 100},
-            input_shape=(6, 4), expected_output_shape=(6, 5),
-            expected_num_trainable_weights=6, expected_num_non_trainable_weights=1,
-            expected_num_seed_generators=1, expected_num_losses=1)
+            input_shape=(6, 4),
+            expected_output_shape=(6, 5),
+            expected_num_trainable_weights=6,
+            expected_num_non_trainable_weights=1,
+            expected_num_seed_generators=1,
+            expected_num_losses=1,
+        )
 
     def test_dense_lowrank_rank3_input(self):
         self.run_layer_test(
             HyperVariationalDense,
-            init_kwargs={"units": 3, "kind": "lowrank", "rank": 1, "hidden_units": 7,
-                         "lambda_draws": 3, "dataset_size": 10},
-            input_shape=(4, 2, 5), expected_output_shape=(4, 2, 3),
-            expected_num_trainable_weights=14, expected_num_non_trainable_weights=1,
-            expected_num_seed_generators=1, expected_num_losses=1)
+            init_kwargs={
+                "units": 3,
+                "kind": "lowrank",
+                "rank": 1,
+                "hidden_units": 7,
+                "lambda_draws": 3,
+                "dataset_size": 10,
+            },
+            input_shape=(4, 2, 5),
+            expected_output_shape=(4, 2, 3),
+            expected_num_trainable_weights=14,
+            expected_num_non_trainable_weights=1,
+            expected_num_seed_generators=1,
+            expected_num_losses=1,
+        )
 
     def test_conv(self):
         # One kind here (the harness is slow); the formula tests cover both.
         for kind, padding, expected in (("lowrank", "valid", (5, 4, 4, 3)),):
             self.run_layer_test(
                 HyperVariationalConv2D,
-                init_kwargs={"filters": 3, "kernel_size": 3, "padding": padding, "kind": kind,
-                             "lambda_draws": 2, "dataset_size": 50},
-                input_shape=(5, 6, 6, 2), expected_output_shape=expected,
-                expected_num_non_trainable_weights=1, expected_num_seed_generators=1,
-                expected_num_losses=1)
+                init_kwargs={
+                    "filters": 3,
+                    "kernel_size": 3,
+                    "padding": padding,
+                    "kind": kind,
+                    "lambda_draws": 2,
+                    "dataset_size": 50,
+                },
+                input_shape=(5, 6, 6, 2),
+                expected_output_shape=expected,
+                expected_num_non_trainable_weights=1,
+                expected_num_seed_generators=1,
+                expected_num_losses=1,
+            )
 
     def test_no_kl_without_dataset_size_in_evaluation(self):
         layer = HyperVariationalDense(3)
@@ -113,10 +140,15 @@ def test_parameters_follow_the_hypernetwork_formula(kind, make, input_shape):
     params = layer.parameters_at(lambdas)
     for d, lam in enumerate(lambdas):
         mean, log_sigma2, bias = numpy_parameters(layer, lam)
-        np.testing.assert_allclose(params["kernel_mean"][d].numpy().reshape(mean.shape), mean,
-                                   rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(params["kernel_log_sigma2"][d].numpy().reshape(mean.shape),
-                                   log_sigma2, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            params["kernel_mean"][d].numpy().reshape(mean.shape), mean, rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            params["kernel_log_sigma2"][d].numpy().reshape(mean.shape),
+            log_sigma2,
+            rtol=1e-5,
+            atol=1e-5,
+        )
         np.testing.assert_allclose(params["bias"][d].numpy(), bias, rtol=1e-5, atol=1e-5)
     # The parameters do depend on lambda.
     assert not np.allclose(params["kernel_mean"][0], params["kernel_mean"][2])
@@ -132,8 +164,13 @@ def test_kl_loss_is_lambda_weighted_mean_over_draws_divided_by_n(kind, make, inp
     layer.kl_weight.assign(0.5)
     lambdas = [2e-3, 0.3, 7.0]
     layer(np.ones(input_shape, "float32"), lambdas=lambdas, training=True)
-    expected = 0.5 * np.mean([lam * numpy_normal_kl(*numpy_parameters(layer, lam)[:2], 0.1)
-                              for lam in lambdas]) / n
+    expected = (
+        0.5
+        * np.mean(
+            [lam * numpy_normal_kl(*numpy_parameters(layer, lam)[:2], 0.1) for lam in lambdas]
+        )
+        / n
+    )
     assert len(layer.losses) == 1
     np.testing.assert_allclose(float(layer.losses[0]), expected, rtol=1e-4)
 
@@ -149,8 +186,9 @@ def test_groups_of_the_batch_use_their_own_lambda(kind, make, input_shape):
     together = layer(x, lambdas=lambdas).numpy()
     # 7 examples in 3 draws: example i in group i % 3 (groups of 3, 2 and 2).
     for d, lam in enumerate(lambdas):
-        np.testing.assert_allclose(together[d::3], layer(x[d::3], lambdas=[lam]),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            together[d::3], layer(x[d::3], lambdas=[lam]), rtol=1e-5, atol=1e-5
+        )
     # Evaluation without lambdas is the log midpoint of the range.
     np.testing.assert_allclose(layer(x), layer(x, lambdas=[math.sqrt(1e-3 * 10.0)]), atol=1e-6)
 
@@ -167,8 +205,9 @@ def test_local_reparameterization_moments(kind):
         mean, log_sigma2, _ = numpy_parameters(layer, lam)
         group = samples[d::2]
         expected_var = (x[0] ** 2) @ np.exp(log_sigma2)
-        np.testing.assert_allclose(group.mean(0), x[0] @ mean,
-                                   atol=5 * np.sqrt(expected_var.max() / 2000) + 1e-4)
+        np.testing.assert_allclose(
+            group.mean(0), x[0] @ mean, atol=5 * np.sqrt(expected_var.max() / 2000) + 1e-4
+        )
         np.testing.assert_allclose(group.var(0), expected_var, rtol=0.15)
 
 
@@ -200,17 +239,20 @@ def test_gradients_reach_every_hypernetwork_weight():
     assert all(np.any(g.numpy() != 0) for g in grads)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"kind": "quadratic"}, "kind"),
-    ({"rank": 0}, "rank"),
-    ({"hidden_units": -1}, "hidden_units"),
-    ({"lambda_range": (0.0, 1.0)}, "lambda_range"),
-    ({"lambda_range": (1.0, 0.1)}, "lambda_range"),
-    ({"lambda_range": (1.0,)}, "lambda_range"),
-    ({"lambda_draws": 0}, "lambda_draws"),
-    ({"prior_variance": 0.0}, "prior_variance"),
-    ({"use_bias": "yes"}, "use_bias"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"kind": "quadratic"}, "kind"),
+        ({"rank": 0}, "rank"),
+        ({"hidden_units": -1}, "hidden_units"),
+        ({"lambda_range": (0.0, 1.0)}, "lambda_range"),
+        ({"lambda_range": (1.0, 0.1)}, "lambda_range"),
+        ({"lambda_range": (1.0,)}, "lambda_range"),
+        ({"lambda_draws": 0}, "lambda_draws"),
+        ({"prior_variance": 0.0}, "prior_variance"),
+        ({"use_bias": "yes"}, "use_bias"),
+    ],
+)
 def test_bad_arguments_name_themselves(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         HyperVariationalDense(3, **kwargs)

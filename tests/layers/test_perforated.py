@@ -14,8 +14,14 @@ class PerforatedConv2DHarnessTest(testing.TestCase):
         for padding, expected in (("same", (2, 6, 6, 3)), ("valid", (2, 4, 4, 3))):
             self.run_layer_test(
                 PerforatedConv2D,
-                init_kwargs={"filters": 3, "kernel_size": 3, "padding": padding, "rate": 0.5,
-                             "mask": "grid", "seed": 1},
+                init_kwargs={
+                    "filters": 3,
+                    "kernel_size": 3,
+                    "padding": padding,
+                    "rate": 0.5,
+                    "mask": "grid",
+                    "seed": 1,
+                },
                 input_shape=(2, 6, 6, 2),
                 expected_output_shape=expected,
                 expected_num_trainable_weights=2,
@@ -25,9 +31,16 @@ class PerforatedConv2DHarnessTest(testing.TestCase):
     def test_harness_strided_no_bias_structure(self):
         self.run_layer_test(
             PerforatedConv2D,
-            init_kwargs={"filters": 4, "kernel_size": (3, 2), "strides": 2, "padding": "same",
-                         "rate": 0.75, "mask": "structure", "use_bias": False,
-                         "activation": "relu"},
+            init_kwargs={
+                "filters": 4,
+                "kernel_size": (3, 2),
+                "strides": 2,
+                "padding": "same",
+                "rate": 0.75,
+                "mask": "structure",
+                "use_bias": False,
+                "activation": "relu",
+            },
             input_shape=(2, 9, 7, 3),
             expected_output_shape=(2, 5, 4, 4),
             expected_num_trainable_weights=1,
@@ -38,8 +51,17 @@ def _conv_and_perforated(padding, strides, rate, mask, implementation="auto", se
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 11, 9, 4)).astype("float32")
     conv = keras.layers.Conv2D(6, 3, strides=strides, padding=padding, activation="relu")
-    perf = PerforatedConv2D(6, 3, strides=strides, padding=padding, rate=rate, mask=mask,
-                            activation="relu", seed=seed, implementation=implementation)
+    perf = PerforatedConv2D(
+        6,
+        3,
+        strides=strides,
+        padding=padding,
+        rate=rate,
+        mask=mask,
+        activation="relu",
+        seed=seed,
+        implementation=implementation,
+    )
     conv.build(x.shape)
     perf.build(x.shape)
     # Same meaning of kernel and bias: they copy over as they are.
@@ -80,8 +102,16 @@ def test_gradients_match_finite_differences():
 
     @tf.function
     def f(x, kernel):
-        return tfpriors.ops.perforated_conv2d(x, kernel, mask.kept, mask.fill_index, (4, 3),
-                                              (1, 1), (0, 0), implementation="reference")
+        return tfpriors.ops.perforated_conv2d(
+            x,
+            kernel,
+            mask.kept,
+            mask.fill_index,
+            (4, 3),
+            (1, 1),
+            (0, 0),
+            implementation="reference",
+        )
 
     theoretical, numerical = tf.test.compute_gradient(f, [x, kernel])
     for t, n in zip(theoretical, numerical):
@@ -97,8 +127,9 @@ def test_fused_gradients_match_finite_differences():
 
     @tf.function
     def f(x, kernel):
-        return tfpriors.ops.perforated_conv2d(x, kernel, mask.kept, mask.fill_index, (3, 3),
-                                              (2, 2), (1, 1), implementation="fused")
+        return tfpriors.ops.perforated_conv2d(
+            x, kernel, mask.kept, mask.fill_index, (3, 3), (2, 2), (1, 1), implementation="fused"
+        )
 
     theoretical, numerical = tf.test.compute_gradient(f, [x, kernel], delta=1e-2)
     for t, n in zip(theoretical, numerical):
@@ -107,8 +138,9 @@ def test_fused_gradients_match_finite_differences():
 
 def _model(layer_kwargs, seed=0):
     inputs = keras.Input((8, 8, 1))
-    h = PerforatedConv2D(8, 3, padding="same", activation="relu", name="conv",
-                         **layer_kwargs)(inputs)
+    h = PerforatedConv2D(8, 3, padding="same", activation="relu", name="conv", **layer_kwargs)(
+        inputs
+    )
     h = keras.layers.MaxPooling2D(2)(h)
     h = keras.layers.Flatten()(h)
     return keras.Model(inputs, keras.layers.Dense(10)(h))
@@ -118,9 +150,11 @@ def test_fit_learns_digits(digits):
     (x, y), (x_test, y_test) = digits
     x, x_test = x.reshape(-1, 8, 8, 1), x_test.reshape(-1, 8, 8, 1)
     model = _model({"rate": 0.5, "mask": "grid", "seed": 0})
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     before = model.get_layer("conv").kernel.numpy().copy()
     model.fit(x, y, epochs=4, batch_size=64, verbose=0)
     assert not np.allclose(before, model.get_layer("conv").kernel.numpy())
@@ -157,21 +191,24 @@ def test_mask_object_and_config_round_trip():
         PerforatedConv2D(2, 3, mask=mask)(np.zeros((1, 6, 6, 1), "float32"))
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    ({"filters": 0}, ValueError, "filters"),
-    ({"rate": 1.0}, ValueError, "rate"),
-    ({"rate": -0.1}, ValueError, "rate"),
-    ({"rate": "half"}, TypeError, "rate"),
-    ({"mask": "checkerboard"}, ValueError, "mask"),
-    ({"mask": 3}, TypeError, "mask"),
-    ({"padding": "full"}, ValueError, "padding"),
-    ({"dilation_rate": 2}, ValueError, "dilation_rate"),
-    ({"data_format": "channels_first"}, ValueError, "data_format"),
-    ({"implementation": "cuda"}, ValueError, "implementation"),
-    ({"use_bias": "yes"}, TypeError, "use_bias"),
-    ({"seed": -1}, ValueError, "seed"),
-    ({"mask": PerforationMask((4, 4), [0, 1]), "rate": 0.2}, ValueError, "rate"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"filters": 0}, ValueError, "filters"),
+        ({"rate": 1.0}, ValueError, "rate"),
+        ({"rate": -0.1}, ValueError, "rate"),
+        ({"rate": "half"}, TypeError, "rate"),
+        ({"mask": "checkerboard"}, ValueError, "mask"),
+        ({"mask": 3}, TypeError, "mask"),
+        ({"padding": "full"}, ValueError, "padding"),
+        ({"dilation_rate": 2}, ValueError, "dilation_rate"),
+        ({"data_format": "channels_first"}, ValueError, "data_format"),
+        ({"implementation": "cuda"}, ValueError, "implementation"),
+        ({"use_bias": "yes"}, TypeError, "use_bias"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"mask": PerforationMask((4, 4), [0, 1]), "rate": 0.2}, ValueError, "rate"),
+    ],
+)
 def test_bad_arguments(kwargs, error, match):
     args = {"filters": 2, "kernel_size": 3, **kwargs}
     with pytest.raises(error, match=match):

@@ -12,7 +12,14 @@ def conv_geometries(draw, max_batch=3, max_stride=3, max_filters=5):
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     strides = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
     pads = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
-    out = (max(1, (h + pads[0] - kh) // strides[0] + 1),
-           max(1, (w + pads[1] - kw) // strides[1] + 1))
-    return dict(x_shape=[n, h, w, c], w_shape=[kh, kw, c, o], strides=list(strides),
-                pads=list(pads), size=list(out))
+    out = (
+        max(1, (h + pads[0] - kh) // strides[0] + 1),
+        max(1, (w + pads[1] - kw) // strides[1] + 1),
+    )
+    return dict(
+        x_shape=[n, h, w, c],
+        w_shape=[kh, kw, c, o],
+        strides=list(strides),
+        pads=list(pads),
+        size=list(out),
+    )

@@ -43,7 +43,10 @@ def test_shape_function_refuses_an_output_size_whose_product_overflows():
                 tf.compat.v1.placeholder(tf.float32, [3, 3, 1, 1]),
                 tf.compat.v1.placeholder(tf.int32, [1]),
                 tf.compat.v1.placeholder(tf.int32, [None]),
-                strides=[1, 1], pads=[0, 0], output_size=[6, 2 ** 63 - 1])
+                strides=[1, 1],
+                pads=[0, 0],
+                output_size=[6, 2**63 - 1],
+            )
 
 
 @needs_op
@@ -54,8 +57,12 @@ def test_shape_function_checks_strides_and_pads_like_the_kernel(attribute):
     with tf.Graph().as_default():
         with pytest.raises(ValueError, match=attribute):
             tfpriors.ops.fused_op_module().perforated_conv2d(
-                tf.zeros([1, 2, 2, 1]), tf.zeros([1, 1, 1, 1]), tf.constant([0]),
-                tf.constant([0, 0, 0, 0]), **attributes)
+                tf.zeros([1, 2, 2, 1]),
+                tf.zeros([1, 1, 1, 1]),
+                tf.constant([0]),
+                tf.constant([0, 0, 0, 0]),
+                **attributes,
+            )
 
 
 @needs_op
@@ -71,8 +78,7 @@ def test_fuzz_driver_on_random_inputs():
     rng = np.random.default_rng(0)
     valid = 0
     for _ in range(200):
-        call = driver.decode(rng.integers(0, 256, rng.integers(0, 300), dtype=np.uint8)
-                             .tobytes())
+        call = driver.decode(rng.integers(0, 256, rng.integers(0, 300), dtype=np.uint8).tobytes())
         valid += not driver.violations(call)
         driver.check(call)
     assert 40 <= valid <= 160
@@ -87,8 +93,12 @@ class _WrongOp:
     def perforated_conv2d(self, x, w, kept, fill, strides, pads, output_size):
         if self.error is not None:
             raise self.error
-        return perforated_conv2d_reference(x, w, kept.numpy(), fill.numpy(), output_size,
-                                           strides, pads) + self.offset
+        return (
+            perforated_conv2d_reference(
+                x, w, kept.numpy(), fill.numpy(), output_size, strides, pads
+            )
+            + self.offset
+        )
 
 
 class _AcceptsAnything:
@@ -99,9 +109,15 @@ class _AcceptsAnything:
 
 
 def _valid_call():
-    return driver.Call(x_shape=[1, 3, 3, 1], w_shape=[2, 2, 1, 1],
-                       kept=np.array([0, 3], np.int32), fill=np.array([0, 0, 1, 1], np.int32),
-                       strides=[1, 1], pads=[0, 0], output_size=[2, 2])
+    return driver.Call(
+        x_shape=[1, 3, 3, 1],
+        w_shape=[2, 2, 1, 1],
+        kept=np.array([0, 3], np.int32),
+        fill=np.array([0, 0, 1, 1], np.int32),
+        strides=[1, 1],
+        pads=[0, 0],
+        output_size=[2, 2],
+    )
 
 
 def test_contract_check_catches_wrong_numbers_and_wrong_errors(monkeypatch):
@@ -110,8 +126,9 @@ def test_contract_check_catches_wrong_numbers_and_wrong_errors(monkeypatch):
     monkeypatch.setattr(driver, "op_module", lambda: _WrongOp(offset=0.5))
     with pytest.raises(driver.ContractViolation, match="differs from the reference"):
         driver.check(_valid_call())
-    monkeypatch.setattr(driver, "op_module", lambda: _WrongOp(
-        error=tf.errors.InternalError(None, None, "boom")))
+    monkeypatch.setattr(
+        driver, "op_module", lambda: _WrongOp(error=tf.errors.InternalError(None, None, "boom"))
+    )
     with pytest.raises(driver.ContractViolation, match="InternalError"):
         driver.check(_valid_call())
     # An op that accepts an out-of-range table is a finding even when nothing crashes.
@@ -126,7 +143,7 @@ def test_contract_check_catches_wrong_numbers_and_wrong_errors(monkeypatch):
 def test_byte_reader_is_total():
     reader = driver.ByteReader(b"\xff")
     assert reader.integer(0, 3) == 3
-    assert reader.integer(5, 2 ** 40) == 5  # past the end: the low bound
+    assert reader.integer(5, 2**40) == 5  # past the end: the low bound
     assert reader.choice("abc") == "a"
 
 
@@ -156,17 +173,31 @@ def test_sanitizer_setup_reports_a_planted_heap_overflow(tmp_path, monkeypatch):
     (tmp_path / "target.py").write_text(_PLANTED_TARGET)
     bridge = tmp_path / "fuzz_coverage.so"
     for source, target, flags in (
-            (os.path.join(ROOT, "custom_ops", "fuzz_coverage.c"), bridge, ["-ldl"]),
-            (tmp_path / "overflow.c", tmp_path / "overflow.so",
-             ["-fsanitize=address", "-fsanitize-coverage=trace-pc,trace-cmp"])):
-        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-g", str(source), "-o", str(target),
-                        *flags], check=True)
+        (os.path.join(ROOT, "custom_ops", "fuzz_coverage.c"), bridge, ["-ldl"]),
+        (
+            tmp_path / "overflow.c",
+            tmp_path / "overflow.so",
+            ["-fsanitize=address", "-fsanitize-coverage=trace-pc,trace-cmp"],
+        ),
+    ):
+        subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-O1", "-g", str(source), "-o", str(target), *flags],
+            check=True,
+        )
     monkeypatch.setattr(run_fuzz, "COVERAGE_LIBRARY", str(bridge))
     result = subprocess.run(
-        [sys.executable, str(tmp_path / "target.py"), str(tmp_path / "overflow.so"),
-         "-runs=10", f"-artifact_prefix={tmp_path}{os.sep}"],
-        env=run_fuzz.sanitizer_environment("unused"), capture_output=True, text=True,
-        timeout=120)
+        [
+            sys.executable,
+            str(tmp_path / "target.py"),
+            str(tmp_path / "overflow.so"),
+            "-runs=10",
+            f"-artifact_prefix={tmp_path}{os.sep}",
+        ],
+        env=run_fuzz.sanitizer_environment("unused"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     log = result.stdout + result.stderr
     assert result.returncode != 0
     kind, message = run_fuzz.classify(log)
@@ -180,20 +211,38 @@ def test_fuzz_under_sanitizers(tmp_path):
     pytest.importorskip("atheris")
     if shutil.which("g++") is None:
         pytest.skip("no g++")
-    built = [os.path.join(ROOT, "tfpriors", "ops", "_perforated_conv_fuzz.so"),
-             os.path.join(ROOT, "build", "fuzz_coverage.so")]
-    sources = [os.path.join(ROOT, "custom_ops", name)
-               for name in ("perforated_conv.cc", "fuzz_coverage.c")]
+    built = [
+        os.path.join(ROOT, "tfpriors", "ops", "_perforated_conv_fuzz.so"),
+        os.path.join(ROOT, "build", "fuzz_coverage.so"),
+    ]
+    sources = [
+        os.path.join(ROOT, "custom_ops", name) for name in ("perforated_conv.cc", "fuzz_coverage.c")
+    ]
     newest_source = max(os.path.getmtime(path) for path in sources)
-    if any(not os.path.exists(path) or os.path.getmtime(path) < newest_source
-           for path in built):
-        subprocess.run([sys.executable, os.path.join(ROOT, "custom_ops", "build.py"),
-                        "--fuzz"], check=True, cwd=ROOT)
+    if any(not os.path.exists(path) or os.path.getmtime(path) < newest_source for path in built):
+        subprocess.run(
+            [sys.executable, os.path.join(ROOT, "custom_ops", "build.py"), "--fuzz"],
+            check=True,
+            cwd=ROOT,
+        )
     out = tmp_path / "fuzz.json"
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "fuzz", "run_fuzz.py"), "--seconds", "60",
-         "--corpus", str(tmp_path / "corpus"), "--artifacts", str(tmp_path / "artifacts"),
-         "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+        [
+            sys.executable,
+            os.path.join(ROOT, "fuzz", "run_fuzz.py"),
+            "--seconds",
+            "60",
+            "--corpus",
+            str(tmp_path / "corpus"),
+            "--artifacts",
+            str(tmp_path / "artifacts"),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     summary = json.loads(out.read_text())
     assert summary["findings"] == [], result.stdout[-3000:]
     assert result.returncode == 0

@@ -25,7 +25,8 @@ FUZZ_EXAMPLES = int(os.environ.get("TFPRIORS_FUZZ_EXAMPLES", "60"))
 
 def _op(x, w, kept, fill, strides, pads, size):
     return tfpriors.ops.fused_op_module().perforated_conv2d(
-        x, w, kept, fill, strides=list(strides), pads=list(pads), output_size=list(size))
+        x, w, kept, fill, strides=list(strides), pads=list(pads), output_size=list(size)
+    )
 
 
 @st.composite
@@ -35,12 +36,33 @@ def cases(draw):
     size = out[0] * out[1]
     kept = sorted(draw(st.sets(st.integers(0, size - 1), min_size=1, max_size=size)))
     mask = PerforationMask(out, kept)
-    hostile = draw(st.sampled_from([
-        None, "kept_high", "kept_negative", "kept_unsorted", "fill_high", "fill_negative",
-        "fill_short", "channels", "empty_batch", "output_size", "pads", "strides", "rank",
-        "kept_empty"]))
-    return dict(geometry, kept=mask.kept.tolist(), fill=mask.fill_index.tolist(),
-                hostile=hostile, value=draw(st.integers(-(2 ** 31), 2 ** 31 - 1)))
+    hostile = draw(
+        st.sampled_from(
+            [
+                None,
+                "kept_high",
+                "kept_negative",
+                "kept_unsorted",
+                "fill_high",
+                "fill_negative",
+                "fill_short",
+                "channels",
+                "empty_batch",
+                "output_size",
+                "pads",
+                "strides",
+                "rank",
+                "kept_empty",
+            ]
+        )
+    )
+    return dict(
+        geometry,
+        kept=mask.kept.tolist(),
+        fill=mask.fill_index.tolist(),
+        hostile=hostile,
+        value=draw(st.integers(-(2**31), 2**31 - 1)),
+    )
 
 
 def _corrupt(case):
@@ -86,8 +108,9 @@ def check_case(case):
     fill = np.asarray(bad["fill"], np.int32)
     if case["hostile"] is None:
         got = _op(x, w, kept, fill, bad["strides"], bad["pads"], bad["size"]).numpy()
-        expected = perforated_conv2d_reference(x, w, kept, fill, bad["size"], bad["strides"],
-                                               bad["pads"]).numpy()
+        expected = perforated_conv2d_reference(
+            x, w, kept, fill, bad["size"], bad["strides"], bad["pads"]
+        ).numpy()
         np.testing.assert_allclose(got, expected, atol=1e-4)
     else:
         with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
@@ -95,8 +118,12 @@ def check_case(case):
 
 
 @needs_op
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
 @given(cases())
 def test_fuzz_matches_reference_or_refuses(case):
     check_case(case)
@@ -109,13 +136,13 @@ def test_op_inside_tf_function_with_unknown_batch():
 
     @tf.function(input_signature=[tf.TensorSpec((None, 4, 4, 2), tf.float32)])
     def f(x):
-        return tfpriors.ops.perforated_conv2d(x, w, mask.kept, mask.fill_index, (4, 4),
-                                              (1, 1), (1, 1), implementation="fused")
+        return tfpriors.ops.perforated_conv2d(
+            x, w, mask.kept, mask.fill_index, (4, 4), (1, 1), (1, 1), implementation="fused"
+        )
 
     assert f.get_concrete_function().structured_outputs.shape.as_list() == [None, 4, 4, 3]
     x = np.random.default_rng(0).normal(size=(3, 4, 4, 2)).astype("float32")
-    expected = perforated_conv2d_reference(x, w, mask.kept, mask.fill_index, (4, 4), (1, 1),
-                                           (1, 1))
+    expected = perforated_conv2d_reference(x, w, mask.kept, mask.fill_index, (4, 4), (1, 1), (1, 1))
     np.testing.assert_allclose(f(x).numpy(), expected.numpy(), atol=1e-5)
 
 
@@ -132,19 +159,22 @@ def test_fallback_warns_once(monkeypatch):
     with pytest.warns(ops.FusedOpUnavailableWarning, match="make ops"):
         y = ops.perforated_conv2d(x, w, mask.kept, mask.fill_index, (3, 3), (1, 1), (1, 1))
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ops.perforated_conv2d(x, w, mask.kept, mask.fill_index, (3, 3), (1, 1), (1, 1))
     np.testing.assert_allclose(y.numpy()[0, 1, 1, 0], 9.0)
     with pytest.raises(RuntimeError, match="fused"):
-        ops.perforated_conv2d(x, w, mask.kept, mask.fill_index, (3, 3), (1, 1), (1, 1),
-                              implementation="fused")
+        ops.perforated_conv2d(
+            x, w, mask.kept, mask.fill_index, (3, 3), (1, 1), (1, 1), implementation="fused"
+        )
 
 
 def test_bad_implementation():
     with pytest.raises(ValueError, match="implementation"):
-        tfpriors.ops.perforated_conv2d(None, None, [0], [0], (1, 1), (1, 1), (0, 0),
-                                       implementation="gpu")
+        tfpriors.ops.perforated_conv2d(
+            None, None, [0], [0], (1, 1), (1, 1), (0, 0), implementation="gpu"
+        )
 
 
 @pytest.mark.slow
@@ -157,25 +187,51 @@ def test_fuzz_under_address_sanitizer():
     library = os.path.join(ROOT, "tfpriors", "ops", "_perforated_conv_asan.so")
     source = os.path.join(ROOT, "custom_ops", "perforated_conv.cc")
     if not os.path.exists(library) or os.path.getmtime(library) < os.path.getmtime(source):
-        subprocess.run([sys.executable, os.path.join(ROOT, "custom_ops", "build.py"),
-                        "--asan"], check=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, os.path.join(ROOT, "custom_ops", "build.py"), "--asan"],
+            check=True,
+            cwd=ROOT,
+        )
 
     def runtime_library(name):
-        return subprocess.run(["g++", f"-print-file-name={name}"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["g++", f"-print-file-name={name}"], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     # libstdc++ preloaded too: ASan must find the real __cxa_throw to intercept it.
     preload = f"{runtime_library('libasan.so')} {runtime_library('libstdc++.so')}"
-    env = dict(os.environ, LD_PRELOAD=preload, ASAN_OPTIONS="detect_leaks=0",
-               TFPRIORS_OPS_LIBRARY=library,
-               TFPRIORS_FUZZ_EXAMPLES="300", PYTHONPATH=ROOT)
-    implementations = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                   "test_implementations.py")
+    env = dict(
+        os.environ,
+        LD_PRELOAD=preload,
+        ASAN_OPTIONS="detect_leaks=0",
+        TFPRIORS_OPS_LIBRARY=library,
+        TFPRIORS_FUZZ_EXAMPLES="300",
+        PYTHONPATH=ROOT,
+    )
+    implementations = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "test_implementations.py"
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
-         os.path.abspath(__file__), implementations, "-k",
-         "fuzz_matches or unknown_batch or conv_at_positions or gemm_kernel",
-         "-m", "not slow"],
-        cwd=ROOT, env=env, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:xdist",
+            "-p",
+            "no:cacheprovider",
+            os.path.abspath(__file__),
+            implementations,
+            "-k",
+            "fuzz_matches or unknown_batch or conv_at_positions or gemm_kernel",
+            "-m",
+            "not slow",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "6 passed" in result.stdout

@@ -20,8 +20,9 @@ def trained(digits):
     h = keras.layers.MaxPooling2D(3, 2)(h)
     h = keras.layers.Flatten()(h)
     model = keras.Model(inputs, keras.layers.Dense(10, name="head")(h))
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(x.reshape(-1, 8, 8, 1), y, epochs=4, batch_size=64, verbose=0)
     return model, (x_test.reshape(-1, 8, 8, 1)[:200], y_test[:200])
 
@@ -36,8 +37,7 @@ def test_perforate_copies_weights_and_keeps_kept_positions(trained):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
     # Perforating everything at rate 0 changes nothing.
     same = perforate(model, rates=0.0)
-    np.testing.assert_allclose(same.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(same.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
     tap = keras.Model(fast.inputs, fast.get_layer("conv2").output)
     ref = keras.Model(model.inputs, model.get_layer("conv2").output)
     mask = fast.get_layer("conv2").mask
@@ -74,28 +74,49 @@ def test_perforated_model_saves_and_exports(trained, tmp_path):
     fast = perforate(model, rates={"conv1": 0.5, "conv2": 0.75}, mask="uniform", seed=4)
     path = str(tmp_path / "fast.keras")
     fast.save(path)
-    np.testing.assert_array_equal(keras.models.load_model(path).predict(x, verbose=0),
-                                  fast.predict(x, verbose=0))
-    report = tfpriors.export.to_tflite(fast, str(tmp_path / "fast.tflite"), verify_data=x[:40],
-                                       compare_dense=False, latency_repeats=2)
+    np.testing.assert_array_equal(
+        keras.models.load_model(path).predict(x, verbose=0), fast.predict(x, verbose=0)
+    )
+    report = tfpriors.export.to_tflite(
+        fast,
+        str(tmp_path / "fast.tflite"),
+        verify_data=x[:40],
+        compare_dense=False,
+        latency_repeats=2,
+    )
     assert "CONV_2D" not in report.ops
     assert {"GATHER", "FULLY_CONNECTED"} <= report.ops
-    assert report.ops <= {"GATHER", "FULLY_CONNECTED", "BATCH_MATMUL", "RESHAPE",
-                          "CONCATENATION", "MAX_POOL_2D", "RELU", "ADD"}
+    assert report.ops <= {
+        "GATHER",
+        "FULLY_CONNECTED",
+        "BATCH_MATMUL",
+        "RESHAPE",
+        "CONCATENATION",
+        "MAX_POOL_2D",
+        "RELU",
+        "ADD",
+    }
     assert report.max_abs_diff < 1e-4 and report.top1_agreement == 1.0
 
 
 def test_greedy_perforation_reports_its_choice(trained):
     model, data = trained
-    fast = greedy_perforation(model, data, target_speedup=1.3, rate_steps=(0.5,),
-                              timing_repeats=3, batch_size=64, progress=False)
+    fast = greedy_perforation(
+        model,
+        data,
+        target_speedup=1.3,
+        rate_steps=(0.5,),
+        timing_repeats=3,
+        batch_size=64,
+        progress=False,
+    )
     report = fast.perforation_report
     assert set(report.layers) == {"conv1", "conv2"}
     assert set(report.rates) <= {"conv1", "conv2"}
     assert all(rate in (0.5, 0.75) for rate in report.rates.values())
     for name, rate in report.rates.items():
         assert fast.get_layer(name).rate == pytest.approx(rate, abs=0.1)  # grid: approximate
-    loss, accuracy = model.evaluate(*data, verbose=0), None
+    loss = model.evaluate(*data, verbose=0)
     assert report.loss_before == pytest.approx(loss, rel=1e-4)
     outputs = fast.predict(data[0], verbose=0)
     assert report.accuracy_after == pytest.approx(np.mean(outputs.argmax(1) == data[1]))
@@ -124,22 +145,39 @@ def test_greedy_never_returns_a_slower_model(trained, monkeypatch):
 
     monkeypatch.setattr(api, "_interleaved_medians", final_comparison_says_slower)
     model, data = trained
-    fast = greedy_perforation(model, data, target_speedup=1.5, rate_steps=(0.25, 0.5),
-                              mask="lattice", max_accuracy_drop=1.0, timing_repeats=1,
-                              batch_size=64, progress=False)
+    fast = greedy_perforation(
+        model,
+        data,
+        target_speedup=1.5,
+        rate_steps=(0.25, 0.5),
+        mask="lattice",
+        max_accuracy_drop=1.0,
+        timing_repeats=1,
+        batch_size=64,
+        progress=False,
+    )
     report = fast.perforation_report
     assert len(verdicts) >= 2  # measured, undone, measured again
     assert report.rates == {} and "slower" in report.stop_reason
     assert not any(isinstance(layer, PerforatedConv2D) for layer in fast.layers)
-    np.testing.assert_allclose(fast.predict(data[0], verbose=0),
-                               model.predict(data[0], verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        fast.predict(data[0], verbose=0), model.predict(data[0], verbose=0), atol=1e-5
+    )
 
 
 def test_greedy_keeps_within_the_accuracy_budget(trained):
     model, data = trained
-    fast = greedy_perforation(model, data, target_speedup=4.0, rate_steps=(0.5, 0.75),
-                              mask="uniform", max_accuracy_drop=0.0, timing_repeats=2,
-                              batch_size=64, progress=False)
+    fast = greedy_perforation(
+        model,
+        data,
+        target_speedup=4.0,
+        rate_steps=(0.5, 0.75),
+        mask="uniform",
+        max_accuracy_drop=0.0,
+        timing_repeats=2,
+        batch_size=64,
+        progress=False,
+    )
     report = fast.perforation_report
     assert report.accuracy_after >= report.accuracy_before - 1e-9
     for step in report.steps:  # every rejected step would have cost accuracy

@@ -3,8 +3,15 @@ import math
 import numpy as np
 import pytest
 
-from tfpriors.perforation import (PerforationMask, grid_mask, kept_count, mask_from_scores,
-                                  pooling_counts, structure_mask, uniform_mask)
+from tfpriors.perforation import (
+    PerforationMask,
+    grid_mask,
+    kept_count,
+    mask_from_scores,
+    pooling_counts,
+    structure_mask,
+    uniform_mask,
+)
 
 
 def brute_force_nearest(shape, kept):
@@ -15,8 +22,9 @@ def brute_force_nearest(shape, kept):
 
 
 @pytest.mark.parametrize("builder", [uniform_mask, grid_mask, structure_mask])
-@pytest.mark.parametrize("shape,rate", [((7, 9), 0.5), ((13, 13), 0.75), ((1, 5), 0.4),
-                                        ((6, 6), 0.0)])
+@pytest.mark.parametrize(
+    "shape,rate", [((7, 9), 0.5), ((13, 13), 0.75), ((1, 5), 0.4), ((6, 6), 0.0)]
+)
 def test_masks_have_the_rate_and_a_true_nearest_map(builder, shape, rate):
     mask = builder(shape, rate, seed=3)
     size = shape[0] * shape[1]
@@ -75,15 +83,18 @@ def test_config_round_trip_and_equality():
     assert math.isclose(mask.rate, 1 - len(mask.kept) / 30)
 
 
-@pytest.mark.parametrize("args,error,match", [
-    (((4, 4), [0, 16]), ValueError, r"\[0, 16\)"),
-    (((4, 4), [-1]), ValueError, "kept"),
-    (((4, 4), [1, 1]), ValueError, "distinct"),
-    (((4, 4), []), ValueError, "non-empty"),
-    (((4, 4), [0.5]), TypeError, "integers"),
-    (((0, 4), [0]), ValueError, "output_shape"),
-    (((4,), [0]), ValueError, "output_shape"),
-])
+@pytest.mark.parametrize(
+    "args,error,match",
+    [
+        (((4, 4), [0, 16]), ValueError, r"\[0, 16\)"),
+        (((4, 4), [-1]), ValueError, "kept"),
+        (((4, 4), [1, 1]), ValueError, "distinct"),
+        (((4, 4), []), ValueError, "non-empty"),
+        (((4, 4), [0.5]), TypeError, "integers"),
+        (((0, 4), [0]), ValueError, "output_shape"),
+        (((4,), [0]), ValueError, "output_shape"),
+    ],
+)
 def test_mask_validation(args, error, match):
     with pytest.raises(error, match=match):
         PerforationMask(*args)

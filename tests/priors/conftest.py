@@ -11,7 +11,7 @@ def edge_kernels(count, seed=0):
     grid = np.stack(np.meshgrid(np.arange(3) - 1.0, np.arange(3) - 1.0, indexing="ij"))
     angles = rng.uniform(0, 2 * np.pi, count)
     edges = np.cos(angles)[:, None, None] * grid[0] + np.sin(angles)[:, None, None] * grid[1]
-    blob = np.exp(-(grid ** 2).sum(0))[None]
+    blob = np.exp(-(grid**2).sum(0))[None]
     kind = rng.random(count)[:, None, None] < 0.7
     kernels = np.where(kind, edges, blob) * rng.uniform(0.1, 0.3, (count, 1, 1))
     return (kernels + rng.normal(0, 0.01, kernels.shape)).astype("float32")

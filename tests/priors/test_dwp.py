@@ -9,8 +9,8 @@ from tfpriors.layers import VariationalConv2D, VariationalDense
 from tfpriors.priors import DeepWeightPrior, KernelVAE, collect_kernels, plot_kernels
 from tfpriors.priors.kernel_vae import kernel_slices
 
-
 # -- KernelVAE -------------------------------------------------------------------------
+
 
 def test_vae_fit_lowers_its_negative_elbo(trained_vae, source_kernels):
     losses = trained_vae.losses_during_fit
@@ -41,10 +41,15 @@ def test_vae_save_load_round_trip(trained_vae, source_kernels, tmp_path):
     loaded.fit(source_kernels[:100], epochs=1, verbose=0)  # still compiled and trainable
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"kernel_size": 0}, "kernel_size"), ({"latent_dim": 1.5}, "latent_dim"),
-    ({"hidden_units": -1}, "hidden_units"), ({"min_log_variance": float("nan")},
-                                              "min_log_variance")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"kernel_size": 0}, "kernel_size"),
+        ({"latent_dim": 1.5}, "latent_dim"),
+        ({"hidden_units": -1}, "hidden_units"),
+        ({"min_log_variance": float("nan")}, "min_log_variance"),
+    ],
+)
 def test_vae_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         KernelVAE(**kwargs)
@@ -58,6 +63,7 @@ def test_vae_rejects_wrong_kernel_shape(trained_vae):
 
 
 # -- DeepWeightPrior -------------------------------------------------------------------
+
 
 def _posterior(prior_vae, kind, shape=(3, 3, 4, 6), seed=0):
     rng = np.random.default_rng(seed)
@@ -87,8 +93,7 @@ def test_bound_decreases_towards_decoder_samples(trained_vae):
     prior = DeepWeightPrior(trained_vae, seed=0)
 
     def average_bound(kind):
-        return np.mean([float(prior.kl(*_posterior(trained_vae, kind, seed=s)))
-                        for s in range(5)])
+        return np.mean([float(prior.kl(*_posterior(trained_vae, kind, seed=s))) for s in range(5)])
 
     near, far = average_bound("decoder"), average_bound("random")
     assert near < far
@@ -112,8 +117,13 @@ class DWPLayerTest(testing.TestCase):
         vae = KernelVAE(kernel_size=3, latent_dim=2, hidden_units=8, seed=0)
         self.run_layer_test(
             VariationalConv2D,
-            init_kwargs={"filters": 3, "kernel_size": 3, "padding": "same",
-                         "prior": DeepWeightPrior(vae, seed=1), "dataset_size": 50},
+            init_kwargs={
+                "filters": 3,
+                "kernel_size": 3,
+                "padding": "same",
+                "prior": DeepWeightPrior(vae, seed=1),
+                "dataset_size": 50,
+            },
             input_shape=(2, 5, 5, 2),
             expected_output_shape=(2, 5, 5, 3),
             expected_num_trainable_weights=3,
@@ -127,10 +137,15 @@ def test_dwp_model_fit_and_save_load(trained_vae, digits, tmp_path):
     (x, y), (x_test, _) = digits
     x, y, x_test = x.reshape(-1, 8, 8, 1)[:128], y[:128], x_test.reshape(-1, 8, 8, 1)[:64]
     prior = DeepWeightPrior(trained_vae, seed=3)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        VariationalConv2D(4, 3, prior=prior, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(), keras.layers.Flatten(), VariationalDense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            VariationalConv2D(4, 3, prior=prior, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            VariationalDense(10),
+        ]
+    )
     tfpriors.set_dataset_size(model, len(x))
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     vae_weights = [w.copy() for w in trained_vae.get_weights()]
@@ -143,8 +158,9 @@ def test_dwp_model_fit_and_save_load(trained_vae, digits, tmp_path):
     loaded = keras.models.load_model(tmp_path / "dwp.keras")
     loaded_prior = loaded.layers[0].prior
     assert isinstance(loaded_prior, DeepWeightPrior) and loaded_prior.vae is not trained_vae
-    np.testing.assert_array_equal(model.predict(x_test, verbose=0),
-                                  loaded.predict(x_test, verbose=0))
+    np.testing.assert_array_equal(
+        model.predict(x_test, verbose=0), loaded.predict(x_test, verbose=0)
+    )
     probe = trained_vae.sample(8, seed=keras.random.SeedGenerator(5))
     np.testing.assert_array_equal(loaded_prior.vae(probe), trained_vae(probe))
 
@@ -163,11 +179,19 @@ def test_dwp_shape_errors(trained_vae):
 
 # -- collect_kernels, plot_kernels -----------------------------------------------------
 
+
 def test_collect_kernels_takes_every_matching_slice():
     inner = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.Conv2D(3, 3)])
-    model = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Conv2D(4, 3),
-                              inner, keras.layers.Conv2D(2, 1), keras.layers.Flatten(),
-                              keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            keras.layers.Conv2D(4, 3),
+            inner,
+            keras.layers.Conv2D(2, 1),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
     kernels = collect_kernels([model], kernel_size=3)
     assert kernels.dtype == np.float32 and kernels.shape == (2 * 4 + 4 * 3, 3, 3)
     first = model.layers[0].kernel.numpy()

@@ -24,8 +24,9 @@ def test_kl_sums_over_weights_and_clips_log_alpha():
     log_sigma2 = np.array([0.0, 0.0, -40.0], "float32")
     la = log_alpha(mean, log_sigma2).numpy()
     np.testing.assert_allclose(la, [0.0, 8.0, -8.0], atol=1e-5)
-    np.testing.assert_allclose(float(prior.kl(mean, log_sigma2)),
-                               prior.kl_from_log_alpha(la).numpy().sum(), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(prior.kl(mean, log_sigma2)), prior.kl_from_log_alpha(la).numpy().sum(), rtol=1e-6
+    )
 
 
 def test_prior_serializes():
@@ -37,8 +38,9 @@ def test_prior_serializes():
 def test_kl_is_float32_for_float16_inputs():
     value = LogUniform().kl(keras.ops.ones((4,), "float16"), keras.ops.zeros((4,), "float16"))
     assert value.dtype == "float32"
-    np.testing.assert_allclose(float(value), 4 * float(LogUniform().kl_from_log_alpha(0.0)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        float(value), 4 * float(LogUniform().kl_from_log_alpha(0.0)), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("threshold", ["3", None, float("nan"), 9.0, True])

@@ -11,9 +11,16 @@ def test_kl_matches_tfp_closed_form():
     mean = rng.normal(size=(5, 3)).astype("float32")
     log_sigma2 = rng.uniform(-6, 1, size=(5, 3)).astype("float32")
     prior = Normal(variance=0.1)
-    expected = tfp.distributions.kl_divergence(
-        tfp.distributions.Normal(mean.astype("float64"), np.exp(0.5 * log_sigma2.astype("float64"))),
-        tfp.distributions.Normal(0.0, np.sqrt(0.1))).numpy().sum()
+    expected = (
+        tfp.distributions.kl_divergence(
+            tfp.distributions.Normal(
+                mean.astype("float64"), np.exp(0.5 * log_sigma2.astype("float64"))
+            ),
+            tfp.distributions.Normal(0.0, np.sqrt(0.1)),
+        )
+        .numpy()
+        .sum()
+    )
     np.testing.assert_allclose(float(prior.kl(mean, log_sigma2)), expected, rtol=1e-5)
 
 

@@ -54,8 +54,7 @@ def _value(spec, context):
 
 
 def _mlp(context=None, kind="sparse_vd"):
-    layer = {"sparse_vd": tfpriors.layers.SparseVDDense,
-             "dense": keras.layers.Dense}[kind]
+    layer = {"sparse_vd": tfpriors.layers.SparseVDDense, "dense": keras.layers.Dense}[kind]
     model = keras.Sequential([keras.Input((6,)), layer(5, activation="relu"), layer(3)])
     if kind == "sparse_vd":
         tfpriors.set_dataset_size(model, 32)
@@ -67,20 +66,31 @@ def _images(context=None, n=4, size=8, channels=1):
 
 
 def _cnn(context=None):
-    return keras.Sequential([keras.Input((8, 8, 1)),
-                             keras.layers.Conv2D(2, 3, padding="same", activation="relu"),
-                             keras.layers.Flatten(), keras.layers.Dense(3)])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(2, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 def _perforated_cnn(context=None):
-    return keras.Sequential([keras.Input((8, 8, 1)),
-                             tfpriors.layers.PerforatedConv2D(2, 3, padding="same", rate=0.5),
-                             keras.layers.Flatten(), keras.layers.Dense(3)])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            tfpriors.layers.PerforatedConv2D(2, 3, padding="same", rate=0.5),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 def _adaptive_model(context=None, mode="relaxed"):
-    return tfpriors.models.act_resnet((8, 8, 1), 3, blocks=(1,), widths=(4,), kind="pact",
-                                      mode=mode)
+    return tfpriors.models.act_resnet(
+        (8, 8, 1), 3, blocks=(1,), widths=(4,), kind="pact", mode=mode
+    )
 
 
 def _sact_model(context=None):
@@ -89,8 +99,13 @@ def _sact_model(context=None):
 
 def _hyper_model(context=None):
     model = tfpriors.hyper.LambdaHyperModel(
-        [tfpriors.layers.HyperVariationalDense(4, activation="relu", hidden_units=4),
-         tfpriors.layers.HyperVariationalDense(3, hidden_units=4)], lambda_draws=1, seed=0)
+        [
+            tfpriors.layers.HyperVariationalDense(4, activation="relu", hidden_units=4),
+            tfpriors.layers.HyperVariationalDense(3, hidden_units=4),
+        ],
+        lambda_draws=1,
+        seed=0,
+    )
     model(np.zeros((2, 6), "float32"))
     return model
 
@@ -112,51 +127,134 @@ def _png(context):
 
 
 def _regression_mlp(context=None):
-    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
-                             keras.layers.Dense(1)])
+    return keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]
+    )
 
 
 # Valid values by argument name. Layer inputs are found by probing (see
 # ``layer_input``); these are the constructor and function arguments.
 VALID = {
     # layers
-    "units": 3, "filters": 4, "kernel_size": 3, "strides": 1, "padding": "same",
-    "data_format": None, "dilation_rate": 1, "activation": "relu", "use_bias": True,
-    "threshold": 3.0, "kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
-    "log_sigma2_initializer": -10.0, "prior": "normal", "seed": 0, "kind": "linear",
-    "rank": 2, "hidden_units": 4, "lambda_range": (0.001, 10.0), "lambda_draws": 1,
-    "prior_variance": 1.0, "rate": 0.5, "mask": "uniform", "num_units": 2,
-    "ponder_cost": 0.01, "sparse_inference": True, "track_metrics": True,
-    "mode": "relaxed", "temperature": 0.5, "group_size": 1, "dataset_size": 100,
-    "latent_dim": 2, "min_log_variance": -12.0, "lambda_value": None,
+    "units": 3,
+    "filters": 4,
+    "kernel_size": 3,
+    "strides": 1,
+    "padding": "same",
+    "data_format": None,
+    "dilation_rate": 1,
+    "activation": "relu",
+    "use_bias": True,
+    "threshold": 3.0,
+    "kernel_initializer": "glorot_uniform",
+    "bias_initializer": "zeros",
+    "log_sigma2_initializer": -10.0,
+    "prior": "normal",
+    "seed": 0,
+    "kind": "linear",
+    "rank": 2,
+    "hidden_units": 4,
+    "lambda_range": (0.001, 10.0),
+    "lambda_draws": 1,
+    "prior_variance": 1.0,
+    "rate": 0.5,
+    "mask": "uniform",
+    "num_units": 2,
+    "ponder_cost": 0.01,
+    "sparse_inference": True,
+    "track_metrics": True,
+    "mode": "relaxed",
+    "temperature": 0.5,
+    "group_size": 1,
+    "dataset_size": 100,
+    "latent_dim": 2,
+    "min_log_variance": -12.0,
+    "lambda_value": None,
     "unit_factory": Make(lambda c: tfpriors.layers.ResidualUnit(4)),
-    "noise_variance": None, "task": "classification", "output": "logits",
+    "noise_variance": None,
+    "task": "classification",
+    "output": "logits",
     # callbacks and optimizers
-    "start_epoch": 0, "end_epoch": 2, "start": 0.0, "end": 0.01, "per_layer": True,
-    "description": "training", "keys": None, "learning_rate": 1e-3, "friction": 0.05,
-    "noise_estimate": 0.0, "burn_in_epochs": 0, "thin": 1, "max_samples": 3,
-    "in_memory": 2, "directory": Make(lambda c: os.path.join(c.directory, "samples")),
-    "state_path": None, "variance": 1.0,
+    "start_epoch": 0,
+    "end_epoch": 2,
+    "start": 0.0,
+    "end": 0.01,
+    "per_layer": True,
+    "description": "training",
+    "keys": None,
+    "learning_rate": 1e-3,
+    "friction": 0.05,
+    "noise_estimate": 0.0,
+    "burn_in_epochs": 0,
+    "thin": 1,
+    "max_samples": 3,
+    "in_memory": 2,
+    "directory": Make(lambda c: os.path.join(c.directory, "samples")),
+    "state_path": None,
+    "variance": 1.0,
     # tools
-    "values": Make(_logits), "labels": Make(_labels), "from_logits": True, "splits": 2,
-    "bins": 5, "path": Make(_png), "title": None, "metric_value": 0.16,
-    "ensemble_curve": {1: 0.2, 2: 0.17, 4: 0.15}, "kl_weight": 0.5,
-    "images": Make(_images), "x": Make(_images), "max_images": 2,
-    "pool_size": 20, "policy_length": 2, "ops_per_subpolicy": (1, 2), "magnitude_bound": 3,
-    "ops": None, "calibration_splits": 2, "num_samples": 2, "batch_size": 8, "c": 1.0,
-    "choice": "cycle", "policy": None, "strategy": None, "flat": True,
-    "output_shape": (6, 6), "kept": Make(lambda c: np.arange(0, 36, 2)),
+    "values": Make(_logits),
+    "labels": Make(_labels),
+    "from_logits": True,
+    "splits": 2,
+    "bins": 5,
+    "path": Make(_png),
+    "title": None,
+    "metric_value": 0.16,
+    "ensemble_curve": {1: 0.2, 2: 0.17, 4: 0.15},
+    "kl_weight": 0.5,
+    "images": Make(_images),
+    "x": Make(_images),
+    "max_images": 2,
+    "pool_size": 20,
+    "policy_length": 2,
+    "ops_per_subpolicy": (1, 2),
+    "magnitude_bound": 3,
+    "ops": None,
+    "calibration_splits": 2,
+    "num_samples": 2,
+    "batch_size": 8,
+    "c": 1.0,
+    "choice": "cycle",
+    "policy": None,
+    "strategy": None,
+    "flat": True,
+    "output_shape": (6, 6),
+    "kept": Make(lambda c: np.arange(0, 36, 2)),
     "scores": Make(lambda c: np.random.default_rng(2).uniform(size=(6, 6))),
-    "prune_fraction": 0.5, "pool_strides": 2, "pool_padding": "valid",
-    "input_hw": (8, 8), "magnitude": 3, "zero_mean": False, "min_variance": 1e-8,
-    "noise": False, "num_kernels": 4, "skip": (),
-    "log_sigma2_init": -8.0, "include_self": False, "input_image_shape": None,
-    "input_shape": (8, 8, 1), "num_classes": 3, "width": 4, "name": None,
-    "widths": (4,), "blocks": (1,), "alpha": 0.1, "teacher_output": "logits",
-    "teacher_noise_variance": None, "teacher_optimizer": None,
-    "teacher_learning_rate": 1e-4, "input_noise": 0.05, "burn_in_steps": 0,
-    "quantize": None, "representative_data": None, "verify_data": None, "shrink": False,
-    "sparse_storage": True, "latency_repeats": 1, "compare_dense": False,
+    "prune_fraction": 0.5,
+    "pool_strides": 2,
+    "pool_padding": "valid",
+    "input_hw": (8, 8),
+    "magnitude": 3,
+    "zero_mean": False,
+    "min_variance": 1e-8,
+    "noise": False,
+    "num_kernels": 4,
+    "skip": (),
+    "log_sigma2_init": -8.0,
+    "include_self": False,
+    "input_image_shape": None,
+    "input_shape": (8, 8, 1),
+    "num_classes": 3,
+    "width": 4,
+    "name": None,
+    "widths": (4,),
+    "blocks": (1,),
+    "alpha": 0.1,
+    "teacher_output": "logits",
+    "teacher_noise_variance": None,
+    "teacher_optimizer": None,
+    "teacher_learning_rate": 1e-4,
+    "input_noise": 0.05,
+    "burn_in_steps": 0,
+    "quantize": None,
+    "representative_data": None,
+    "verify_data": None,
+    "shrink": False,
+    "sparse_storage": True,
+    "latency_repeats": 1,
+    "compare_dense": False,
     "synchronized_batch_norm": False,
 }
 
@@ -165,8 +263,11 @@ VALID = {
 VALID_FOR = {
     "tfpriors.calibration.reliability_diagram": {"from_logits": True},
     "tfpriors.callbacks.PonderCostSchedule": {"model": Make(_adaptive_model)},
-    "tfpriors.callbacks.TemperatureSchedule": {"model": Make(_adaptive_model),
-                                               "start": 1.0, "end": 0.5},
+    "tfpriors.callbacks.TemperatureSchedule": {
+        "model": Make(_adaptive_model),
+        "start": 1.0,
+        "end": 0.5,
+    },
     "tfpriors.callbacks.compression_report": {"model": Make(_mlp)},
     "tfpriors.callbacks.kl_layers": {"model": Make(_mlp)},
     "tfpriors.callbacks.set_kl_weight": {"model": Make(_mlp)},
@@ -191,39 +292,59 @@ VALID_FOR = {
     "tfpriors.layers.VariationalDense": {"prior": "normal"},
     "tfpriors.distill.gaussian_prior": {"variance": 1.0, "dataset_size": 100},
     "tfpriors.distill.PosteriorEnsemble": {
-        "members": Make(lambda c: [_mlp(kind="dense"), _mlp(kind="dense")])},
-    "tfpriors.distill.Distiller": {"student": Make(lambda c: _mlp(kind="dense")),
-                                   "teacher": Make(lambda c: _mlp(kind="dense")),
-                                   "temperature": 2.0},
+        "members": Make(lambda c: [_mlp(kind="dense"), _mlp(kind="dense")])
+    },
+    "tfpriors.distill.Distiller": {
+        "student": Make(lambda c: _mlp(kind="dense")),
+        "teacher": Make(lambda c: _mlp(kind="dense")),
+        "temperature": 2.0,
+    },
     "tfpriors.distill.BayesianDarkKnowledge": {
         "teacher_model": Make(lambda c: _mlp(kind="dense")),
-        "student_model": Make(lambda c: _mlp(kind="dense")), "temperature": 1.0},
+        "student_model": Make(lambda c: _mlp(kind="dense")),
+        "temperature": 1.0,
+    },
     "tfpriors.hyper.LambdaHyperModel": {
         "layers": Make(lambda c: [tfpriors.layers.HyperVariationalDense(3, hidden_units=4)]),
-        "prior_variance": 0.1},
+        "prior_variance": 0.1,
+    },
     "tfpriors.hyper.density_masks": {
-        "scores": Make(lambda c: [np.random.default_rng(3).uniform(size=(6, 3))])},
+        "scores": Make(lambda c: [np.random.default_rng(3).uniform(size=(6, 3))])
+    },
     "tfpriors.hyper.tradeoff_curve": {
         "model": Make(_hyper_model),
-        "data": Make(lambda c: (np.random.default_rng(4).normal(size=(16, 6)).astype("float32"),
-                                np.arange(16) % 3)),
-        "lambdas": (0.1, 1.0), "fractions": (0.0, 0.5)},
+        "data": Make(
+            lambda c: (
+                np.random.default_rng(4).normal(size=(16, 6)).astype("float32"),
+                np.arange(16) % 3,
+            )
+        ),
+        "lambdas": (0.1, 1.0),
+        "fractions": (0.0, 0.5),
+    },
     "tfpriors.initializers.DWPInitializer": {"vae": Make(_kernel_vae)},
     "tfpriors.initializers.check_vae": {"vae": Make(_kernel_vae)},
     "tfpriors.initializers.vae_to_config": {"vae": Make(_kernel_vae)},
     "tfpriors.initializers.vae_from_config": {
-        "config": Make(lambda c: tfpriors.initializers.vae_to_config(_kernel_vae()))},
-    "tfpriors.initializers.check_kernel_shape": {"shape": (3, 3, 1, 4), "kernel_size": 3,
-                                                 "where": "kernel"},
+        "config": Make(lambda c: tfpriors.initializers.vae_to_config(_kernel_vae()))
+    },
+    "tfpriors.initializers.check_kernel_shape": {
+        "shape": (3, 3, 1, 4),
+        "kernel_size": 3,
+        "where": "kernel",
+    },
     "tfpriors.priors.DeepWeightPrior": {"vae": Make(_kernel_vae)},
     "tfpriors.priors.log_alpha": {
         "mean": Make(lambda c: np.linspace(-1, 1, 6).astype("float32")),
-        "log_sigma2": Make(lambda c: np.full(6, -4.0, "float32"))},
+        "log_sigma2": Make(lambda c: np.full(6, -4.0, "float32")),
+    },
     "tfpriors.priors.collect_kernels": {"source_models": Make(lambda c: [_cnn()])},
     "tfpriors.priors.plot_kernels": {
         "vae": Make(_kernel_vae),
-        "real_kernels": Make(lambda c: np.random.default_rng(5).normal(
-            size=(8, 3, 3)).astype("float32"))},
+        "real_kernels": Make(
+            lambda c: np.random.default_rng(5).normal(size=(8, 3, 3)).astype("float32")
+        ),
+    },
     "tfpriors.tta.Policy": {"subpolicies": [[("rotate", 3)], [("translate_x", 2)]]},
     "tfpriors.tta.TTAPredictor": {"models": Make(_cnn)},
     "tfpriors.tta.GreedyPolicySearch": {"ops": None},
@@ -231,36 +352,61 @@ VALID_FOR = {
         "train_embeddings": Make(lambda c: np.random.default_rng(6).normal(size=(30, 4))),
         "train_labels": Make(lambda c: np.arange(30) % 3),
         "test_embeddings": Make(lambda c: np.random.default_rng(7).normal(size=(12, 4))),
-        "test_labels": Make(lambda c: np.arange(12) % 3)},
+        "test_labels": Make(lambda c: np.arange(12) % 3),
+    },
     "tfpriors.tta.mean_embeddings": {"model": Make(_cnn), "layer": -2, "num_samples": 2},
     "tfpriors.tta.transforms.apply": {"name": "rotate"},
     "tfpriors.tta.transforms.get": {"name": "rotate"},
     "tfpriors.ops.conv_geometry": {"kernel_size": (3, 3), "strides": (1, 1)},
-    "tfpriors.ops.perforated_conv2d": (_PERFORATED := {
-        "inputs": Make(lambda c: _images(channels=2)),
-        "kernel": Make(lambda c: np.ones((3, 3, 2, 4), "float32")),
-        "kept": Make(lambda c: np.arange(0, 36, 2, dtype="int32")),
-        "fill_index": Make(lambda c: (np.arange(36) // 2).astype("int32")),
-        "output_shape": (6, 6), "strides": (1, 1), "pads": (0, 0)}),
+    "tfpriors.ops.perforated_conv2d": (
+        _PERFORATED := {
+            "inputs": Make(lambda c: _images(channels=2)),
+            "kernel": Make(lambda c: np.ones((3, 3, 2, 4), "float32")),
+            "kept": Make(lambda c: np.arange(0, 36, 2, dtype="int32")),
+            "fill_index": Make(lambda c: (np.arange(36) // 2).astype("int32")),
+            "output_shape": (6, 6),
+            "strides": (1, 1),
+            "pads": (0, 0),
+        }
+    ),
     "tfpriors.ops.perforated_conv2d_reference": _PERFORATED,
-    "tfpriors.ops.conv_at_positions": (_POSITIONS := {
-        "inputs": Make(lambda c: _images(channels=2)),
-        "kernel": Make(lambda c: np.ones((3, 3, 2, 4), "float32")),
-        "positions": Make(lambda c: np.array([0, 7, 35, 40], "int32")),
-        "output_shape": (6, 6), "strides": (1, 1), "pads": (1, 1)}),
+    "tfpriors.ops.conv_at_positions": (
+        _POSITIONS := {
+            "inputs": Make(lambda c: _images(channels=2)),
+            "kernel": Make(lambda c: np.ones((3, 3, 2, 4), "float32")),
+            "positions": Make(lambda c: np.array([0, 7, 35, 40], "int32")),
+            "output_shape": (6, 6),
+            "strides": (1, 1),
+            "pads": (1, 1),
+        }
+    ),
     "tfpriors.ops.conv_at_positions_reference": _POSITIONS,
     "tfpriors.ops.library.select_gemm": {"name": "auto"},
-    "tfpriors.ops.library.built_against": {"path": Make(lambda c: tfpriors.ops.library.library_path())},
-    "tfpriors.ops.lattice_of": {"kept": Make(lambda c: np.array([0, 2, 12, 14], "int32")),
-                                "output_shape": (6, 6)},
-    "tfpriors.ops.autotune.candidates": (_MASK := {
-        "kept": Make(lambda c: np.arange(0, 36, 2, dtype="int32")),
-        "fill_index": Make(lambda c: (np.arange(36) // 2).astype("int32")),
-        "output_shape": (6, 6)}),
+    "tfpriors.ops.library.built_against": {
+        "path": Make(lambda c: tfpriors.ops.library.library_path())
+    },
+    "tfpriors.ops.lattice_of": {
+        "kept": Make(lambda c: np.array([0, 2, 12, 14], "int32")),
+        "output_shape": (6, 6),
+    },
+    "tfpriors.ops.autotune.candidates": (
+        _MASK := {
+            "kept": Make(lambda c: np.arange(0, 36, 2, dtype="int32")),
+            "fill_index": Make(lambda c: (np.arange(36) // 2).astype("int32")),
+            "output_shape": (6, 6),
+        }
+    ),
     "tfpriors.ops.autotune.rule": _MASK,
-    "tfpriors.ops.autotune.choose": (_TUNED := {
-        **_MASK, "input_shape": (6, 6, 2), "kernel_size": (3, 3), "filters": 4,
-        "strides": (1, 1), "pads": (1, 1)}),
+    "tfpriors.ops.autotune.choose": (
+        _TUNED := {
+            **_MASK,
+            "input_shape": (6, 6, 2),
+            "kernel_size": (3, 3),
+            "filters": 4,
+            "strides": (1, 1),
+            "pads": (1, 1),
+        }
+    ),
     "tfpriors.ops.autotune.measure": {**_TUNED, "batches": (1,), "repeats": 1},
     "tfpriors.perforation.lattice_mask": {"output_shape": (6, 6)},
     "tfpriors.perforation.lattice_rates": {"output_shape": (6, 6)},
@@ -269,16 +415,21 @@ VALID_FOR = {
     "tfpriors.perforation.grid_mask": {"output_shape": (6, 6)},
     "tfpriors.perforation.uniform_mask": {"output_shape": (6, 6)},
     "tfpriors.perforation.structure_mask": {"output_shape": (6, 6), "pool_size": 3},
-    "tfpriors.perforation.pooling_counts": {"output_shape": (6, 6), "pool_size": 3,
-                                            "strides": None},
+    "tfpriors.perforation.pooling_counts": {
+        "output_shape": (6, 6),
+        "pool_size": 3,
+        "strides": None,
+    },
     "tfpriors.perforation.mask_from_scores": {},
     "tfpriors.perforation.kept_count": {"size": 36},
     "tfpriors.perforation.perforable_layers": {"model": Make(_cnn)},
     "tfpriors.perforation.perforate": {"model": Make(_cnn), "rates": 0.5},
     "tfpriors.perforation.plot_mask": {"layer": Make(lambda c: _perforated_cnn().layers[0])},
     "tfpriors.perforation.impact_scores": {
-        "model": Make(_cnn), "layer": 0,
-        "data": Make(lambda c: (_images(n=8), np.arange(8) % 3))},
+        "model": Make(_cnn),
+        "layer": 0,
+        "data": Make(lambda c: (_images(n=8), np.arange(8) % 3)),
+    },
     "tfpriors.plotting.plot_sparsity": {"model": Make(_mlp)},
     "tfpriors.plotting.sparse_vd_layers": {"model": Make(_mlp)},
     "tfpriors.graph.walk": {"model": Make(_mlp)},
@@ -286,9 +437,12 @@ VALID_FOR = {
     "tfpriors.graph.chain_after": {
         "layer": Make(lambda c: _cnn().layers[0]),
         "passes": lambda layer: isinstance(layer, keras.layers.Activation),
-        "stops": lambda layer: isinstance(layer, keras.layers.Dense)},
+        "stops": lambda layer: isinstance(layer, keras.layers.Dense),
+    },
     "tfpriors.io.check_archive": {
-        "path": Make(lambda c: _saved_model(c)), "what": "a .keras model"},
+        "path": Make(lambda c: _saved_model(c)),
+        "what": "a .keras model",
+    },
     "tfpriors.io.load_model": {"path": Make(lambda c: _saved_model(c))},
     "tfpriors.distill.GaussianNLL": {},
 }
@@ -324,10 +478,12 @@ NOT_FUZZED = {
     "tfpriors.ops.fused_op_module": "no arguments; loads the library",
     "tfpriors.tta.transforms.Op": "record of a transform's definition",
     "tfpriors.hyper.plot_tradeoff": "takes a TradeoffCurve (fuzzed via tradeoff_curve)",
-    "tfpriors.distributed.enable_multi_worker_fit":
-        "patches Keras' trainer for the process (tests/reliability/test_multiworker.py)",
-    "tfpriors.distributed.batch_rows":
-        "called inside layers with graph tensors; every stochastic layer's fuzz runs it",
+    "tfpriors.distributed.enable_multi_worker_fit": (
+        "patches Keras' trainer for the process (tests/reliability/test_multiworker.py)"
+    ),
+    "tfpriors.distributed.batch_rows": (
+        "called inside layers with graph tensors; every stochastic layer's fuzz runs it"
+    ),
 }
 
 
@@ -347,7 +503,8 @@ def public_api():
             return
         seen_modules.add(module.__name__)
         names = getattr(module, "__all__", None) or [
-            n for n in dir(module) if not n.startswith("_")]
+            n for n in dir(module) if not n.startswith("_")
+        ]
         for name in names:
             obj = getattr(module, name)
             if inspect.ismodule(obj):
@@ -358,9 +515,11 @@ def public_api():
                 continue
             if not getattr(obj, "__module__", "").startswith("tfpriors"):
                 continue
-            if inspect.isclass(obj) and (issubclass(obj, BaseException)
-                                         or dataclasses.is_dataclass(obj)
-                                         and obj is not tfpriors.tta.transforms.Op):
+            if inspect.isclass(obj) and (
+                issubclass(obj, BaseException)
+                or dataclasses.is_dataclass(obj)
+                and obj is not tfpriors.tta.transforms.Op
+            ):
                 continue
             qualified = f"{prefix}{name}"
             for other, known in list(found.items()):
@@ -390,8 +549,11 @@ def kind_of(obj):
 def parameters(obj):
     """The named parameters of a callable (``self``, ``*args``, ``**kwargs`` left out)."""
     target = obj.__init__ if inspect.isclass(obj) else obj
-    return [p for p in inspect.signature(target).parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return [
+        p
+        for p in inspect.signature(target).parameters.values()
+        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
 
 
 def valid_spec(name, obj):
@@ -406,8 +568,10 @@ def valid_spec(name, obj):
         elif parameter.default is not parameter.empty:
             continue  # an optional argument we have no table entry for: default
         else:
-            raise KeyError(f"{name}: no valid value for required argument "
-                           f"`{parameter.name}` (add it to VALID or VALID_FOR)")
+            raise KeyError(
+                f"{name}: no valid value for required argument "
+                f"`{parameter.name}` (add it to VALID or VALID_FOR)"
+            )
     if inspect.isclass(obj) and issubclass(obj, tfpriors.layers.KLLayer):
         # Passed through **kwargs: a KL layer is unusable without it.
         spec.setdefault("dataset_size", specific.get("dataset_size", VALID["dataset_size"]))
@@ -440,8 +604,12 @@ def hostile_values(valid):
 
 def hostile_arrays(valid):
     """Arrays with NaN, inf, no rows, the wrong rank and the wrong dtype."""
-    out = [valid[:0], valid.reshape(-1)[:1].reshape(()), valid.astype(str),
-           np.expand_dims(valid, -1)]
+    out = [
+        valid[:0],
+        valid.reshape(-1)[:1].reshape(()),
+        valid.astype(str),
+        np.expand_dims(valid, -1),
+    ]
     if valid.dtype.kind == "f":
         for bad in (np.nan, np.inf, -np.inf):
             copy = valid.copy()
@@ -480,12 +648,18 @@ def layer_input(layer):
 
 def hostile_inputs(x):
     """(label, array) pairs: the valid input made hostile in one way."""
-    cases = [("empty batch", x[:0]), ("float64", x.astype("float64")),
-             ("float16", x.astype("float16")), ("int32", (x * 3).astype("int32")),
-             ("bool", x > 0), ("one example", x[:1]),
-             ("wrong last axis", np.concatenate([x, x[..., :1]], axis=-1)),
-             ("extra axis", x[..., None]), ("missing axis", x[0]),
-             ("strings", x.astype(str))]
+    cases = [
+        ("empty batch", x[:0]),
+        ("float64", x.astype("float64")),
+        ("float16", x.astype("float16")),
+        ("int32", (x * 3).astype("int32")),
+        ("bool", x > 0),
+        ("one example", x[:1]),
+        ("wrong last axis", np.concatenate([x, x[..., :1]], axis=-1)),
+        ("extra axis", x[..., None]),
+        ("missing axis", x[0]),
+        ("strings", x.astype(str)),
+    ]
     for label, bad in (("nan", np.nan), ("inf", np.inf), ("-inf", -np.inf)):
         copy = x.copy()
         copy.reshape(-1)[copy.size // 3] = bad
@@ -535,25 +709,33 @@ def check_case(description, run, argument=None, finite_expected=True):
     signal.alarm(HANG_SECONDS)
     try:
         # Relative paths a case writes ("bogus" as a directory) land in a scratch folder.
-        with tempfile.TemporaryDirectory(prefix="tfpriors-fuzz-cwd-",
-                                         ignore_cleanup_errors=True) as scratch, \
-                contextlib.chdir(scratch):
+        with (
+            tempfile.TemporaryDirectory(
+                prefix="tfpriors-fuzz-cwd-", ignore_cleanup_errors=True
+            ) as scratch,
+            contextlib.chdir(scratch),
+        ):
             result = run()
     except Finding:
         raise
     except (ValueError, TypeError, FileNotFoundError) as error:
         # FileNotFoundError: a missing file the user named (it must name the argument too).
         if argument is None:
-            raise Finding(f"{description}: the valid call was refused: "
-                          f"{type(error).__name__}: {error}") from error
+            raise Finding(
+                f"{description}: the valid call was refused: {type(error).__name__}: {error}"
+            ) from error
         message = str(error).lower()
         if argument.lower() not in message:
-            raise Finding(f"{description}: the error does not name `{argument}`: "
-                          f"{type(error).__name__}: {error}") from error
+            raise Finding(
+                f"{description}: the error does not name `{argument}`: "
+                f"{type(error).__name__}: {error}"
+            ) from error
         return None
     except Exception as error:  # noqa: BLE001 - every other type is a finding
-        raise Finding(f"{description}: {type(error).__name__} (only ValueError or "
-                      f"TypeError may be raised): {error}") from error
+        raise Finding(
+            f"{description}: {type(error).__name__} (only ValueError or "
+            f"TypeError may be raised): {error}"
+        ) from error
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
@@ -567,8 +749,9 @@ def check_case(description, run, argument=None, finite_expected=True):
 @contextlib.contextmanager
 def new_context():
     """A namespace with a scratch ``directory`` for files a case reads or writes."""
-    with tempfile.TemporaryDirectory(prefix="tfpriors-fuzz-",
-                                     ignore_cleanup_errors=True) as directory:
+    with tempfile.TemporaryDirectory(
+        prefix="tfpriors-fuzz-", ignore_cleanup_errors=True
+    ) as directory:
         yield types.SimpleNamespace(directory=directory)
 
 
@@ -598,8 +781,10 @@ def exercise(name, obj, kwargs, context):
     if isinstance(instance, keras.optimizers.Optimizer):
         return run_optimizer(instance)
     if isinstance(instance, keras.losses.Loss):
-        return instance(np.arange(4) % 3 if "nll" not in name.lower()
-                        else np.zeros((4, 1), "float32"), np.zeros((4, 2), "float32"))
+        return instance(
+            np.arange(4) % 3 if "nll" not in name.lower() else np.zeros((4, 1), "float32"),
+            np.zeros((4, 2), "float32"),
+        )
     if isinstance(instance, keras.initializers.Initializer):
         return instance((3, 3, 1, 2))
     return instance

@@ -26,27 +26,39 @@ EPOCHS, BATCH, EXAMPLES = 3, 32, 256
 
 
 def sparse_vd():
-    model = keras.Sequential([keras.Input((64,)),
-                              tfpriors.layers.SparseVDDense(32, activation="relu", seed=1),
-                              tfpriors.layers.SparseVDDense(10, seed=2)])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            tfpriors.layers.SparseVDDense(32, activation="relu", seed=1),
+            tfpriors.layers.SparseVDDense(10, seed=2),
+        ]
+    )
     tfpriors.set_dataset_size(model, EXAMPLES)
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model, []
 
 
 def sgld(backup_dir):
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dense(10)])
-    model.compile(tfpriors.distill.SGLD(1e-4, dataset_size=EXAMPLES, seed=3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]
+    )
+    model.compile(
+        tfpriors.distill.SGLD(1e-4, dataset_size=EXAMPLES, seed=3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     # Beside the backup folder, not in it: BackupAndRestore deletes its folder
     # when training ends. Small thinning and memory: samples are kept, spilled to disk and dropped
     # in every epoch, so the killed epoch leaves real files behind.
     sampler = tfpriors.distill.PosteriorSampler(
-        burn_in_epochs=1, thin=3, max_samples=3, in_memory=1,
+        burn_in_epochs=1,
+        thin=3,
+        max_samples=3,
+        in_memory=1,
         directory=os.path.join(backup_dir + "_sampler", "samples"),
-        state_path=os.path.join(backup_dir + "_sampler", "state.npz"))
+        state_path=os.path.join(backup_dir + "_sampler", "state.npz"),
+    )
 
     def state_arrays():
         arrays = {"samples_seen": np.array(sampler.next_index)}
@@ -93,8 +105,7 @@ def main():
     callbacks = [keras.callbacks.BackupAndRestore(args.backup_dir)] + extra_callbacks
     if args.kill_at:
         callbacks.append(KillAt(*args.kill_at))
-    model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, shuffle=False, verbose=0,
-              callbacks=callbacks)
+    model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, shuffle=False, verbose=0, callbacks=callbacks)
     arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
     for callback in extra_callbacks:
         arrays.update(getattr(callback, "state_arrays", lambda: {})())

@@ -41,7 +41,8 @@ def _configure(cluster, index):
     if cluster:
         workers = [f"127.0.0.1:{port}" for port in cluster.split(",")]
         os.environ["TF_CONFIG"] = json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        )
 
 
 EXAMPLES, BATCH, EPOCHS = 256, 64, 2
@@ -56,20 +57,26 @@ def _optimizer(keras, learning_rate=0.05):
 
 
 def _sparse_vd(tfpriors, keras):
-    model = keras.Sequential([
-        keras.Input((64,)),
-        tfpriors.layers.SparseVDDense(32, activation="relu", seed=2),
-        tfpriors.layers.SparseVDDense(10, seed=3)])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            tfpriors.layers.SparseVDDense(32, activation="relu", seed=2),
+            tfpriors.layers.SparseVDDense(10, seed=3),
+        ]
+    )
     tfpriors.set_dataset_size(model, EXAMPLES)
     return model, _optimizer(keras)
 
 
 def _sparse_vd_conv(tfpriors, keras):
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        tfpriors.layers.SparseVDConv2D(4, 3, padding="same", activation="relu", seed=1),
-        keras.layers.Flatten(),
-        tfpriors.layers.SparseVDDense(10, seed=3)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            tfpriors.layers.SparseVDConv2D(4, 3, padding="same", activation="relu", seed=1),
+            keras.layers.Flatten(),
+            tfpriors.layers.SparseVDDense(10, seed=3),
+        ]
+    )
     tfpriors.set_dataset_size(model, EXAMPLES)
     return model, _optimizer(keras)
 
@@ -79,26 +86,43 @@ def _pact(mode):
         # Global batch statistics: per-replica ones would differ from the
         # single-device run by design.
         model = tfpriors.models.act_resnet(
-            (8, 8, 1), 10, blocks=(2,), widths=(4,), kind="pact", mode=mode,
-            ponder_cost=0.1, synchronized_batch_norm=True)
+            (8, 8, 1),
+            10,
+            blocks=(2,),
+            widths=(4,),
+            kind="pact",
+            mode=mode,
+            ponder_cost=0.1,
+            synchronized_batch_norm=True,
+        )
         return model, _optimizer(keras)
+
     return build
 
 
 def _hyper(tfpriors, keras):
     model = tfpriors.hyper.LambdaHyperModel(
-        layers=[tfpriors.layers.HyperVariationalDense(32, activation="relu", seed=5),
-                tfpriors.layers.HyperVariationalDense(10, seed=6)],
-        lambda_range=(1e-3, 1.0), lambda_draws=2, prior_variance=0.1)
+        layers=[
+            tfpriors.layers.HyperVariationalDense(32, activation="relu", seed=5),
+            tfpriors.layers.HyperVariationalDense(10, seed=6),
+        ],
+        lambda_range=(1e-3, 1.0),
+        lambda_draws=2,
+        prior_variance=0.1,
+    )
     model.build((None, 64))
     tfpriors.set_dataset_size(model, EXAMPLES)
     return model, _optimizer(keras, 0.01)
 
 
 # name -> (builder, flat inputs)
-MODELS = {"sparse_vd": (_sparse_vd, True), "sparse_vd_conv": (_sparse_vd_conv, False),
-          "pact_relaxed": (_pact("relaxed"), False),
-          "pact_threshold": (_pact("threshold"), False), "hyper": (_hyper, True)}
+MODELS = {
+    "sparse_vd": (_sparse_vd, True),
+    "sparse_vd_conv": (_sparse_vd_conv, False),
+    "pact_relaxed": (_pact("relaxed"), False),
+    "pact_threshold": (_pact("threshold"), False),
+    "hyper": (_hyper, True),
+}
 
 
 def main():
@@ -151,16 +175,26 @@ def main():
         keras.utils.set_random_seed(0)
         with strategy.scope():
             model, optimizer = builder(tfpriors, keras)
-            model.compile(optimizer,
-                          keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         if args.perturb_init:
-            model.set_weights([np.nextafter(w, np.inf).astype(w.dtype)
-                               if w.dtype == np.float32 else w for w in model.get_weights()])
+            model.set_weights(
+                [
+                    np.nextafter(w, np.inf).astype(w.dtype) if w.dtype == np.float32 else w
+                    for w in model.get_weights()
+                ]
+            )
         arrays.update({f"{name}/init_{i}": w for i, w in enumerate(model.get_weights())})
         steps = StepLosses()
         start = time.perf_counter()
-        history = model.fit(inputs, y, batch_size=BATCH, epochs=args.epochs, shuffle=False,
-                            verbose=0, callbacks=[steps])
+        history = model.fit(
+            inputs,
+            y,
+            batch_size=BATCH,
+            epochs=args.epochs,
+            shuffle=False,
+            verbose=0,
+            callbacks=[steps],
+        )
         arrays[f"{name}/seconds"] = np.array(time.perf_counter() - start)
         arrays.update({f"{name}/final_{i}": w for i, w in enumerate(model.get_weights())})
         arrays[f"{name}/step_loss"] = np.array(steps.losses)
@@ -169,7 +203,8 @@ def main():
         # add_loss contributes per example (evaluation mode, deterministic).
         model(inputs[:BATCH], training=False)
         arrays[f"{name}/regularizer"] = np.array(
-            sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses))
+            sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses)
+        )
     np.savez(args.out, **arrays)
 
 
@@ -192,13 +227,23 @@ def run_single(directory, models, epochs=EPOCHS, timeout=600, perturb_init=False
     """Runs one single-device process; returns the path of its .npz file."""
     name = "perturbed" if perturb_init else "single"
     out = os.path.join(directory, f"{name}.npz")
-    command = [sys.executable, os.path.abspath(__file__), out, "--models", *models,
-               "--epochs", str(epochs)] + (["--perturb-init"] if perturb_init else [])
-    completed = subprocess.run(command, env=_child_env(), capture_output=True, text=True,
-                               timeout=timeout)
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        out,
+        "--models",
+        *models,
+        "--epochs",
+        str(epochs),
+    ] + (["--perturb-init"] if perturb_init else [])
+    completed = subprocess.run(
+        command, env=_child_env(), capture_output=True, text=True, timeout=timeout
+    )
     if completed.returncode != 0:
-        raise RuntimeError(f"{name} exited with status {completed.returncode}:\n"
-                           f"{(completed.stdout + completed.stderr)[-3000:]}")
+        raise RuntimeError(
+            f"{name} exited with status {completed.returncode}:\n"
+            f"{(completed.stdout + completed.stderr)[-3000:]}"
+        )
     return out
 
 
@@ -207,7 +252,8 @@ def _child_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
-        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
     return env
 
 
@@ -224,16 +270,25 @@ def run_all(directory, models, epochs=EPOCHS, timeout=600, per_replica_noise=Fal
     options = ["--models", *models, "--epochs", str(epochs)]
     if per_replica_noise:
         options.append("--per-replica-noise")
-    jobs = {"single": [], "worker0": ["--cluster", ports, "--index", "0"],
-            "worker1": ["--cluster", ports, "--index", "1"]}
+    jobs = {
+        "single": [],
+        "worker0": ["--cluster", ports, "--index", "0"],
+        "worker1": ["--cluster", ports, "--index", "1"],
+    }
     outputs, processes = {}, {}
     try:
         for name, extra in jobs.items():
             outputs[name] = os.path.join(directory, f"{name}.npz")
             log = open(os.path.join(directory, f"{name}.log"), "w")
-            processes[name] = (subprocess.Popen(base + [outputs[name]] + options + extra,
-                                                env=env, stdout=log, stderr=subprocess.STDOUT),
-                               log)
+            processes[name] = (
+                subprocess.Popen(
+                    base + [outputs[name]] + options + extra,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
         deadline = time.monotonic() + timeout
         for name, (process, _) in processes.items():
             try:
@@ -276,20 +331,22 @@ def compare(single, worker, model):
             rel_diff = max(rel_diff, difference / float(abs(a).max()))
         change = max(change, float(abs(a - start).max()) if a.size else 0.0)
     loss_a, loss_b = single[f"{model}/step_loss"], worker[f"{model}/step_loss"]
-    return {"weights": count,
-            "max_abs_init_diff": init_diff,
-            "max_abs_weight_diff": abs_diff,
-            "max_rel_weight_diff": rel_diff,
-            "max_weight_change": change,
-            "max_abs_loss_diff": float(abs(loss_a - loss_b).max()),
-            "max_rel_loss_diff": float((abs(loss_a - loss_b) / abs(loss_a)).max()),
-            "steps": int(len(loss_a)),
-            "single_loss": [float(v) for v in loss_a],
-            "multiworker_loss": [float(v) for v in loss_b],
-            "regularizer_single": float(single[f"{model}/regularizer"]),
-            "regularizer_multiworker": float(worker[f"{model}/regularizer"]),
-            "seconds_single": float(single[f"{model}/seconds"]),
-            "seconds_multiworker": float(worker[f"{model}/seconds"])}
+    return {
+        "weights": count,
+        "max_abs_init_diff": init_diff,
+        "max_abs_weight_diff": abs_diff,
+        "max_rel_weight_diff": rel_diff,
+        "max_weight_change": change,
+        "max_abs_loss_diff": float(abs(loss_a - loss_b).max()),
+        "max_rel_loss_diff": float((abs(loss_a - loss_b) / abs(loss_a)).max()),
+        "steps": int(len(loss_a)),
+        "single_loss": [float(v) for v in loss_a],
+        "multiworker_loss": [float(v) for v in loss_b],
+        "regularizer_single": float(single[f"{model}/regularizer"]),
+        "regularizer_multiworker": float(worker[f"{model}/regularizer"]),
+        "seconds_single": float(single[f"{model}/seconds"]),
+        "seconds_multiworker": float(worker[f"{model}/seconds"]),
+    }
 
 
 if __name__ == "__main__":

@@ -14,20 +14,20 @@ as many.
 
 import os
 
+import api_catalog as catalog
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import api_catalog as catalog
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 API = catalog.public_api()
 FUZZED = sorted(name for name in API if name not in catalog.NOT_FUZZED)
 LAYERS = [name for name in FUZZED if catalog.kind_of(API[name]) == "layer"]
 
-SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+SETTINGS = dict(
+    deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def test_every_public_callable_is_fuzzed():
@@ -49,8 +49,10 @@ def test_valid_call_works(name):
     obj = API[name]
     spec = catalog.valid_spec(name, obj)
     with catalog.new_context() as context:
-        catalog.check_case(f"{name}(valid)", lambda: catalog.exercise(
-            name, obj, catalog.arguments(spec, context), context))
+        catalog.check_case(
+            f"{name}(valid)",
+            lambda: catalog.exercise(name, obj, catalog.arguments(spec, context), context),
+        )
 
 
 def _hostile_argument_case(name, data):
@@ -68,9 +70,12 @@ def _hostile_argument_call(name, obj, spec, context, data):
     bad = data.draw(st.sampled_from(catalog.hostile_values(kwargs[argument])), label="value")
     kwargs[argument] = bad
     # NaN in may give NaN out (as in NumPy); only NaN out of finite input is silent.
-    catalog.check_case(f"{name}({argument}={bad!r:.60})".replace("\n", " "),
-                       lambda: catalog.exercise(name, obj, kwargs, context),
-                       argument=argument, finite_expected=catalog.is_finite(bad))
+    catalog.check_case(
+        f"{name}({argument}={bad!r:.60})".replace("\n", " "),
+        lambda: catalog.exercise(name, obj, kwargs, context),
+        argument=argument,
+        finite_expected=catalog.is_finite(bad),
+    )
 
 
 @pytest.mark.parametrize("name", FUZZED)
@@ -116,7 +121,9 @@ def _hostile_input_case(name, data):
     result = catalog.check_case(
         f"{name} called on {label} (training={training})",
         lambda: catalog.call_layer(layer, x, training=training),
-        argument="input", finite_expected=special is None)
+        argument="input",
+        finite_expected=special is None,
+    )
     if result is not None and x.ndim and x.shape[0] == 0:
         first = result[0] if isinstance(result, (list, tuple)) else result
         assert np.asarray(first).shape[0] == 0, f"{name}: an empty batch gave rows"

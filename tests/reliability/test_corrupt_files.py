@@ -33,8 +33,9 @@ def _damaged_copies(path, tmp_path, seed=0):
 
 
 def _model():
-    model = keras.Sequential([keras.Input((8,)), tfpriors.layers.SparseVDDense(16),
-                              tfpriors.layers.VariationalDense(3)])
+    model = keras.Sequential(
+        [keras.Input((8,)), tfpriors.layers.SparseVDDense(16), tfpriors.layers.VariationalDense(3)]
+    )
     model(np.zeros((1, 8), "float32"))
     return model
 
@@ -74,14 +75,14 @@ def test_posterior_sampler_state_files(tmp_path):
     sampler.save_state(path)
     for damaged in _damaged_copies(path, tmp_path):
         with pytest.raises(CorruptFileError, match=str(damaged.name)):
-            distill.PosteriorSampler(directory=None, in_memory=2,
-                                     max_samples=2).load_state(damaged)
+            distill.PosteriorSampler(directory=None, in_memory=2, max_samples=2).load_state(damaged)
 
 
 def test_policy_search_state_files(tmp_path, digits):
     (x, y), _ = digits
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
     x, y = x[:20].reshape(-1, 8, 8, 1), y[:20]
     search = tta.GreedyPolicySearch(pool_size=3, policy_length=1, magnitude_bound=3)
     path = tmp_path / "search.npz"
@@ -89,7 +90,8 @@ def test_policy_search_state_files(tmp_path, digits):
     for damaged in _damaged_copies(path, tmp_path):
         with pytest.raises(ValueError, match=str(damaged.name)):
             tta.GreedyPolicySearch(pool_size=3, policy_length=1, magnitude_bound=3).fit(
-                [model], x, y, state_path=damaged, verbose=0)
+                [model], x, y, state_path=damaged, verbose=0
+            )
 
 
 def test_posterior_sample_snapshots(tmp_path):
@@ -112,8 +114,8 @@ def test_benchmark_result_files(tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "bench_common", os.path.join(os.path.dirname(__file__), "..", "..", "bench",
-                                     "_common.py"))
+        "bench_common", os.path.join(os.path.dirname(__file__), "..", "..", "bench", "_common.py")
+    )
     common = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(common)
     path = tmp_path / "result.json"

@@ -49,8 +49,9 @@ def _check_equal(outputs, models, weight_rtol=WEIGHT_RTOL):
         assert figures["max_weight_change"] > 100 * figures["max_abs_weight_diff"], model
         share = figures["regularizer_single"] / figures["single_loss"][-1]
         assert share >= MIN_REGULARIZER_SHARE, (model, share)
-        np.testing.assert_allclose(figures["regularizer_multiworker"],
-                                   figures["regularizer_single"], rtol=weight_rtol)
+        np.testing.assert_allclose(
+            figures["regularizer_multiworker"], figures["regularizer_single"], rtol=weight_rtol
+        )
 
 
 def test_two_workers_train_like_one_device(tmp_path):
@@ -70,8 +71,7 @@ def test_two_workers_train_like_one_device_longer(tmp_path):
 def test_per_replica_noise_breaks_the_equality(tmp_path):
     """The control: noise drawn per replica slice must fail the checks above."""
     models = ["sparse_vd", "pact_relaxed", "hyper"]
-    outputs = worker.run_all(str(tmp_path), models, epochs=1, timeout=300,
-                             per_replica_noise=True)
+    outputs = worker.run_all(str(tmp_path), models, epochs=1, timeout=300, per_replica_noise=True)
     single, chief = np.load(outputs["single"]), np.load(outputs["worker0"])
     for model in models:
         figures = worker.compare(single, chief, model)

@@ -14,7 +14,8 @@ def test_identity_gives_the_central_embedding(setup):
     model, x, *_ = setup
     central = tta.mean_embeddings(model, "features", x[:20], tta.Policy.identity(), 3)
     reference = keras.Model(model.inputs[0], model.get_layer("features").output).predict(
-        x[:20], verbose=0)
+        x[:20], verbose=0
+    )
     np.testing.assert_allclose(central, reference, atol=1e-5)
 
 
@@ -22,8 +23,7 @@ def test_mean_embedding_is_the_mean_over_augmented_copies(setup):
     model, x, *_ = setup
     flip_only = tta.mean_embeddings(model, "flatten", x[:5], tta.Policy.flip(), 300, seed=1)
     features = keras.Model(model.inputs[0], model.get_layer("flatten").output)
-    both = 0.5 * (features.predict(x[:5], verbose=0)
-                  + features.predict(x[:5, :, ::-1], verbose=0))
+    both = 0.5 * (features.predict(x[:5], verbose=0) + features.predict(x[:5, :, ::-1], verbose=0))
     np.testing.assert_allclose(flip_only, both, atol=0.1 * np.abs(both).max())
     assert flip_only.shape == (5, 4 * 4 * 32)
 
@@ -34,8 +34,7 @@ def test_linear_probe_scores_embeddings(setup):
     test = tta.mean_embeddings(model, "features", x_test, tta.Policy.flip_crop(5), 4)
     accuracy = tta.linear_probe(train, y, test, y_test)
     noise = np.random.default_rng(0).normal(size=train.shape)
-    chance = tta.linear_probe(noise, y, np.random.default_rng(1).normal(size=test.shape),
-                              y_test)
+    chance = tta.linear_probe(noise, y, np.random.default_rng(1).normal(size=test.shape), y_test)
     assert accuracy > 0.6 and chance < 0.3
 
 

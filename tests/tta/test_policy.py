@@ -8,14 +8,14 @@ from tfpriors.tta import Policy
 
 
 def test_json_round_trip_and_builtins(tmp_path):
-    policy = Policy([[("rotate", 9), ("contrast", 5.5)],
-                     [("flip", 0), ("crop", 15), ("invert", 0)]])
+    policy = Policy(
+        [[("rotate", 9), ("contrast", 5.5)], [("flip", 0), ("crop", 15), ("invert", 0)]]
+    )
     path = tmp_path / "policy.json"
     policy.to_json(path)
     assert Policy.from_json(path) == policy
     assert json.loads(path.read_text())["subpolicies"][0][0] == {"op": "rotate", "magnitude": 9.0}
-    for builtin in (Policy.identity(), Policy.flip(), Policy.flip_crop(),
-                    Policy.randaugment(2, 9)):
+    for builtin in (Policy.identity(), Policy.flip(), Policy.flip_crop(), Policy.randaugment(2, 9)):
         builtin.to_json(path)
         assert Policy.from_json(path) == builtin
     assert len(Policy.randaugment(2, 9)) == 15 * 14
@@ -31,23 +31,41 @@ def test_augment_cycles_subpolicies_and_identity_is_exact():
     np.testing.assert_allclose(policy.augment(images, draw=2), 1 - images)
 
 
-@pytest.mark.parametrize("data,match", [
-    ({"format": "other", "version": 1, "subpolicies": [[]]}, "format"),
-    ({"format": "tfpriors.tta.Policy", "version": 2, "subpolicies": [[]]}, "version"),
-    ({"format": "tfpriors.tta.Policy", "version": 1}, "subpolicies"),
-    ({"format": "tfpriors.tta.Policy", "version": 1, "subpolicies": []}, "subpolicies"),
-    ({"format": "tfpriors.tta.Policy", "version": 1,
-      "subpolicies": [[{"op": "blur", "magnitude": 3}]]}, r"subpolicies\[0\]\[0\]\.op"),
-    ({"format": "tfpriors.tta.Policy", "version": 1,
-      "subpolicies": [[{"op": "rotate", "magnitude": 40}]]}, r"magnitude"),
-    ({"format": "tfpriors.tta.Policy", "version": 1,
-      "subpolicies": [[{"op": "rotate"}]]}, r"subpolicies\[0\]\[0\]"),
-    ({"format": "tfpriors.tta.Policy", "version": 1, "choice": "best",
-      "subpolicies": [[]]}, "choice"),
-    ({"format": "tfpriors.tta.Policy", "version": 1, "subpolicies": [[]], "extra": 1},
-     "extra"),
-    ([1, 2], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        ({"format": "other", "version": 1, "subpolicies": [[]]}, "format"),
+        ({"format": "tfpriors.tta.Policy", "version": 2, "subpolicies": [[]]}, "version"),
+        ({"format": "tfpriors.tta.Policy", "version": 1}, "subpolicies"),
+        ({"format": "tfpriors.tta.Policy", "version": 1, "subpolicies": []}, "subpolicies"),
+        (
+            {
+                "format": "tfpriors.tta.Policy",
+                "version": 1,
+                "subpolicies": [[{"op": "blur", "magnitude": 3}]],
+            },
+            r"subpolicies\[0\]\[0\]\.op",
+        ),
+        (
+            {
+                "format": "tfpriors.tta.Policy",
+                "version": 1,
+                "subpolicies": [[{"op": "rotate", "magnitude": 40}]],
+            },
+            r"magnitude",
+        ),
+        (
+            {"format": "tfpriors.tta.Policy", "version": 1, "subpolicies": [[{"op": "rotate"}]]},
+            r"subpolicies\[0\]\[0\]",
+        ),
+        (
+            {"format": "tfpriors.tta.Policy", "version": 1, "choice": "best", "subpolicies": [[]]},
+            "choice",
+        ),
+        ({"format": "tfpriors.tta.Policy", "version": 1, "subpolicies": [[]], "extra": 1}, "extra"),
+        ([1, 2], "JSON object"),
+    ],
+)
 def test_malformed_policies_name_the_field(data, match, tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))

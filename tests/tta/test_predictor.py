@@ -17,17 +17,23 @@ def data():
 
 def _cnn(seed):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((8, 8, 1)),
-                             keras.layers.Conv2D(4, 3, activation="relu"),
-                             keras.layers.Flatten(), keras.layers.Dense(10)])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def test_identity_single_model_is_the_model(data):
     _, _, x, _ = data
     model = _cnn(0)
     probs = TTAPredictor(model, num_samples=3).predict(x, batch_size=32)
-    np.testing.assert_allclose(probs, special.softmax(model.predict(x, verbose=0), axis=1),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        probs, special.softmax(model.predict(x, verbose=0), axis=1), atol=1e-6
+    )
 
 
 def test_ensemble_merge_is_the_log_of_the_mean_probability(data):
@@ -42,8 +48,10 @@ def test_flip_tta_averages_the_two_views(data):
     _, _, x, _ = data
     model = _cnn(3)
     probs = TTAPredictor(model, Policy.flip(), num_samples=400, seed=1).predict(x[:5])
-    both = 0.5 * (special.softmax(model.predict(x[:5], verbose=0), 1)
-                  + special.softmax(model.predict(x[:5, :, ::-1], verbose=0), 1))
+    both = 0.5 * (
+        special.softmax(model.predict(x[:5], verbose=0), 1)
+        + special.softmax(model.predict(x[:5, :, ::-1], verbose=0), 1)
+    )
     # 400 coin flips per image: the mix is within a few percent of 50/50.
     np.testing.assert_allclose(probs, both, atol=0.05)
 
@@ -56,8 +64,9 @@ def test_members_see_different_augmentations():
         return np.zeros((len(inputs), 2))
 
     images = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
-    TTAPredictor([recorder, recorder], Policy([[("rotate", 30)]]), num_samples=2,
-                 from_logits=True).predict(images)
+    TTAPredictor(
+        [recorder, recorder], Policy([[("rotate", 30)]]), num_samples=2, from_logits=True
+    ).predict(images)
     assert len(seen) == 2 and not np.allclose(seen[0], seen[1])
 
 
@@ -74,12 +83,15 @@ def test_evaluate_reports_calibrated_metrics(data):
     assert 0.3 < metrics["accuracy"] <= 1.0
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"models": []}, "models"),
-    ({"num_samples": 0}, "num_samples"),
-    ({"policy": "flip"}, "policy"),
-    ({"from_logits": 1}, "from_logits"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"models": []}, "models"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"policy": "flip"}, "policy"),
+        ({"from_logits": 1}, "from_logits"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     arguments = {"models": _cnn(0)}
     arguments.update(kwargs)
@@ -94,8 +106,9 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="NaN"):
         predictor.predict(np.full((2, 8, 8, 1), np.nan))
     with pytest.raises(ValueError, match="images"):
-        TTAPredictor(keras.Sequential([keras.Input((64,)), keras.layers.Dense(3)]),
-                     Policy.flip()).predict(np.zeros((2, 64)))
+        TTAPredictor(
+            keras.Sequential([keras.Input((64,)), keras.layers.Dense(3)]), Policy.flip()
+        ).predict(np.zeros((2, 64)))
 
 
 def test_works_with_models_built_under_a_mirrored_strategy(data):
@@ -110,7 +123,9 @@ def test_works_with_models_built_under_a_mirrored_strategy(data):
     policy = Policy([[("rotate", 9), ("crop", 9)]])
     np.testing.assert_allclose(
         TTAPredictor(mirrored, policy, num_samples=3, seed=2).predict(x[:20]),
-        TTAPredictor(plain, policy, num_samples=3, seed=2).predict(x[:20]), atol=1e-6)
+        TTAPredictor(plain, policy, num_samples=3, seed=2).predict(x[:20]),
+        atol=1e-6,
+    )
 
 
 def test_spreads_model_calls_over_the_replicas_of_a_strategy(data, monkeypatch):
@@ -133,10 +148,12 @@ def test_spreads_model_calls_over_the_replicas_of_a_strategy(data, monkeypatch):
     monkeypatch.setattr(strategy, "run", counting_run)
     policy = Policy([[("rotate", 9), ("crop", 9)]])
     # 21 images x 3 samples = 63 rows per call: an odd count exercises the padding.
-    distributed = TTAPredictor([mirrored, mirrored], policy, num_samples=3, seed=2,
-                               strategy=strategy).predict(x[:21], batch_size=21)
+    distributed = TTAPredictor(
+        [mirrored, mirrored], policy, num_samples=3, seed=2, strategy=strategy
+    ).predict(x[:21], batch_size=21)
     single = TTAPredictor([plain, plain], policy, num_samples=3, seed=2).predict(
-        x[:21], batch_size=21)
+        x[:21], batch_size=21
+    )
     np.testing.assert_allclose(distributed, single, atol=1e-6)
     assert replica_batches == [32, 32, 32, 32]  # two members, each split over 2 replicas
 

@@ -83,17 +83,19 @@ def test_autocontrast_and_equalize_stretch_low_contrast_images():
         assert np.all(np.diff(y[0].numpy().ravel()[order]) >= -1e-6)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"name": "blur"}, "blur"),
-    ({"magnitude": 31}, "magnitude"),
-    ({"magnitude": -1}, "magnitude"),
-    ({"images": np.zeros((12, 12, 3), "float32")}, "images"),
-    ({"images": np.zeros((2, 12, 12, 2), "float32")}, "images"),
-    ({"images": np.zeros((2, 12, 12, 3), "uint8")}, "images"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"name": "blur"}, "blur"),
+        ({"magnitude": 31}, "magnitude"),
+        ({"magnitude": -1}, "magnitude"),
+        ({"images": np.zeros((12, 12, 3), "float32")}, "images"),
+        ({"images": np.zeros((2, 12, 12, 2), "float32")}, "images"),
+        ({"images": np.zeros((2, 12, 12, 3), "uint8")}, "images"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
-    arguments = {"name": "rotate", "images": np.zeros((2, 12, 12, 3), "float32"),
-                 "magnitude": 5}
+    arguments = {"name": "rotate", "images": np.zeros((2, 12, 12, 3), "float32"), "magnitude": 5}
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=match):
         transforms.apply(**arguments)

@@ -9,8 +9,20 @@ Example:
 >>> tfpriors.adaptive.ponder_map(model, x_test[:8], "ponder.png")
 """
 
-from tfpriors.adaptive.tools import (FlopsReport, adaptive_blocks, evaluated_units,
-                                     flops_report, ponder_map, set_mode)
+from tfpriors.adaptive.tools import (
+    FlopsReport,
+    adaptive_blocks,
+    evaluated_units,
+    flops_report,
+    ponder_map,
+    set_mode,
+)
 
-__all__ = ["FlopsReport", "adaptive_blocks", "evaluated_units", "flops_report", "ponder_map",
-           "set_mode"]
+__all__ = [
+    "FlopsReport",
+    "adaptive_blocks",
+    "evaluated_units",
+    "flops_report",
+    "ponder_map",
+    "set_mode",
+]

@@ -8,11 +8,22 @@ import numpy as np
 from tfpriors import _validation
 from tfpriors._rewrite import retrace
 from tfpriors.io import atomic_path
-from tfpriors.layers.adaptive import (MODES, AdaptiveBlock, ProbabilisticACTBlock,
-                                      ResidualUnit, adaptive_blocks)
+from tfpriors.layers.adaptive import (
+    MODES,
+    AdaptiveBlock,
+    ProbabilisticACTBlock,
+    ResidualUnit,
+    adaptive_blocks,
+)
 
-__all__ = ["set_mode", "evaluated_units", "ponder_map", "flops_report", "FlopsReport",
-           "adaptive_blocks"]
+__all__ = [
+    "set_mode",
+    "evaluated_units",
+    "ponder_map",
+    "flops_report",
+    "FlopsReport",
+    "adaptive_blocks",
+]
 
 
 def set_mode(model, mode):
@@ -61,8 +72,10 @@ def evaluated_units(model, images):
         ``{block name: float array (n, height, width)}`` in model order.
     """
     blocks, _, inputs = _block_inputs(model, images)
-    return {block.name: keras.ops.convert_to_numpy(block.evaluated_units(x))
-            for block, x in zip(blocks, inputs)}
+    return {
+        block.name: keras.ops.convert_to_numpy(block.evaluated_units(x))
+        for block, x in zip(blocks, inputs)
+    }
 
 
 def ponder_map(model, images, path, max_images=8):
@@ -88,7 +101,6 @@ def ponder_map(model, images, path, max_images=8):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-
     max_images = _validation.positive_int(max_images, "max_images")
     images = _validation.finite_batch(images, "images")[:max_images]
     maps = evaluated_units(model, images)
@@ -111,13 +123,20 @@ def ponder_map(model, images, path, max_images=8):
             if name == "input":
                 axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray_r")
             elif name == "total":
-                axis.imshow(total[row], cmap="magma", vmin=0,
-                            vmax=sum(b.num_units for b in blocks.values()))
-                axis.text(0.5, -0.08, f"{total[row].mean():.1f}", transform=axis.transAxes,
-                          ha="center", va="top", fontsize=7)
+                axis.imshow(
+                    total[row], cmap="magma", vmin=0, vmax=sum(b.num_units for b in blocks.values())
+                )
+                axis.text(
+                    0.5,
+                    -0.08,
+                    f"{total[row].mean():.1f}",
+                    transform=axis.transAxes,
+                    ha="center",
+                    va="top",
+                    fontsize=7,
+                )
             else:
-                axis.imshow(maps[name][row], cmap="magma", vmin=0,
-                            vmax=blocks[name].num_units)
+                axis.imshow(maps[name][row], cmap="magma", vmin=0, vmax=blocks[name].num_units)
             if row == 0:
                 axis.set_title(name, fontsize=7)
     figure.suptitle("evaluated residual units per position", fontsize=9)
@@ -140,15 +159,23 @@ class FlopsReport:
         return self.macs / self.plain_macs
 
     def to_dict(self):
-        return {"blocks": self.blocks, "macs": self.macs, "plain_macs": self.plain_macs,
-                "ratio": self.ratio}
+        return {
+            "blocks": self.blocks,
+            "macs": self.macs,
+            "plain_macs": self.plain_macs,
+            "ratio": self.ratio,
+        }
 
     def __str__(self):
-        lines = [f"FLOPs (multiply-adds per image): {self.macs:,.0f} of plain {self.plain_macs:,.0f}"
-                 f" ({self.ratio:.1%})"]
+        lines = [
+            f"FLOPs (multiply-adds per image): {self.macs:,.0f} of plain {self.plain_macs:,.0f}"
+            f" ({self.ratio:.1%})"
+        ]
         for row in self.blocks:
-            lines.append(f"  {row['name']:<20} {row['mean_units']:.2f} / {row['num_units']} units "
-                         f"per position, {row['macs']:,.0f} of {row['dense_macs']:,.0f}")
+            lines.append(
+                f"  {row['name']:<20} {row['mean_units']:.2f} / {row['num_units']} units "
+                f"per position, {row['macs']:,.0f} of {row['dense_macs']:,.0f}"
+            )
         return "\n".join(lines)
 
 
@@ -181,8 +208,9 @@ def flops_report(model, images):
     """
     if not isinstance(model, keras.Model) or not model.built:
         raise TypeError("`model` must be a built Keras functional model.")
-    fixed = sum(_fixed_macs(layer) for layer in model.layers
-                if not isinstance(layer, AdaptiveBlock))
+    fixed = sum(
+        _fixed_macs(layer) for layer in model.layers if not isinstance(layer, AdaptiveBlock)
+    )
     if not adaptive_blocks(model):
         _validation.finite_batch(images, "images")
         return FlopsReport(blocks=[], macs=float(fixed), plain_macs=float(fixed))
@@ -194,12 +222,21 @@ def flops_report(model, images):
         unit, head, head_per_example = block.macs_per_position(input_shape)
         positions = counts.shape[1] * counts.shape[2]
         heads = np.minimum(counts, block.num_units - 1)
-        macs = float(unit * counts.sum(axis=(1, 2)).mean()
-                     + head * heads.sum(axis=(1, 2)).mean()
-                     + head_per_example * heads.max(axis=(1, 2)).mean())
+        macs = float(
+            unit * counts.sum(axis=(1, 2)).mean()
+            + head * heads.sum(axis=(1, 2)).mean()
+            + head_per_example * heads.max(axis=(1, 2)).mean()
+        )
         dense = float(unit * positions * block.num_units)
-        rows.append({"name": block.name, "num_units": block.num_units,
-                     "mean_units": float(counts.mean()), "macs": macs, "dense_macs": dense})
+        rows.append(
+            {
+                "name": block.name,
+                "num_units": block.num_units,
+                "mean_units": float(counts.mean()),
+                "macs": macs,
+                "dense_macs": dense,
+            }
+        )
         spent += macs
         plain += dense
     return FlopsReport(blocks=rows, macs=spent, plain_macs=plain)

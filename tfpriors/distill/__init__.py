@@ -23,5 +23,13 @@ from tfpriors.distill.losses import GaussianNLL
 from tfpriors.distill.optimizers import SGHMC, SGLD, gaussian_prior
 from tfpriors.distill.sampler import PosteriorEnsemble, PosteriorSampler
 
-__all__ = ["SGLD", "SGHMC", "gaussian_prior", "GaussianNLL", "PosteriorSampler",
-           "PosteriorEnsemble", "Distiller", "BayesianDarkKnowledge"]
+__all__ = [
+    "SGLD",
+    "SGHMC",
+    "gaussian_prior",
+    "GaussianNLL",
+    "PosteriorSampler",
+    "PosteriorEnsemble",
+    "Distiller",
+    "BayesianDarkKnowledge",
+]

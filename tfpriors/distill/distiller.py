@@ -31,8 +31,11 @@ def _hard_label_nll(y, student_out, task):
         return losses.gaussian_nll_values(y, mean, log_var)
     y = tf.convert_to_tensor(y)
     log_probs = tf.nn.log_softmax(student_out, axis=-1)
-    if y.shape.rank == student_out.shape.rank and y.shape[-1] == student_out.shape[-1] \
-            and student_out.shape[-1] != 1:
+    if (
+        y.shape.rank == student_out.shape.rank
+        and y.shape[-1] == student_out.shape[-1]
+        and student_out.shape[-1] != 1
+    ):
         return -tf.reduce_sum(tf.cast(y, log_probs.dtype) * log_probs, axis=-1)
     labels = tf.reshape(tf.cast(y, "int32"), tf.shape(log_probs)[:-1])
     return -tf.gather(log_probs, labels, axis=-1, batch_dims=log_probs.shape.rank - 1)
@@ -51,7 +54,8 @@ class _DistillMixin:
             return losses.gaussian_kl(t_mean, t_log_var, s_mean, s_log_var)
         t = self.temperature
         teacher_log_probs = tf.nn.log_softmax(
-            losses.as_log_probs(teacher_out, self.teacher_output) / t, axis=-1)
+            losses.as_log_probs(teacher_out, self.teacher_output) / t, axis=-1
+        )
         student_log_probs = tf.nn.log_softmax(student_out / t, axis=-1)
         return losses.categorical_kl(teacher_log_probs, student_log_probs) * (t * t)
 
@@ -68,11 +72,14 @@ class _DistillMixin:
 def _common_args(obj, task, temperature, teacher_output, teacher_noise_variance):
     obj.task = _validation.one_of(task, "task", TASKS)
     obj.temperature = _validation.positive_number(temperature, "temperature")
-    obj.teacher_output = _validation.one_of(teacher_output, "teacher_output",
-                                            losses.CLASSIFICATION_OUTPUTS)
+    obj.teacher_output = _validation.one_of(
+        teacher_output, "teacher_output", losses.CLASSIFICATION_OUTPUTS
+    )
     obj.teacher_noise_variance = (
-        None if teacher_noise_variance is None else
-        _validation.positive_number(teacher_noise_variance, "teacher_noise_variance"))
+        None
+        if teacher_noise_variance is None
+        else _validation.positive_number(teacher_noise_variance, "teacher_noise_variance")
+    )
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
@@ -125,8 +132,17 @@ class Distiller(FloatInputs, _DistillMixin, keras.Model):
     >>> student.predict(x_test)
     """
 
-    def __init__(self, student, teacher, temperature=4.0, alpha=0.1, task="classification",
-                 teacher_output="logits", teacher_noise_variance=None, **kwargs):
+    def __init__(
+        self,
+        student,
+        teacher,
+        temperature=4.0,
+        alpha=0.1,
+        task="classification",
+        teacher_output="logits",
+        teacher_noise_variance=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.student = _check_model(student, "student")
         self.teacher = _check_model(teacher, "teacher")
@@ -145,11 +161,17 @@ class Distiller(FloatInputs, _DistillMixin, keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"student": keras.saving.serialize_keras_object(self.student),
-                       "teacher": keras.saving.serialize_keras_object(self.teacher),
-                       "temperature": self.temperature, "alpha": self.alpha,
-                       "task": self.task, "teacher_output": self.teacher_output,
-                       "teacher_noise_variance": self.teacher_noise_variance})
+        config.update(
+            {
+                "student": keras.saving.serialize_keras_object(self.student),
+                "teacher": keras.saving.serialize_keras_object(self.teacher),
+                "temperature": self.temperature,
+                "alpha": self.alpha,
+                "task": self.task,
+                "teacher_output": self.teacher_output,
+                "teacher_noise_variance": self.teacher_noise_variance,
+            }
+        )
         return config
 
     @classmethod
@@ -208,33 +230,54 @@ class BayesianDarkKnowledge(FloatInputs, _DistillMixin, keras.Model):
     >>> bdk.student.predict(x_test)
     """
 
-    def __init__(self, teacher_model, student_model, dataset_size=None,
-                 task="classification", teacher_optimizer=None, teacher_learning_rate=1e-4,
-                 input_noise=0.05, temperature=1.0, teacher_noise_variance=None,
-                 burn_in_steps=0, **kwargs):
+    def __init__(
+        self,
+        teacher_model,
+        student_model,
+        dataset_size=None,
+        task="classification",
+        teacher_optimizer=None,
+        teacher_learning_rate=1e-4,
+        input_noise=0.05,
+        temperature=1.0,
+        teacher_noise_variance=None,
+        burn_in_steps=0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.teacher = _check_model(teacher_model, "teacher_model")
         self.student = _check_model(student_model, "student_model")
         self.dataset_size = _validation.positive_int(dataset_size, "dataset_size")
         _common_args(self, task, temperature, "logits", teacher_noise_variance)
         self.input_noise = _validation.real_number(input_noise, "input_noise", minimum=0.0)
-        if isinstance(burn_in_steps, bool) or not isinstance(burn_in_steps, int) \
-                or burn_in_steps < 0:
-            raise ValueError(f"`burn_in_steps` must be an integer >= 0; "
-                             f"received {burn_in_steps!r}.")
+        if (
+            isinstance(burn_in_steps, bool)
+            or not isinstance(burn_in_steps, int)
+            or burn_in_steps < 0
+        ):
+            raise ValueError(
+                f"`burn_in_steps` must be an integer >= 0; received {burn_in_steps!r}."
+            )
         self.burn_in_steps = burn_in_steps
         if teacher_optimizer is None:
             teacher_optimizer = SGLD(
                 _validation.positive_number(teacher_learning_rate, "teacher_learning_rate"),
-                dataset_size=self.dataset_size)
+                dataset_size=self.dataset_size,
+            )
         elif not isinstance(teacher_optimizer, keras.optimizers.Optimizer):
-            raise TypeError(f"`teacher_optimizer` must be a keras optimizer (SGLD, SGHMC); "
-                            f"received {type(teacher_optimizer).__name__}.")
-        elif isinstance(teacher_optimizer, (SGLD, SGHMC)) \
-                and teacher_optimizer.dataset_size != self.dataset_size:
-            raise ValueError(f"`teacher_optimizer.dataset_size` "
-                             f"({teacher_optimizer.dataset_size}) differs from "
-                             f"`dataset_size` ({self.dataset_size}).")
+            raise TypeError(
+                f"`teacher_optimizer` must be a keras optimizer (SGLD, SGHMC); "
+                f"received {type(teacher_optimizer).__name__}."
+            )
+        elif (
+            isinstance(teacher_optimizer, (SGLD, SGHMC))
+            and teacher_optimizer.dataset_size != self.dataset_size
+        ):
+            raise ValueError(
+                f"`teacher_optimizer.dataset_size` "
+                f"({teacher_optimizer.dataset_size}) differs from "
+                f"`dataset_size` ({self.dataset_size})."
+            )
         self.teacher_optimizer = teacher_optimizer
         self._student_tracker = keras.metrics.Mean(name="loss")
         self._teacher_tracker = keras.metrics.Mean(name="teacher_nll")
@@ -256,31 +299,36 @@ class BayesianDarkKnowledge(FloatInputs, _DistillMixin, keras.Model):
         return _hard_label_nll(y, teacher_out, "classification")
 
     def _extra(self, model):
-        return sum((self._aggregate_additional_loss(loss) for loss in model.losses),
-                   tf.constant(0.0))
+        return sum(
+            (self._aggregate_additional_loss(loss) for loss in model.losses), tf.constant(0.0)
+        )
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if y is None:
-            raise ValueError("BayesianDarkKnowledge.fit needs labels `y`: the teacher is "
-                             "sampled from the posterior given (x, y).")
+            raise ValueError(
+                "BayesianDarkKnowledge.fit needs labels `y`: the teacher is "
+                "sampled from the posterior given (x, y)."
+            )
         with tf.GradientTape() as tape:
-            teacher_nll = _weighted_mean(self._teacher_nll(y, self.teacher(x, training=True)),
-                                         sample_weight)
+            teacher_nll = _weighted_mean(
+                self._teacher_nll(y, self.teacher(x, training=True)), sample_weight
+            )
             teacher_loss = scale_loss_for_distribution(teacher_nll) + self._extra(self.teacher)
         variables = self.teacher.trainable_variables
         self.teacher_optimizer.apply(tape.gradient(teacher_loss, variables), variables)
 
         noisy = tf.nest.map_structure(
-            lambda v: v + self.input_noise * tf.random.normal(tf.shape(v), dtype=v.dtype), x)
+            lambda v: v + self.input_noise * tf.random.normal(tf.shape(v), dtype=v.dtype), x
+        )
         teacher_out = self.teacher(noisy, training=False)
         active = tf.cast(self.teacher_optimizer.iterations > self.burn_in_steps, "float32")
         with tf.GradientTape() as tape:
             student_out = self.student(noisy, training=True)
-            divergence = _weighted_mean(self._divergence(teacher_out, student_out),
-                                        sample_weight)
-            student_loss = active * (scale_loss_for_distribution(divergence)
-                                     + self._extra(self.student))
+            divergence = _weighted_mean(self._divergence(teacher_out, student_out), sample_weight)
+            student_loss = active * (
+                scale_loss_for_distribution(divergence) + self._extra(self.student)
+            )
         variables = self.student.trainable_variables
         self.optimizer.apply(tape.gradient(student_loss, variables), variables)
         self._student_tracker.update_state(divergence)
@@ -290,26 +338,36 @@ class BayesianDarkKnowledge(FloatInputs, _DistillMixin, keras.Model):
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         student_out = self.student(x, training=False)
-        self._student_tracker.update_state(_weighted_mean(
-            self._divergence(self.teacher(x, training=False), student_out), sample_weight))
+        self._student_tracker.update_state(
+            _weighted_mean(
+                self._divergence(self.teacher(x, training=False), student_out), sample_weight
+            )
+        )
         if y is None:
             return {"loss": self._student_tracker.result()}
-        self._teacher_tracker.update_state(_weighted_mean(
-            self._teacher_nll(y, self.teacher(x, training=False)), sample_weight))
-        self._student_nll_tracker.update_state(_weighted_mean(
-            _hard_label_nll(y, student_out, self.task), sample_weight))
+        self._teacher_tracker.update_state(
+            _weighted_mean(self._teacher_nll(y, self.teacher(x, training=False)), sample_weight)
+        )
+        self._student_nll_tracker.update_state(
+            _weighted_mean(_hard_label_nll(y, student_out, self.task), sample_weight)
+        )
         return {m.name: m.result() for m in self.metrics}
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "teacher_model": keras.saving.serialize_keras_object(self.teacher),
-            "student_model": keras.saving.serialize_keras_object(self.student),
-            "dataset_size": self.dataset_size, "task": self.task,
-            "teacher_optimizer": keras.saving.serialize_keras_object(self.teacher_optimizer),
-            "input_noise": self.input_noise, "temperature": self.temperature,
-            "teacher_noise_variance": self.teacher_noise_variance,
-            "burn_in_steps": self.burn_in_steps})
+        config.update(
+            {
+                "teacher_model": keras.saving.serialize_keras_object(self.teacher),
+                "student_model": keras.saving.serialize_keras_object(self.student),
+                "dataset_size": self.dataset_size,
+                "task": self.task,
+                "teacher_optimizer": keras.saving.serialize_keras_object(self.teacher_optimizer),
+                "input_noise": self.input_noise,
+                "temperature": self.temperature,
+                "teacher_noise_variance": self.teacher_noise_variance,
+                "burn_in_steps": self.burn_in_steps,
+            }
+        )
         return config
 
     @classmethod

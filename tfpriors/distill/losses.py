@@ -44,27 +44,35 @@ def gaussian_kl(mean_p, log_var_p, mean_q, log_var_q):
     ratio = tf.exp(log_var_p - log_var_q)
     return 0.5 * tf.reduce_sum(
         log_var_q - log_var_p + ratio + tf.square(mean_p - mean_q) * tf.exp(-log_var_q) - 1.0,
-        axis=-1)
+        axis=-1,
+    )
 
 
 def gaussian_nll_values(y_true, mean, log_var):
     """Per-example Gaussian negative log-likelihood, summed over the last axis."""
     y_true = tf.cast(y_true, mean.dtype)
-    if (y_true.shape.is_fully_defined() and mean.shape.is_fully_defined()
-            and y_true.shape.num_elements() != mean.shape.num_elements()):
-        raise ValueError(f"`y_true` of shape {tuple(y_true.shape)} does not match the predicted "
-                         f"mean of shape {tuple(mean.shape)}: `y_pred` holds the mean (with "
-                         "`noise_variance` set) or the mean and log-variance (with "
-                         "`noise_variance=None`).")
+    if (
+        y_true.shape.is_fully_defined()
+        and mean.shape.is_fully_defined()
+        and y_true.shape.num_elements() != mean.shape.num_elements()
+    ):
+        raise ValueError(
+            f"`y_true` of shape {tuple(y_true.shape)} does not match the predicted "
+            f"mean of shape {tuple(mean.shape)}: `y_pred` holds the mean (with "
+            "`noise_variance` set) or the mean and log-variance (with "
+            "`noise_variance=None`)."
+        )
     y_true = tf.reshape(y_true, tf.shape(mean))
-    return 0.5 * tf.reduce_sum(math.log(2 * math.pi) + log_var
-                               + tf.square(y_true - mean) * tf.exp(-log_var), axis=-1)
+    return 0.5 * tf.reduce_sum(
+        math.log(2 * math.pi) + log_var + tf.square(y_true - mean) * tf.exp(-log_var), axis=-1
+    )
 
 
 def categorical_kl(teacher_log_probs, student_log_probs):
     """KL(teacher || student) per example: sum_c p_t (log p_t - log p_s)."""
-    return tf.reduce_sum(tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs),
-                         axis=-1)
+    return tf.reduce_sum(
+        tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1
+    )
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
@@ -89,8 +97,11 @@ class GaussianNLL(keras.losses.Loss):
 
     def __init__(self, noise_variance=None, name="gaussian_nll", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.noise_variance = (None if noise_variance is None else
-                               _validation.positive_number(noise_variance, "noise_variance"))
+        self.noise_variance = (
+            None
+            if noise_variance is None
+            else _validation.positive_number(noise_variance, "noise_variance")
+        )
 
     def call(self, y_true, y_pred):
         mean, log_var = split_gaussian(y_pred, self.noise_variance)

@@ -29,7 +29,8 @@ from tfpriors import _validation
 
 def _check_learning_rate(value):
     if isinstance(value, keras.optimizers.schedules.LearningRateSchedule) or (
-            callable(value) and not isinstance(value, numbers.Number)):
+        callable(value) and not isinstance(value, numbers.Number)
+    ):
         return value
     return _validation.positive_number(value, "learning_rate")
 
@@ -48,8 +49,7 @@ class _SGMCMC(keras.optimizers.Optimizer):
     """Shared parts: dataset size, seed, per-step stateless noise."""
 
     def __init__(self, learning_rate, dataset_size, temperature, seed, name, **kwargs):
-        super().__init__(learning_rate=_check_learning_rate(learning_rate), name=name,
-                         **kwargs)
+        super().__init__(learning_rate=_check_learning_rate(learning_rate), name=name, **kwargs)
         self.dataset_size = _validation.positive_int(dataset_size, "dataset_size")
         self.temperature = _validation.positive_number(temperature, "temperature")
         self.seed = _check_seed(seed)
@@ -59,10 +59,12 @@ class _SGMCMC(keras.optimizers.Optimizer):
         step = tf.cast(self.iterations, "int64")
         # A distinct stream per (step, variable): the second seed word mixes
         # the step and the variable index without collisions for < 2**20 variables.
-        key = tf.stack([tf.constant(self.seed, "int64"),
-                        step * (2**20) + tf.constant(index, "int64")])
-        return tf.random.stateless_normal(tf.shape(variable), seed=key,
-                                          dtype=variable.dtype) * stddev
+        key = tf.stack(
+            [tf.constant(self.seed, "int64"), step * (2**20) + tf.constant(index, "int64")]
+        )
+        return (
+            tf.random.stateless_normal(tf.shape(variable), seed=key, dtype=variable.dtype) * stddev
+        )
 
     def _log_posterior_grad(self, gradient, variable):
         if isinstance(gradient, tf.IndexedSlices):
@@ -71,8 +73,9 @@ class _SGMCMC(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"dataset_size": self.dataset_size, "temperature": self.temperature,
-                       "seed": self.seed})
+        config.update(
+            {"dataset_size": self.dataset_size, "temperature": self.temperature, "seed": self.seed}
+        )
         return config
 
 
@@ -111,8 +114,15 @@ class SGLD(_SGMCMC):
     ...           callbacks=[tfpriors.distill.PosteriorSampler(burn_in_epochs=20)])
     """
 
-    def __init__(self, learning_rate=1e-4, dataset_size=None, temperature=1.0, seed=None,
-                 name="sgld", **kwargs):
+    def __init__(
+        self,
+        learning_rate=1e-4,
+        dataset_size=None,
+        temperature=1.0,
+        seed=None,
+        name="sgld",
+        **kwargs,
+    ):
         super().__init__(learning_rate, dataset_size, temperature, seed, name, **kwargs)
 
     def update_step(self, gradient, variable, learning_rate):
@@ -152,18 +162,27 @@ class SGHMC(_SGMCMC):
     ...                              friction=0.05)
     """
 
-    def __init__(self, learning_rate=1e-5, dataset_size=None, friction=0.05,
-                 noise_estimate=0.0, temperature=1.0, seed=None, name="sghmc", **kwargs):
+    def __init__(
+        self,
+        learning_rate=1e-5,
+        dataset_size=None,
+        friction=0.05,
+        noise_estimate=0.0,
+        temperature=1.0,
+        seed=None,
+        name="sghmc",
+        **kwargs,
+    ):
         super().__init__(learning_rate, dataset_size, temperature, seed, name, **kwargs)
-        self.friction = _validation.real_number(friction, "friction", minimum=0.0,
-                                                maximum=1.0)
+        self.friction = _validation.real_number(friction, "friction", minimum=0.0, maximum=1.0)
         if self.friction == 0.0:
             raise ValueError("`friction` must be in (0, 1]; received 0.0.")
-        self.noise_estimate = _validation.real_number(noise_estimate, "noise_estimate",
-                                                      minimum=0.0)
+        self.noise_estimate = _validation.real_number(noise_estimate, "noise_estimate", minimum=0.0)
         if self.noise_estimate >= self.friction:
-            raise ValueError(f"`noise_estimate` must be smaller than `friction` "
-                             f"({self.friction}); received {self.noise_estimate}.")
+            raise ValueError(
+                f"`noise_estimate` must be smaller than `friction` "
+                f"({self.friction}); received {self.noise_estimate}."
+            )
 
     def build(self, variables):
         if self.built:
@@ -175,9 +194,11 @@ class SGHMC(_SGMCMC):
         eta = tf.cast(learning_rate, variable.dtype)
         velocity = self.velocities[self._get_variable_index(variable)]
         stddev = tf.sqrt(2.0 * (self.friction - self.noise_estimate) * eta * self.temperature)
-        new_velocity = ((1.0 - self.friction) * velocity
-                        + eta * self._log_posterior_grad(gradient, variable)
-                        + self._noise(variable, stddev))
+        new_velocity = (
+            (1.0 - self.friction) * velocity
+            + eta * self._log_posterior_grad(gradient, variable)
+            + self._noise(variable, stddev)
+        )
         self.assign(velocity, new_velocity)
         self.assign_add(variable, new_velocity)
 

@@ -66,8 +66,15 @@ class PosteriorSampler(keras.callbacks.Callback):
     >>> teacher = sampler.ensemble()          # log-mean-prob of the samples
     """
 
-    def __init__(self, burn_in_epochs=20, thin=50, max_samples=100, directory="samples/",
-                 in_memory=10, state_path=None):
+    def __init__(
+        self,
+        burn_in_epochs=20,
+        thin=50,
+        max_samples=100,
+        directory="samples/",
+        in_memory=10,
+        state_path=None,
+    ):
         super().__init__()
         self.burn_in_epochs = _non_negative_int(burn_in_epochs, "burn_in_epochs")
         self.thin = _validation.positive_int(thin, "thin")
@@ -77,7 +84,8 @@ class PosteriorSampler(keras.callbacks.Callback):
             if self.in_memory < self.max_samples:
                 raise ValueError(
                     f"`directory` may be None only when `in_memory` ({self.in_memory}) >= "
-                    f"`max_samples` ({self.max_samples}): the other samples go to disk.")
+                    f"`max_samples` ({self.max_samples}): the other samples go to disk."
+                )
         elif not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"`directory` must be a path or None; received {directory!r}.")
         self.directory = None if directory is None else os.fspath(directory)
@@ -93,9 +101,14 @@ class PosteriorSampler(keras.callbacks.Callback):
         self._records = []
 
     def get_config(self):
-        return {"burn_in_epochs": self.burn_in_epochs, "thin": self.thin,
-                "max_samples": self.max_samples, "directory": self.directory,
-                "in_memory": self.in_memory, "state_path": self.state_path}
+        return {
+            "burn_in_epochs": self.burn_in_epochs,
+            "thin": self.thin,
+            "max_samples": self.max_samples,
+            "directory": self.directory,
+            "in_memory": self.in_memory,
+            "state_path": self.state_path,
+        }
 
     # -- collection ----------------------------------------------------------
 
@@ -166,11 +179,15 @@ class PosteriorSampler(keras.callbacks.Callback):
 
     def get_state(self):
         """Counters, sample file names and in-memory samples, for :meth:`set_state`."""
-        return {"epochs_seen": self.epochs_seen,
-                "steps_after_burn_in": self.steps_after_burn_in,
-                "next_index": self.next_index,
-                "records": [dict(r, weights=list(r["weights"])) if "weights" in r else dict(r)
-                            for r in self._records]}
+        return {
+            "epochs_seen": self.epochs_seen,
+            "steps_after_burn_in": self.steps_after_burn_in,
+            "next_index": self.next_index,
+            "records": [
+                dict(r, weights=list(r["weights"])) if "weights" in r else dict(r)
+                for r in self._records
+            ],
+        }
 
     def set_state(self, state):
         """Restores what :meth:`get_state` returned."""
@@ -181,12 +198,20 @@ class PosteriorSampler(keras.callbacks.Callback):
             self.next_index = int(state["next_index"])
         except (KeyError, TypeError) as error:
             raise ValueError(f"`state` is not a PosteriorSampler state ({error}).") from None
-        missing = [r["file"] for r in records if "file" in r and (
-            self.directory is None or not os.path.exists(os.path.join(self.directory,
-                                                                      r["file"])))]
+        missing = [
+            r["file"]
+            for r in records
+            if "file" in r
+            and (
+                self.directory is None
+                or not os.path.exists(os.path.join(self.directory, r["file"]))
+            )
+        ]
         if missing:
-            raise FileNotFoundError(f"The sample files {missing} of `state` are not in "
-                                    f"`directory` ({self.directory!r}).")
+            raise FileNotFoundError(
+                f"The sample files {missing} of `state` are not in "
+                f"`directory` ({self.directory!r})."
+            )
         self._records = records
 
     def save_state(self, path):
@@ -213,16 +238,21 @@ class PosteriorSampler(keras.callbacks.Callback):
             for record in meta["records"]:
                 if "in_memory" in record:
                     i = record["index"]
-                    records.append({"index": i, "weights": [
-                        data[f"s{i}_w{j}"] for j in range(record["in_memory"])]})
+                    records.append(
+                        {
+                            "index": i,
+                            "weights": [data[f"s{i}_w{j}"] for j in range(record["in_memory"])],
+                        }
+                    )
                 else:
                     records.append(record)
         self.set_state(dict(meta, records=records))
 
     # -- ensemble ------------------------------------------------------------
 
-    def ensemble(self, task="classification", output="logits", noise_variance=None,
-                 model=None, last=None):
+    def ensemble(
+        self, task="classification", output="logits", noise_variance=None, model=None, last=None
+    ):
         """A Keras model averaging the kept samples' predictive distributions.
 
         Args:
@@ -249,19 +279,20 @@ class PosteriorSampler(keras.callbacks.Callback):
         if model is None:
             raise ValueError("`model` is needed: this sampler was not used in `fit`.")
         if not self._records:
-            raise ValueError("The sampler holds no samples yet: train past `burn_in_epochs` "
-                             f"({self.burn_in_epochs}) for at least `thin` ({self.thin}) "
-                             "steps.")
+            raise ValueError(
+                "The sampler holds no samples yet: train past `burn_in_epochs` "
+                f"({self.burn_in_epochs}) for at least `thin` ({self.thin}) "
+                "steps."
+            )
         samples = list(self.samples())
         if last is not None:
-            samples = samples[-_validation.positive_int(last, "last"):]
+            samples = samples[-_validation.positive_int(last, "last") :]
         members = []
         for weights in samples:
             member = keras.models.clone_model(model)
             member.set_weights(weights)
             members.append(member)
-        return PosteriorEnsemble(members, task=task, output=output,
-                                 noise_variance=noise_variance)
+        return PosteriorEnsemble(members, task=task, output=output, noise_variance=noise_variance)
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
@@ -287,22 +318,27 @@ class PosteriorEnsemble(FloatInputs, keras.Model):
     >>> teacher = tfpriors.distill.PosteriorEnsemble([model_a, model_b])
     """
 
-    def __init__(self, members, task="classification", output="logits",
-                 noise_variance=None, **kwargs):
+    def __init__(
+        self, members, task="classification", output="logits", noise_variance=None, **kwargs
+    ):
         super().__init__(**kwargs)
         if not isinstance(members, (list, tuple)):
-            raise TypeError(f"`members` must be a list of Keras models; received "
-                            f"{type(members).__name__}.")
+            raise TypeError(
+                f"`members` must be a list of Keras models; received {type(members).__name__}."
+            )
         members = list(members)
         if not members or not all(isinstance(m, keras.Model) for m in members):
-            raise ValueError(f"`members` must be a non-empty list of Keras models; "
-                             f"received {members!r}.")
+            raise ValueError(
+                f"`members` must be a non-empty list of Keras models; received {members!r}."
+            )
         self.members = members
         self.task = _validation.one_of(task, "task", TASKS)
-        self.member_output = _validation.one_of(output, "output",
-                                               losses.CLASSIFICATION_OUTPUTS)
-        self.noise_variance = (None if noise_variance is None else
-                               _validation.positive_number(noise_variance, "noise_variance"))
+        self.member_output = _validation.one_of(output, "output", losses.CLASSIFICATION_OUTPUTS)
+        self.noise_variance = (
+            None
+            if noise_variance is None
+            else _validation.positive_number(noise_variance, "noise_variance")
+        )
 
     def call(self, inputs):
         outputs = [member(inputs, training=False) for member in self.members]
@@ -310,27 +346,32 @@ class PosteriorEnsemble(FloatInputs, keras.Model):
         if self.task == "classification":
             log_probs = tf.stack([losses.as_log_probs(o, self.member_output) for o in outputs])
             return tf.reduce_logsumexp(log_probs, axis=0) - math.log(count)
-        means, log_vars = zip(*(losses.split_gaussian(o, self.noise_variance)
-                                for o in outputs))
+        means, log_vars = zip(*(losses.split_gaussian(o, self.noise_variance) for o in outputs))
         means, variances = tf.stack(means), tf.exp(tf.stack(log_vars))
         mean = tf.reduce_mean(means, axis=0)
         # Written as a sum of non-negative terms: E[v] + E[m^2] - E[m]^2 can
         # cancel to a negative number in float32.
-        variance = (tf.reduce_mean(variances, axis=0)
-                    + tf.reduce_mean(tf.square(means - mean), axis=0))
+        variance = tf.reduce_mean(variances, axis=0) + tf.reduce_mean(
+            tf.square(means - mean), axis=0
+        )
         return tf.concat([mean, tf.math.log(variance)], axis=-1)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"members": [keras.saving.serialize_keras_object(m)
-                                   for m in self.members],
-                       "task": self.task, "output": self.member_output,
-                       "noise_variance": self.noise_variance})
+        config.update(
+            {
+                "members": [keras.saving.serialize_keras_object(m) for m in self.members],
+                "task": self.task,
+                "output": self.member_output,
+                "noise_variance": self.noise_variance,
+            }
+        )
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        config["members"] = [keras.saving.deserialize_keras_object(m, custom_objects)
-                             for m in config["members"]]
+        config["members"] = [
+            keras.saving.deserialize_keras_object(m, custom_objects) for m in config["members"]
+        ]
         return cls(**config)

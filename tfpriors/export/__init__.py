@@ -10,5 +10,4 @@ from tfpriors.export.inference import ExportError, inference_model
 from tfpriors.export.shrink import ShrinkSummary, shrink
 from tfpriors.export.tflite import ExportReport, to_tflite
 
-__all__ = ["ExportError", "ExportReport", "ShrinkSummary", "inference_model", "shrink",
-           "to_tflite"]
+__all__ = ["ExportError", "ExportReport", "ShrinkSummary", "inference_model", "shrink", "to_tflite"]

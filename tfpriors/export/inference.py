@@ -7,7 +7,6 @@ kept. Anything else is refused by name, since the exporter cannot know that
 it is deterministic and made of TFLite built-in ops.
 """
 
-
 from tfpriors._rewrite import check_rewritable, rewrite_model
 
 
@@ -43,6 +42,7 @@ def inference_model(model):
             f"Layer '{layer.name}' ({type(layer).__name__}) is unknown to the exporter: it "
             "is neither a built-in Keras layer nor a tfpriors layer with an "
             "`inference_layer()` method. Replace it by built-in layers, or give it an "
-            "`inference_layer()` that returns a built-in layer and its weights.")
+            "`inference_layer()` that returns a built-in layer and its weights."
+        )
 
     return rewrite_model(model, replace)

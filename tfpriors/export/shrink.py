@@ -25,15 +25,42 @@ from tfpriors._rewrite import rewrite_model
 from tfpriors.graph import chain_after
 
 _ELEMENTWISE_ACTIVATIONS = {
-    "linear", "relu", "relu6", "elu", "selu", "gelu", "sigmoid", "tanh", "softplus",
-    "softsign", "swish", "silu", "leaky_relu", "hard_sigmoid", "hard_silu",
-    "hard_swish", "exponential", "mish", "celu"}
-_POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
-            keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
-_PASS_THROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout2D,
-                 keras.layers.GaussianNoise, keras.layers.GaussianDropout,
-                 keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
-                 keras.layers.Identity)
+    "linear",
+    "relu",
+    "relu6",
+    "elu",
+    "selu",
+    "gelu",
+    "sigmoid",
+    "tanh",
+    "softplus",
+    "softsign",
+    "swish",
+    "silu",
+    "leaky_relu",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "exponential",
+    "mish",
+    "celu",
+}
+_POOLING = (
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling2D,
+)
+_PASS_THROUGH = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.Identity,
+)
 
 
 @dataclasses.dataclass
@@ -49,8 +76,9 @@ class ShrinkSummary:
     def __str__(self):
         if not self.resized:
             return "no dead units"
-        return ", ".join(f"{name}: {before}->{after}"
-                         for name, (before, after) in self.resized.items())
+        return ", ".join(
+            f"{name}: {before}->{after}" for name, (before, after) in self.resized.items()
+        )
 
 
 def _activation_name(layer):
@@ -76,8 +104,11 @@ def _is_transparent(layer):
 
 
 def _is_weight_layer(layer):
-    return (type(layer) in (keras.layers.Dense, keras.layers.Conv2D)
-            and _channels_last(layer) and getattr(layer, "groups", 1) == 1)
+    return (
+        type(layer) in (keras.layers.Dense, keras.layers.Conv2D)
+        and _channels_last(layer)
+        and getattr(layer, "groups", 1) == 1
+    )
 
 
 class _Graph:
@@ -85,15 +116,21 @@ class _Graph:
 
     def __init__(self, model):
         functional = getattr(model, "_functional", None) or model
-        self.layers = [layer for layer in functional.layers
-                       if not isinstance(layer, keras.layers.InputLayer)]
+        self.layers = [
+            layer for layer in functional.layers if not isinstance(layer, keras.layers.InputLayer)
+        ]
         self._members = {id(layer) for layer in self.layers}
         self.output_ids = {id(t) for t in keras.tree.flatten(functional.outputs)}
 
     def chain_from(self, producer):
         """Returns (transparent layers, consumer) after ``producer``, or None."""
-        return chain_after(producer, passes=_is_transparent, stops=_is_weight_layer,
-                           members=self._members, outputs=self.output_ids)
+        return chain_after(
+            producer,
+            passes=_is_transparent,
+            stops=_is_weight_layer,
+            members=self._members,
+            outputs=self.output_ids,
+        )
 
 
 def _constant_after_chain(producer, chain, weights, channels_value):
@@ -142,8 +179,9 @@ def _shrink_pair(producer, chain, consumer, weights):
     dead_in = np.abs(kernel.reshape(-1, channels)).sum(axis=0) == 0
     if _activation_name(producer) not in _ELEMENTWISE_ACTIVATIONS:
         return False  # e.g. softmax: removing a unit would renormalise the others
-    foldable = ((isinstance(consumer, keras.layers.Dense) or consumer.padding == "valid")
-                and consumer.use_bias)
+    foldable = (
+        isinstance(consumer, keras.layers.Dense) or consumer.padding == "valid"
+    ) and consumer.use_bias
     dead = dead_out | (dead_in if foldable else np.zeros_like(dead_in))
     if not dead.any():
         return False
@@ -156,8 +194,11 @@ def _shrink_pair(producer, chain, consumer, weights):
     folded = dead & dead_in & ~dead_out
     if folded.any():
         constant = np.zeros(channels, "float32")
-        constant[folded] = keras.ops.convert_to_numpy(producer.activation(
-            (bias if bias is not None else np.zeros(channels, "float32"))[folded]))
+        constant[folded] = keras.ops.convert_to_numpy(
+            producer.activation(
+                (bias if bias is not None else np.zeros(channels, "float32"))[folded]
+            )
+        )
         # Only folded channels matter; a batch norm in the chain shifts the
         # others too, so they are masked out again after it.
         after = _constant_after_chain(producer, chain, weights, constant)
@@ -197,10 +238,12 @@ def shrink(model):
     >>> print(summary)   # fc1: 300->42, fc2: 100->21
     """
     graph = _Graph(_validation.keras_model(model))
-    weights = {layer.name: [np.array(w) for w in layer.get_weights()]
-               for layer in graph.layers}
-    sizes_before = {layer.name: weights[layer.name][0].shape[-1]
-                    for layer in graph.layers if _is_weight_layer(layer)}
+    weights = {layer.name: [np.array(w) for w in layer.get_weights()] for layer in graph.layers}
+    sizes_before = {
+        layer.name: weights[layer.name][0].shape[-1]
+        for layer in graph.layers
+        if _is_weight_layer(layer)
+    }
     changed = True
     while changed:
         changed = False
@@ -210,9 +253,11 @@ def shrink(model):
             found = graph.chain_from(layer)
             if found is not None and _shrink_pair(layer, *found, weights):
                 changed = True
-    resized = {name: (before, weights[name][0].shape[-1])
-               for name, before in sizes_before.items()
-               if weights[name][0].shape[-1] != before}
+    resized = {
+        name: (before, weights[name][0].shape[-1])
+        for name, before in sizes_before.items()
+        if weights[name][0].shape[-1] != before
+    }
     if not resized:
         return model, ShrinkSummary({})
 
@@ -223,8 +268,9 @@ def shrink(model):
             return None
         config = layer.get_config()
         if layer.name in resized:
-            config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = \
-                int(resized[layer.name][1])
+            config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = int(
+                resized[layer.name][1]
+            )
         new_weights = weights[layer.name]
         return layer.__class__.from_config(config), lambda t: t.set_weights(new_weights)
 

@@ -8,9 +8,10 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
-from tfpriors.graph import walk
 from tfpriors.export.inference import ExportError, inference_model
-from tfpriors.export.shrink import ShrinkSummary, shrink as shrink_model
+from tfpriors.export.shrink import ShrinkSummary
+from tfpriors.export.shrink import shrink as shrink_model
+from tfpriors.graph import walk
 from tfpriors.io import atomic_path
 from tfpriors.ops import builtin_ops_only
 
@@ -21,8 +22,14 @@ LATENCY_ROUNDS = 3
 SPARSE_STORAGE_MIN_ZEROS = 0.3
 # Builtin TFLite ops that draw random numbers: an inference graph must not have them.
 RANDOM_OPS = {"RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL"}
-_TF_RANDOM_OP_PREFIXES = ("Random", "StatelessRandom", "StatelessTruncated", "Multinomial",
-                          "TruncatedNormal", "ParameterizedTruncatedNormal")
+_TF_RANDOM_OP_PREFIXES = (
+    "Random",
+    "StatelessRandom",
+    "StatelessTruncated",
+    "Multinomial",
+    "TruncatedNormal",
+    "ParameterizedTruncatedNormal",
+)
 
 
 @dataclasses.dataclass
@@ -59,15 +66,21 @@ class ExportReport:
         return data
 
     def __str__(self):
-        lines = [f"TFLite export: {self.path}",
-                 f"  size            {self.size_bytes:,d} bytes"
-                 + (f" (dense export {self.dense_size_bytes:,d}, "
-                    f"{self.dense_size_bytes / self.size_bytes:.1f}x smaller)"
-                    if self.dense_size_bytes else ""),
-                 f"  ops             {', '.join(sorted(self.ops))}",
-                 f"  quantization    {self.quantization}",
-                 f"  sparse storage  {'yes: ' + ', '.join(self.sparse_layers) if self.sparse_storage else 'no'}",
-                 f"  shrink          {self.shrink}"]
+        sparse = "yes: " + ", ".join(self.sparse_layers) if self.sparse_storage else "no"
+        lines = [
+            f"TFLite export: {self.path}",
+            f"  size            {self.size_bytes:,d} bytes"
+            + (
+                f" (dense export {self.dense_size_bytes:,d}, "
+                f"{self.dense_size_bytes / self.size_bytes:.1f}x smaller)"
+                if self.dense_size_bytes
+                else ""
+            ),
+            f"  ops             {', '.join(sorted(self.ops))}",
+            f"  quantization    {self.quantization}",
+            f"  sparse storage  {sparse}",
+            f"  shrink          {self.shrink}",
+        ]
         lines.extend(f"  note            {note}" for note in self.notes)
         if self.runtime:
             lines.append(f"  runtime         {self.runtime} (XNNPACK, 1 thread)")
@@ -75,24 +88,30 @@ class ExportReport:
             lines.append(f"  max |diff|      {self.max_abs_diff:.3g} (vs Keras)")
             lines.append(f"  top-1 agreement {self.top1_agreement:.2%}")
         if self.latency_ms is not None:
-            lines.append(f"  latency         {self.latency_ms:.4f} ms median, 1 thread"
-                         + (f" (dense export {self.dense_latency_ms:.4f} ms, "
-                            f"{self.speedup:.2f}x faster)" if self.dense_latency_ms else ""))
+            lines.append(
+                f"  latency         {self.latency_ms:.4f} ms median, 1 thread"
+                + (
+                    f" (dense export {self.dense_latency_ms:.4f} ms, {self.speedup:.2f}x faster)"
+                    if self.dense_latency_ms
+                    else ""
+                )
+            )
         return "\n".join(lines)
 
 
 def _single_input_shape(model):
     if len(model.inputs) != 1 or len(keras.tree.flatten(model.outputs)) != 1:
-        raise ExportError(f"`model` must have one input and one output to be exported; "
-                          f"'{model.name}' has {len(model.inputs)} and "
-                          f"{len(keras.tree.flatten(model.outputs))}.")
+        raise ExportError(
+            f"`model` must have one input and one output to be exported; "
+            f"'{model.name}' has {len(model.inputs)} and "
+            f"{len(keras.tree.flatten(model.outputs))}."
+        )
     return tuple(model.inputs[0].shape[1:])
 
 
 def _frozen_function(model, batch_size):
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2)
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     spec = tf.TensorSpec((batch_size, *_single_input_shape(model)), tf.float32)
     function = tf.function(lambda x: model(x, training=False), autograph=False)
@@ -101,15 +120,16 @@ def _frozen_function(model, batch_size):
     for op in frozen.graph.get_operations():
         if op.type.startswith(_TF_RANDOM_OP_PREFIXES):
             layer = _layer_of_op(model, op.name)
-            raise ExportError(f"Layer '{layer}' draws random numbers at inference "
-                              f"(op {op.type}); exported graphs must be deterministic.")
+            raise ExportError(
+                f"Layer '{layer}' draws random numbers at inference "
+                f"(op {op.type}); exported graphs must be deterministic."
+            )
     return frozen
 
 
 def _layer_of_op(model, op_name):
     # Keras names ops "<model>/<layer>_<n>/..." inside traced functions.
-    names = sorted((layer.name for layer in walk(model)),
-                   key=len, reverse=True)
+    names = sorted((layer.name for layer in walk(model)), key=len, reverse=True)
     for part in op_name.split("/"):
         for name in names:
             if part == name or part.startswith(name + "_"):
@@ -132,7 +152,8 @@ def _convert(model, batch_size, quantize, representative_data, sparse):
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [_frozen_function(model, batch_size)])
+        [_frozen_function(model, batch_size)]
+    )
     optimizations = []
     if quantize is not None:
         optimizations.append(tf.lite.Optimize.DEFAULT)
@@ -144,7 +165,7 @@ def _convert(model, batch_size, quantize, representative_data, sparse):
 
         def representative_dataset():
             for start in range(0, len(samples), batch_size):
-                chunk = samples[start:start + batch_size]
+                chunk = samples[start : start + batch_size]
                 if len(chunk) == batch_size:
                     yield [chunk]
 
@@ -156,29 +177,46 @@ def _convert(model, batch_size, quantize, representative_data, sparse):
     try:
         return converter.convert()
     except Exception as error:  # the converter raises ConverterError and others
-        raise ExportError(f"The TFLite converter refused '{model.name}' with builtin ops "
-                          f"only: {str(error).strip().splitlines()[0]}") from error
+        raise ExportError(
+            f"The TFLite converter refused '{model.name}' with builtin ops "
+            f"only: {str(error).strip().splitlines()[0]}"
+        ) from error
 
 
 def _check_ops(ops, path):
-    bad = sorted(op for op in ops if op.startswith("Flex") or op in RANDOM_OPS
-                 or op == "CUSTOM" or not op.isupper())
+    bad = sorted(
+        op
+        for op in ops
+        if op.startswith("Flex") or op in RANDOM_OPS or op == "CUSTOM" or not op.isupper()
+    )
     if bad:
-        raise ExportError(f"The export {path} contains ops that are not deterministic "
-                          f"builtin TFLite ops: {bad}.")
+        raise ExportError(
+            f"The export {path} contains ops that are not deterministic builtin TFLite ops: {bad}."
+        )
 
 
 def _validate_samples(data, name, input_shape):
     data = np.asarray(data, dtype="float32")
     if data.ndim != len(input_shape) + 1 or tuple(data.shape[1:]) != input_shape:
-        raise ValueError(f"`{name}` must have shape (n, {', '.join(map(str, input_shape))}); "
-                         f"received {tuple(data.shape)}.")
+        raise ValueError(
+            f"`{name}` must have shape (n, {', '.join(map(str, input_shape))}); "
+            f"received {tuple(data.shape)}."
+        )
     return _validation.finite_batch(data, name)
 
 
-def to_tflite(model, path, quantize=None, representative_data=None, verify_data=None,
-              shrink=True, sparse_storage=True, batch_size=1, latency_repeats=50,
-              compare_dense=True):
+def to_tflite(
+    model,
+    path,
+    quantize=None,
+    representative_data=None,
+    verify_data=None,
+    shrink=True,
+    sparse_storage=True,
+    batch_size=1,
+    latency_repeats=50,
+    compare_dense=True,
+):
     """Exports a (tfpriors or plain) Keras model to a .tflite file.
 
     The export graph is the model's deterministic inference mode: tfpriors
@@ -213,8 +251,9 @@ def to_tflite(model, path, quantize=None, representative_data=None, verify_data=
     >>> print(report)
     """
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"`quantize` must be one of {list(QUANTIZE_MODES)}; "
-                         f"received {quantize!r}.")
+        raise ValueError(
+            f"`quantize` must be one of {list(QUANTIZE_MODES)}; received {quantize!r}."
+        )
     if not isinstance(path, (str, os.PathLike)) or not str(path).endswith(".tflite"):
         raise ValueError(f"`path` must be a file path ending in '.tflite'; received {path!r}.")
     batch_size = _validation.positive_int(batch_size, "batch_size")
@@ -223,10 +262,13 @@ def to_tflite(model, path, quantize=None, representative_data=None, verify_data=
     input_shape = _single_input_shape(plain)
     if quantize == "int8":
         if representative_data is None:
-            raise ValueError("`quantize='int8'` needs `representative_data` (a few hundred "
-                             "input samples) to calibrate the activations.")
-        representative_data = _validate_samples(representative_data, "representative_data",
-                                                input_shape)
+            raise ValueError(
+                "`quantize='int8'` needs `representative_data` (a few hundred "
+                "input samples) to calibrate the activations."
+            )
+        representative_data = _validate_samples(
+            representative_data, "representative_data", input_shape
+        )
     if verify_data is not None:
         verify_data = _validate_samples(verify_data, "verify_data", input_shape)
 
@@ -234,13 +276,17 @@ def to_tflite(model, path, quantize=None, representative_data=None, verify_data=
     exported = plain
     if shrink:
         exported, summary = shrink_model(plain)
-    from tfpriors_mobile import (ModelFileError, load_interpreter, median_latency_ms,
-                                 op_names, run_batch)
+    from tfpriors_mobile import (
+        ModelFileError,
+        load_interpreter,
+        median_latency_ms,
+        op_names,
+        run_batch,
+    )
 
     sparse_layers = _sparse_candidates(exported) if sparse_storage else ()
     notes = []
-    content = _convert(exported, batch_size, quantize, representative_data,
-                       bool(sparse_layers))
+    content = _convert(exported, batch_size, quantize, representative_data, bool(sparse_layers))
     try:
         interpreter, runtime = load_interpreter(model_content=content, num_threads=1)
     except ModelFileError as error:
@@ -248,8 +294,10 @@ def to_tflite(model, path, quantize=None, representative_data=None, verify_data=
             raise ExportError(f"The exported file does not run: {error}") from error
         # XNNPACK (LiteRT 2.3) cannot prepare quantized weights stored sparse;
         # a file the default runtime cannot run is worth less than a few bytes.
-        notes.append("sparse storage dropped: the runtime's XNNPACK delegate cannot "
-                     f"run it with quantize={quantize!r}")
+        notes.append(
+            "sparse storage dropped: the runtime's XNNPACK delegate cannot "
+            f"run it with quantize={quantize!r}"
+        )
         sparse_layers = ()
         content = _convert(exported, batch_size, quantize, representative_data, False)
         interpreter, runtime = load_interpreter(model_content=content, num_threads=1)
@@ -258,26 +306,36 @@ def to_tflite(model, path, quantize=None, representative_data=None, verify_data=
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
             f.write(content)
-    report = ExportReport(path=str(path), size_bytes=len(content), ops=ops,
-                          quantization=quantize or "none",
-                          sparse_storage=bool(sparse_layers), sparse_layers=sparse_layers,
-                          shrink=summary, runtime=runtime, notes=tuple(notes))
+    report = ExportReport(
+        path=str(path),
+        size_bytes=len(content),
+        ops=ops,
+        quantization=quantize or "none",
+        sparse_storage=bool(sparse_layers),
+        sparse_layers=sparse_layers,
+        shrink=summary,
+        runtime=runtime,
+        notes=tuple(notes),
+    )
     if verify_data is None:
         return report
 
-    expected = keras.ops.convert_to_numpy(model.predict(verify_data, verbose=0,
-                                                        batch_size=256))
+    expected = keras.ops.convert_to_numpy(model.predict(verify_data, verbose=0, batch_size=256))
     actual = run_batch(interpreter, verify_data)
     report.max_abs_diff = float(np.max(np.abs(actual - expected)))
-    report.top1_agreement = float(np.mean(
-        actual.reshape(len(actual), -1).argmax(1) == expected.reshape(len(expected), -1)
-        .argmax(1)))
+    report.top1_agreement = float(
+        np.mean(
+            actual.reshape(len(actual), -1).argmax(1)
+            == expected.reshape(len(expected), -1).argmax(1)
+        )
+    )
     example = verify_data[:batch_size]
     if not compare_dense:
         report.latency_ms = median_latency_ms(interpreter, example, repeats=latency_repeats)
         return report
-    dense_content = _convert(_dense_architecture(model), batch_size, quantize,
-                             representative_data, sparse=False)
+    dense_content = _convert(
+        _dense_architecture(model), batch_size, quantize, representative_data, sparse=False
+    )
     dense_interpreter, _ = load_interpreter(model_content=dense_content, num_threads=1)
     report.dense_size_bytes = len(dense_content)
     # Alternate the two files so that drift of a noisy machine hits both alike.

@@ -16,5 +16,4 @@ Example:
 from tfpriors.hyper.model import LambdaHyperModel, density_masks
 from tfpriors.hyper.tradeoff import TradeoffCurve, plot_tradeoff, tradeoff_curve
 
-__all__ = ["LambdaHyperModel", "TradeoffCurve", "density_masks", "plot_tradeoff",
-           "tradeoff_curve"]
+__all__ = ["LambdaHyperModel", "TradeoffCurve", "density_masks", "plot_tradeoff", "tradeoff_curve"]

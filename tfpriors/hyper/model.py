@@ -8,8 +8,13 @@ import tensorflow as tf
 
 from tfpriors import _validation
 from tfpriors._inputs import FloatInputs
-from tfpriors.layers.hyper import (DEFAULT_LAMBDA_RANGE, HyperVariationalLayer,
-                                   sample_lambdas, validate_lambda, validate_lambda_range)
+from tfpriors.layers.hyper import (
+    DEFAULT_LAMBDA_RANGE,
+    HyperVariationalLayer,
+    sample_lambdas,
+    validate_lambda,
+    validate_lambda_range,
+)
 from tfpriors.layers.seed_state import SeedStateMixin
 
 
@@ -19,8 +24,10 @@ def validate_prune_fraction(prune_fraction, name="prune_fraction"):
         return None
     value = _validation.real_number(prune_fraction, name)
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` must be in [0, 1) (the fraction of kernel weights "
-                         f"set to zero); received {value}.")
+        raise ValueError(
+            f"`{name}` must be in [0, 1) (the fraction of kernel weights "
+            f"set to zero); received {value}."
+        )
     return value
 
 
@@ -46,8 +53,7 @@ def density_masks(scores, prune_fraction):
     prune_fraction = validate_prune_fraction(prune_fraction)
     if not isinstance(scores, (list, tuple)) or not scores:
         raise TypeError(f"`scores` must be a non-empty list of arrays; received {scores!r}.")
-    scores = [_validation.numeric_array(s, f"scores[{i}]", "float64")
-              for i, s in enumerate(scores)]
+    scores = [_validation.numeric_array(s, f"scores[{i}]", "float64") for i, s in enumerate(scores)]
     flat = np.concatenate([s.reshape(-1) for s in scores])
     removed = int(math.floor(prune_fraction * flat.size))
     keep = np.ones(flat.size, bool)
@@ -55,7 +61,7 @@ def density_masks(scores, prune_fraction):
     masks, start = [], 0
     for score in scores:
         size = np.asarray(score).size
-        masks.append(keep[start:start + size].reshape(np.shape(score)))
+        masks.append(keep[start : start + size].reshape(np.shape(score)))
         start += size
     return masks
 
@@ -97,20 +103,32 @@ class LambdaHyperModel(FloatInputs, SeedStateMixin, keras.Model):
     >>> pruned = model.at(0.5, prune_fraction=0.8)   # a plain keras.Sequential
     """
 
-    def __init__(self, layers, lambda_range=DEFAULT_LAMBDA_RANGE, lambda_draws=5,
-                 prior_variance=0.1, lambda_value=None, seed=None, **kwargs):
+    def __init__(
+        self,
+        layers,
+        lambda_range=DEFAULT_LAMBDA_RANGE,
+        lambda_draws=5,
+        prior_variance=0.1,
+        lambda_value=None,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if isinstance(layers, keras.layers.Layer) or not isinstance(layers, (list, tuple)):
-            raise TypeError("`layers` must be a list of Keras layers; received "
-                            f"{type(layers).__name__}.")
+            raise TypeError(
+                f"`layers` must be a list of Keras layers; received {type(layers).__name__}."
+            )
         layers = list(layers)
         for index, layer in enumerate(layers):
             if not isinstance(layer, keras.layers.Layer):
-                raise TypeError(f"`layers[{index}]` must be a Keras layer; received "
-                                f"{type(layer).__name__}.")
+                raise TypeError(
+                    f"`layers[{index}]` must be a Keras layer; received {type(layer).__name__}."
+                )
         if not any(isinstance(layer, HyperVariationalLayer) for layer in layers):
-            raise ValueError("`layers` must contain at least one HyperVariationalDense or "
-                             "HyperVariationalConv2D layer.")
+            raise ValueError(
+                "`layers` must contain at least one HyperVariationalDense or "
+                "HyperVariationalConv2D layer."
+            )
         self.lambda_range = validate_lambda_range(lambda_range)
         self.lambda_draws = _validation.positive_int(lambda_draws, "lambda_draws")
         self.prior_variance = _validation.positive_number(prior_variance, "prior_variance")
@@ -122,11 +140,18 @@ class LambdaHyperModel(FloatInputs, SeedStateMixin, keras.Model):
                 layer.lambda_draws = self.lambda_draws
                 layer.prior_variance = self.prior_variance
         self.stack = layers
-        initial = (math.sqrt(self.lambda_range[0] * self.lambda_range[1]) if lambda_value is None
-                   else validate_lambda(lambda_value, self.lambda_range))
+        initial = (
+            math.sqrt(self.lambda_range[0] * self.lambda_range[1])
+            if lambda_value is None
+            else validate_lambda(lambda_value, self.lambda_range)
+        )
         self._lambda_variable = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(initial), trainable=False,
-            name="lambda_value", autocast=False)
+            shape=(),
+            initializer=keras.initializers.Constant(initial),
+            trainable=False,
+            name="lambda_value",
+            autocast=False,
+        )
         self._input_shape = None
 
     @property
@@ -175,8 +200,10 @@ class LambdaHyperModel(FloatInputs, SeedStateMixin, keras.Model):
 
     def _check_built(self):
         if not self.built or self._input_shape is None:
-            raise ValueError(f"Model '{self.name}' is not built: call it on a batch, fit it "
-                             "or `build((None, *input_shape))` first.")
+            raise ValueError(
+                f"Model '{self.name}' is not built: call it on a batch, fit it "
+                "or `build((None, *input_shape))` first."
+            )
 
     def density_scores(self, lambda_value):
         """The relative density ``mu^2 / sigma^2`` of each hyper layer's kernel at lambda."""
@@ -218,8 +245,7 @@ class LambdaHyperModel(FloatInputs, SeedStateMixin, keras.Model):
             plain_layers.append(new_layer)
             setters.append(weights)
         name = f"{self.name}_at_{lambda_value:g}".replace(".", "_").replace("+", "")
-        plain = keras.Sequential([keras.Input(self._input_shape[1:]), *plain_layers],
-                                 name=name)
+        plain = keras.Sequential([keras.Input(self._input_shape[1:]), *plain_layers], name=name)
         for new_layer, weights in zip(plain_layers, setters):
             new_layer.set_weights(weights)
         return plain
@@ -241,8 +267,10 @@ class LambdaHyperModel(FloatInputs, SeedStateMixin, keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        config["layers"] = [keras.saving.deserialize_keras_object(
-            layer, custom_objects=custom_objects) for layer in config["layers"]]
+        config["layers"] = [
+            keras.saving.deserialize_keras_object(layer, custom_objects=custom_objects)
+            for layer in config["layers"]
+        ]
         trainable = config.pop("trainable", True)
         model = cls(**config)
         model.trainable = trainable

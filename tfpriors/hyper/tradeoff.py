@@ -31,8 +31,10 @@ class TradeoffCurve:
 
     def __str__(self):
         header = "lambda   " + " ".join(f"{f:>6.0%}" for f in self.fractions)
-        rows = [f"{lam:<8g} " + " ".join(f"{a:>6.1%}" for a in accs)
-                for lam, accs in zip(self.lambdas, self.accuracy)]
+        rows = [
+            f"{lam:<8g} " + " ".join(f"{a:>6.1%}" for a in accs)
+            for lam, accs in zip(self.lambdas, self.accuracy)
+        ]
         return "\n".join(["accuracy by fraction of weights removed", header, *rows])
 
 
@@ -40,9 +42,10 @@ def accuracy_of(model, x, y, batch_size=1024):
     """Top-1 accuracy of a plain model on ``(x, y)`` (logits or probabilities)."""
     correct = 0
     for start in range(0, len(x), batch_size):
-        outputs = np.asarray(model(x[start:start + batch_size], training=False))
-        correct += int(np.sum(outputs.reshape(len(outputs), -1).argmax(1)
-                              == y[start:start + batch_size]))
+        outputs = np.asarray(model(x[start : start + batch_size], training=False))
+        correct += int(
+            np.sum(outputs.reshape(len(outputs), -1).argmax(1) == y[start : start + batch_size])
+        )
     return correct / len(x)
 
 
@@ -66,12 +69,24 @@ def plot_tradeoff(curve, path, title=None, baseline=None):
     ax = fig.add_subplot()
     colors = [f"C{i}" for i in range(len(curve.lambdas))]
     for color, lam, accs in zip(colors, curve.lambdas, curve.accuracy):
-        ax.plot(np.array(curve.fractions) * 100, np.array(accs) * 100, "o-", color=color,
-                label=f"lambda = {lam:g}", markersize=4)
+        ax.plot(
+            np.array(curve.fractions) * 100,
+            np.array(accs) * 100,
+            "o-",
+            color=color,
+            label=f"lambda = {lam:g}",
+            markersize=4,
+        )
     if baseline is not None:
         for color, lam, accs in zip(colors, baseline.lambdas, baseline.accuracy):
-            ax.plot(np.array(baseline.fractions) * 100, np.array(accs) * 100, "s--",
-                    color=color, alpha=0.6, markersize=3)
+            ax.plot(
+                np.array(baseline.fractions) * 100,
+                np.array(accs) * 100,
+                "s--",
+                color=color,
+                alpha=0.6,
+                markersize=3,
+            )
         ax.plot([], [], "k-", label="hypernetwork")
         ax.plot([], [], "k--", alpha=0.6, label="separate models")
     ax.set_xlabel("weights removed (%, lowest mu^2 / sigma^2 first)")
@@ -108,8 +123,9 @@ def tradeoff_curve(model, data, lambdas, path="tradeoff.png", fractions=DEFAULT_
     >>> print(curve)
     """
     if not isinstance(model, LambdaHyperModel):
-        raise TypeError("`model` must be a tfpriors.hyper.LambdaHyperModel; received "
-                        f"{type(model).__name__}.")
+        raise TypeError(
+            f"`model` must be a tfpriors.hyper.LambdaHyperModel; received {type(model).__name__}."
+        )
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError("`data` must be a pair (x_test, y_test).")
     x = _validation.finite_batch(data[0], "data[0]")
@@ -122,8 +138,10 @@ def tradeoff_curve(model, data, lambdas, path="tradeoff.png", fractions=DEFAULT_
     fractions = [validate_prune_fraction(f, "fractions") for f in fractions]
     if path is not None and not str(os.fspath(path)).endswith(".png"):
         raise ValueError(f"`path` must end in '.png' (or be None); received {path!r}.")
-    accuracy = [[accuracy_of(model.at(lam, prune_fraction=f or None), x, y) for f in fractions]
-                for lam in lambdas]
+    accuracy = [
+        [accuracy_of(model.at(lam, prune_fraction=f or None), x, y) for f in fractions]
+        for lam in lambdas
+    ]
     curve = TradeoffCurve(lambdas=lambdas, fractions=fractions, accuracy=accuracy)
     if path is not None:
         curve.path = plot_tradeoff(curve, path)

@@ -38,10 +38,10 @@ from keras import ops
 
 from tfpriors import _validation, distributed
 from tfpriors import ops as conv_ops
-from tfpriors.ops import conv
 from tfpriors._inputs import FloatInputs
 from tfpriors.graph import walk
 from tfpriors.layers.seed_state import SeedStateMixin
+from tfpriors.ops import conv
 
 HALTING_BIAS_INIT = -3.0
 HALTING_EPS = 0.01
@@ -64,18 +64,24 @@ def _unit_config(unit_factory):
     elif callable(unit_factory):
         unit = unit_factory()
         if not isinstance(unit, keras.layers.Layer):
-            raise TypeError("`unit_factory` must return a Keras layer (one residual unit); "
-                            f"it returned {type(unit).__name__}.")
+            raise TypeError(
+                "`unit_factory` must return a Keras layer (one residual unit); "
+                f"it returned {type(unit).__name__}."
+            )
         config = keras.saving.serialize_keras_object(unit)
     else:
-        raise TypeError("`unit_factory` must be a callable returning a Keras layer, a Keras "
-                        f"layer, or a serialized layer config; received {unit_factory!r}.")
+        raise TypeError(
+            "`unit_factory` must be a callable returning a Keras layer, a Keras "
+            f"layer, or a serialized layer config; received {unit_factory!r}."
+        )
     try:
         keras.saving.deserialize_keras_object(copy.deepcopy(config))
     except Exception as error:  # Keras raises TypeError, ValueError and others here
-        raise ValueError("`unit_factory` must build a serializable Keras layer (register its "
-                         "class with keras.saving.register_keras_serializable); rebuilding it "
-                         f"from its config failed: {error}") from error
+        raise ValueError(
+            "`unit_factory` must build a serializable Keras layer (register its "
+            "class with keras.saving.register_keras_serializable); rebuilding it "
+            f"from its config failed: {error}"
+        ) from error
     return config
 
 
@@ -126,21 +132,31 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
     TensorShape([2, 8, 8, 16])
     """
 
-    def __init__(self, filters, kernel_size=3, strides=1, synchronized_batch_norm=False,
-                 implementation="auto", **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        synchronized_batch_norm=False,
+        implementation="auto",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.implementation = _validation.one_of(implementation, "implementation",
-                                                 {"auto", "fused", "reference"})
+        self.implementation = _validation.one_of(
+            implementation, "implementation", {"auto", "fused", "reference"}
+        )
         self.filters = _validation.positive_int(filters, "filters")
         self.kernel_size = _validation.positive_int(kernel_size, "kernel_size")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"`kernel_size` must be odd; received {kernel_size}.")
         self.strides = _validation.positive_int(strides, "strides")
-        self.synchronized_batch_norm = _validation.boolean(synchronized_batch_norm,
-                                                           "synchronized_batch_norm")
+        self.synchronized_batch_norm = _validation.boolean(
+            synchronized_batch_norm, "synchronized_batch_norm"
+        )
         conv = dict(padding="same", use_bias=False, kernel_initializer="he_normal")
-        self.conv1 = keras.layers.Conv2D(filters, self.kernel_size, strides=self.strides,
-                                         name="conv1", **conv)
+        self.conv1 = keras.layers.Conv2D(
+            filters, self.kernel_size, strides=self.strides, name="conv1", **conv
+        )
         self.bn1 = self._batch_norm("bn1")
         self.conv2 = keras.layers.Conv2D(filters, self.kernel_size, name="conv2", **conv)
         self.bn2 = self._batch_norm("bn2")
@@ -148,13 +164,15 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
 
     def _batch_norm(self, name):
         return keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, synchronized=self.synchronized_batch_norm, name=name)
+            momentum=BN_MOMENTUM, synchronized=self.synchronized_batch_norm, name=name
+        )
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
         if self.strides > 1 or input_shape[-1] != self.filters:
-            self.shortcut = keras.layers.Conv2D(self.filters, 1, strides=self.strides,
-                                                use_bias=False, name="shortcut")
+            self.shortcut = keras.layers.Conv2D(
+                self.filters, 1, strides=self.strides, use_bias=False, name="shortcut"
+            )
             self.shortcut_bn = self._batch_norm("shortcut_bn")
             self.shortcut.build(input_shape)
             self.shortcut_bn.build(self.shortcut.compute_output_shape(input_shape))
@@ -175,7 +193,7 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
     def macs_per_position(self, input_shape):
         """Multiply-adds per output position (both convolutions and the shortcut)."""
         channels = int(input_shape[-1])
-        k2 = self.kernel_size ** 2
+        k2 = self.kernel_size**2
         macs = k2 * channels * self.filters + k2 * self.filters * self.filters
         if self.strides > 1 or channels != self.filters:
             macs += channels * self.filters
@@ -191,23 +209,28 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
         scatters in TensorFlow.
         """
         if self.strides != 1 or inputs.shape[-1] != self.filters:
-            raise ValueError("sparse_call needs a shape-preserving unit (strides 1, "
-                             "as many filters as input channels).")
+            raise ValueError(
+                "sparse_call needs a shape-preserving unit (strides 1, "
+                "as many filters as input channels)."
+            )
         dtype = inputs.dtype
         (kernel1, bias1), (kernel2, bias2) = (
-            _folded_conv(conv, bn, dtype) for conv, bn in ((self.conv1, self.bn1),
-                                                           (self.conv2, self.bn2)))
+            _folded_conv(conv, bn, dtype)
+            for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2))
+        )
         module = conv.fused_module_for(self.implementation, dtype)
         if module is not None:
-            return module.sparse_residual_unit(inputs, tf.cast(active, tf.bool), kernel1,
-                                               bias1, kernel2, bias2)
+            return module.sparse_residual_unit(
+                inputs, tf.cast(active, tf.bool), kernel1, bias1, kernel2, bias2
+            )
         height, width, channels = inputs.shape[1:]
         k, pad = self.kernel_size, self.kernel_size // 2
         size = (height, width)
 
         def conv_at(x, kernel, positions):
-            return conv_ops.conv_at_positions(x, kernel, positions, size, (1, 1), (pad, pad),
-                                              implementation="reference")
+            return conv_ops.conv_at_positions(
+                x, kernel, positions, size, (1, 1), (pad, pad), implementation="reference"
+            )
 
         def flat_positions(mask):  # n * H * W + p of every true entry, in order
             return tf.cast(tf.where(tf.reshape(mask, (-1,)))[:, 0], tf.int32)
@@ -218,13 +241,15 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
         active_positions = flat_positions(active)
         hidden = tf.nn.relu(conv_at(inputs, kernel1, dilated_positions) + bias1)
         flat_shape = tf.stack([tf.shape(inputs)[0] * height * width, self.filters])
-        hidden_map = tf.reshape(tf.scatter_nd(dilated_positions[:, None], hidden, flat_shape),
-                                tf.shape(inputs))
+        hidden_map = tf.reshape(
+            tf.scatter_nd(dilated_positions[:, None], hidden, flat_shape), tf.shape(inputs)
+        )
         residual = conv_at(hidden_map, kernel2, active_positions) + bias2
         flat_inputs = tf.reshape(inputs, (-1, channels))
         updated = tf.nn.relu(tf.gather(flat_inputs, active_positions) + residual)
-        updated_map = tf.reshape(tf.scatter_nd(active_positions[:, None], updated, flat_shape),
-                                 tf.shape(inputs))
+        updated_map = tf.reshape(
+            tf.scatter_nd(active_positions[:, None], updated, flat_shape), tf.shape(inputs)
+        )
         return tf.where(active[..., None], updated_map, inputs)
 
     def inference_layer(self):
@@ -237,10 +262,15 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"filters": self.filters, "kernel_size": self.kernel_size,
-                       "strides": self.strides,
-                       "synchronized_batch_norm": self.synchronized_batch_norm,
-                       "implementation": self.implementation})
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "synchronized_batch_norm": self.synchronized_batch_norm,
+                "implementation": self.implementation,
+            }
+        )
         return config
 
 
@@ -269,8 +299,17 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
 
     _spatial = True
 
-    def __init__(self, unit_factory, *, num_units=5, ponder_cost=0.01,
-                 sparse_inference=True, track_metrics=True, _spatial=None, **kwargs):
+    def __init__(
+        self,
+        unit_factory,
+        *,
+        num_units=5,
+        ponder_cost=0.01,
+        sparse_inference=True,
+        track_metrics=True,
+        _spatial=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         # Feature maps only: a wrong rank is refused by Keras with a message
         # naming the input, before the halting loop sees it.
@@ -292,13 +331,22 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
             self.units.append(keras.saving.deserialize_keras_object(config))
         halting_bias = keras.initializers.Constant(HALTING_BIAS_INIT)
         self.halting_dense = [
-            keras.layers.Dense(1, bias_initializer=halting_bias, use_bias=not self._spatial,
-                               name=f"halting_dense{i}") for i in range(self.num_units - 1)]
+            keras.layers.Dense(
+                1,
+                bias_initializer=halting_bias,
+                use_bias=not self._spatial,
+                name=f"halting_dense{i}",
+            )
+            for i in range(self.num_units - 1)
+        ]
         self.halting_conv = []
         if self._spatial:
             self.halting_conv = [
-                keras.layers.Conv2D(1, 3, padding="same", bias_initializer=halting_bias,
-                                    name=f"halting_conv{i}") for i in range(self.num_units - 1)]
+                keras.layers.Conv2D(
+                    1, 3, padding="same", bias_initializer=halting_bias, name=f"halting_conv{i}"
+                )
+                for i in range(self.num_units - 1)
+            ]
         self.ponder_tracker = keras.metrics.Mean(name=f"{self.name}/ponder")
 
     @property
@@ -319,26 +367,37 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
     def build(self, input_shape):
         input_shape = tuple(input_shape)
         if len(input_shape) != 4 or None in input_shape[1:] or 0 in input_shape[1:]:
-            raise ValueError(f"`inputs` of {type(self).__name__} '{self.name}' must have shape "
-                             "(batch, height, width, channels) with known, non-zero height, "
-                             f"width and channels; received {input_shape}.")
+            raise ValueError(
+                f"`inputs` of {type(self).__name__} '{self.name}' must have shape "
+                "(batch, height, width, channels) with known, non-zero height, "
+                f"width and channels; received {input_shape}."
+            )
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
         for unit in self.units:
             if not unit.built:
                 unit.build(input_shape)
-            output_shape = tuple(unit.compute_output_spec(
-                keras.KerasTensor(input_shape, dtype=self.compute_dtype)).shape)
+            output_shape = tuple(
+                unit.compute_output_spec(
+                    keras.KerasTensor(input_shape, dtype=self.compute_dtype)
+                ).shape
+            )
             if output_shape[1:] != input_shape[1:]:
-                raise ValueError(f"`unit_factory` must return shape-preserving units; unit "
-                                 f"'{unit.name}' maps {input_shape} to {output_shape}.")
+                raise ValueError(
+                    f"`unit_factory` must return shape-preserving units; unit "
+                    f"'{unit.name}' maps {input_shape} to {output_shape}."
+                )
         for layer in self.halting_conv:
             layer.build(input_shape)
         for layer in self.halting_dense:
             layer.build((input_shape[0], input_shape[-1]))
         # float32 under mixed precision too: the ponder cost joins the float32 loss.
-        self.tau = self.add_weight(name="ponder_cost", shape=(), trainable=False,
-                                   initializer=keras.initializers.Constant(self._ponder_cost),
-                                   autocast=False)
+        self.tau = self.add_weight(
+            name="ponder_cost",
+            shape=(),
+            trainable=False,
+            initializer=keras.initializers.Constant(self._ponder_cost),
+            autocast=False,
+        )
 
     # -- halting ------------------------------------------------------------------------
 
@@ -350,16 +409,16 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
 
     def _halting_logits(self, index, x):
         """Logits of unit ``index`` halting, (N, 1, 1) per example or (N, H, W) per position."""
-        pooled = ops.cast(self.halting_dense[index](ops.mean(x, axis=(1, 2)))[:, :, None],
-                          x.dtype)
+        pooled = ops.cast(self.halting_dense[index](ops.mean(x, axis=(1, 2)))[:, :, None], x.dtype)
         if not self._spatial:
             return pooled
         return ops.cast(self.halting_conv[index](x)[..., 0], x.dtype) + pooled
 
     def _unit(self, index, x, active, training):
         """Unit ``index`` applied where ``active``; the input is kept elsewhere."""
-        return tf.where(active[..., None],
-                        ops.cast(self.units[index](x, training=training), x.dtype), x)
+        return tf.where(
+            active[..., None], ops.cast(self.units[index](x, training=training), x.dtype), x
+        )
 
     def _fast_unit(self, index, x, active, any_active):
         """Inference form of :meth:`_unit`: no work for halted examples or positions.
@@ -369,15 +428,14 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
         """
         unit = self.units[index]
         if not self._spatial:
-            return tf.cond(any_active, lambda: self._unit_on_examples(unit, x, active),
-                           lambda: x)
+            return tf.cond(any_active, lambda: self._unit_on_examples(unit, x, active), lambda: x)
         if not self.sparse_inference or not hasattr(unit, "sparse_call"):
             return tf.cond(any_active, lambda: self._unit(index, x, active, False), lambda: x)
-        use_sparse = any_active & (tf.reduce_mean(tf.cast(active, tf.float32))
-                                   < SPARSE_FRACTION)
+        use_sparse = any_active & (tf.reduce_mean(tf.cast(active, tf.float32)) < SPARSE_FRACTION)
         sparse = tf.cond(use_sparse, lambda: unit.sparse_call(x, active), lambda: x)
-        return tf.cond(any_active & ~use_sparse, lambda: self._unit(index, x, active, False),
-                       lambda: sparse)
+        return tf.cond(
+            any_active & ~use_sparse, lambda: self._unit(index, x, active, False), lambda: sparse
+        )
 
     @staticmethod
     def _unit_on_examples(unit, x, active):
@@ -400,8 +458,9 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
         state = self._fast_unit(index, state, active, any_active)
         if last:
             return state, skipped()
-        return state, tf.cond(any_active,
-                              lambda: halting_fn(self._halting_logits(index, state)), skipped)
+        return state, tf.cond(
+            any_active, lambda: halting_fn(self._halting_logits(index, state)), skipped
+        )
 
     # -- forward ------------------------------------------------------------------------
 
@@ -411,10 +470,11 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
 
     def call(self, inputs, training=False):
         if 0 in tuple(inputs.shape)[1:3]:
-            raise ValueError(f"`inputs` of {type(self).__name__} '{self.name}' must have a "
-                             f"non-zero height and width; received {tuple(inputs.shape)}.")
-        outputs, counts, ponder = self._forward(inputs, bool(training),
-                                                fast=not training)
+            raise ValueError(
+                f"`inputs` of {type(self).__name__} '{self.name}' must have a "
+                f"non-zero height and width; received {tuple(inputs.shape)}."
+            )
+        outputs, counts, ponder = self._forward(inputs, bool(training), fast=not training)
         self.add_loss(self.tau * ops.cast(ops.mean(ponder), "float32"))
         if self.track_metrics:
             self.ponder_tracker.update_state(ops.mean(counts))
@@ -443,10 +503,15 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"unit_factory": self.unit_config,
-                       "num_units": self.num_units, "ponder_cost": self._ponder_cost,
-                       "sparse_inference": self.sparse_inference,
-                       "track_metrics": self.track_metrics})
+        config.update(
+            {
+                "unit_factory": self.unit_config,
+                "num_units": self.num_units,
+                "ponder_cost": self._ponder_cost,
+                "sparse_inference": self.sparse_inference,
+                "track_metrics": self.track_metrics,
+            }
+        )
         return config
 
 
@@ -465,12 +530,20 @@ class _ACTForward(AdaptiveBlock):
         for index in range(self.num_units):
             last = index == self.num_units - 1
             state, halting = self._unit_and_halting(
-                index, state, running, x, training, fast, ops.sigmoid,
-                lambda: tf.ones(halting_shape, dtype))
+                index,
+                state,
+                running,
+                x,
+                training,
+                fast,
+                ops.sigmoid,
+                lambda: tf.ones(halting_shape, dtype),
+            )
             new_cumulative = cumulative + halting
             halts = running & ((new_cumulative >= 1.0 - HALTING_EPS) | last)
-            weight = tf.where(halts, 1.0 - cumulative,
-                              tf.where(running, halting, tf.zeros_like(halting)))
+            weight = tf.where(
+                halts, 1.0 - cumulative, tf.where(running, halting, tf.zeros_like(halting))
+            )
             remainder = tf.where(halts, 1.0 - cumulative, remainder)
             counts += tf.cast(running, dtype)
             outputs += self._broadcast(weight, x)[..., None] * state
@@ -583,14 +656,30 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
     ...     lambda: tfpriors.layers.ResidualUnit(16), num_units=5, mode="relaxed")
     """
 
-    def __init__(self, unit_factory, *, num_units=5, ponder_cost=0.01, mode="relaxed",
-                 temperature=0.5, group_size=1, seed=None, **kwargs):
+    def __init__(
+        self,
+        unit_factory,
+        *,
+        num_units=5,
+        ponder_cost=0.01,
+        mode="relaxed",
+        temperature=0.5,
+        group_size=1,
+        seed=None,
+        **kwargs,
+    ):
         mode = _validation.one_of(mode, "mode", set(MODES))
         temperature = _validation.positive_number(temperature, "temperature")
-        group_size = None if group_size is None else _validation.positive_int(
-            group_size, "group_size")
-        super().__init__(unit_factory, num_units=num_units, ponder_cost=ponder_cost,
-                         _spatial=group_size is not None, **kwargs)
+        group_size = (
+            None if group_size is None else _validation.positive_int(group_size, "group_size")
+        )
+        super().__init__(
+            unit_factory,
+            num_units=num_units,
+            ponder_cost=ponder_cost,
+            _spatial=group_size is not None,
+            **kwargs,
+        )
         self.mode, self._temperature, self.group_size = mode, temperature, group_size
         self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -609,10 +698,14 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
     def build(self, input_shape):
         super().build(input_shape)
         self.temperature_variable = self.add_weight(
-            name="temperature", shape=(), trainable=False,
-            initializer=keras.initializers.Constant(self._temperature))
+            name="temperature",
+            shape=(),
+            trainable=False,
+            initializer=keras.initializers.Constant(self._temperature),
+        )
         self.reinforce_baseline = self.add_weight(
-            name="reinforce_baseline", shape=(), trainable=False, initializer="zeros")
+            name="reinforce_baseline", shape=(), trainable=False, initializer="zeros"
+        )
 
     def _halting_logits(self, index, x):
         logits = super()._halting_logits(index, x)
@@ -625,7 +718,7 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
         if self._spatial and self.group_size > 1:
             g = self.group_size
             halting = tf.repeat(tf.repeat(halting, g, axis=1), g, axis=2)
-            halting = halting[:, :x.shape[1], :x.shape[2]]
+            halting = halting[:, : x.shape[1], : x.shape[2]]
         return tf.broadcast_to(halting, tf.shape(x)[:3])
 
     def _forward(self, x, training, fast):
@@ -636,8 +729,9 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
     def _batch_uniform(self, shape, dtype, minval=0.0):
         """Uniform draws of a batch-first ``shape``, the same however the batch is split."""
         return distributed.batch_rows(
-            lambda s: keras.random.uniform(s, minval=minval, dtype=dtype,
-                                           seed=self.seed_generator), shape)
+            lambda s: keras.random.uniform(s, minval=minval, dtype=dtype, seed=self.seed_generator),
+            shape,
+        )
 
     def _relaxed(self, x, training):
         dtype = x.dtype
@@ -661,10 +755,8 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
                     tiny = float(np.finfo(dtype.as_numpy_dtype).tiny)
                     uniform = self._batch_uniform(tf.shape(logits), dtype, minval=tiny)
                     logistic = tf.math.log(uniform) - tf.math.log1p(-uniform)
-                    clipped = tf.clip_by_value(logits, -RELAXED_LOGIT_LIMIT,
-                                               RELAXED_LOGIT_LIMIT)
-                    z = tf.sigmoid((clipped + logistic)
-                                   / tf.cast(self.temperature_variable, dtype))
+                    clipped = tf.clip_by_value(logits, -RELAXED_LOGIT_LIMIT, RELAXED_LOGIT_LIMIT)
+                    z = tf.sigmoid((clipped + logistic) / tf.cast(self.temperature_variable, dtype))
                 else:
                     z = probs
                 weight = z if alive is None else alive * z
@@ -703,8 +795,15 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
         for index in range(self.num_units):
             last = index == self.num_units - 1
             state, logits = self._unit_and_halting(
-                index, state, running, x, training, fast, lambda logits: logits,
-                lambda: tf.zeros(shape, dtype))
+                index,
+                state,
+                running,
+                x,
+                training,
+                fast,
+                lambda logits: logits,
+                lambda: tf.zeros(shape, dtype),
+            )
             counts += tf.cast(running, dtype)
             if last:
                 halts = running
@@ -719,8 +818,11 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
                 halts = running & z
                 expected += (index + 1.0) * alive_p * probs
                 alive_p *= 1.0 - probs
-                log_q += tf.where(running, tf.where(z, tf.math.log_sigmoid(logits),
-                                                    tf.math.log_sigmoid(-logits)), 0.0)
+                log_q += tf.where(
+                    running,
+                    tf.where(z, tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)),
+                    0.0,
+                )
             running = running & ~halts
         if sample and training:
             self._log_q = tf.reduce_sum(tf.reshape(log_q, (tf.shape(x)[0], -1)), axis=1)
@@ -732,8 +834,14 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"mode": self.mode, "temperature": self._temperature,
-                       "group_size": self.group_size, "seed": self.seed})
+        config.update(
+            {
+                "mode": self.mode,
+                "temperature": self._temperature,
+                "group_size": self.group_size,
+                "seed": self.seed,
+            }
+        )
         return config
 
 

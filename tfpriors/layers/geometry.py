@@ -29,7 +29,8 @@ class DenseGeometry(FloatInputs):
         if len(input_shape) < 2 or input_shape[-1] is None:
             raise ValueError(
                 f"`inputs` of {type(self).__name__} '{self.name}' must have rank >= 2 "
-                f"with a known last dimension; received shape {tuple(input_shape)}.")
+                f"with a known last dimension; received shape {tuple(input_shape)}."
+            )
         input_dim = int(input_shape[-1])
         self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
         return (input_dim, self.units), self.units
@@ -45,8 +46,9 @@ class DenseGeometry(FloatInputs):
 
     def plain_layer(self):
         """The builtin ``keras.layers.Dense`` with this layer's shape (no weights)."""
-        return keras.layers.Dense(self.units, activation=self.activation,
-                                  use_bias=self.use_bias, name=self.name)
+        return keras.layers.Dense(
+            self.units, activation=self.activation, use_bias=self.use_bias, name=self.name
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -61,20 +63,31 @@ class Conv2DGeometry(FloatInputs):
     ``"channels_first"`` too (``_init_geometry(..., data_formats=...)``).
     """
 
-    def _init_geometry(self, filters, kernel_size, strides, padding, dilation_rate,
-                       data_format="channels_last", data_formats=("channels_last",)):
+    def _init_geometry(
+        self,
+        filters,
+        kernel_size,
+        strides,
+        padding,
+        dilation_rate,
+        data_format="channels_last",
+        data_formats=("channels_last",),
+    ):
         self.filters = _validation.positive_int(filters, "filters")
         self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
         self.strides = _validation.int_tuple(strides, "strides", 2)
         self.padding = _validation.one_of(padding, "padding", {"valid", "same"})
         self.data_format = _validation.one_of(
-            data_format or keras.config.image_data_format(), "data_format", set(data_formats))
+            data_format or keras.config.image_data_format(), "data_format", set(data_formats)
+        )
         self.dilation_rate = _validation.int_tuple(dilation_rate, "dilation_rate", 2)
         self._configurable_data_format = len(data_formats) > 1
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError("`strides` > 1 together with `dilation_rate` > 1 is not "
-                             f"supported; received strides={self.strides}, "
-                             f"dilation_rate={self.dilation_rate}.")
+            raise ValueError(
+                "`strides` > 1 together with `dilation_rate` > 1 is not "
+                f"supported; received strides={self.strides}, "
+                f"dilation_rate={self.dilation_rate}."
+            )
 
     @property
     def _channel_axis(self):
@@ -83,11 +96,15 @@ class Conv2DGeometry(FloatInputs):
     def _kernel_shape_from(self, input_shape):
         """Checks ``input_shape``; returns ``(kernel_shape, out_dim)`` and sets input_spec."""
         if len(input_shape) != 4 or input_shape[self._channel_axis] is None:
-            layout = ("(batch, height, width, channels)" if self._channel_axis == -1
-                      else "(batch, channels, height, width)")
+            layout = (
+                "(batch, height, width, channels)"
+                if self._channel_axis == -1
+                else "(batch, channels, height, width)"
+            )
             raise ValueError(
                 f"`inputs` of {type(self).__name__} '{self.name}' must have rank 4 "
-                f"{layout} with known channels; received shape {tuple(input_shape)}.")
+                f"{layout} with known channels; received shape {tuple(input_shape)}."
+            )
         in_channels = int(input_shape[self._channel_axis])
         self.input_spec = keras.InputSpec(ndim=4, axes={self._channel_axis: in_channels})
         return self.kernel_size + (in_channels, self.filters), self.filters
@@ -97,8 +114,14 @@ class Conv2DGeometry(FloatInputs):
         # inputs are transposed around it.
         if self.data_format == "channels_first":
             inputs = ops.transpose(inputs, (0, 2, 3, 1))
-        outputs = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
-                           data_format="channels_last", dilation_rate=self.dilation_rate)
+        outputs = ops.conv(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format="channels_last",
+            dilation_rate=self.dilation_rate,
+        )
         if self.data_format == "channels_first":
             outputs = ops.transpose(outputs, (0, 3, 1, 2))
         return outputs
@@ -113,8 +136,7 @@ class Conv2DGeometry(FloatInputs):
     def compute_output_shape(self, input_shape):
         spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
         spatial = []
-        for axis, k, s, d in zip(spatial_axes, self.kernel_size, self.strides,
-                                 self.dilation_rate):
+        for axis, k, s, d in zip(spatial_axes, self.kernel_size, self.strides, self.dilation_rate):
             size = input_shape[axis]
             if size is None:
                 spatial.append(None)
@@ -129,15 +151,28 @@ class Conv2DGeometry(FloatInputs):
     def plain_layer(self):
         """The builtin ``keras.layers.Conv2D`` with this layer's shape (no weights)."""
         return keras.layers.Conv2D(
-            self.filters, self.kernel_size, strides=self.strides, padding=self.padding,
-            data_format=self.data_format, dilation_rate=self.dilation_rate,
-            activation=self.activation, use_bias=self.use_bias, name=self.name)
+            self.filters,
+            self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate,
+            activation=self.activation,
+            use_bias=self.use_bias,
+            name=self.name,
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update({"filters": self.filters, "kernel_size": self.kernel_size,
-                       "strides": self.strides, "padding": self.padding,
-                       "dilation_rate": self.dilation_rate})
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "dilation_rate": self.dilation_rate,
+            }
+        )
         if self._configurable_data_format:
             config["data_format"] = self.data_format
         return config

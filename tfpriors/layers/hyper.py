@@ -36,8 +36,8 @@ import tensorflow as tf
 from tfpriors import _validation, distributed
 from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
 from tfpriors.layers.kl_layer import KLLayer
-from tfpriors.priors.normal import Normal
 from tfpriors.layers.seed_state import SeedStateMixin
+from tfpriors.priors.normal import Normal
 
 KINDS = ("linear", "lowrank")
 DEFAULT_LAMBDA_RANGE = (1e-3, 10.0)
@@ -49,19 +49,25 @@ LOG_SIGMA2_MIN, LOG_SIGMA2_MAX = -20.0, 4.0
 
 def validate_lambda_range(lambda_range):
     """Returns ``lambda_range`` as a ``(low, high)`` float pair with 0 < low < high."""
-    items = _validation.sequence(lambda_range, "lambda_range",
-                                 "a pair (low, high) of positive numbers")
+    items = _validation.sequence(
+        lambda_range, "lambda_range", "a pair (low, high) of positive numbers"
+    )
     if len(items) != 2:
-        raise ValueError("`lambda_range` must be a pair (low, high) of positive numbers; "
-                         f"received {lambda_range!r}.")
+        raise ValueError(
+            "`lambda_range` must be a pair (low, high) of positive numbers; "
+            f"received {lambda_range!r}."
+        )
     low = _validation.real_number(items[0], "lambda_range[0]")
     high = _validation.real_number(items[1], "lambda_range[1]")
     if low <= 0 or high <= 0:
-        raise ValueError("`lambda_range` must hold positive numbers (lambda is sampled "
-                         f"log-uniformly); received {lambda_range!r}.")
+        raise ValueError(
+            "`lambda_range` must hold positive numbers (lambda is sampled "
+            f"log-uniformly); received {lambda_range!r}."
+        )
     if low >= high:
-        raise ValueError("`lambda_range` must be (low, high) with low < high; received "
-                         f"{lambda_range!r}.")
+        raise ValueError(
+            f"`lambda_range` must be (low, high) with low < high; received {lambda_range!r}."
+        )
     return (low, high)
 
 
@@ -71,8 +77,10 @@ def validate_lambda(value, lambda_range, name="lambda_value"):
     low, high = lambda_range
     # A relative tolerance lets a range's own printed ends (e.g. 1e-3) pass.
     if not low * (1 - 1e-6) <= value <= high * (1 + 1e-6):
-        raise ValueError(f"`{name}` must lie in the trained lambda range [{low:g}, {high:g}]; "
-                         f"received {value:g}. The hypernetwork is not defined outside it.")
+        raise ValueError(
+            f"`{name}` must lie in the trained lambda range [{low:g}, {high:g}]; "
+            f"received {value:g}. The hypernetwork is not defined outside it."
+        )
     return min(max(value, low), high)
 
 
@@ -86,8 +94,7 @@ def normalized_log_lambda(lambdas, lambda_range):
 def sample_lambdas(draws, lambda_range, seed):
     """``draws`` lambda values drawn log-uniformly from ``lambda_range`` (float32, (draws,))."""
     low, high = lambda_range
-    logs = keras.random.uniform((draws,), minval=math.log(low), maxval=math.log(high),
-                                seed=seed)
+    logs = keras.random.uniform((draws,), minval=math.log(low), maxval=math.log(high), seed=seed)
     return tf.exp(logs)
 
 
@@ -128,10 +135,22 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
     ``kernels`` is ``(draws, *kernel_shape)``, the result ``(draws, b, ...)``.
     """
 
-    def __init__(self, activation=None, kind="linear", rank=2, hidden_units=50,
-                 use_bias=True, lambda_range=DEFAULT_LAMBDA_RANGE, lambda_draws=1,
-                 prior_variance=1.0, kernel_initializer="glorot_uniform",
-                 log_sigma2_init=LOG_SIGMA2_INIT, seed=None, dataset_size=None, **kwargs):
+    def __init__(
+        self,
+        activation=None,
+        kind="linear",
+        rank=2,
+        hidden_units=50,
+        use_bias=True,
+        lambda_range=DEFAULT_LAMBDA_RANGE,
+        lambda_draws=1,
+        prior_variance=1.0,
+        kernel_initializer="glorot_uniform",
+        log_sigma2_init=LOG_SIGMA2_INIT,
+        seed=None,
+        dataset_size=None,
+        **kwargs,
+    ):
         super().__init__(dataset_size=dataset_size, **kwargs)
         self.activation = keras.activations.get(activation)
         self.kind = _validation.one_of(kind, "kind", set(KINDS))
@@ -167,29 +186,33 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
             return tf.reshape(self.kernel_initializer(kernel_shape, dtype=dtype), shape)
 
         # (name, matrix shape or vector length, initializer)
-        self._targets = [("kernel_mean", (rows, cols), kernel_initializer),
-                         ("kernel_log_sigma2", (rows, cols),
-                          keras.initializers.Constant(self.log_sigma2_init))]
+        self._targets = [
+            ("kernel_mean", (rows, cols), kernel_initializer),
+            ("kernel_log_sigma2", (rows, cols), keras.initializers.Constant(self.log_sigma2_init)),
+        ]
         if self.use_bias:
             self._targets.append(("bias", (cols,), keras.initializers.Zeros()))
         self._hyper = {}
         if self.kind == "lowrank":
             self._hyper["hidden_kernel"] = self._weight(
-                "hidden_kernel", (1, self.hidden_units),
-                keras.initializers.RandomNormal(stddev=1.0, seed=self.seed))
+                "hidden_kernel",
+                (1, self.hidden_units),
+                keras.initializers.RandomNormal(stddev=1.0, seed=self.seed),
+            )
             # Biases spread the ReLU kinks over [0, 1]: with zero biases every
             # hidden unit would be l * relu(w), linear in l.
             self._hyper["hidden_bias"] = self._weight(
-                "hidden_bias", (self.hidden_units,),
-                keras.initializers.RandomUniform(-1.0, 1.0, seed=self.seed))
+                "hidden_bias",
+                (self.hidden_units,),
+                keras.initializers.RandomUniform(-1.0, 1.0, seed=self.seed),
+            )
         for name, shape, initializer in self._targets:
             self._build_target(name, shape, initializer)
 
     def _weight(self, name, shape, initializer):
         # float32 under mixed precision too: log-variances and the small
         # low-rank corrections lose their meaning in float16.
-        return self.add_weight(name=name, shape=shape, initializer=initializer,
-                               autocast=False)
+        return self.add_weight(name=name, shape=shape, initializer=initializer, autocast=False)
 
     def _build_target(self, name, shape, initializer):
         if self.kind == "linear":
@@ -198,27 +221,33 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
             a = self._weight(f"{name}_a", shape, initializer)
             self._hyper[f"{name}_a"] = a
             self._hyper[f"{name}_b"] = self._weight(
-                f"{name}_b", shape, lambda shape, dtype=None: tf.identity(a.value))
+                f"{name}_b", shape, lambda shape, dtype=None: tf.identity(a.value)
+            )
             return
         self._hyper[f"{name}_c"] = self._weight(f"{name}_c", shape, initializer)
         # Unit-scale a1: with the 1/sqrt(rows * cols) scale, a glorot-sized a1
         # would leave a2 (which starts at zero) almost no gradient.
         factor = keras.initializers.RandomNormal(stddev=1.0, seed=self.seed)
         if len(shape) == 1:
-            self._hyper[f"{name}_head"] = self._weight(f"{name}_head",
-                                                       (self.hidden_units, shape[0]), "zeros")
+            self._hyper[f"{name}_head"] = self._weight(
+                f"{name}_head", (self.hidden_units, shape[0]), "zeros"
+            )
             return
         rows, cols = shape
         # a2 starts at zero so the correction a1 a2^T starts at zero while a1's
         # gradient (through a2) and a2's gradient (through a1) are not both zero.
-        self._hyper[f"{name}_a1"] = self._weight(f"{name}_a1",
-                                                 (self.hidden_units, rows * self.rank), factor)
-        self._hyper[f"{name}_a1_bias"] = self._weight(f"{name}_a1_bias", (rows * self.rank,),
-                                                      "zeros")
-        self._hyper[f"{name}_a2"] = self._weight(f"{name}_a2",
-                                                 (self.hidden_units, cols * self.rank), "zeros")
-        self._hyper[f"{name}_a2_bias"] = self._weight(f"{name}_a2_bias", (cols * self.rank,),
-                                                      "zeros")
+        self._hyper[f"{name}_a1"] = self._weight(
+            f"{name}_a1", (self.hidden_units, rows * self.rank), factor
+        )
+        self._hyper[f"{name}_a1_bias"] = self._weight(
+            f"{name}_a1_bias", (rows * self.rank,), "zeros"
+        )
+        self._hyper[f"{name}_a2"] = self._weight(
+            f"{name}_a2", (self.hidden_units, cols * self.rank), "zeros"
+        )
+        self._hyper[f"{name}_a2_bias"] = self._weight(
+            f"{name}_a2_bias", (cols * self.rank,), "zeros"
+        )
 
     def parameters_at(self, lambdas):
         """The variational parameters at each lambda value.
@@ -235,8 +264,9 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         t = normalized_log_lambda(lambdas, self.lambda_range)
         hidden = None
         if self.kind == "lowrank":
-            hidden = tf.nn.relu(t[:, None] * self._hyper["hidden_kernel"]
-                                + self._hyper["hidden_bias"])
+            hidden = tf.nn.relu(
+                t[:, None] * self._hyper["hidden_kernel"] + self._hyper["hidden_bias"]
+            )
         values = {}
         for name, shape, _ in self._targets:
             if self.kind == "linear":
@@ -254,8 +284,9 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
                 # Each head's gradient sums over a whole row or column of the
                 # matrix; 1/sqrt(rows * cols) keeps plain SGD steps on the heads
                 # the size of steps on C (unscaled, SGD with momentum diverges).
-                value = self._hyper[f"{name}_c"] + tf.matmul(
-                    a1, a2, transpose_b=True) / math.sqrt(rows * cols)
+                value = self._hyper[f"{name}_c"] + tf.matmul(a1, a2, transpose_b=True) / math.sqrt(
+                    rows * cols
+                )
             if name == "kernel_log_sigma2":
                 # The low-rank correction is bilinear and can overshoot early in
                 # training; exp() of an overshoot is inf. Far outside anything
@@ -270,9 +301,11 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         """``KL(q_lambda || prior)`` of the kernel for each draw, shape ``(draws,)``."""
         prior = self.prior
         # map_fn, not a Python loop: one graph op whatever the number of draws.
-        return tf.map_fn(lambda p: prior.kl(p[0], p[1]),
-                         (parameters["kernel_mean"], parameters["kernel_log_sigma2"]),
-                         fn_output_signature=tf.float32)
+        return tf.map_fn(
+            lambda p: prior.kl(p[0], p[1]),
+            (parameters["kernel_mean"], parameters["kernel_log_sigma2"]),
+            fn_output_signature=tf.float32,
+        )
 
     def kl(self):
         """KL of the kernel at the middle of the lambda range (log scale), unscaled."""
@@ -314,14 +347,19 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
             # One noise row per example of the global batch (see
             # tfpriors.distributed.batch_rows), grouped like the inputs.
             example_shape = tf.concat([[batch], tf.shape(outputs)[2:]], 0)
-            noise = _to_groups(distributed.batch_rows(
-                lambda shape: keras.random.normal(shape, dtype=dtype, seed=self.seed_generator),
-                example_shape), draws)
+            noise = _to_groups(
+                distributed.batch_rows(
+                    lambda shape: keras.random.normal(shape, dtype=dtype, seed=self.seed_generator),
+                    example_shape,
+                ),
+                draws,
+            )
             outputs = outputs + tf.sqrt(variance + floor) * noise
         if self.use_bias:
             bias = tf.cast(parameters["bias"], dtype)
             outputs = outputs + tf.reshape(
-                bias, (draws,) + (1,) * (len(outputs.shape) - 2) + (self._out_dim,))
+                bias, (draws,) + (1,) * (len(outputs.shape) - 2) + (self._out_dim,)
+            )
         outputs = _from_groups(outputs, batch)
         if self.activation is not None:
             outputs = self.activation(outputs)
@@ -342,8 +380,7 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         """
         if lambdas is None:
             if training:
-                lambdas = sample_lambdas(self.lambda_draws, self.lambda_range,
-                                         self.seed_generator)
+                lambdas = sample_lambdas(self.lambda_draws, self.lambda_range, self.seed_generator)
             else:
                 lambdas = tf.constant([self.default_lambda()], "float32")
         return self._forward(inputs, lambdas, training)
@@ -378,19 +415,21 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "activation": keras.activations.serialize(self.activation),
-            "kind": self.kind,
-            "rank": self.rank,
-            "hidden_units": self.hidden_units,
-            "use_bias": self.use_bias,
-            "lambda_range": list(self.lambda_range),
-            "lambda_draws": self.lambda_draws,
-            "prior_variance": self.prior_variance,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "log_sigma2_init": self.log_sigma2_init,
-            "seed": self.seed,
-        })
+        config.update(
+            {
+                "activation": keras.activations.serialize(self.activation),
+                "kind": self.kind,
+                "rank": self.rank,
+                "hidden_units": self.hidden_units,
+                "use_bias": self.use_bias,
+                "lambda_range": list(self.lambda_range),
+                "lambda_draws": self.lambda_draws,
+                "prior_variance": self.prior_variance,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "log_sigma2_init": self.log_sigma2_init,
+                "seed": self.seed,
+            }
+        )
         return config
 
 
@@ -416,10 +455,13 @@ _COMMON_ARGS = """
 
 @keras.saving.register_keras_serializable(package="tfpriors")
 class HyperVariationalDense(DenseGeometry, HyperVariationalLayer):
-    __doc__ = """Dense layer whose Gaussian posterior is a function of lambda.
+    __doc__ = (
+        """Dense layer whose Gaussian posterior is a function of lambda.
 
     Args:
-        units: positive integer, dimensionality of the output space.""" + _COMMON_ARGS + """
+        units: positive integer, dimensionality of the output space."""
+        + _COMMON_ARGS
+        + """
     Input shape ``(batch, ..., input_dim)``; output ``(batch, ..., units)``.
     ``call(inputs, lambdas=None, training=False)``: see
     :meth:`HyperVariationalLayer.call`.
@@ -430,6 +472,7 @@ class HyperVariationalDense(DenseGeometry, HyperVariationalLayer):
     >>> layer(np.zeros((6, 64), "float32"), lambdas=[0.01, 1.0, 10.0]).shape
     TensorShape([6, 10])
     """
+    )
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
@@ -442,33 +485,39 @@ class HyperVariationalDense(DenseGeometry, HyperVariationalLayer):
         outputs = tf.matmul(flat, kernels)
         return tf.reshape(outputs, tf.concat([shape[:-1], [self.units]], 0))
 
+
 @keras.saving.register_keras_serializable(package="tfpriors")
 class HyperVariationalConv2D(Conv2DGeometry, HyperVariationalLayer):
-    __doc__ = """2D convolution (channels last) whose Gaussian posterior is a function of lambda.
+    __doc__ = (
+        """2D convolution (channels last) whose Gaussian posterior is a function of lambda.
 
     The draws of a batch run as one batched matmul over image patches
-    (im2col): group ``d`` of the batch meets the kernel of ``lambda_d``. The low-rank kind treats the kernel as a ``(kh * kw * in_channels, filters)``
-    matrix.
+    (im2col): group ``d`` of the batch meets the kernel of ``lambda_d``. The low-rank
+    kind treats the kernel as a ``(kh * kw * in_channels, filters)`` matrix.
 
     Args:
         filters: positive integer, the number of output channels.
         kernel_size: int or tuple of 2 ints.
         strides: int or tuple of 2 ints, default 1.
         padding: ``"valid"`` or ``"same"``.
-        dilation_rate: int or tuple of 2 ints, default 1.""" + _COMMON_ARGS + """
+        dilation_rate: int or tuple of 2 ints, default 1."""
+        + _COMMON_ARGS
+        + """
     Example:
 
     >>> conv = tfpriors.layers.HyperVariationalConv2D(8, 3, padding="same", kind="linear")
     >>> conv(np.zeros((4, 8, 8, 1), "float32"), lambdas=[0.1, 1.0]).shape
     TensorShape([4, 8, 8, 8])
     """
+    )
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
-                 **kwargs):
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, **kwargs):
         data_format = kwargs.pop("data_format", None)
         if data_format not in (None, "channels_last"):
-            raise ValueError("`data_format` of HyperVariationalConv2D must be "
-                             f"'channels_last'; received {data_format!r}.")
+            raise ValueError(
+                "`data_format` of HyperVariationalConv2D must be "
+                f"'channels_last'; received {data_format!r}."
+            )
         super().__init__(**kwargs)
         self._init_geometry(filters, kernel_size, strides, padding, dilation_rate)
 
@@ -476,8 +525,13 @@ class HyperVariationalConv2D(Conv2DGeometry, HyperVariationalLayer):
         draws = kernels.shape[0]
         kh, kw, channels, filters = self._kernel_shape
         if draws == 1:
-            outputs = tf.nn.conv2d(groups[0], kernels[0], strides=self.strides,
-                                   padding=self.padding.upper(), dilations=self.dilation_rate)
+            outputs = tf.nn.conv2d(
+                groups[0],
+                kernels[0],
+                strides=self.strides,
+                padding=self.padding.upper(),
+                dilations=self.dilation_rate,
+            )
             return outputs[None]
         # Several kernels: im2col, then one batched matmul. (A grouped
         # convolution would do the forward pass, but TensorFlow's CPU kernels
@@ -486,10 +540,15 @@ class HyperVariationalConv2D(Conv2DGeometry, HyperVariationalLayer):
         shape = tf.shape(groups)
         flat = tf.reshape(groups, tf.concat([[-1], shape[2:]], 0))
         patches = tf.image.extract_patches(
-            flat, sizes=[1, kh, kw, 1], strides=[1, *self.strides, 1],
-            rates=[1, *self.dilation_rate, 1], padding=self.padding.upper())
+            flat,
+            sizes=[1, kh, kw, 1],
+            strides=[1, *self.strides, 1],
+            rates=[1, *self.dilation_rate, 1],
+            padding=self.padding.upper(),
+        )
         patch_shape = tf.shape(patches)
         patches = tf.reshape(patches, tf.stack([draws, -1, kh * kw * channels]))
         outputs = tf.matmul(patches, tf.reshape(kernels, (draws, kh * kw * channels, filters)))
-        return tf.reshape(outputs, tf.stack([draws, shape[1], patch_shape[1], patch_shape[2],
-                                             filters]))
+        return tf.reshape(
+            outputs, tf.stack([draws, shape[1], patch_shape[1], patch_shape[2], filters])
+        )

@@ -32,11 +32,12 @@ class KLLayer(keras.layers.Layer, metaclass=abc.ABCMeta):
 
     def __init__(self, dataset_size=None, **kwargs):
         super().__init__(**kwargs)
-        self.dataset_size = (None if dataset_size is None
-                             else _validation.positive_int(dataset_size, "dataset_size"))
+        self.dataset_size = (
+            None if dataset_size is None else _validation.positive_int(dataset_size, "dataset_size")
+        )
         self.kl_weight = self.add_weight(
-            shape=(), initializer="ones", trainable=False, name="kl_weight",
-            autocast=False)
+            shape=(), initializer="ones", trainable=False, name="kl_weight", autocast=False
+        )
 
     @abc.abstractmethod
     def kl(self):
@@ -59,7 +60,8 @@ class KLLayer(keras.layers.Layer, metaclass=abc.ABCMeta):
                     f"Layer '{self.name}' ({type(self).__name__}) has a KL term but no "
                     "dataset size, so its KL cannot be scaled per example. Call "
                     "`tfpriors.set_dataset_size(model, len(x_train))` before `fit` "
-                    "(or pass `dataset_size=` to the layer).")
+                    "(or pass `dataset_size=` to the layer)."
+                )
             return
         if kl is None:
             kl = self.kl()

@@ -24,8 +24,9 @@ def _validate_mask(mask):
         return PerforationMask.from_config(mask)
     if isinstance(mask, str):
         return _validation.one_of(mask, "mask", set(MASK_KINDS))
-    raise TypeError(f"`mask` must be one of {list(MASK_KINDS)} or a PerforationMask; "
-                    f"received {mask!r}.")
+    raise TypeError(
+        f"`mask` must be one of {list(MASK_KINDS)} or a PerforationMask; received {mask!r}."
+    )
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
@@ -83,30 +84,53 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
     0.484375
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", rate=0.0,
-                 mask="uniform", activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, seed=None,
-                 implementation="auto", data_format=None, dilation_rate=1,
-                 selected_implementation=None, small_batch_implementation=None, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        rate=0.0,
+        mask="uniform",
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        seed=None,
+        implementation="auto",
+        data_format=None,
+        dilation_rate=1,
+        selected_implementation=None,
+        small_batch_implementation=None,
+        **kwargs,
+    ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.filters = _validation.positive_int(filters, "filters")
         self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
         self.strides = _validation.int_tuple(strides, "strides", 2)
         self.padding = _validation.one_of(padding, "padding", {"valid", "same"})
         if (data_format or keras.config.image_data_format()) != "channels_last":
-            raise ValueError("`data_format` must be 'channels_last' for PerforatedConv2D; "
-                             f"received {data_format!r}.")
+            raise ValueError(
+                "`data_format` must be 'channels_last' for PerforatedConv2D; "
+                f"received {data_format!r}."
+            )
         if _validation.int_tuple(dilation_rate, "dilation_rate", 2) != (1, 1):
-            raise ValueError("`dilation_rate` must be 1 for PerforatedConv2D; received "
-                             f"{dilation_rate!r}.")
+            raise ValueError(
+                f"`dilation_rate` must be 1 for PerforatedConv2D; received {dilation_rate!r}."
+            )
         mask = _validate_mask(mask)
         if isinstance(mask, PerforationMask):
             rate = _validation.real_number(rate, "rate", 0.0, 1.0)
             if rate != 0.0 and abs(rate - mask.rate) > 1.0 / mask.size:
-                raise ValueError(f"`rate`={rate} disagrees with the given mask's rate "
-                                 f"{mask.rate:.4f}; leave `rate` at 0 to use the mask's.")
+                raise ValueError(
+                    f"`rate`={rate} disagrees with the given mask's rate "
+                    f"{mask.rate:.4f}; leave `rate` at 0 to use the mask's."
+                )
             rate = mask.rate
         else:
             rate = _validation.real_number(rate, "rate", 0.0, 1.0)
@@ -128,15 +152,18 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
                 raise ValueError(f"`seed` must be a non-negative integer; received {seed}.")
             seed = int(seed)
         self.seed = _validation.seed(seed)
-        self.implementation = _validation.one_of(implementation, "implementation",
-                                                 set(perforation_ops.IMPLEMENTATIONS))
+        self.implementation = _validation.one_of(
+            implementation, "implementation", set(perforation_ops.IMPLEMENTATIONS)
+        )
         concrete = set(perforation_ops.IMPLEMENTATIONS) - {"auto"}
         if selected_implementation is not None:
             selected_implementation = _validation.one_of(
-                selected_implementation, "selected_implementation", concrete)
+                selected_implementation, "selected_implementation", concrete
+            )
         if small_batch_implementation is not None:
             small_batch_implementation = _validation.one_of(
-                small_batch_implementation, "small_batch_implementation", concrete)
+                small_batch_implementation, "small_batch_implementation", concrete
+            )
         self.selected_implementation = selected_implementation
         self.small_batch_implementation = small_batch_implementation
 
@@ -145,9 +172,11 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
             raise ValueError(
                 f"`inputs` of PerforatedConv2D '{self.name}' must have shape (batch, height, "
                 f"width, channels) with known height, width and channels (the mask depends "
-                f"on them); received {tuple(input_shape)}.")
-        return perforation_ops.conv_geometry((int(input_shape[1]), int(input_shape[2])),
-                                             self.kernel_size, self.strides, self.padding)
+                f"on them); received {tuple(input_shape)}."
+            )
+        return perforation_ops.conv_geometry(
+            (int(input_shape[1]), int(input_shape[2])), self.kernel_size, self.strides, self.padding
+        )
 
     def _make_mask(self, output_shape):
         try:
@@ -164,19 +193,31 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         usable = autotune.candidates(mask.kept, mask.output_shape, self.compute_dtype)
         if self.implementation != "auto":
             if self.implementation == "strided" and "strided" not in usable:
-                raise ValueError(f"PerforatedConv2D '{self.name}' has implementation='strided',"
-                                 " which needs a regular lattice mask (mask='lattice'); its "
-                                 f"mask is {mask!r}.")
+                raise ValueError(
+                    f"PerforatedConv2D '{self.name}' has implementation='strided',"
+                    " which needs a regular lattice mask (mask='lattice'); its "
+                    f"mask is {mask!r}."
+                )
             return autotune.Selection(self.implementation, self.implementation)
-        saved = (self.small_batch_implementation or self.selected_implementation,
-                 self.selected_implementation)
+        saved = (
+            self.small_batch_implementation or self.selected_implementation,
+            self.selected_implementation,
+        )
         if all(name in usable for name in saved):
             return autotune.Selection(*saved)
         if "strided" not in usable and "fused" not in usable:
             perforation_ops.library.warn_fallback()
-        return autotune.choose(tuple(int(d) for d in input_shape[1:]), self.kernel_size,
-                               self.filters, self.strides, self._pads, mask.output_shape,
-                               mask.kept, mask.fill_index, self.compute_dtype)
+        return autotune.choose(
+            tuple(int(d) for d in input_shape[1:]),
+            self.kernel_size,
+            self.filters,
+            self.strides,
+            self._pads,
+            mask.output_shape,
+            mask.kept,
+            mask.fill_index,
+            self.compute_dtype,
+        )
 
     def build(self, input_shape):
         out_h, out_w, pad_top, pad_left = self._geometry(input_shape)
@@ -191,20 +232,28 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         self._training_implementation = self.selected_implementation
         if self.implementation == "auto" and self.selected_implementation != "dense":
             self._training_implementation = autotune.rule(
-                self.mask.kept, self.mask.output_shape, self.compute_dtype)
+                self.mask.kept, self.mask.output_shape, self.compute_dtype
+            )
         in_channels = int(input_shape[-1])
         self.kernel = self.add_weight(
-            name="kernel", shape=self.kernel_size + (in_channels, self.filters),
-            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint)
+            name="kernel",
+            shape=self.kernel_size + (in_channels, self.filters),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
-                name="bias", shape=(self.filters,), initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
-        self.input_spec = keras.InputSpec(ndim=4, axes={1: int(input_shape[1]),
-                                                        2: int(input_shape[2]),
-                                                        -1: in_channels})
+                name="bias",
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        self.input_spec = keras.InputSpec(
+            ndim=4, axes={1: int(input_shape[1]), 2: int(input_shape[2]), -1: in_channels}
+        )
 
     def call(self, inputs, training=None):
         kernel = ops.cast(self.kernel, self.compute_dtype)
@@ -215,12 +264,21 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
             if bias is not None:
                 outputs = outputs + bias
             return outputs if self.activation is None else self.activation(outputs)
+
         def run(implementation):
             # Bias and activation go on the computed rows, before the fill copies them.
             return perforation_ops.perforated_conv2d(
-                inputs, kernel, self.mask.kept, self.mask.fill_index, self.mask.output_shape,
-                self.strides, self._pads, implementation=implementation, bias=bias,
-                activation=self.activation)
+                inputs,
+                kernel,
+                self.mask.kept,
+                self.mask.fill_index,
+                self.mask.output_shape,
+                self.strides,
+                self._pads,
+                implementation=implementation,
+                bias=bias,
+                activation=self.activation,
+            )
 
         if training:
             return run(self._training_implementation)
@@ -228,8 +286,9 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         batch = inputs.shape[0]
         if small == large or batch is not None:
             return run(self._selection.for_batch(batch) if batch is not None else large)
-        return tf.cond(tf.shape(inputs)[0] < autotune.SMALL_BATCH_LIMIT, lambda: run(small),
-                       lambda: run(large))
+        return tf.cond(
+            tf.shape(inputs)[0] < autotune.SMALL_BATCH_LIMIT, lambda: run(small), lambda: run(large)
+        )
 
     def compute_output_shape(self, input_shape):
         out_h, out_w, _, _ = self._geometry(input_shape)
@@ -257,25 +316,27 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         mask = self.mask.get_config() if isinstance(self.mask, PerforationMask) else self.mask
-        config.update({
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "rate": self.rate,
-            "mask": mask,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
-            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-            "seed": self.seed,
-            "implementation": self.implementation,
-            "selected_implementation": self.selected_implementation,
-            "small_batch_implementation": self.small_batch_implementation,
-        })
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "rate": self.rate,
+                "mask": mask,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
+                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+                "seed": self.seed,
+                "implementation": self.implementation,
+                "selected_implementation": self.selected_implementation,
+                "small_batch_implementation": self.small_batch_implementation,
+            }
+        )
         return config

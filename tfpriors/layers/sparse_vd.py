@@ -9,7 +9,6 @@ Evaluation uses the posterior mean with every weight whose
 ``log_alpha >= threshold`` set to zero.
 """
 
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -19,8 +18,13 @@ from tfpriors import _validation, distributed
 from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry, WeightKernelLayer
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.layers.seed_state import SeedStateMixin
-from tfpriors.priors.log_uniform import (LOG_ALPHA_MAX, LOG_ALPHA_MIN, LogUniform, log_alpha,
-                                         validate_threshold)
+from tfpriors.priors.log_uniform import (
+    LOG_ALPHA_MAX,
+    LOG_ALPHA_MIN,
+    LogUniform,
+    log_alpha,
+    validate_threshold,
+)
 
 # Initial log-variance when training from scratch (reference code and paper).
 LOG_SIGMA2_INIT_SCRATCH = -10.0
@@ -43,13 +47,14 @@ def _training_backward(theta, log_sigma2, variance_grad, kl_grad):
     unclipped = log_sigma2 - ops.log(theta2 + 1e-8)
     log_alpha_value = ops.clip(unclipped, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
     # The clip passes gradient only inside [-8, 8] (boundaries included, as tf.clip).
-    inside = ops.cast((unclipped >= LOG_ALPHA_MIN) & (unclipped <= LOG_ALPHA_MAX),
-                      theta.dtype)
+    inside = ops.cast((unclipped >= LOG_ALPHA_MIN) & (unclipped <= LOG_ALPHA_MAX), theta.dtype)
     alpha = ops.exp(log_alpha_value)
-    log_alpha_grad = inside * (variance_grad * alpha * theta2
-                               + kl_grad * _PRIOR.kl_derivative(log_alpha_value))
-    theta_grad = (variance_grad * alpha * 2.0 * theta
-                  - log_alpha_grad * 2.0 * theta / (theta2 + 1e-8))
+    log_alpha_grad = inside * (
+        variance_grad * alpha * theta2 + kl_grad * _PRIOR.kl_derivative(log_alpha_value)
+    )
+    theta_grad = variance_grad * alpha * 2.0 * theta - log_alpha_grad * 2.0 * theta / (
+        theta2 + 1e-8
+    )
     return theta_grad, log_alpha_grad
 
 
@@ -93,13 +98,13 @@ class _FusedTerms:
 def _log_sigma2_initializer(value):
     """A number means a constant log-variance; anything else is a Keras initializer."""
     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-        return keras.initializers.Constant(
-            _validation.real_number(value, "log_sigma2_initializer"))
+        return keras.initializers.Constant(_validation.real_number(value, "log_sigma2_initializer"))
     try:
         return keras.initializers.get(value)
     except (ValueError, TypeError) as error:
-        raise ValueError("`log_sigma2_initializer` must be a number or a Keras initializer; "
-                         f"received {value!r}.") from error
+        raise ValueError(
+            f"`log_sigma2_initializer` must be a number or a Keras initializer; received {value!r}."
+        ) from error
 
 
 class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
@@ -110,13 +115,24 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
     the deterministic linear map and the plain Keras layer they export to.
     """
 
-    def __init__(self, activation=None, use_bias=True, threshold=3.0,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH,
-                 kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, seed=None, dataset_size=None, **kwargs):
-        super().__init__(dataset_size=dataset_size,
-                         activity_regularizer=activity_regularizer, **kwargs)
+    def __init__(
+        self,
+        activation=None,
+        use_bias=True,
+        threshold=3.0,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH,
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        seed=None,
+        dataset_size=None,
+        **kwargs,
+    ):
+        super().__init__(
+            dataset_size=dataset_size, activity_regularizer=activity_regularizer, **kwargs
+        )
         self.activation = keras.activations.get(activation)
         self.use_bias = _validation.boolean(use_bias, "use_bias")
         self.threshold = validate_threshold(threshold)
@@ -134,16 +150,26 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
         # autocast=False keeps the variational parameters in float32 under
         # mixed precision: log(theta^2 + 1e-8) underflows in float16.
         self.kernel = self.add_weight(
-            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer, autocast=False)
+            name="kernel",
+            shape=kernel_shape,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            autocast=False,
+        )
         self.log_sigma2 = self.add_weight(
-            name="log_sigma2", shape=kernel_shape,
-            initializer=self.log_sigma2_initializer, autocast=False)
+            name="log_sigma2",
+            shape=kernel_shape,
+            initializer=self.log_sigma2_initializer,
+            autocast=False,
+        )
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
-                name="bias", shape=bias_shape, initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer)
+                name="bias",
+                shape=bias_shape,
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+            )
 
     # -- posterior summaries ---------------------------------------------------------
 
@@ -178,8 +204,7 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
     def call(self, inputs, training=False):
         dtype = self.compute_dtype
         if training:
-            variance_kernel, kl = self._fused.training(self.kernel.value,
-                                                       self.log_sigma2.value)
+            variance_kernel, kl = self._fused.training(self.kernel.value, self.log_sigma2.value)
             self.add_kl(training, kl)
             theta = ops.cast(self.kernel, dtype)
             variance_kernel = ops.cast(variance_kernel, dtype)
@@ -191,15 +216,18 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
             # of an example does not depend on the number of replicas.
             noise = distributed.batch_rows(
                 lambda shape: keras.random.normal(shape, dtype=dtype, seed=self.seed_generator),
-                ops.shape(mean))
+                ops.shape(mean),
+            )
             outputs = mean + ops.sqrt(variance + floor) * noise
         else:
             if self.dataset_size is None:
-                pruned_kernel = self._fused.pruned(self.kernel.value, self.log_sigma2.value,
-                                                   self.threshold)
+                pruned_kernel = self._fused.pruned(
+                    self.kernel.value, self.log_sigma2.value, self.threshold
+                )
             else:
                 pruned_kernel, kl = self._fused.evaluation(
-                    self.kernel.value, self.log_sigma2.value, self.threshold)
+                    self.kernel.value, self.log_sigma2.value, self.threshold
+                )
                 self.add_kl(training, kl)
             outputs = self._linear(inputs, ops.cast(pruned_kernel, dtype))
         outputs = self._add_bias(outputs)
@@ -209,18 +237,20 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "threshold": self.threshold,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "log_sigma2_initializer": keras.initializers.serialize(self.log_sigma2_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
-            "seed": self.seed,
-        })
+        config.update(
+            {
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "threshold": self.threshold,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "log_sigma2_initializer": keras.initializers.serialize(self.log_sigma2_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
+                "seed": self.seed,
+            }
+        )
         return config
 
 
@@ -292,8 +322,23 @@ class SparseVDConv2D(Conv2DGeometry, SparseVDLayer):
     TensorShape([2, 8, 8, 32])
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid",
-                 data_format=None, dilation_rate=1, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self._init_geometry(filters, kernel_size, strides, padding, dilation_rate,
-                            data_format, ("channels_last", "channels_first"))
+        self._init_geometry(
+            filters,
+            kernel_size,
+            strides,
+            padding,
+            dilation_rate,
+            data_format,
+            ("channels_last", "channels_first"),
+        )

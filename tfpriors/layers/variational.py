@@ -16,7 +16,6 @@ reparameterized sample inside ``kl``. Evaluation and export use the
 posterior means.
 """
 
-
 import keras
 import numpy as np
 from keras import ops
@@ -24,12 +23,12 @@ from keras import ops
 from tfpriors import _validation, distributed
 from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry, WeightKernelLayer
 from tfpriors.layers.kl_layer import KLLayer
+from tfpriors.layers.seed_state import SeedStateMixin
 from tfpriors.layers.sparse_vd import LOG_SIGMA2_INIT_SCRATCH, _log_sigma2_initializer
 from tfpriors.priors import base as prior_base
 from tfpriors.priors.base import Prior
 from tfpriors.priors.log_uniform import LogUniform
 from tfpriors.priors.normal import Normal
-from tfpriors.layers.seed_state import SeedStateMixin
 
 PRIOR_NAMES = {"normal": lambda: Normal(1.0), "log_uniform": LogUniform}
 
@@ -45,16 +44,20 @@ def get_prior(prior):
     if isinstance(prior, str):
         key = prior.lower()
         if key not in PRIOR_NAMES:
-            raise ValueError(f"`prior` must be one of {sorted(PRIOR_NAMES)} or a "
-                             f"tfpriors.priors.Prior object; received {prior!r}.")
+            raise ValueError(
+                f"`prior` must be one of {sorted(PRIOR_NAMES)} or a "
+                f"tfpriors.priors.Prior object; received {prior!r}."
+            )
         return PRIOR_NAMES[key]()
     if isinstance(prior, dict):
         restored = prior_base.deserialize(prior)
         if isinstance(restored, Prior):
             return restored
-    raise TypeError(f"`prior` must be one of {sorted(PRIOR_NAMES)} or a "
-                    f"tfpriors.priors.Prior object; received {prior!r} of type "
-                    f"{type(prior).__name__}.")
+    raise TypeError(
+        f"`prior` must be one of {sorted(PRIOR_NAMES)} or a "
+        f"tfpriors.priors.Prior object; received {prior!r} of type "
+        f"{type(prior).__name__}."
+    )
 
 
 class VariationalLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
@@ -65,10 +68,18 @@ class VariationalLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
     the deterministic linear map and the plain Keras layer they export to.
     """
 
-    def __init__(self, prior="normal", activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH, seed=None,
-                 dataset_size=None, **kwargs):
+    def __init__(
+        self,
+        prior="normal",
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH,
+        seed=None,
+        dataset_size=None,
+        **kwargs,
+    ):
         super().__init__(dataset_size=dataset_size, **kwargs)
         self.prior = get_prior(prior)
         self.activation = keras.activations.get(activation)
@@ -87,15 +98,20 @@ class VariationalLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
             check(kernel_shape, self)
         # float32 variational parameters under mixed precision: exp(log_sigma2)
         # of -10 and the KL's logs lose too much in float16.
-        self.kernel = self.add_weight(name="kernel", shape=kernel_shape,
-                                      initializer=self.kernel_initializer, autocast=False)
-        self.log_sigma2 = self.add_weight(name="log_sigma2", shape=kernel_shape,
-                                          initializer=self.log_sigma2_initializer,
-                                          autocast=False)
+        self.kernel = self.add_weight(
+            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer, autocast=False
+        )
+        self.log_sigma2 = self.add_weight(
+            name="log_sigma2",
+            shape=kernel_shape,
+            initializer=self.log_sigma2_initializer,
+            autocast=False,
+        )
         self.bias = None
         if self.use_bias:
-            self.bias = self.add_weight(name="bias", shape=bias_shape,
-                                        initializer=self.bias_initializer)
+            self.bias = self.add_weight(
+                name="bias", shape=bias_shape, initializer=self.bias_initializer
+            )
 
     def kl(self):
         return self.prior.kl(self.kernel, self.log_sigma2)
@@ -104,14 +120,14 @@ class VariationalLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
         dtype = self.compute_dtype
         mean = self._linear(inputs, ops.cast(self.kernel, dtype))
         if training:
-            variance = self._linear(ops.square(inputs),
-                                    ops.cast(ops.exp(self.log_sigma2), dtype))
+            variance = self._linear(ops.square(inputs), ops.cast(ops.exp(self.log_sigma2), dtype))
             # The floor keeps sqrt differentiable at zero variance (float16 included).
             floor = max(1e-8, float(np.finfo(dtype).tiny))
             # The global batch's noise under a strategy (tfpriors.distributed.batch_rows).
             noise = distributed.batch_rows(
                 lambda shape: keras.random.normal(shape, dtype=dtype, seed=self.seed_generator),
-                ops.shape(mean))
+                ops.shape(mean),
+            )
             outputs = mean + ops.sqrt(variance + floor) * noise
         else:
             outputs = mean
@@ -130,15 +146,17 @@ class VariationalLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "prior": prior_base.serialize(self.prior),
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "log_sigma2_initializer": keras.initializers.serialize(self.log_sigma2_initializer),
-            "seed": self.seed,
-        })
+        config.update(
+            {
+                "prior": prior_base.serialize(self.prior),
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "log_sigma2_initializer": keras.initializers.serialize(self.log_sigma2_initializer),
+                "seed": self.seed,
+            }
+        )
         return config
 
 
@@ -202,7 +220,15 @@ class VariationalConv2D(Conv2DGeometry, VariationalLayer):
     ...     32, 3, prior=tfpriors.priors.DeepWeightPrior(vae), padding="same")
     """
 
-    def __init__(self, filters, kernel_size, prior="normal", strides=1, padding="valid",
-                 dilation_rate=1, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        prior="normal",
+        strides=1,
+        padding="valid",
+        dilation_rate=1,
+        **kwargs,
+    ):
         super().__init__(prior=prior, **kwargs)
         self._init_geometry(filters, kernel_size, strides, padding, dilation_rate)

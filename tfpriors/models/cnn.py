@@ -19,14 +19,18 @@ def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16, name=None):
     input_shape, num_classes = check_common(input_shape, num_classes)
     width = _validation.positive_int(width, "width")
     if len(input_shape) != 3:
-        raise ValueError("`input_shape` of small_cnn must be (height, width, channels); "
-                         f"received {input_shape}.")
-    return keras.Sequential([
-        keras.Input(input_shape),
-        keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="conv1"),
-        keras.layers.MaxPooling2D(name="pool"),
-        keras.layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(64, activation="relu", name="features"),
-        keras.layers.Dense(num_classes, name="logits"),
-    ], name=name or "small_cnn")
+        raise ValueError(
+            f"`input_shape` of small_cnn must be (height, width, channels); received {input_shape}."
+        )
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="conv1"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(64, activation="relu", name="features"),
+            keras.layers.Dense(num_classes, name="logits"),
+        ],
+        name=name or "small_cnn",
+    )

@@ -17,8 +17,10 @@ def _layer_types(kind):
 
 def check_common(input_shape, num_classes):
     """``input_shape`` (a tuple of positive ints) and ``num_classes`` of a model builder."""
-    return (_validation.shape(input_shape, "input_shape"),
-            _validation.positive_int(num_classes, "num_classes"))
+    return (
+        _validation.shape(input_shape, "input_shape"),
+        _validation.positive_int(num_classes, "num_classes"),
+    )
 
 
 def lenet_300_100(input_shape=(784,), num_classes=10, kind="dense", name=None):
@@ -40,9 +42,11 @@ def lenet_300_100(input_shape=(784,), num_classes=10, kind="dense", name=None):
     layers = [keras.Input(input_shape)]
     if len(input_shape) > 1:
         layers.append(keras.layers.Flatten())
-    layers += [dense(300, activation="relu", name="fc1"),
-               dense(100, activation="relu", name="fc2"),
-               dense(num_classes, name="fc3")]
+    layers += [
+        dense(300, activation="relu", name="fc1"),
+        dense(100, activation="relu", name="fc2"),
+        dense(num_classes, name="fc3"),
+    ]
     return keras.Sequential(layers, name=name or f"lenet_300_100_{kind}")
 
 
@@ -63,19 +67,23 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, kind="dense", padding="auto"
     """
     input_shape, num_classes = check_common(input_shape, num_classes)
     if len(input_shape) != 3:
-        raise ValueError("`input_shape` of lenet5 must be (height, width, channels); "
-                         f"received {input_shape}.")
+        raise ValueError(
+            f"`input_shape` of lenet5 must be (height, width, channels); received {input_shape}."
+        )
     dense, conv = _layer_types(kind)
     padding = _validation.one_of(padding, "padding", {"auto", "valid", "same"})
     if padding == "auto":
         padding = "valid" if min(input_shape[:2]) >= 16 else "same"
-    return keras.Sequential([
-        keras.Input(input_shape),
-        conv(20, 5, padding=padding, name="conv1"),
-        keras.layers.MaxPooling2D(2, name="pool1"),
-        conv(50, 5, padding=padding, name="conv2"),
-        keras.layers.MaxPooling2D(2, name="pool2"),
-        keras.layers.Flatten(name="flatten"),
-        dense(500, activation="relu", name="fc1"),
-        dense(num_classes, name="fc2"),
-    ], name=name or f"lenet5_{kind}")
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            conv(20, 5, padding=padding, name="conv1"),
+            keras.layers.MaxPooling2D(2, name="pool1"),
+            conv(50, 5, padding=padding, name="conv2"),
+            keras.layers.MaxPooling2D(2, name="pool2"),
+            keras.layers.Flatten(name="flatten"),
+            dense(500, activation="relu", name="fc1"),
+            dense(num_classes, name="fc2"),
+        ],
+        name=name or f"lenet5_{kind}",
+    )

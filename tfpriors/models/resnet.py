@@ -4,8 +4,14 @@ import keras
 import tensorflow as tf
 
 from tfpriors import _validation
-from tfpriors.layers.adaptive import (BASELINE_DECAY, ACTBlock, ProbabilisticACTBlock,
-                                      ResidualUnit, SACTBlock, adaptive_blocks)
+from tfpriors.layers.adaptive import (
+    BASELINE_DECAY,
+    ACTBlock,
+    ProbabilisticACTBlock,
+    ResidualUnit,
+    SACTBlock,
+    adaptive_blocks,
+)
 from tfpriors.models.lenet import check_common
 
 KINDS = ("plain", "act", "sact", "pact")
@@ -33,28 +39,41 @@ class AdaptiveModel(keras.Model):
     """
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                    training=training)
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
         if not training or y is None:
             return loss
         for block in adaptive_blocks(self):
             log_q = getattr(block, "_log_q", None)
             if log_q is None:
                 continue
-            reward = tf.stop_gradient(keras.losses.sparse_categorical_crossentropy(
-                y, y_pred, from_logits=True))
+            reward = tf.stop_gradient(
+                keras.losses.sparse_categorical_crossentropy(y, y_pred, from_logits=True)
+            )
             advantage = reward - block.reinforce_baseline
             surrogate = tf.reduce_mean(advantage * tf.cast(log_q, reward.dtype))
             loss = loss + surrogate - tf.stop_gradient(surrogate)
             decay = BASELINE_DECAY
-            block.reinforce_baseline.assign(decay * block.reinforce_baseline
-                                            + (1.0 - decay) * tf.reduce_mean(reward))
+            block.reinforce_baseline.assign(
+                decay * block.reinforce_baseline + (1.0 - decay) * tf.reduce_mean(reward)
+            )
         return loss
 
 
-def act_resnet(input_shape, num_classes, blocks=(3, 3, 3), kind="sact", widths=(16, 32, 64),
-               ponder_cost=0.01, mode="relaxed", temperature=0.5, group_size=1,
-               synchronized_batch_norm=False, name=None):
+def act_resnet(
+    input_shape,
+    num_classes,
+    blocks=(3, 3, 3),
+    kind="sact",
+    widths=(16, 32, 64),
+    ponder_cost=0.01,
+    mode="relaxed",
+    temperature=0.5,
+    group_size=1,
+    synchronized_batch_norm=False,
+    name=None,
+):
     """A CIFAR-style ResNet (He et al. 2016) with adaptive residual stages.
 
     A 3x3 stem convolution, then one stage per entry of ``blocks``: stage
@@ -87,19 +106,24 @@ def act_resnet(input_shape, num_classes, blocks=(3, 3, 3), kind="sact", widths=(
     """
     input_shape, num_classes = check_common(input_shape, num_classes)
     if len(input_shape) != 3:
-        raise ValueError("`input_shape` of act_resnet must be (height, width, channels); "
-                         f"received {input_shape}.")
+        raise ValueError(
+            "`input_shape` of act_resnet must be (height, width, channels); "
+            f"received {input_shape}."
+        )
     kind = _validation.one_of(kind, "kind", set(KINDS))
     if isinstance(blocks, (int, str)) or not blocks:
-        raise ValueError(f"`blocks` must be a non-empty tuple of positive ints; received "
-                         f"{blocks!r}.")
+        raise ValueError(
+            f"`blocks` must be a non-empty tuple of positive ints; received {blocks!r}."
+        )
     blocks = tuple(_validation.positive_int(b, "blocks") for b in blocks)
     if isinstance(widths, (int, str)) or not isinstance(widths, (list, tuple)):
         raise TypeError(f"`widths` must be a tuple of positive ints; received {widths!r}.")
     widths = tuple(_validation.positive_int(w, "widths") for w in widths)
     if len(widths) != len(blocks):
-        raise ValueError(f"`widths` must have one entry per stage of `blocks` ({len(blocks)}); "
-                         f"received {widths}.")
+        raise ValueError(
+            f"`widths` must have one entry per stage of `blocks` ({len(blocks)}); "
+            f"received {widths}."
+        )
     block_kwargs = {"ponder_cost": ponder_cost}
     if kind == "pact":
         block_class = ProbabilisticACTBlock
@@ -107,13 +131,18 @@ def act_resnet(input_shape, num_classes, blocks=(3, 3, 3), kind="sact", widths=(
     else:
         block_class = {"act": ACTBlock, "sact": SACTBlock}.get(kind)
 
-    unit_kwargs = {"synchronized_batch_norm": _validation.boolean(
-        synchronized_batch_norm, "synchronized_batch_norm")}
+    unit_kwargs = {
+        "synchronized_batch_norm": _validation.boolean(
+            synchronized_batch_norm, "synchronized_batch_norm"
+        )
+    }
     inputs = keras.Input(input_shape)
-    h = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False,
-                            kernel_initializer="he_normal", name="stem")(inputs)
-    h = keras.layers.BatchNormalization(momentum=0.9, synchronized=synchronized_batch_norm,
-                                        name="stem_bn")(h)
+    h = keras.layers.Conv2D(
+        widths[0], 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem"
+    )(inputs)
+    h = keras.layers.BatchNormalization(
+        momentum=0.9, synchronized=synchronized_batch_norm, name="stem_bn"
+    )(h)
     h = keras.layers.ReLU(name="stem_relu")(h)
     for stage, (units, width) in enumerate(zip(blocks, widths)):
         if stage > 0:
@@ -125,8 +154,12 @@ def act_resnet(input_shape, num_classes, blocks=(3, 3, 3), kind="sact", widths=(
             for i in range(units):
                 h = ResidualUnit(width, name=f"stage{stage}_unit{i}", **unit_kwargs)(h)
         else:
-            h = block_class(ResidualUnit(width, **unit_kwargs), num_units=units,
-                            name=f"stage{stage}_{kind}", **block_kwargs)(h)
+            h = block_class(
+                ResidualUnit(width, **unit_kwargs),
+                num_units=units,
+                name=f"stage{stage}_{kind}",
+                **block_kwargs,
+            )(h)
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     outputs = keras.layers.Dense(num_classes, name="logits")(h)
     return AdaptiveModel(inputs, outputs, name=name or f"{kind}_resnet")

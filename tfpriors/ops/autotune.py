@@ -65,18 +65,22 @@ def _check_dtype(dtype):
 def _check_mask(kept, output_shape, fill_index=None):
     output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
     if fill_index is None:
-        kept, _ = check_tables(kept, np.zeros(output_shape[0] * output_shape[1], np.int32),
-                               output_shape)
+        kept, _ = check_tables(
+            kept, np.zeros(output_shape[0] * output_shape[1], np.int32), output_shape
+        )
         return kept, None, output_shape
     kept, fill_index = check_tables(kept, fill_index, output_shape)
     return kept, fill_index, output_shape
 
 
 def _check_geometry(input_shape, kernel_size, filters, strides, pads):
-    return (_validation.int_tuple(input_shape, "input_shape", 3),
-            _validation.int_tuple(kernel_size, "kernel_size", 2),
-            _validation.positive_int(filters, "filters"),
-            _validation.int_tuple(strides, "strides", 2), check_pads(pads))
+    return (
+        _validation.int_tuple(input_shape, "input_shape", 3),
+        _validation.int_tuple(kernel_size, "kernel_size", 2),
+        _validation.positive_int(filters, "filters"),
+        _validation.int_tuple(strides, "strides", 2),
+        check_pads(pads),
+    )
 
 
 def candidates(kept, output_shape, dtype="float32"):
@@ -97,19 +101,40 @@ def rule(kept, output_shape, dtype="float32"):
     return candidates(kept, output_shape, dtype)[0]
 
 
-def _key(input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index,
-         dtype):
-    tables = hashlib.sha1(np.asarray(kept, np.int32).tobytes()
-                          + np.asarray(fill_index, np.int32).tobytes()).hexdigest()
-    return (input_shape, kernel_size, filters, strides, pads, output_shape, tables, dtype.name,
-            library.has_fused_op())
+def _key(input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index, dtype):
+    tables = hashlib.sha1(
+        np.asarray(kept, np.int32).tobytes() + np.asarray(fill_index, np.int32).tobytes()
+    ).hexdigest()
+    return (
+        input_shape,
+        kernel_size,
+        filters,
+        strides,
+        pads,
+        output_shape,
+        tables,
+        dtype.name,
+        library.has_fused_op(),
+    )
 
 
-def measure(input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index,
-            dtype="float32", batches=TIMING_BATCHES, repeats=TIMING_REPEATS):
+def measure(
+    input_shape,
+    kernel_size,
+    filters,
+    strides,
+    pads,
+    output_shape,
+    kept,
+    fill_index,
+    dtype="float32",
+    batches=TIMING_BATCHES,
+    repeats=TIMING_REPEATS,
+):
     """Median seconds of every candidate: ``{name: [seconds at each batch]}``."""
     input_shape, kernel_size, filters, strides, pads = _check_geometry(
-        input_shape, kernel_size, filters, strides, pads)
+        input_shape, kernel_size, filters, strides, pads
+    )
     kept, fill_index, output_shape = _check_mask(kept, output_shape, fill_index)
     dtype = _check_dtype(dtype)
     batches = [_validation.positive_int(b, "batches") for b in batches]
@@ -119,8 +144,21 @@ def measure(input_shape, kernel_size, filters, strides, pads, output_shape, kept
     kernel = tf.constant(rng.normal(size=(*kernel_size, input_shape[-1], filters)), dtype)
     seconds = {name: [] for name in names}
     with quiet_retracing(), tf.init_scope():  # eager even when built inside a trace
-        _time_candidates(names, kept, fill_index, input_shape, kernel, output_shape, strides,
-                         pads, dtype, batches, repeats, rng, seconds)
+        _time_candidates(
+            names,
+            kept,
+            fill_index,
+            input_shape,
+            kernel,
+            output_shape,
+            strides,
+            pads,
+            dtype,
+            batches,
+            repeats,
+            rng,
+            seconds,
+        )
     return seconds
 
 
@@ -137,24 +175,41 @@ def quiet_retracing():
         logger.setLevel(level)
 
 
-def _time_candidates(names, kept, fill_index, input_shape, kernel, output_shape, strides,
-                     pads, dtype, batches, repeats, rng, seconds):
+def _time_candidates(
+    names,
+    kept,
+    fill_index,
+    input_shape,
+    kernel,
+    output_shape,
+    strides,
+    pads,
+    dtype,
+    batches,
+    repeats,
+    rng,
+    seconds,
+):
     """Appends to ``seconds[name]`` the median time of each candidate at each batch."""
     for batch in batches:
         x = tf.constant(rng.normal(size=(batch, *input_shape)), dtype)
         functions = {
-            name: tf.function(lambda x, name=name: perforated_conv2d(
-                x, kernel, kept, fill_index, output_shape, strides, pads,
-                implementation=name))
-            for name in names}
+            name: tf.function(
+                lambda x, name=name: perforated_conv2d(
+                    x, kernel, kept, fill_index, output_shape, strides, pads, implementation=name
+                )
+            )
+            for name in names
+        }
         first = {}
         for name, function in functions.items():
             function(x).numpy()  # traced and warm
             start = time.perf_counter()
             function(x).numpy()
             first[name] = time.perf_counter() - start
-        rounds = max(repeats, min(MAX_REPEATS,
-                                  int(TIMING_SECONDS / max(max(first.values()), 1e-6))))
+        rounds = max(
+            repeats, min(MAX_REPEATS, int(TIMING_SECONDS / max(max(first.values()), 1e-6)))
+        )
         times = {name: [] for name in names}
         for _ in range(rounds):
             for name, function in functions.items():
@@ -178,8 +233,17 @@ def _fastest(seconds, column):
     return next(name for name, times in seconds.items() if times[column] <= best * (1 + TIE))
 
 
-def choose(input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index,
-           dtype="float32"):
+def choose(
+    input_shape,
+    kernel_size,
+    filters,
+    strides,
+    pads,
+    output_shape,
+    kept,
+    fill_index,
+    dtype="float32",
+):
     """The fastest exact implementations for this shape and mask (cached per process).
 
     Args:
@@ -193,11 +257,13 @@ def choose(input_shape, kernel_size, filters, strides, pads, output_shape, kept,
         ``"dense"`` for small and for large batches.
     """
     input_shape, kernel_size, filters, strides, pads = _check_geometry(
-        input_shape, kernel_size, filters, strides, pads)
+        input_shape, kernel_size, filters, strides, pads
+    )
     kept, fill_index, output_shape = _check_mask(kept, output_shape, fill_index)
     dtype = _check_dtype(dtype)
-    key = _key(input_shape, kernel_size, filters, strides, pads, output_shape, kept,
-               fill_index, dtype)
+    key = _key(
+        input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index, dtype
+    )
     with _lock:
         if key in _cache:
             return _cache[key]
@@ -206,8 +272,9 @@ def choose(input_shape, kernel_size, filters, strides, pads, output_shape, kept,
         choice = rule(kept, output_shape, dtype)
         selection = Selection(choice, choice)
     else:
-        seconds = measure(input_shape, kernel_size, filters, strides, pads, output_shape, kept,
-                          fill_index, dtype)
+        seconds = measure(
+            input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index, dtype
+        )
         selection = Selection(_fastest(seconds, 0), _fastest(seconds, -1))
     with _lock:
         _cache[key] = selection
@@ -220,7 +287,18 @@ def clear_cache():
         _cache.clear()
 
 
-__all__ = ["MAX_REPEATS", "MIN_TIMED_MACS", "SMALL_BATCH_LIMIT", "TIE",
-           "TIMING_BATCHES", "TIMING_REPEATS",
-           "TIMING_SECONDS", "candidates", "choose", "clear_cache", "measure", "quiet_retracing",
-           "rule"]
+__all__ = [
+    "MAX_REPEATS",
+    "MIN_TIMED_MACS",
+    "SMALL_BATCH_LIMIT",
+    "TIE",
+    "TIMING_BATCHES",
+    "TIMING_REPEATS",
+    "TIMING_SECONDS",
+    "candidates",
+    "choose",
+    "clear_cache",
+    "measure",
+    "quiet_retracing",
+    "rule",
+]

@@ -35,8 +35,15 @@ import tensorflow as tf
 
 from tfpriors import _validation
 from tfpriors.ops import library
-from tfpriors.ops.reference import (check_arguments, check_images, check_pads, check_positions,
-                                    conv_at_positions_reference, fill, kept_rows_reference)
+from tfpriors.ops.reference import (
+    check_arguments,
+    check_images,
+    check_pads,
+    check_positions,
+    conv_at_positions_reference,
+    fill,
+    kept_rows_reference,
+)
 
 IMPLEMENTATIONS = ("auto", "fused", "reference", "strided", "dense")
 _export = threading.local()
@@ -77,10 +84,18 @@ def lattice_of(kept, output_shape):
     """
     height, width = _validation.int_tuple(output_shape, "output_shape", 2)
     kept = _validation.numeric_array(kept, "kept", "float64")
-    if (kept.ndim != 1 or not kept.size or np.any(kept != np.round(kept)) or kept.min() < 0
-            or kept.max() >= height * width or len(np.unique(kept)) != kept.size):
-        raise ValueError(f"`kept` must be distinct flat positions in [0, {height * width}) "
-                         f"(a 1-D integer sequence); received shape {kept.shape}.")
+    if (
+        kept.ndim != 1
+        or not kept.size
+        or np.any(kept != np.round(kept))
+        or kept.min() < 0
+        or kept.max() >= height * width
+        or len(np.unique(kept)) != kept.size
+    ):
+        raise ValueError(
+            f"`kept` must be distinct flat positions in [0, {height * width}) "
+            f"(a 1-D integer sequence); received shape {kept.shape}."
+        )
     kept = kept.astype(np.int64)
     rows, cols = np.unique(kept // width), np.unique(kept % width)
     if rows.size * cols.size != kept.size:
@@ -115,19 +130,17 @@ def _lattice_conv(inputs, kernel, lattice, strides, pads):
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     sizes = (int(inputs.shape[1]), int(inputs.shape[2]))
     crops, paddings, conv_strides, same = [], [], [], []
-    for (start, step, count), stride, pad, size, k in zip(lattice, strides, pads, sizes,
-                                                          (kh, kw)):
+    for (start, step, count), stride, pad, size, k in zip(lattice, strides, pads, sizes, (kh, kw)):
         step = step * stride if count > 1 else 1
-        first = start * stride - pad              # input index of the first tap read
-        end = first + (count - 1) * step + k      # one past the last one
+        first = start * stride - pad  # input index of the first tap read
+        end = first + (count - 1) * step + k  # one past the last one
         crops.append((max(first, 0), min(end, size)))
         paddings.append((max(-first, 0), max(end - size, 0)))
         conv_strides.append(step)
         same.append(_same_padding(size, k, step) == (count, max(-first, 0)))
     (top, bottom), (left, right) = crops
     if bottom <= top or right <= left:  # the lattice reads only padding
-        shape = tf.stack([tf.shape(inputs)[0], lattice[0][2], lattice[1][2],
-                          int(kernel.shape[-1])])
+        shape = tf.stack([tf.shape(inputs)[0], lattice[0][2], lattice[1][2], int(kernel.shape[-1])])
         return tf.zeros(shape, inputs.dtype)
     if (top, bottom, left, right) != (0, sizes[0], 0, sizes[1]):
         inputs = inputs[:, top:bottom, left:right]
@@ -150,13 +163,21 @@ def _padded_conv(inputs, kernel, strides, paddings):
             padded = tf.pad(x, explicit)
             steps = [1, strides[0], strides[1], 1]
             grad_padded = tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.shape(padded), filter=w, out_backprop=upstream, strides=steps,
-                padding="VALID")
+                input_sizes=tf.shape(padded),
+                filter=w,
+                out_backprop=upstream,
+                strides=steps,
+                padding="VALID",
+            )
             (top, _), (left, _) = paddings
-            grad_x = grad_padded[:, top:top + tf.shape(x)[1], left:left + tf.shape(x)[2]]
+            grad_x = grad_padded[:, top : top + tf.shape(x)[1], left : left + tf.shape(x)[2]]
             grad_w = tf.raw_ops.Conv2DBackpropFilter(
-                input=padded, filter_sizes=tf.shape(w), out_backprop=upstream, strides=steps,
-                padding="VALID")
+                input=padded,
+                filter_sizes=tf.shape(w),
+                out_backprop=upstream,
+                strides=steps,
+                padding="VALID",
+            )
             return grad_x, grad_w
 
         return tf.nn.conv2d(x, w, strides, explicit), gradient
@@ -186,22 +207,23 @@ def _lattice_fill(rows, lattice, kept, fill_index, output_shape):
     filters = rows.shape[-1]
     grid = np.asarray(kept)[np.asarray(fill_index)].reshape(height, width)
     row_of, col_of = grid // width, grid % width
-    separable = (np.all(row_of == row_of[:, :1]) and np.all(col_of == col_of[:1, :]))
+    separable = np.all(row_of == row_of[:, :1]) and np.all(col_of == col_of[:1, :])
     kept_rows, kept_cols = np.unique(row_of), np.unique(col_of)
-    plans = ((_block_plan(row_of[:, 0], kept_rows), _block_plan(col_of[0], kept_cols))
-             if separable and len(kept_rows) == count_r and len(kept_cols) == count_c
-             else (None, None))
+    plans = (
+        (_block_plan(row_of[:, 0], kept_rows), _block_plan(col_of[0], kept_cols))
+        if separable and len(kept_rows) == count_r and len(kept_cols) == count_c
+        else (None, None)
+    )
     if None in plans:
-        return fill(tf.reshape(rows, (-1, count_r * count_c, filters)), fill_index,
-                    output_shape)
+        return fill(tf.reshape(rows, (-1, count_r * count_c, filters)), fill_index, output_shape)
     (block_r, start_r), (block_c, start_c) = plans
     batch = tf.shape(rows)[0]
-    blocks = tf.broadcast_to(rows[:, :, None, :, None, :],
-                             tf.stack([batch, count_r, block_r, count_c, block_c, filters]))
-    blocks = tf.reshape(blocks, tf.stack([batch, count_r * block_r, count_c * block_c,
-                                          filters]))
+    blocks = tf.broadcast_to(
+        rows[:, :, None, :, None, :], tf.stack([batch, count_r, block_r, count_c, block_c, filters])
+    )
+    blocks = tf.reshape(blocks, tf.stack([batch, count_r * block_r, count_c * block_c, filters]))
     if (start_r, start_c, count_r * block_r, count_c * block_c) != (0, 0, height, width):
-        blocks = blocks[:, start_r:start_r + height, start_c:start_c + width]
+        blocks = blocks[:, start_r : start_r + height, start_c : start_c + width]
     return blocks
 
 
@@ -214,8 +236,9 @@ def _batch_positions(inputs, kept, per_image):
 
 def _check_implementation(implementation):
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"`implementation` must be one of {list(IMPLEMENTATIONS)}; "
-                         f"received {implementation!r}.")
+        raise ValueError(
+            f"`implementation` must be one of {list(IMPLEMENTATIONS)}; received {implementation!r}."
+        )
     return implementation
 
 
@@ -232,14 +255,16 @@ def _fused_module(implementation, dtype):
         return None
     if implementation == "reference" or dtype != tf.float32:
         if implementation == "fused":
-            raise RuntimeError("`implementation='fused'` runs float32 only; received "
-                               f"{dtype.name} inputs.")
+            raise RuntimeError(
+                f"`implementation='fused'` runs float32 only; received {dtype.name} inputs."
+            )
         return None
     module = library.load()
     if module is None:
         if implementation == "fused":
-            raise RuntimeError("`implementation='fused'` needs the compiled op: "
-                               f"{library.load_error()}.")
+            raise RuntimeError(
+                f"`implementation='fused'` needs the compiled op: {library.load_error()}."
+            )
         library.warn_fallback()
     return module
 
@@ -254,14 +279,29 @@ def kept_rows(inputs, kernel, kept, output_shape, strides, pads, implementation)
     if module is None:
         return kept_rows_reference(inputs, kernel, kept, output_shape, strides, pads)
     per_image = output_shape[0] * output_shape[1]
-    rows = module.conv_at_positions(inputs, kernel, _batch_positions(inputs, kept, per_image),
-                                    strides=list(strides), pads=list(pads),
-                                    output_size=list(output_shape))
+    rows = module.conv_at_positions(
+        inputs,
+        kernel,
+        _batch_positions(inputs, kept, per_image),
+        strides=list(strides),
+        pads=list(pads),
+        output_size=list(output_shape),
+    )
     return tf.reshape(rows, (-1, count, filters))
 
 
-def perforated_conv2d(inputs, kernel, kept, fill_index, output_shape, strides, pads,
-                      implementation="auto", bias=None, activation=None):
+def perforated_conv2d(
+    inputs,
+    kernel,
+    kept,
+    fill_index,
+    output_shape,
+    strides,
+    pads,
+    implementation="auto",
+    bias=None,
+    activation=None,
+):
     """Perforated convolution of NHWC ``inputs`` with an HWIO ``kernel``.
 
     Args:
@@ -288,33 +328,44 @@ def perforated_conv2d(inputs, kernel, kept, fill_index, output_shape, strides, p
     """
     _check_implementation(implementation)
     inputs, kernel, kept, fill_index, output_shape, strides, pads = check_arguments(
-        inputs, kernel, kept, fill_index, output_shape, strides, pads)
+        inputs, kernel, kept, fill_index, output_shape, strides, pads
+    )
     if inputs.shape[0] == 0:  # the op refuses empty batches; the answer is known
         return tf.zeros((0, *output_shape, kernel.shape[-1]), inputs.dtype)
     if tf.is_tensor(kept) or tf.is_tensor(fill_index):
-        raise TypeError("`kept` and `fill_index` must be concrete integer tables (NumPy "
-                        "arrays or lists), not tensors.")
+        raise TypeError(
+            "`kept` and `fill_index` must be concrete integer tables (NumPy "
+            "arrays or lists), not tensors."
+        )
     if bias is not None:
-        bias = tf.cast(_validation.numeric_array(bias, "bias", "float32")
-                       if not tf.is_tensor(bias) else bias, inputs.dtype)
+        bias = tf.cast(
+            _validation.numeric_array(bias, "bias", "float32") if not tf.is_tensor(bias) else bias,
+            inputs.dtype,
+        )
         if tuple(bias.shape) != (kernel.shape[-1],):
-            raise ValueError(f"`bias` must have shape ({kernel.shape[-1]},) (one per filter); "
-                             f"received {tuple(bias.shape)}.")
+            raise ValueError(
+                f"`bias` must have shape ({kernel.shape[-1]},) (one per filter); "
+                f"received {tuple(bias.shape)}."
+            )
     if activation is not None:
         try:
             activation = keras.activations.get(activation)
         except (ValueError, TypeError) as error:
-            raise ValueError(f"`activation` must be None, a callable or the name of a Keras "
-                             f"activation; received {activation!r} ({error}).") from None
+            raise ValueError(
+                f"`activation` must be None, a callable or the name of a Keras "
+                f"activation; received {activation!r} ({error})."
+            ) from None
     if getattr(_export, "active", False):
         implementation = "reference"
     height, width = output_shape
     if implementation == "strided":
         lattice = lattice_of(kept, output_shape)
         if lattice is None:
-            raise ValueError("`implementation='strided'` needs `kept` to be a regular lattice "
-                             "(every s-th row times every t-th column; see "
-                             "tfpriors.perforation.lattice_mask).")
+            raise ValueError(
+                "`implementation='strided'` needs `kept` to be a regular lattice "
+                "(every s-th row times every t-th column; see "
+                "tfpriors.perforation.lattice_mask)."
+            )
         rows = _lattice_conv(inputs, kernel, lattice, strides, pads)
     elif implementation == "dense":
         # Every position, then one gather of each position's nearest kept value.
@@ -329,13 +380,13 @@ def perforated_conv2d(inputs, kernel, kept, fill_index, output_shape, strides, p
         return _lattice_fill(rows, lattice, kept, fill_index, output_shape)
     if implementation == "dense":
         nearest = np.asarray(kept, np.int32)[np.asarray(fill_index)]
-        return fill(tf.reshape(rows, (-1, height * width, rows.shape[-1])), nearest,
-                    output_shape)
+        return fill(tf.reshape(rows, (-1, height * width, rows.shape[-1])), nearest, output_shape)
     return fill(rows, fill_index, output_shape)
 
 
-def conv_at_positions(inputs, kernel, positions, output_shape, strides, pads,
-                      implementation="auto"):
+def conv_at_positions(
+    inputs, kernel, positions, output_shape, strides, pads, implementation="auto"
+):
     """The convolution at chosen outputs: row ``m`` at image ``positions[m] // P``, flat
     position ``positions[m] % P`` (``P = out_h * out_w``). Returns ``(M, O)``.
 
@@ -356,27 +407,37 @@ def conv_at_positions(inputs, kernel, positions, output_shape, strides, pads,
     """
     _check_implementation(implementation)
     if implementation in ("strided", "dense"):
-        raise ValueError("`implementation` of conv_at_positions must be 'auto', 'fused' or "
-                         f"'reference'; received {implementation!r}.")
+        raise ValueError(
+            "`implementation` of conv_at_positions must be 'auto', 'fused' or "
+            f"'reference'; received {implementation!r}."
+        )
     output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
     strides = _validation.int_tuple(strides, "strides", 2)
     pads = check_pads(pads)
     inputs, kernel = check_images(inputs, "inputs"), check_images(kernel, "kernel")
     if inputs.shape[-1] != kernel.shape[2]:
-        raise ValueError(f"`kernel` has {kernel.shape[2]} input channels but `inputs` has "
-                         f"{inputs.shape[-1]}.")
+        raise ValueError(
+            f"`kernel` has {kernel.shape[2]} input channels but `inputs` has {inputs.shape[-1]}."
+        )
     if None in tuple(inputs.shape[1:]):
-        raise ValueError("`inputs` must have a known height, width and channels; received "
-                         f"shape {tuple(inputs.shape)}.")
+        raise ValueError(
+            "`inputs` must have a known height, width and channels; received "
+            f"shape {tuple(inputs.shape)}."
+        )
     positions = check_positions(positions, inputs, output_shape)
     if inputs.shape[0] == 0:  # no image, no position: the answer is known
         return tf.zeros((0, kernel.shape[-1]), inputs.dtype)
     module = _fused_module(implementation, inputs.dtype)
     if module is None:
-        return conv_at_positions_reference(inputs, kernel, positions, output_shape, strides,
-                                           pads)
-    return module.conv_at_positions(inputs, kernel, positions, strides=list(strides),
-                                    pads=list(pads), output_size=list(output_shape))
+        return conv_at_positions_reference(inputs, kernel, positions, output_shape, strides, pads)
+    return module.conv_at_positions(
+        inputs,
+        kernel,
+        positions,
+        strides=list(strides),
+        pads=list(pads),
+        output_size=list(output_shape),
+    )
 
 
 def _grad_ops(op):
@@ -389,9 +450,11 @@ def _grad_ops(op):
 def _conv_at_positions_grad(op, grad):
     inputs, kernel, positions = op.inputs
     module, attrs = _grad_ops(op)
-    return (module.conv_at_positions_backprop_input(inputs, kernel, positions, grad, **attrs),
-            module.conv_at_positions_backprop_filter(inputs, kernel, positions, grad, **attrs),
-            None)
+    return (
+        module.conv_at_positions_backprop_input(inputs, kernel, positions, grad, **attrs),
+        module.conv_at_positions_backprop_filter(inputs, kernel, positions, grad, **attrs),
+        None,
+    )
 
 
 # Inference only (SACT / PACT units at running positions); training runs the dense unit.
@@ -409,15 +472,23 @@ def _perforated_conv2d_grad(op, grad):
     count = tf.shape(kept)[0]
     # Every output position sends its gradient to the kept row that filled it.
     segments = tf.reshape(tf.range(batch)[:, None] * count + fill_index[None, :], (-1,))
-    grad_rows = tf.math.unsorted_segment_sum(tf.reshape(grad, (-1, filters)), segments,
-                                             batch * count)
+    grad_rows = tf.math.unsorted_segment_sum(
+        tf.reshape(grad, (-1, filters)), segments, batch * count
+    )
     positions = tf.reshape(tf.range(batch)[:, None] * (out_h * out_w) + kept[None, :], (-1,))
-    return (module.conv_at_positions_backprop_input(inputs, kernel, positions, grad_rows,
-                                                    **attrs),
-            module.conv_at_positions_backprop_filter(inputs, kernel, positions, grad_rows,
-                                                     **attrs),
-            None, None)
+    return (
+        module.conv_at_positions_backprop_input(inputs, kernel, positions, grad_rows, **attrs),
+        module.conv_at_positions_backprop_filter(inputs, kernel, positions, grad_rows, **attrs),
+        None,
+        None,
+    )
 
 
-__all__ = ["IMPLEMENTATIONS", "builtin_ops_only", "conv_at_positions", "fused_module_for",
-           "lattice_of", "perforated_conv2d"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "builtin_ops_only",
+    "conv_at_positions",
+    "fused_module_for",
+    "lattice_of",
+    "perforated_conv2d",
+]

@@ -48,6 +48,8 @@ def library_path():
     if os.path.exists(GPU_LIBRARY) and tf.config.list_physical_devices("GPU"):
         return GPU_LIBRARY
     return CPU_LIBRARY
+
+
 _BUILD_TAG = re.compile(rb"tfpriors-built-against-tensorflow=([^;\x00]{1,64});")
 
 _lock = threading.Lock()
@@ -79,8 +81,7 @@ def _openblas_sgemm():
         import scipy_openblas32
     except ImportError:
         return None, None
-    path = os.path.join(scipy_openblas32.get_lib_dir(),
-                        f"lib{scipy_openblas32.get_library()}.so")
+    path = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
     try:
         blas = ctypes.CDLL(path)
     except OSError:
@@ -104,8 +105,10 @@ def _load_library():
     version = built_against(path)
     # Custom ops keep their ABI within a TensorFlow minor release (2.21.x).
     if version is None or version.split(".")[:2] != tf.__version__.split(".")[:2]:
-        return None, (f"{path} was built against TensorFlow {version or 'unknown'}, but "
-                      f"TensorFlow {tf.__version__} is running (rebuild it: `make ops`)")
+        return None, (
+            f"{path} was built against TensorFlow {version or 'unknown'}, but "
+            f"TensorFlow {tf.__version__} is running (rebuild it: `make ops`)"
+        )
     try:
         module = tf.load_op_library(path)
     except (tf.errors.NotFoundError, OSError) as error:
@@ -192,12 +195,28 @@ def warn_fallback():
         if _state["warned"]:
             return
         _state["warned"] = True
-    warnings.warn("tfpriors: the fused perforated convolution op is unavailable "
-                  f"({_state['error']}); using the pure-TensorFlow implementation, which is "
-                  "slower. Build it with `make ops`.", FusedOpUnavailableWarning, stacklevel=4)
+    warnings.warn(
+        "tfpriors: the fused perforated convolution op is unavailable "
+        f"({_state['error']}); using the pure-TensorFlow implementation, which is "
+        "slower. Build it with `make ops`.",
+        FusedOpUnavailableWarning,
+        stacklevel=4,
+    )
 
 
-__all__ = ["CPU_LIBRARY", "FusedOpUnavailableWarning", "GPU_LIBRARY", "LIBRARY_PATH",
-           "built_against", "fused_op_module", "library_path",
-           "GEMM_CHOICES", "gemm_backend", "has_fused_op", "load", "load_error", "select_gemm",
-           "warn_fallback"]
+__all__ = [
+    "CPU_LIBRARY",
+    "FusedOpUnavailableWarning",
+    "GPU_LIBRARY",
+    "LIBRARY_PATH",
+    "built_against",
+    "fused_op_module",
+    "library_path",
+    "GEMM_CHOICES",
+    "gemm_backend",
+    "has_fused_op",
+    "load",
+    "load_error",
+    "select_gemm",
+    "warn_fallback",
+]

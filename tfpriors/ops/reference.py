@@ -54,8 +54,9 @@ def check_arguments(inputs, kernel, kept, fill_index, output_shape, strides, pad
     inputs = check_images(inputs, "inputs")
     kernel = check_images(kernel, "kernel")
     if None not in (inputs.shape[-1], kernel.shape[2]) and inputs.shape[-1] != kernel.shape[2]:
-        raise ValueError(f"`kernel` has {kernel.shape[2]} input channels but `inputs` has "
-                         f"{inputs.shape[-1]}.")
+        raise ValueError(
+            f"`kernel` has {kernel.shape[2]} input channels but `inputs` has {inputs.shape[-1]}."
+        )
     output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
     strides = _validation.int_tuple(strides, "strides", 2)
     pads = check_pads(pads)
@@ -70,14 +71,19 @@ def check_tables(kept, fill_index, output_shape):
     into ``kept`` per output position.
     """
     positions = output_shape[0] * output_shape[1]
-    kept = _index_table(kept, "kept", None, positions,
-                        f"flat positions of the `output_shape` {output_shape}")
+    kept = _index_table(
+        kept, "kept", None, positions, f"flat positions of the `output_shape` {output_shape}"
+    )
     if not tf.is_tensor(kept) and np.any(np.diff(kept) <= 0):
         raise ValueError("`kept` must be strictly increasing flat output positions.")
     count = kept.shape[0]
-    fill_index = _index_table(fill_index, "fill_index", positions,
-                              count if count is not None else np.iinfo(np.int32).max,
-                              "indices into `kept`")
+    fill_index = _index_table(
+        fill_index,
+        "fill_index",
+        positions,
+        count if count is not None else np.iinfo(np.int32).max,
+        "indices into `kept`",
+    )
     return kept, fill_index
 
 
@@ -86,17 +92,27 @@ def check_positions(positions, inputs, output_shape):
     against the batch of ``inputs`` when both are known."""
     if tf.is_tensor(positions):
         if positions.shape.rank != 1 or not positions.dtype.is_integer:
-            raise ValueError("`positions` must be a 1-D integer tensor; received "
-                             f"{positions.dtype.name} of shape {positions.shape}.")
+            raise ValueError(
+                "`positions` must be a 1-D integer tensor; received "
+                f"{positions.dtype.name} of shape {positions.shape}."
+            )
         return tf.cast(positions, tf.int32)
-    bound = (int(inputs.shape[0]) * output_shape[0] * output_shape[1]
-             if inputs.shape[0] is not None else np.iinfo(np.int32).max)
+    bound = (
+        int(inputs.shape[0]) * output_shape[0] * output_shape[1]
+        if inputs.shape[0] is not None
+        else np.iinfo(np.int32).max
+    )
     positions = _validation.numeric_array(positions, "positions", "float64")
-    if (positions.ndim != 1 or np.any(positions != np.round(positions))
-            or (positions.size and (positions.min() < 0 or positions.max() >= bound))):
-        raise ValueError(f"`positions` must be a 1-D sequence of integers in [0, {bound}) "
-                         "(image * out_h * out_w + flat position) for the batch of "
-                         f"{inputs.shape[0]} `inputs`.")
+    if (
+        positions.ndim != 1
+        or np.any(positions != np.round(positions))
+        or (positions.size and (positions.min() < 0 or positions.max() >= bound))
+    ):
+        raise ValueError(
+            f"`positions` must be a 1-D sequence of integers in [0, {bound}) "
+            "(image * out_h * out_w + flat position) for the batch of "
+            f"{inputs.shape[0]} `inputs`."
+        )
     return tf.constant(positions.astype(np.int32))
 
 
@@ -106,8 +122,11 @@ def check_pads(pads):
         pads = tuple(pads)
     except TypeError:
         pads = None
-    if (pads is None or len(pads) != 2 or any(
-            isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0 for p in pads)):
+    if (
+        pads is None
+        or len(pads) != 2
+        or any(isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0 for p in pads)
+    ):
         raise ValueError("`pads` must be two non-negative integers (pad_top, pad_left).")
     return tuple(int(p) for p in pads)
 
@@ -131,8 +150,10 @@ def conv_geometry(input_hw, kernel_size, strides, padding):
             o = (size - k) // s + 1
             pads.append(0)
         if o <= 0:
-            raise ValueError(f"`input_hw` {tuple(input_hw)} is smaller than the kernel "
-                             f"{tuple(kernel_size)} with padding='valid'.")
+            raise ValueError(
+                f"`input_hw` {tuple(input_hw)} is smaller than the kernel "
+                f"{tuple(kernel_size)} with padding='valid'."
+            )
         out.append(o)
     return out[0], out[1], pads[0], pads[1]
 
@@ -195,20 +216,27 @@ def conv_at_positions_reference(inputs, kernel, positions, output_shape, strides
     per_image = output_shape[0] * output_shape[1]
     positions = tf.cast(positions, tf.int32)
     images = positions // per_image
-    taps = patch_indices(positions % per_image, (height, width), (kh, kw), strides, pads,
-                         output_shape[1], where=tf.where)
+    taps = patch_indices(
+        positions % per_image,
+        (height, width),
+        (kh, kw),
+        strides,
+        pads,
+        output_shape[1],
+        where=tf.where,
+    )
     batch_pixels = tf.shape(inputs)[0] * height * width
     # The zero pixel of the padding sits after the whole batch.
-    index = tf.where(taps == height * width, batch_pixels,
-                     images[:, None] * (height * width) + taps)
+    index = tf.where(
+        taps == height * width, batch_pixels, images[:, None] * (height * width) + taps
+    )
     flat = tf.reshape(inputs, (-1, channels))
     flat = tf.concat([flat, tf.zeros_like(flat[:1])], axis=0)
     patches = tf.reshape(tf.gather(flat, index), (-1, kh * kw * channels))
     return tf.matmul(patches, tf.reshape(kernel, (kh * kw * channels, filters)))
 
 
-def perforated_conv2d_reference(inputs, kernel, kept, fill_index, output_shape, strides,
-                                pads):
+def perforated_conv2d_reference(inputs, kernel, kept, fill_index, output_shape, strides, pads):
     """Perforated convolution of NHWC ``inputs`` (no bias, no activation).
 
     Args:
@@ -224,7 +252,8 @@ def perforated_conv2d_reference(inputs, kernel, kept, fill_index, output_shape, 
         kept value elsewhere.
     """
     inputs, kernel, kept, fill_index, output_shape, strides, pads = check_arguments(
-        inputs, kernel, kept, fill_index, output_shape, strides, pads)
+        inputs, kernel, kept, fill_index, output_shape, strides, pads
+    )
     rows = kept_rows_reference(inputs, kernel, kept, output_shape, strides, pads)
     return fill(rows, fill_index, output_shape)
 

@@ -9,14 +9,44 @@ Example:
 >>> tfpriors.perforation.plot_mask(fast.get_layer("conv2"), "mask.png")
 """
 
-from tfpriors.perforation.masks import (MASK_KINDS, PerforationMask, grid_mask, impact_scores,
-                                        kept_count, lattice_mask, lattice_rates, make_mask,
-                                        mask_from_scores, pooling_counts, structure_mask,
-                                        uniform_mask)
-from tfpriors.perforation.api import (PerforationReport, greedy_perforation,  # noqa: E402
-                                      perforable_layers, perforate, plot_mask)
+from tfpriors.perforation.api import (
+    PerforationReport,
+    greedy_perforation,  # noqa: E402
+    perforable_layers,
+    perforate,
+    plot_mask,
+)
+from tfpriors.perforation.masks import (
+    MASK_KINDS,
+    PerforationMask,
+    grid_mask,
+    impact_scores,
+    kept_count,
+    lattice_mask,
+    lattice_rates,
+    make_mask,
+    mask_from_scores,
+    pooling_counts,
+    structure_mask,
+    uniform_mask,
+)
 
-__all__ = ["MASK_KINDS", "PerforationMask", "PerforationReport", "greedy_perforation",
-           "grid_mask", "impact_scores", "kept_count", "lattice_mask", "lattice_rates",
-           "make_mask", "mask_from_scores", "perforable_layers", "perforate", "plot_mask",
-           "pooling_counts", "structure_mask", "uniform_mask"]
+__all__ = [
+    "MASK_KINDS",
+    "PerforationMask",
+    "PerforationReport",
+    "greedy_perforation",
+    "grid_mask",
+    "impact_scores",
+    "kept_count",
+    "lattice_mask",
+    "lattice_rates",
+    "make_mask",
+    "mask_from_scores",
+    "perforable_layers",
+    "perforate",
+    "plot_mask",
+    "pooling_counts",
+    "structure_mask",
+    "uniform_mask",
+]

@@ -8,19 +8,31 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
-from tfpriors.graph import chain_after, walk
 from tfpriors._rewrite import check_rewritable, rewrite_model
+from tfpriors.graph import chain_after, walk
 from tfpriors.io import atomic_path
 from tfpriors.layers.perforated import PerforatedConv2D
 from tfpriors.ops.autotune import quiet_retracing
-from tfpriors.perforation.masks import (MASK_KINDS, PerforationMask, _outputs_logits,
-                                        _split_data, impact_scores, make_mask)
+from tfpriors.perforation.masks import (
+    MASK_KINDS,
+    PerforationMask,
+    _outputs_logits,
+    _split_data,
+    impact_scores,
+    make_mask,
+)
 
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 # Layers between a convolution and its pooling that keep positions where they are.
-_POSITIONWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU,
-                 keras.layers.ELU, keras.layers.BatchNormalization, keras.layers.Dropout,
-                 keras.layers.Identity)
+_POSITIONWISE = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.BatchNormalization,
+    keras.layers.Dropout,
+    keras.layers.Identity,
+)
 
 
 def perforable_layers(model):
@@ -33,8 +45,12 @@ def perforable_layers(model):
     for layer in walk(model):
         if isinstance(layer, PerforatedConv2D):
             found.append(layer)
-        elif (type(layer) is keras.layers.Conv2D and layer.data_format == "channels_last"
-              and tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1):
+        elif (
+            type(layer) is keras.layers.Conv2D
+            and layer.data_format == "channels_last"
+            and tuple(layer.dilation_rate) == (1, 1)
+            and layer.groups == 1
+        ):
             found.append(layer)
     return found
 
@@ -42,8 +58,12 @@ def perforable_layers(model):
 def _next_pooling(layer):
     """(pool_size, strides, padding) of the pooling fed by ``layer``, through position-wise
     layers; None when there is none or the output branches."""
-    found = chain_after(layer, passes=lambda l: isinstance(l, _POSITIONWISE),
-                        stops=lambda l: isinstance(l, _POOLING), limit=16)
+    found = chain_after(
+        layer,
+        passes=lambda following: isinstance(following, _POSITIONWISE),
+        stops=lambda following: isinstance(following, _POOLING),
+        limit=16,
+    )
     if found is None:
         return None
     pooling = found[1]
@@ -62,8 +82,10 @@ def _build_mask(model, layer, kind, rate, data, seed, scores_cache):
         pooling = _next_pooling(layer) or (1, 1, "valid")
     elif kind == "impact":
         if data is None:
-            raise ValueError("`mask='impact'` needs `data=(x, y)`: the impact of each output "
-                             "position on the loss is measured on it.")
+            raise ValueError(
+                "`mask='impact'` needs `data=(x, y)`: the impact of each output "
+                "position on the loss is measured on it."
+            )
         if layer.name not in scores_cache:
             scores_cache[layer.name] = impact_scores(model, layer, data)
         scores = scores_cache[layer.name]
@@ -75,13 +97,17 @@ def _resolve_rates(model, rates):
     if isinstance(rates, numbers.Real) and not isinstance(rates, bool):
         rates = {name: rates for name in layers}
     if not isinstance(rates, dict) or not rates:
-        raise TypeError("`rates` must be a dict {conv layer name: rate} or one rate for "
-                        f"every convolution; received {rates!r}.")
+        raise TypeError(
+            "`rates` must be a dict {conv layer name: rate} or one rate for "
+            f"every convolution; received {rates!r}."
+        )
     resolved = {}
     for name, rate in rates.items():
         if name not in layers:
-            raise ValueError(f"`rates` names '{name}', which is not a perforable convolution "
-                             f"of '{model.name}'; perforable layers: {sorted(layers)}.")
+            raise ValueError(
+                f"`rates` names '{name}', which is not a perforable convolution "
+                f"of '{model.name}'; perforable layers: {sorted(layers)}."
+            )
         rate = _validation.real_number(rate, f"rates['{name}']", 0.0, 1.0)
         if rate >= 1.0:
             raise ValueError(f"`rates['{name}']` must be < 1; received {rate}.")
@@ -117,29 +143,49 @@ def perforate(model, rates, mask="uniform", data=None, seed=0, implementation="a
     rates, layers = _resolve_rates(model, rates)
     masks = mask if isinstance(mask, dict) else {name: mask for name in rates}
     if set(masks) != set(rates):
-        raise ValueError(f"A `mask` dict must name exactly the layers of `rates` "
-                         f"({sorted(rates)}); received {sorted(masks)}.")
+        raise ValueError(
+            f"A `mask` dict must name exactly the layers of `rates` "
+            f"({sorted(rates)}); received {sorted(masks)}."
+        )
     for name, kind in masks.items():
         if not isinstance(kind, PerforationMask):
-            _validation.one_of(kind, f"mask['{name}']" if isinstance(mask, dict) else "mask",
-                               set(MASK_KINDS))
+            _validation.one_of(
+                kind, f"mask['{name}']" if isinstance(mask, dict) else "mask", set(MASK_KINDS)
+            )
     scores_cache = {}
-    built = {name: _build_mask(model, layers[name], masks[name].lower()
-                               if isinstance(masks[name], str) else masks[name],
-                               rates[name], data, seed, scores_cache)
-             for name in rates}
+    built = {
+        name: _build_mask(
+            model,
+            layers[name],
+            masks[name].lower() if isinstance(masks[name], str) else masks[name],
+            rates[name],
+            data,
+            seed,
+            scores_cache,
+        )
+        for name in rates
+    }
 
     def replace(layer):
         if layer.name not in rates:
             return None
         new_layer = PerforatedConv2D(
-            layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
-            mask=built[layer.name], activation=layer.activation, use_bias=layer.use_bias,
+            layer.filters,
+            layer.kernel_size,
+            strides=layer.strides,
+            padding=layer.padding,
+            mask=built[layer.name],
+            activation=layer.activation,
+            use_bias=layer.use_bias,
             kernel_regularizer=layer.kernel_regularizer,
             bias_regularizer=layer.bias_regularizer,
             activity_regularizer=layer.activity_regularizer,
-            kernel_constraint=layer.kernel_constraint, bias_constraint=layer.bias_constraint,
-            implementation=implementation, name=layer.name, dtype=layer.dtype_policy)
+            kernel_constraint=layer.kernel_constraint,
+            bias_constraint=layer.bias_constraint,
+            implementation=implementation,
+            name=layer.name,
+            dtype=layer.dtype_policy,
+        )
 
         def set_weights(target, source=layer):
             target.kernel.assign(source.kernel)
@@ -180,15 +226,18 @@ class PerforationReport:
 
     def __str__(self):
         chosen = ", ".join(f"{name}: {rate:g}" for name, rate in self.rates.items()) or "none"
-        return "\n".join([
-            f"Greedy perforation ({self.mask} masks), target {self.target_speedup:.2f}x, "
-            f"accuracy budget {self.max_accuracy_drop:.2%}",
-            f"  rates             {chosen}",
-            f"  speedup           {self.predicted_speedup:.2f}x predicted, "
-            f"{self.measured_speedup:.2f}x measured (model forward, median)",
-            f"  accuracy          {self.accuracy_before:.2%} -> {self.accuracy_after:.2%}",
-            f"  validation loss   {self.loss_before:.4f} -> {self.loss_after:.4f}",
-            f"  stopped           {self.stop_reason}"])
+        return "\n".join(
+            [
+                f"Greedy perforation ({self.mask} masks), target {self.target_speedup:.2f}x, "
+                f"accuracy budget {self.max_accuracy_drop:.2%}",
+                f"  rates             {chosen}",
+                f"  speedup           {self.predicted_speedup:.2f}x predicted, "
+                f"{self.measured_speedup:.2f}x measured (model forward, median)",
+                f"  accuracy          {self.accuracy_before:.2%} -> {self.accuracy_after:.2%}",
+                f"  validation loss   {self.loss_before:.4f} -> {self.loss_after:.4f}",
+                f"  stopped           {self.stop_reason}",
+            ]
+        )
 
 
 def _loss_and_accuracy(model, x, y, batch_size):
@@ -224,38 +273,79 @@ def _layer_timer(layer, rate, batch, mask_kind, seed, implementation):
 
     input_shape = tuple(int(d) for d in layer.input.shape[1:])
     config_mask = mask_kind if mask_kind != "impact" else "uniform"
-    copy = PerforatedConv2D(layer.filters, layer.kernel_size, strides=layer.strides,
-                      padding=layer.padding, rate=rate, mask=config_mask, seed=seed,
-                      activation=layer.activation, use_bias=layer.use_bias,
-                      implementation=implementation)
+    copy = PerforatedConv2D(
+        layer.filters,
+        layer.kernel_size,
+        strides=layer.strides,
+        padding=layer.padding,
+        rate=rate,
+        mask=config_mask,
+        seed=seed,
+        activation=layer.activation,
+        use_bias=layer.use_bias,
+        implementation=implementation,
+    )
     x = tf.random.normal((batch,) + input_shape)
     copy.build(x.shape)
     call = tf.function(copy.call)
     return lambda: call(x).numpy()
 
 
-def _candidate_costs(model, layer, steps, mask, data, seed, implementation, batch_size,
-                     timing_repeats, x, y, loss_before):
+def _candidate_costs(
+    model,
+    layer,
+    steps,
+    mask,
+    data,
+    seed,
+    implementation,
+    batch_size,
+    timing_repeats,
+    x,
+    y,
+    loss_before,
+):
     """FLOPs, measured forward seconds and validation-loss increase of ``layer`` per rate."""
     kh, kw = layer.kernel_size
     out_h, out_w = _output_hw(layer)
     flops = out_h * out_w * kh * kw * int(layer.kernel.shape[2]) * layer.filters
-    timers = [_layer_timer(layer, rate, batch_size, mask, seed, implementation)
-              for rate in [0.0] + steps]
+    timers = [
+        _layer_timer(layer, rate, batch_size, mask, seed, implementation) for rate in [0.0] + steps
+    ]
     seconds = _interleaved_medians(timers, timing_repeats)
     loss_increase = [0.0]
     for rate in steps:
-        trial = perforate(model, {layer.name: rate}, mask=mask, data=data, seed=seed,
-                          implementation=implementation)
+        trial = perforate(
+            model,
+            {layer.name: rate},
+            mask=mask,
+            data=data,
+            seed=seed,
+            implementation=implementation,
+        )
         loss, _ = _loss_and_accuracy(trial, x, y, batch_size)
         loss_increase.append(loss - loss_before)
-    return {"flops": int(flops), "rates": [0.0] + steps, "seconds": seconds,
-            "loss_increase": loss_increase}
+    return {
+        "flops": int(flops),
+        "rates": [0.0] + steps,
+        "seconds": seconds,
+        "loss_increase": loss_increase,
+    }
 
 
-def greedy_perforation(model, validation_data, target_speedup=2.0, mask=None,
-                       max_accuracy_drop=0.01, rate_steps=(0.25, 0.5, 0.75), batch_size=32,
-                       timing_repeats=15, seed=0, implementation="auto", progress=True):
+def greedy_perforation(
+    model,
+    validation_data,
+    target_speedup=2.0,
+    mask=None,
+    max_accuracy_drop=0.01,
+    rate_steps=(0.25, 0.5, 0.75),
+    batch_size=32,
+    timing_repeats=15,
+    seed=0,
+    implementation="auto",
+    progress=True,
+):
     """Perforates ``model``'s convolutions towards a measured speedup within an accuracy budget.
 
     1. Cost of every perforable convolution: its FLOPs and its measured
@@ -308,12 +398,12 @@ def greedy_perforation(model, validation_data, target_speedup=2.0, mask=None,
     if target_speedup <= 1.0:
         raise ValueError(f"`target_speedup` must be > 1; received {target_speedup}.")
     mask = _validation.one_of("impact" if mask is None else mask, "mask", set(MASK_KINDS))
-    max_accuracy_drop = _validation.real_number(max_accuracy_drop, "max_accuracy_drop", 0.0,
-                                                1.0)
+    max_accuracy_drop = _validation.real_number(max_accuracy_drop, "max_accuracy_drop", 0.0, 1.0)
     steps = [_validation.real_number(r, "rate_steps", 0.0, 1.0) for r in rate_steps]
     if not steps or steps != sorted(set(steps)) or steps[0] <= 0 or steps[-1] >= 1:
-        raise ValueError("`rate_steps` must be increasing rates in (0, 1); received "
-                         f"{rate_steps!r}.")
+        raise ValueError(
+            f"`rate_steps` must be increasing rates in (0, 1); received {rate_steps!r}."
+        )
     batch_size = _validation.positive_int(batch_size, "batch_size")
     timing_repeats = _validation.positive_int(timing_repeats, "timing_repeats")
     x, y = _split_data(validation_data)
@@ -322,18 +412,45 @@ def greedy_perforation(model, validation_data, target_speedup=2.0, mask=None,
         raise ValueError(f"'{model.name}' has no convolution that can be perforated.")
 
     with quiet_retracing():
-        return _greedy(model, x, y, candidates, target_speedup, mask, max_accuracy_drop,
-                       steps, batch_size, timing_repeats, seed, implementation, progress)
+        return _greedy(
+            model,
+            x,
+            y,
+            candidates,
+            target_speedup,
+            mask,
+            max_accuracy_drop,
+            steps,
+            batch_size,
+            timing_repeats,
+            seed,
+            implementation,
+            progress,
+        )
 
 
-def _greedy(model, x, y, candidates, target_speedup, mask, max_accuracy_drop, steps,
-            batch_size, timing_repeats, seed, implementation, progress):
+def _greedy(
+    model,
+    x,
+    y,
+    candidates,
+    target_speedup,
+    mask,
+    max_accuracy_drop,
+    steps,
+    batch_size,
+    timing_repeats,
+    seed,
+    implementation,
+    progress,
+):
     import tensorflow as tf
     from tqdm.auto import tqdm
 
     data = (x, y) if mask == "impact" else None
-    bar = tqdm(total=len(candidates) + 2, desc="greedy perforation", disable=not progress,
-               leave=False)
+    bar = tqdm(
+        total=len(candidates) + 2, desc="greedy perforation", disable=not progress, leave=False
+    )
     loss_before, accuracy_before = _loss_and_accuracy(model, x, y, batch_size)
     timing_x = tf.constant(np.resize(x, (batch_size,) + x.shape[1:]))
     base_forward = _forward(model, timing_x)
@@ -341,16 +458,28 @@ def _greedy(model, x, y, candidates, target_speedup, mask, max_accuracy_drop, st
     bar.update(1)
     layers = {}
     for layer in candidates:
-        layers[layer.name] = _candidate_costs(model, layer, steps, mask, data, seed,
-                                              implementation, batch_size, timing_repeats, x, y,
-                                              loss_before)
+        layers[layer.name] = _candidate_costs(
+            model,
+            layer,
+            steps,
+            mask,
+            data,
+            seed,
+            implementation,
+            batch_size,
+            timing_repeats,
+            x,
+            y,
+            loss_before,
+        )
         bar.update(1)
 
     def build(rates):
         if not rates:
             return rewrite_model(model, lambda layer: None)
-        return perforate(model, rates, mask=mask, data=data, seed=seed,
-                         implementation=implementation)
+        return perforate(
+            model, rates, mask=mask, data=data, seed=seed, implementation=implementation
+        )
 
     # Greedy on the independent estimates, each step checked on the validation data.
     level = {name: 0 for name in layers}
@@ -391,15 +520,17 @@ def _greedy(model, x, y, candidates, target_speedup, mask, max_accuracy_drop, st
     while True:
         chosen = {n: layers[n]["rates"][i] for n, i in level.items() if i > 0}
         result = build(chosen)
-        before, after = _interleaved_medians([base_forward, _forward(result, timing_x)],
-                                             timing_repeats)
+        before, after = _interleaved_medians(
+            [base_forward, _forward(result, timing_x)], timing_repeats
+        )
         if before / after > 1.0 or not accepted:
             break
         name, gain = accepted.pop()
         level[name] -= 1
         saved -= gain
-        stop_reason = (f"measured slower than the input ({before / after:.2f}x): the last "
-                       "steps were undone")
+        stop_reason = (
+            f"measured slower than the input ({before / after:.2f}x): the last steps were undone"
+        )
     if not chosen:
         # The same computation as the input: any measured difference is noise.
         before = after = 1.0
@@ -410,12 +541,20 @@ def _greedy(model, x, y, candidates, target_speedup, mask, max_accuracy_drop, st
     bar.update(1)
     bar.close()
     result.perforation_report = PerforationReport(
-        rates=chosen, target_speedup=target_speedup,
+        rates=chosen,
+        target_speedup=target_speedup,
         predicted_speedup=float(base_time / max(base_time - saved, 1e-12)),
-        measured_speedup=before / after, accuracy_before=accuracy_before,
-        accuracy_after=accuracy_after, loss_before=loss_before, loss_after=loss_after,
-        layers=layers, mask=mask, max_accuracy_drop=max_accuracy_drop,
-        stop_reason=stop_reason, steps=tried)
+        measured_speedup=before / after,
+        accuracy_before=accuracy_before,
+        accuracy_after=accuracy_after,
+        loss_before=loss_before,
+        loss_after=loss_after,
+        layers=layers,
+        mask=mask,
+        max_accuracy_drop=max_accuracy_drop,
+        stop_reason=stop_reason,
+        steps=tried,
+    )
     return result
 
 
@@ -444,8 +583,10 @@ def plot_mask(layer, path, title=None):
     else:
         mask = getattr(layer, "mask", None)
         if not isinstance(mask, PerforationMask):
-            raise TypeError("`layer` must be a built PerforatedConv2D or a PerforationMask; "
-                            f"received {layer!r}.")
+            raise TypeError(
+                "`layer` must be a built PerforatedConv2D or a PerforationMask; "
+                f"received {layer!r}."
+            )
         name = layer.name
     if not str(path).endswith(".png"):
         raise ValueError(f"`path` must end in '.png'; received {path!r}.")

@@ -20,7 +20,6 @@ Builders (Figurnov et al., PerforatedCNNs, 2016):
   loss most, estimated as the mean ``|dL/dy * y|`` over channels and data.
 """
 
-
 import numpy as np
 from scipy import ndimage
 
@@ -36,8 +35,9 @@ def kept_count(size, rate):
     size = _validation.positive_int(size, "size")
     rate = _validation.real_number(rate, "rate", 0.0, 1.0)
     if rate >= 1.0:
-        raise ValueError(f"`rate` must be < 1 (at least one position is computed); "
-                         f"received {rate}.")
+        raise ValueError(
+            f"`rate` must be < 1 (at least one position is computed); received {rate}."
+        )
     return max(1, int(round((1.0 - rate) * size)))
 
 
@@ -73,20 +73,26 @@ class PerforationMask:
         try:
             kept = np.asarray(kept)
         except (TypeError, ValueError):
-            raise TypeError(f"`kept` must be a sequence of integers; received {kept!r}.") \
-                from None
+            raise TypeError(f"`kept` must be a sequence of integers; received {kept!r}.") from None
         if kept.ndim != 1 or kept.size == 0:
-            raise ValueError(f"`kept` must be a non-empty 1-D sequence of flat positions; "
-                             f"received shape {kept.shape}.")
+            raise ValueError(
+                f"`kept` must be a non-empty 1-D sequence of flat positions; "
+                f"received shape {kept.shape}."
+            )
         if not np.issubdtype(kept.dtype, np.integer):
-            if not (np.issubdtype(kept.dtype, np.floating)
-                    and np.all(np.isfinite(kept)) and np.all(kept == np.round(kept))):
+            if not (
+                np.issubdtype(kept.dtype, np.floating)
+                and np.all(np.isfinite(kept))
+                and np.all(kept == np.round(kept))
+            ):
                 raise TypeError(f"`kept` must hold integers; received dtype {kept.dtype}.")
         kept = kept.astype(np.int64)
         if kept.min() < 0 or kept.max() >= size:
-            raise ValueError(f"`kept` positions must lie in [0, {size}) for `output_shape` "
-                             f"{self.output_shape}; received values in "
-                             f"[{kept.min()}, {kept.max()}].")
+            raise ValueError(
+                f"`kept` positions must lie in [0, {size}) for `output_shape` "
+                f"{self.output_shape}; received values in "
+                f"[{kept.min()}, {kept.max()}]."
+            )
         if len(np.unique(kept)) != len(kept):
             raise ValueError("`kept` positions must be distinct.")
         self.kept = np.sort(kept).astype(np.int32)
@@ -113,21 +119,27 @@ class PerforationMask:
     @classmethod
     def from_config(cls, config):
         if not isinstance(config, dict) or set(config) != {"output_shape", "kept"}:
-            raise ValueError("A PerforationMask config must be a dict with keys "
-                             f"'output_shape' and 'kept'; received {config!r}.")
+            raise ValueError(
+                "A PerforationMask config must be a dict with keys "
+                f"'output_shape' and 'kept'; received {config!r}."
+            )
         return cls(config["output_shape"], config["kept"])
 
     def __eq__(self, other):
-        return (isinstance(other, PerforationMask)
-                and self.output_shape == other.output_shape
-                and np.array_equal(self.kept, other.kept))
+        return (
+            isinstance(other, PerforationMask)
+            and self.output_shape == other.output_shape
+            and np.array_equal(self.kept, other.kept)
+        )
 
     def __hash__(self):
         return hash((self.output_shape, self.kept.tobytes()))
 
     def __repr__(self):
-        return (f"PerforationMask(output_shape={self.output_shape}, kept={len(self.kept)}/"
-                f"{self.size}, rate={self.rate:.3f})")
+        return (
+            f"PerforationMask(output_shape={self.output_shape}, kept={len(self.kept)}/"
+            f"{self.size}, rate={self.rate:.3f})"
+        )
 
 
 def _nearest_maps(output_shape, kept):
@@ -137,8 +149,9 @@ def _nearest_maps(output_shape, kept):
     missing[kept] = False
     # The distance transform of the "missing" image returns, for each position,
     # the coordinates of the nearest zero, i.e. the nearest kept position.
-    _, (rows, cols) = ndimage.distance_transform_edt(missing.reshape(output_shape),
-                                                     return_indices=True)
+    _, (rows, cols) = ndimage.distance_transform_edt(
+        missing.reshape(output_shape), return_indices=True
+    )
     nearest = (rows * output_shape[1] + cols).reshape(-1).astype(np.int32)
     fill_index = np.searchsorted(kept, nearest).astype(np.int32)
     return nearest, fill_index
@@ -232,13 +245,20 @@ def lattice_mask(output_shape, rate):
     output_shape = _output_shape(output_shape)
     rate = _validation.real_number(rate, "rate", 0.0, 1.0)
     if rate >= 1.0:
-        raise ValueError(f"`rate` must be < 1 (at least one position is computed); "
-                         f"received {rate}.")
+        raise ValueError(
+            f"`rate` must be < 1 (at least one position is computed); received {rate}."
+        )
     height, width = output_shape
     rates = lattice_rates(output_shape)
-    row_step, col_step = min(rates, key=lambda steps: (
-        round(abs(rates[steps] - rate), 9), rates[steps], abs(steps[0] - steps[1]),
-        -steps[0]))
+    row_step, col_step = min(
+        rates,
+        key=lambda steps: (
+            round(abs(rates[steps] - rate), 9),
+            rates[steps],
+            abs(steps[0] - steps[1]),
+            -steps[0],
+        ),
+    )
     rows = np.arange((row_step - 1) // 2, height, row_step)
     cols = np.arange((col_step - 1) // 2, width, col_step)
     return PerforationMask(output_shape, (rows[:, None] * width + cols[None, :]).reshape(-1))
@@ -262,7 +282,7 @@ def pooling_counts(output_shape, pool_size, strides=None, padding="valid"):
         axis = np.zeros(length, np.int64)
         for w in range(windows):
             start = w * s - before
-            axis[max(start, 0):max(min(start + k, length), 0)] += 1
+            axis[max(start, 0) : max(min(start + k, length), 0)] += 1
         per_axis.append(axis)
     counts += per_axis[0][:, None] * per_axis[1][None, :]
     return counts
@@ -276,8 +296,9 @@ def _top_positions(scores, count, seed):
     return order[:count]
 
 
-def structure_mask(output_shape, rate, pool_size=3, pool_strides=2, pool_padding="valid",
-                   seed=None):
+def structure_mask(
+    output_shape, rate, pool_size=3, pool_strides=2, pool_padding="valid", seed=None
+):
     """Keeps the positions read by the most windows of the next pooling layer.
 
     With overlapping pooling (the default 3x3 stride 2 of AlexNet-style nets)
@@ -292,8 +313,9 @@ def structure_mask(output_shape, rate, pool_size=3, pool_strides=2, pool_padding
     """
     output_shape = _output_shape(output_shape)
     # Checked under this function's own names before pooling_counts sees them.
-    pool_strides = _validation.int_tuple(pool_strides if pool_strides is not None else pool_size,
-                                         "pool_strides", 2)
+    pool_strides = _validation.int_tuple(
+        pool_strides if pool_strides is not None else pool_size, "pool_strides", 2
+    )
     pool_padding = _validation.one_of(pool_padding, "pool_padding", {"same", "valid"})
     counts = pooling_counts(output_shape, pool_size, pool_strides, pool_padding)
     count = kept_count(counts.size, rate)
@@ -304,10 +326,12 @@ def mask_from_scores(scores, rate, seed=None):
     """Keeps the positions with the highest ``scores`` (a ``(height, width)`` array)."""
     scores = _validation.numeric_array(scores, "scores", np.float64)
     if scores.ndim != 2 or not scores.size or not np.all(np.isfinite(scores)):
-        raise ValueError(f"`scores` must be a finite (height, width) array; received shape "
-                         f"{scores.shape}.")
-    return PerforationMask(scores.shape, _top_positions(scores, kept_count(scores.size, rate),
-                                                        seed))
+        raise ValueError(
+            f"`scores` must be a finite (height, width) array; received shape {scores.shape}."
+        )
+    return PerforationMask(
+        scores.shape, _top_positions(scores, kept_count(scores.size, rate), seed)
+    )
 
 
 def impact_scores(model, layer, data, batch_size=128):
@@ -327,26 +351,29 @@ def impact_scores(model, layer, data, batch_size=128):
 
     layer = _validation.layer_of(model, layer)
     if layer is model.layers[-1]:
-        raise ValueError(f"`layer` must be an inner layer of '{model.name}' (its impact on "
-                         f"the loss goes through the layers after it); received the output "
-                         f"layer '{layer.name}'.")
+        raise ValueError(
+            f"`layer` must be an inner layer of '{model.name}' (its impact on "
+            f"the loss goes through the layers after it); received the output "
+            f"layer '{layer.name}'."
+        )
     batch_size = _validation.positive_int(batch_size, "batch_size")
     x, y = _split_data(data)
     # Split the model at the layer's output so that dL/dy is a plain gradient.
     head = keras.Model(model.inputs, layer.output)
     tail = keras.Model(layer.output, model.outputs[0])
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=_outputs_logits(model),
-                                                         reduction="sum")
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=_outputs_logits(model), reduction="sum"
+    )
     total = 0.0
     for start in range(0, len(x), batch_size):
-        activations = head(tf.constant(x[start:start + batch_size]), training=False)
+        activations = head(tf.constant(x[start : start + batch_size]), training=False)
         with tf.GradientTape() as tape:
             tape.watch(activations)
-            loss = loss_fn(tf.constant(y[start:start + batch_size]),
-                           tail(activations, training=False))
+            loss = loss_fn(
+                tf.constant(y[start : start + batch_size]), tail(activations, training=False)
+            )
         grads = tape.gradient(loss, activations)
-        total += tf.reduce_sum(tf.reduce_mean(tf.abs(grads * activations), axis=-1),
-                               axis=0).numpy()
+        total += tf.reduce_sum(tf.reduce_mean(tf.abs(grads * activations), axis=-1), axis=0).numpy()
     return total / len(x)
 
 
@@ -371,8 +398,10 @@ def make_mask(kind, output_shape, rate, seed=None, pooling=None, scores=None):
     output_shape = _output_shape(output_shape)
     if isinstance(kind, PerforationMask):
         if kind.output_shape != output_shape:
-            raise ValueError(f"The mask is for outputs of shape {kind.output_shape}, but the "
-                             f"convolution gives {output_shape}.")
+            raise ValueError(
+                f"The mask is for outputs of shape {kind.output_shape}, but the "
+                f"convolution gives {output_shape}."
+            )
         return kind
     kind = _validation.one_of(kind, "kind", set(MASK_KINDS))
     if kind == "uniform":
@@ -389,7 +418,8 @@ def make_mask(kind, output_shape, rate, seed=None, pooling=None, scores=None):
             "mask='impact' needs data to measure each position's impact on the loss: use "
             "tfpriors.perforation.perforate(model, rates, mask='impact', data=(x, y)), or "
             "pass a PerforationMask built with tfpriors.perforation.mask_from_scores("
-            "tfpriors.perforation.impact_scores(model, layer, (x, y)), rate).")
+            "tfpriors.perforation.impact_scores(model, layer, (x, y)), rate)."
+        )
     return mask_from_scores(scores, rate, seed=seed)
 
 

@@ -8,5 +8,14 @@ from tfpriors.priors.learned_gaussian import LearnedGaussian
 from tfpriors.priors.log_uniform import LogUniform, log_alpha
 from tfpriors.priors.normal import Normal
 
-__all__ = ["Prior", "LogUniform", "Normal", "log_alpha", "LearnedGaussian", "KernelVAE",
-           "DeepWeightPrior", "collect_kernels", "plot_kernels"]
+__all__ = [
+    "Prior",
+    "LogUniform",
+    "Normal",
+    "log_alpha",
+    "LearnedGaussian",
+    "KernelVAE",
+    "DeepWeightPrior",
+    "collect_kernels",
+    "plot_kernels",
+]

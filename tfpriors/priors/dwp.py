@@ -18,8 +18,13 @@ from keras import ops
 
 from tfpriors import _validation
 from tfpriors.priors.base import Prior
-from tfpriors.priors.kernel_vae import (check_kernel_shape, check_vae, kernel_slices,
-                                        vae_from_config, vae_to_config)
+from tfpriors.priors.kernel_vae import (
+    check_kernel_shape,
+    check_vae,
+    kernel_slices,
+    vae_from_config,
+    vae_to_config,
+)
 
 _LOG_2PI_E = math.log(2.0 * math.pi * math.e)
 
@@ -58,8 +63,11 @@ class DeepWeightPrior(Prior):
 
     def check_kernel_shape(self, shape, layer=None):
         """Raises a ValueError unless ``shape`` is a square conv kernel of the VAE's size."""
-        where = "DeepWeightPrior" if layer is None else (
-            f"layer '{layer.name}' ({type(layer).__name__}) with prior=DeepWeightPrior")
+        where = (
+            "DeepWeightPrior"
+            if layer is None
+            else (f"layer '{layer.name}' ({type(layer).__name__}) with prior=DeepWeightPrior")
+        )
         return check_kernel_shape(shape, self.kernel_size, where)
 
     def kl(self, mean, log_sigma2):
@@ -69,8 +77,9 @@ class DeepWeightPrior(Prior):
         noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
         weights = mean + ops.exp(0.5 * log_sigma2) * noise
         entropy = 0.5 * ops.sum(_LOG_2PI_E + log_sigma2)
-        bound = self.vae.negative_elbo(kernel_slices(weights), sample=True,
-                                       seed=self.seed_generator)
+        bound = self.vae.negative_elbo(
+            kernel_slices(weights), sample=True, seed=self.seed_generator
+        )
         return ops.sum(bound) - entropy
 
     def get_config(self):

@@ -51,8 +51,15 @@ class KernelVAE(FloatInputs, keras.Model):
     >>> vae.save("vae.keras")
     """
 
-    def __init__(self, kernel_size=3, latent_dim=2, hidden_units=64, min_log_variance=-12.0,
-                 seed=None, **kwargs):
+    def __init__(
+        self,
+        kernel_size=3,
+        latent_dim=2,
+        hidden_units=64,
+        min_log_variance=-12.0,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.kernel_size = _validation.positive_int(kernel_size, "kernel_size")
         self.latent_dim = _validation.positive_int(latent_dim, "latent_dim")
@@ -61,14 +68,25 @@ class KernelVAE(FloatInputs, keras.Model):
         self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         k, h = self.kernel_size, self.hidden_units
-        self.encoder = keras.Sequential([
-            keras.Input((k, k)), keras.layers.Flatten(),
-            keras.layers.Dense(h, activation="elu"), keras.layers.Dense(h, activation="elu"),
-            keras.layers.Dense(2 * self.latent_dim)], name="encoder")
-        self.decoder = keras.Sequential([
-            keras.Input((self.latent_dim,)),
-            keras.layers.Dense(h, activation="elu"), keras.layers.Dense(h, activation="elu"),
-            keras.layers.Dense(2 * k * k)], name="decoder")
+        self.encoder = keras.Sequential(
+            [
+                keras.Input((k, k)),
+                keras.layers.Flatten(),
+                keras.layers.Dense(h, activation="elu"),
+                keras.layers.Dense(h, activation="elu"),
+                keras.layers.Dense(2 * self.latent_dim),
+            ],
+            name="encoder",
+        )
+        self.decoder = keras.Sequential(
+            [
+                keras.Input((self.latent_dim,)),
+                keras.layers.Dense(h, activation="elu"),
+                keras.layers.Dense(h, activation="elu"),
+                keras.layers.Dense(2 * k * k),
+            ],
+            name="decoder",
+        )
 
     def build(self, input_shape=None):
         # Encoder and decoder are built in __init__: nothing depends on the input.
@@ -81,8 +99,10 @@ class KernelVAE(FloatInputs, keras.Model):
             kernels = ops.reshape(kernels, (-1, k, k))
             shape = shape[:3]
         if len(shape) != 3 or tuple(shape[1:]) != (k, k):
-            raise ValueError(f"`{name}` must have shape (n, {k}, {k}) (or (n, {k}, {k}, 1)) "
-                             f"for this KernelVAE(kernel_size={k}); received shape {shape}.")
+            raise ValueError(
+                f"`{name}` must have shape (n, {k}, {k}) (or (n, {k}, {k}, 1)) "
+                f"for this KernelVAE(kernel_size={k}); received shape {shape}."
+            )
         return ops.cast(kernels, "float32")
 
     def encode(self, kernels):
@@ -98,7 +118,8 @@ class KernelVAE(FloatInputs, keras.Model):
         w_mean, w_log_variance = ops.split(stats, 2, axis=-1)
         # softplus keeps the floor smooth, so the gradient never stops at it.
         w_log_variance = self.min_log_variance + ops.softplus(
-            w_log_variance - self.min_log_variance)
+            w_log_variance - self.min_log_variance
+        )
         return ops.reshape(w_mean, (-1, k, k)), ops.reshape(w_log_variance, (-1, k, k))
 
     def negative_elbo(self, kernels, sample=True, seed=None):
@@ -113,15 +134,18 @@ class KernelVAE(FloatInputs, keras.Model):
         z_mean, z_log_variance = self.encode(kernels)
         z = z_mean
         if sample:
-            noise = keras.random.normal(ops.shape(z_mean),
-                                        seed=self.seed_generator if seed is None else seed)
+            noise = keras.random.normal(
+                ops.shape(z_mean), seed=self.seed_generator if seed is None else seed
+            )
             z = z_mean + ops.exp(0.5 * z_log_variance) * noise
         w_mean, w_log_variance = self.decode(z)
         log_likelihood = -0.5 * ops.sum(
             _LOG_2PI + w_log_variance + ops.square(kernels - w_mean) * ops.exp(-w_log_variance),
-            axis=(1, 2))
-        kl = 0.5 * ops.sum(ops.exp(z_log_variance) + ops.square(z_mean) - 1.0 - z_log_variance,
-                           axis=-1)
+            axis=(1, 2),
+        )
+        kl = 0.5 * ops.sum(
+            ops.exp(z_log_variance) + ops.square(z_mean) - 1.0 - z_log_variance, axis=-1
+        )
         return kl - log_likelihood
 
     def call(self, inputs, training=False):
@@ -136,23 +160,31 @@ class KernelVAE(FloatInputs, keras.Model):
     def sample(self, num_kernels, seed=None):
         """Kernels from the decoder mean at ``z ~ N(0, I)``, NumPy ``(num_kernels, k, k)``."""
         num_kernels = _validation.positive_int(num_kernels, "num_kernels")
-        z = keras.random.normal((num_kernels, self.latent_dim),
-                                seed=self.seed_generator if seed is None else seed)
+        z = keras.random.normal(
+            (num_kernels, self.latent_dim), seed=self.seed_generator if seed is None else seed
+        )
         return ops.convert_to_numpy(self.decode(z)[0])
 
     def get_config(self):
         config = super().get_config()
-        config.update({"kernel_size": self.kernel_size, "latent_dim": self.latent_dim,
-                       "hidden_units": self.hidden_units,
-                       "min_log_variance": self.min_log_variance, "seed": self.seed})
+        config.update(
+            {
+                "kernel_size": self.kernel_size,
+                "latent_dim": self.latent_dim,
+                "hidden_units": self.hidden_units,
+                "min_log_variance": self.min_log_variance,
+                "seed": self.seed,
+            }
+        )
         return config
 
 
 def check_vae(vae, name="vae"):
     """Returns ``vae`` if it is a :class:`KernelVAE`, else raises a TypeError naming ``name``."""
     if not isinstance(vae, KernelVAE):
-        raise TypeError(f"`{name}` must be a tfpriors.priors.KernelVAE; received "
-                        f"{type(vae).__name__}.")
+        raise TypeError(
+            f"`{name}` must be a tfpriors.priors.KernelVAE; received {type(vae).__name__}."
+        )
     return vae
 
 
@@ -161,18 +193,26 @@ def check_kernel_shape(shape, kernel_size, where):
     try:
         shape = tuple(shape)
     except TypeError:
-        raise TypeError(f"{where}: `shape` must be a kernel shape (kh, kw, in_channels, "
-                        f"filters); received {shape!r}.") from None
+        raise TypeError(
+            f"{where}: `shape` must be a kernel shape (kh, kw, in_channels, "
+            f"filters); received {shape!r}."
+        ) from None
     if len(shape) != 4:
-        raise ValueError(f"{where} needs a 2D convolution kernel (kh, kw, in_channels, "
-                         f"filters); received a kernel of shape {shape}.")
+        raise ValueError(
+            f"{where} needs a 2D convolution kernel (kh, kw, in_channels, "
+            f"filters); received a kernel of shape {shape}."
+        )
     if shape[0] != shape[1]:
-        raise ValueError(f"{where} needs a square kernel: `kernel_size` must be "
-                         f"({kernel_size}, {kernel_size}); received {shape[:2]}.")
+        raise ValueError(
+            f"{where} needs a square kernel: `kernel_size` must be "
+            f"({kernel_size}, {kernel_size}); received {shape[:2]}."
+        )
     if shape[0] != kernel_size:
-        raise ValueError(f"`kernel_size` {shape[:2]} does not match the prior's KernelVAE "
-                         f"(kernel_size={kernel_size}) in {where}; train a KernelVAE on "
-                         f"{shape[0]}x{shape[0]} kernels for this layer.")
+        raise ValueError(
+            f"`kernel_size` {shape[:2]} does not match the prior's KernelVAE "
+            f"(kernel_size={kernel_size}) in {where}; train a KernelVAE on "
+            f"{shape[0]}x{shape[0]} kernels for this layer."
+        )
     return shape
 
 
@@ -185,30 +225,40 @@ def kernel_slices(kernel):
 def vae_to_config(vae):
     """A JSON-friendly copy of a KernelVAE: its config and its weights (base64 float32)."""
     check_vae(vae)
-    return {"model": keras.saving.serialize_keras_object(vae),
-            "weights": [{"shape": list(w.shape),
-                         "data": base64.b64encode(
-                             np.ascontiguousarray(w, "<f4").tobytes()).decode("ascii")}
-                        for w in _network_weights(vae)]}
+    return {
+        "model": keras.saving.serialize_keras_object(vae),
+        "weights": [
+            {
+                "shape": list(w.shape),
+                "data": base64.b64encode(np.ascontiguousarray(w, "<f4").tobytes()).decode("ascii"),
+            }
+            for w in _network_weights(vae)
+        ],
+    }
 
 
 def vae_from_config(config):
     """Inverse of :func:`vae_to_config`."""
     try:
         vae = keras.saving.deserialize_keras_object(config["model"])
-        weights = [np.frombuffer(base64.b64decode(w["data"]), "<f4").reshape(w["shape"])
-                   for w in config["weights"]]
+        weights = [
+            np.frombuffer(base64.b64decode(w["data"]), "<f4").reshape(w["shape"])
+            for w in config["weights"]
+        ]
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError("`vae` config is not a serialized KernelVAE (expected the keys "
-                         f"'model' and 'weights'): {error}") from error
+        raise ValueError(
+            "`vae` config is not a serialized KernelVAE (expected the keys "
+            f"'model' and 'weights'): {error}"
+        ) from error
     check_vae(vae)
     networks = (vae.encoder, vae.decoder)
     sizes = [len(network.weights) for network in networks]
     if len(weights) != sum(sizes):
-        raise ValueError(f"`vae` config holds {len(weights)} weight arrays; its KernelVAE "
-                         f"has {sum(sizes)}.")
-    vae.encoder.set_weights(weights[:sizes[0]])
-    vae.decoder.set_weights(weights[sizes[0]:])
+        raise ValueError(
+            f"`vae` config holds {len(weights)} weight arrays; its KernelVAE has {sum(sizes)}."
+        )
+    vae.encoder.set_weights(weights[: sizes[0]])
+    vae.decoder.set_weights(weights[sizes[0] :])
     return vae
 
 

@@ -43,28 +43,35 @@ def collect_kernels(source_models, kernel_size=3):
     try:
         source_models = list(source_models)
     except TypeError:
-        raise TypeError("`source_models` must be a Keras model or a list of Keras models; "
-                        f"received {type(source_models).__name__}.") from None
+        raise TypeError(
+            "`source_models` must be a Keras model or a list of Keras models; "
+            f"received {type(source_models).__name__}."
+        ) from None
     if not source_models:
         raise ValueError("`source_models` is empty; pass at least one trained model.")
     slices, sizes = [], set()
     for model in source_models:
         if not isinstance(model, keras.layers.Layer):
-            raise TypeError("`source_models` must hold Keras models or layers; received "
-                            f"{type(model).__name__}.")
+            raise TypeError(
+                "`source_models` must hold Keras models or layers; received "
+                f"{type(model).__name__}."
+            )
         for layer in walk(model, include_self=True):
             kernel = _conv_kernel(layer)
             if kernel is None:
                 continue
             sizes.add(kernel.shape[:2])
             if kernel.shape[:2] == (kernel_size, kernel_size):
-                slices.append(np.transpose(kernel, (2, 3, 0, 1)).reshape(
-                    -1, kernel_size, kernel_size))
+                slices.append(
+                    np.transpose(kernel, (2, 3, 0, 1)).reshape(-1, kernel_size, kernel_size)
+                )
     if not slices or sum(len(s) for s in slices) == 0:
         found = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)) or "none"
-        raise ValueError(f"`source_models` have no {kernel_size}x{kernel_size} conv kernels "
-                         f"(`kernel_size`={kernel_size}; kernel sizes found: {found}). Build "
-                         "the models (call them once) and pass a matching `kernel_size`.")
+        raise ValueError(
+            f"`source_models` have no {kernel_size}x{kernel_size} conv kernels "
+            f"(`kernel_size`={kernel_size}; kernel sizes found: {found}). Build "
+            "the models (call them once) and pass a matching `kernel_size`."
+        )
     return np.concatenate(slices).astype("float32")
 
 
@@ -74,7 +81,7 @@ def _mosaic(kernels, columns):
     image = np.full((rows * (k + 1) - 1, columns * (k + 1) - 1), np.nan)
     for index, kernel in enumerate(kernels):
         r, c = divmod(index, columns)
-        image[r * (k + 1):r * (k + 1) + k, c * (k + 1):c * (k + 1) + k] = kernel
+        image[r * (k + 1) : r * (k + 1) + k, c * (k + 1) : c * (k + 1) + k] = kernel
     return image
 
 
@@ -107,8 +114,10 @@ def plot_kernels(vae, real_kernels, path, num_kernels=64, seed=0):
     k = vae.kernel_size
     real_kernels = _validation.finite_batch(real_kernels, "real_kernels")
     if real_kernels.ndim != 3 or real_kernels.shape[1:] != (k, k):
-        raise ValueError(f"`real_kernels` must have shape (n, {k}, {k}) to match the VAE's "
-                         f"kernel_size={k}; received {real_kernels.shape}.")
+        raise ValueError(
+            f"`real_kernels` must have shape (n, {k}, {k}) to match the VAE's "
+            f"kernel_size={k}; received {real_kernels.shape}."
+        )
     seed = _validation.seed(seed)
     rng = np.random.default_rng(seed)
     shown = min(num_kernels, len(real_kernels))
@@ -121,10 +130,13 @@ def plot_kernels(vae, real_kernels, path, num_kernels=64, seed=0):
     fig = Figure(figsize=(9, 4.6))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
-    for ax, kernels, title in ((axes[0], samples, "KernelVAE samples (decoder mean, z ~ N(0, I))"),
-                               (axes[1], real, f"real {k}x{k} kernels of the source nets")):
-        image = ax.imshow(_mosaic(kernels, columns), cmap=cmap, vmin=-limit, vmax=limit,
-                          interpolation="nearest")
+    for ax, kernels, title in (
+        (axes[0], samples, "KernelVAE samples (decoder mean, z ~ N(0, I))"),
+        (axes[1], real, f"real {k}x{k} kernels of the source nets"),
+    ):
+        image = ax.imshow(
+            _mosaic(kernels, columns), cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest"
+        )
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])

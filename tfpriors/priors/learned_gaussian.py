@@ -48,8 +48,12 @@ class LearnedGaussian(Prior):
         mean = ops.cast(mean, "float32")
         log_sigma2 = ops.cast(log_sigma2, "float32")
         log_variance = ops.log(variance)
-        return 0.5 * ops.sum(log_variance - log_sigma2
-                             + (ops.exp(log_sigma2) + ops.square(mean - mu)) / variance - 1.0)
+        return 0.5 * ops.sum(
+            log_variance
+            - log_sigma2
+            + (ops.exp(log_sigma2) + ops.square(mean - mu)) / variance
+            - 1.0
+        )
 
     def get_config(self):
         return {"zero_mean": self.zero_mean, "min_variance": self.min_variance}

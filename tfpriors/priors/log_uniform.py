@@ -21,10 +21,11 @@ def log_alpha(mean, log_sigma2):
         mean = _validation.numeric_array(mean, "mean")
         log_sigma2 = _validation.numeric_array(log_sigma2, "log_sigma2")
         if mean.shape != log_sigma2.shape:
-            raise ValueError(f"`mean` and `log_sigma2` must have the same shape; received "
-                             f"{mean.shape} and {log_sigma2.shape}.")
-    return ops.clip(log_sigma2 - ops.log(ops.square(mean) + 1e-8),
-                    LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+            raise ValueError(
+                f"`mean` and `log_sigma2` must have the same shape; received "
+                f"{mean.shape} and {log_sigma2.shape}."
+            )
+    return ops.clip(log_sigma2 - ops.log(ops.square(mean) + 1e-8), LOG_ALPHA_MIN, LOG_ALPHA_MAX)
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
@@ -49,8 +50,7 @@ class LogUniform(Prior):
         """Elementwise approximate KL(q || p) for the given log dropout rates."""
         log_alpha_value = ops.cast(log_alpha_value, "float32")
         # k1 - k1*sigmoid(t) written as k1*sigmoid(-t): no cancellation in float32.
-        return (K1 * ops.sigmoid(-(K2 + K3 * log_alpha_value))
-                + 0.5 * ops.softplus(-log_alpha_value))
+        return K1 * ops.sigmoid(-(K2 + K3 * log_alpha_value)) + 0.5 * ops.softplus(-log_alpha_value)
 
     def kl_derivative(self, log_alpha_value):
         """Elementwise d KL / d log_alpha of :meth:`kl_from_log_alpha`."""
@@ -66,5 +66,6 @@ class LogUniform(Prior):
 
 def validate_threshold(threshold):
     """Checks the pruning threshold on log_alpha of a Sparse VD layer."""
-    return _validation.real_number(threshold, "threshold",
-                                   minimum=LOG_ALPHA_MIN, maximum=LOG_ALPHA_MAX)
+    return _validation.real_number(
+        threshold, "threshold", minimum=LOG_ALPHA_MIN, maximum=LOG_ALPHA_MAX
+    )

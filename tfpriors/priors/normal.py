@@ -32,8 +32,9 @@ class Normal(Prior):
         mean = ops.cast(mean, "float32")
         log_sigma2 = ops.cast(log_sigma2, "float32")
         log_ratio = log_sigma2 - math.log(self.variance)
-        return 0.5 * ops.sum(ops.exp(log_ratio) + ops.square(mean) / self.variance
-                             - 1.0 - log_ratio)
+        return 0.5 * ops.sum(
+            ops.exp(log_ratio) + ops.square(mean) / self.variance - 1.0 - log_ratio
+        )
 
     def get_config(self):
         return {"variance": self.variance}

@@ -14,5 +14,11 @@ from tfpriors.tta.policy import Policy
 from tfpriors.tta.predictor import TTAPredictor
 from tfpriors.tta.search import GreedyPolicySearch
 
-__all__ = ["GreedyPolicySearch", "Policy", "TTAPredictor", "linear_probe",
-           "mean_embeddings", "transforms"]
+__all__ = [
+    "GreedyPolicySearch",
+    "Policy",
+    "TTAPredictor",
+    "linear_probe",
+    "mean_embeddings",
+    "transforms",
+]

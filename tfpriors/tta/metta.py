@@ -40,23 +40,28 @@ def mean_embeddings(model, layer, x, policy=None, num_samples=32, batch_size=256
     features = _feature_model(model, layer)
     policy = policy or Policy.flip_crop()
     if not isinstance(policy, Policy):
-        raise TypeError(f"`policy` must be a tfpriors.tta.Policy; received "
-                        f"{type(policy).__name__}.")
+        raise TypeError(
+            f"`policy` must be a tfpriors.tta.Policy; received {type(policy).__name__}."
+        )
     num_samples = _validation.positive_int(num_samples, "num_samples")
     batch_size = _validation.positive_int(batch_size, "batch_size")
     seed = _validation.seed(seed)
     x = _validation.finite_batch(x, "x")
     if x.ndim != 4:
-        raise ValueError(f"`x` must be images (n, height, width, channels); received shape "
-                         f"{x.shape}.")
+        raise ValueError(
+            f"`x` must be images (n, height, width, channels); received shape {x.shape}."
+        )
     generator = keras.random.SeedGenerator(seed)
     rng = np.random.default_rng(seed)
     outputs = []
     for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
-        augmented = np.concatenate([
-            keras.ops.convert_to_numpy(policy.augment(batch, draw=s, seed=generator, rng=rng))
-            for s in range(num_samples)])
+        batch = x[start : start + batch_size]
+        augmented = np.concatenate(
+            [
+                keras.ops.convert_to_numpy(policy.augment(batch, draw=s, seed=generator, rng=rng))
+                for s in range(num_samples)
+            ]
+        )
         activations = keras.ops.convert_to_numpy(features(augmented, training=False))
         activations = activations.reshape(num_samples, len(batch), -1)
         outputs.append(activations.mean(axis=0))
@@ -66,8 +71,9 @@ def mean_embeddings(model, layer, x, policy=None, num_samples=32, batch_size=256
 def _probe_split(embeddings, labels, part):
     embeddings = _validation.finite_batch(embeddings, f"{part}_embeddings", dtype="float64")
     if embeddings.ndim != 2:
-        raise ValueError(f"`{part}_embeddings` must have shape (n, features); received "
-                         f"{embeddings.shape}.")
+        raise ValueError(
+            f"`{part}_embeddings` must have shape (n, features); received {embeddings.shape}."
+        )
     return embeddings, _validation.class_labels(labels, f"{part}_labels", len(embeddings))
 
 
@@ -84,12 +90,16 @@ def linear_probe(train_embeddings, train_labels, test_embeddings, test_labels, c
     from sklearn.preprocessing import StandardScaler
 
     c = _validation.real_number(c, "c", minimum=1e-12)
-    splits = {"train": _probe_split(train_embeddings, train_labels, "train"),
-               "test": _probe_split(test_embeddings, test_labels, "test")}
+    splits = {
+        "train": _probe_split(train_embeddings, train_labels, "train"),
+        "test": _probe_split(test_embeddings, test_labels, "test"),
+    }
     if splits["train"][0].shape[1] != splits["test"][0].shape[1]:
-        raise ValueError("`test_embeddings` must have as many features as "
-                         f"`train_embeddings` ({splits['train'][0].shape[1]}); received "
-                         f"{splits['test'][0].shape[1]}.")
+        raise ValueError(
+            "`test_embeddings` must have as many features as "
+            f"`train_embeddings` ({splits['train'][0].shape[1]}); received "
+            f"{splits['test'][0].shape[1]}."
+        )
     if len(np.unique(splits["train"][1])) < 2:
         raise ValueError("`train_labels` must hold at least two classes.")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))

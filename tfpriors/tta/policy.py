@@ -32,29 +32,39 @@ CHOICES = ("cycle", "random")
 
 def _checked_subpolicy(subpolicy, where):
     if isinstance(subpolicy, (str, bytes)) or not hasattr(subpolicy, "__iter__"):
-        raise ValueError(f"{where} must be a list of (op, magnitude) pairs; "
-                         f"received {subpolicy!r}.")
+        raise ValueError(
+            f"{where} must be a list of (op, magnitude) pairs; received {subpolicy!r}."
+        )
     checked = []
     for position, step in enumerate(subpolicy):
         field = f"{where}[{position}]"
         if isinstance(step, dict):
             if set(step) != {"op", "magnitude"}:
-                raise ValueError(f"{field} must have exactly the keys 'op' and 'magnitude'; "
-                                 f"received {sorted(step)}.")
+                raise ValueError(
+                    f"{field} must have exactly the keys 'op' and 'magnitude'; "
+                    f"received {sorted(step)}."
+                )
             name, magnitude = step["op"], step["magnitude"]
         else:
             try:
                 name, magnitude = step
             except (TypeError, ValueError):
-                raise ValueError(f"{field} must be an (op, magnitude) pair; "
-                                 f"received {step!r}.") from None
+                raise ValueError(
+                    f"{field} must be an (op, magnitude) pair; received {step!r}."
+                ) from None
         if name not in transforms.available():
-            raise ValueError(f"{field}.op: unknown op {name!r}; available: "
-                             f"{transforms.available()}.")
-        if isinstance(magnitude, bool) or not isinstance(magnitude, numbers.Real) \
-                or not 0 <= magnitude <= transforms.MAX_MAGNITUDE:
-            raise ValueError(f"{field}.magnitude must be a number in [0, "
-                             f"{transforms.MAX_MAGNITUDE}]; received {magnitude!r}.")
+            raise ValueError(
+                f"{field}.op: unknown op {name!r}; available: {transforms.available()}."
+            )
+        if (
+            isinstance(magnitude, bool)
+            or not isinstance(magnitude, numbers.Real)
+            or not 0 <= magnitude <= transforms.MAX_MAGNITUDE
+        ):
+            raise ValueError(
+                f"{field}.magnitude must be a number in [0, "
+                f"{transforms.MAX_MAGNITUDE}]; received {magnitude!r}."
+            )
         checked.append((str(name), float(magnitude)))
     return tuple(checked)
 
@@ -71,10 +81,12 @@ class Policy:
 
     def __init__(self, subpolicies, choice="cycle"):
         if isinstance(subpolicies, (str, bytes)) or not hasattr(subpolicies, "__iter__"):
-            raise ValueError(f"subpolicies must be a list of sub-policies; "
-                             f"received {subpolicies!r}.")
-        self.subpolicies = tuple(_checked_subpolicy(sub, f"subpolicies[{i}]")
-                                 for i, sub in enumerate(subpolicies))
+            raise ValueError(
+                f"subpolicies must be a list of sub-policies; received {subpolicies!r}."
+            )
+        self.subpolicies = tuple(
+            _checked_subpolicy(sub, f"subpolicies[{i}]") for i, sub in enumerate(subpolicies)
+        )
         if not self.subpolicies:
             raise ValueError("subpolicies must hold at least one sub-policy.")
         if choice not in CHOICES:
@@ -108,8 +120,10 @@ class Policy:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= 3:
             raise ValueError(f"n must be 1, 2 or 3; received {n!r}.")
         names = [name for name in transforms.available() if name != "invert"]
-        return cls([[(name, m) for name in combo]
-                    for combo in itertools.permutations(names, n)], choice="random")
+        return cls(
+            [[(name, m) for name in combo] for combo in itertools.permutations(names, n)],
+            choice="random",
+        )
 
     # -- applying --------------------------------------------------------------------
 
@@ -134,9 +148,15 @@ class Policy:
     # -- serialization -----------------------------------------------------------------
 
     def to_dict(self):
-        return {"format": FORMAT, "version": VERSION, "choice": self.choice,
-                "subpolicies": [[{"op": name, "magnitude": magnitude}
-                                 for name, magnitude in sub] for sub in self.subpolicies]}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "choice": self.choice,
+            "subpolicies": [
+                [{"op": name, "magnitude": magnitude} for name, magnitude in sub]
+                for sub in self.subpolicies
+            ],
+        }
 
     @classmethod
     def from_dict(cls, data):
@@ -166,16 +186,23 @@ class Policy:
             with open(path) as f:
                 data = json.load(f)
         except json.JSONDecodeError as error:
-            raise ValueError(f"'{path}' is not valid JSON ({error.msg} at line "
-                             f"{error.lineno}); truncated or not a policy file?") from None
+            raise ValueError(
+                f"'{path}' is not valid JSON ({error.msg} at line "
+                f"{error.lineno}); truncated or not a policy file?"
+            ) from None
         return cls.from_dict(data)
 
     def __eq__(self, other):
-        return (isinstance(other, Policy) and self.subpolicies == other.subpolicies
-                and self.choice == other.choice)
+        return (
+            isinstance(other, Policy)
+            and self.subpolicies == other.subpolicies
+            and self.choice == other.choice
+        )
 
     def __repr__(self):
-        shown = "; ".join(" -> ".join(f"{name}({magnitude:g})" for name, magnitude in sub)
-                          or "identity" for sub in self.subpolicies[:4])
+        shown = "; ".join(
+            " -> ".join(f"{name}({magnitude:g})" for name, magnitude in sub) or "identity"
+            for sub in self.subpolicies[:4]
+        )
         more = f"; ... ({len(self)} in all)" if len(self) > 4 else ""
         return f"Policy([{shown}{more}], choice={self.choice!r})"

@@ -30,8 +30,10 @@ def _resolve_strategy(strategy, members):
     """
     if strategy is not None:
         if not isinstance(strategy, tf.distribute.Strategy):
-            raise TypeError("`strategy` must be a tf.distribute.Strategy or None; received "
-                            f"{type(strategy).__name__}.")
+            raise TypeError(
+                "`strategy` must be a tf.distribute.Strategy or None; received "
+                f"{type(strategy).__name__}."
+            )
         return strategy
     candidates = [tf.distribute.get_strategy()] if tf.distribute.has_strategy() else []
     candidates += [getattr(m, "_distribute_strategy", None) for m in members]
@@ -64,7 +66,7 @@ class _ReplicatedCall:
 
         def slice_for(context):
             start = context.replica_id_in_sync_group * per_replica
-            return tf.constant(inputs[start:start + per_replica])
+            return tf.constant(inputs[start : start + per_replica])
 
         distributed = self.strategy.experimental_distribute_values_from_function(slice_for)
         outputs = self.strategy.run(self._step, args=(distributed,))
@@ -102,16 +104,20 @@ class TTAPredictor:
     >>> predictor.evaluate(x_test, y_test)   # accuracy, nll, calibrated_nll, ece, brier
     """
 
-    def __init__(self, models, policy=None, num_samples=10, from_logits=True, seed=0,
-                 strategy=None):
+    def __init__(
+        self, models, policy=None, num_samples=10, from_logits=True, seed=0, strategy=None
+    ):
         members = list(models) if isinstance(models, (list, tuple)) else [models]
-        if not members or not all(isinstance(m, keras.layers.Layer) or callable(m)
-                                  for m in members):
-            raise ValueError("`models` must be a Keras model or a non-empty list of them; "
-                             f"received {models!r}.")
+        if not members or not all(
+            isinstance(m, keras.layers.Layer) or callable(m) for m in members
+        ):
+            raise ValueError(
+                f"`models` must be a Keras model or a non-empty list of them; received {models!r}."
+            )
         if policy is not None and not isinstance(policy, Policy):
-            raise TypeError(f"`policy` must be a tfpriors.tta.Policy; received "
-                            f"{type(policy).__name__}.")
+            raise TypeError(
+                f"`policy` must be a tfpriors.tta.Policy; received {type(policy).__name__}."
+            )
         from_logits = _validation.boolean(from_logits, "from_logits")
         self.models = members
         self.policy = policy or Policy.identity()
@@ -119,16 +125,19 @@ class TTAPredictor:
         self.from_logits = from_logits
         self.seed = _validation.seed(seed)
         if self.seed is None:
-            raise TypeError("`seed` must be a non-negative integer (TTA draws are "
-                            "reproducible); received None.")
+            raise TypeError(
+                "`seed` must be a non-negative integer (TTA draws are reproducible); received None."
+            )
         self.strategy = strategy
         _resolve_strategy(strategy, members)  # a bad argument fails here, not at predict
 
     def _member_log_probs(self, member, outputs):
         outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype="float64")
         if outputs.ndim != 2:
-            raise ValueError(f"Ensemble member {member} must output (batch, num_classes); "
-                             f"it gave shape {outputs.shape}.")
+            raise ValueError(
+                f"Ensemble member {member} must output (batch, num_classes); "
+                f"it gave shape {outputs.shape}."
+            )
         if self.from_logits:
             return special.log_softmax(outputs, axis=1)
         return np.log(np.clip(outputs, 1e-12, 1.0))
@@ -141,22 +150,31 @@ class TTAPredictor:
             raise ValueError(f"`x` must be a batch of inputs; received shape {x.shape}.")
         draws = len(self.models) * self.num_samples
         progress = keras.utils.Progbar(len(x), verbose=verbose, unit_name="image")
-        generators = [keras.random.SeedGenerator(self.seed + 7919 * i)
-                      for i in range(len(self.models))]
+        generators = [
+            keras.random.SeedGenerator(self.seed + 7919 * i) for i in range(len(self.models))
+        ]
         rngs = [np.random.default_rng(self.seed + i) for i in range(len(self.models))]
         strategy = _resolve_strategy(self.strategy, self.models)
-        callers = [(lambda inputs, model=model: _call(model, inputs)) if strategy is None
-                   else _ReplicatedCall(strategy, model) for model in self.models]
+        callers = [
+            (lambda inputs, model=model: _call(model, inputs))
+            if strategy is None
+            else _ReplicatedCall(strategy, model)
+            for model in self.models
+        ]
         merged = []
         for start in range(0, len(x), batch_size):
-            batch = x[start:start + batch_size]
+            batch = x[start : start + batch_size]
             total = None
             for member, (caller, generator, rng) in enumerate(zip(callers, generators, rngs)):
                 # All samples of a batch in one call: fewer, larger model invocations.
-                augmented = np.concatenate([
-                    keras.ops.convert_to_numpy(
-                        self.policy.augment(batch, draw=s, seed=generator, rng=rng))
-                    for s in range(self.num_samples)])
+                augmented = np.concatenate(
+                    [
+                        keras.ops.convert_to_numpy(
+                            self.policy.augment(batch, draw=s, seed=generator, rng=rng)
+                        )
+                        for s in range(self.num_samples)
+                    ]
+                )
                 log_probs = self._member_log_probs(member, caller(augmented))
                 log_probs = log_probs.reshape(self.num_samples, len(batch), -1)
                 member_sum = special.logsumexp(log_probs, axis=0)
@@ -175,9 +193,9 @@ class TTAPredictor:
         return {
             "accuracy": calibration.accuracy(log_probs, y),
             "nll": calibration.nll(log_probs, y),
-            "calibrated_nll": calibration.calibrated_nll(log_probs, y,
-                                                         splits=calibration_splits,
-                                                         seed=self.seed),
+            "calibrated_nll": calibration.calibrated_nll(
+                log_probs, y, splits=calibration_splits, seed=self.seed
+            ),
             "ece": calibration.ece(log_probs, y, bins=bins),
             "brier": calibration.brier(log_probs, y),
         }

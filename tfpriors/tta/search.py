@@ -45,40 +45,60 @@ class GreedyPolicySearch:
     >>> policy.to_json("policy.json")
     """
 
-    def __init__(self, pool_size=500, policy_length=10, ops_per_subpolicy=(2, 3),
-                 magnitude_bound=9, ops=None, calibration_splits=5, seed=0):
+    def __init__(
+        self,
+        pool_size=500,
+        policy_length=10,
+        ops_per_subpolicy=(2, 3),
+        magnitude_bound=9,
+        ops=None,
+        calibration_splits=5,
+        seed=0,
+    ):
         self.pool_size = _validation.positive_int(pool_size, "pool_size")
         self.policy_length = _validation.positive_int(policy_length, "policy_length")
         try:
             low, high = (int(v) for v in ops_per_subpolicy)
         except (TypeError, ValueError):
-            raise ValueError("`ops_per_subpolicy` must be a pair (low, high); received "
-                             f"{ops_per_subpolicy!r}.") from None
+            raise ValueError(
+                f"`ops_per_subpolicy` must be a pair (low, high); received {ops_per_subpolicy!r}."
+            ) from None
         if not 1 <= low <= high:
-            raise ValueError(f"`ops_per_subpolicy` must satisfy 1 <= low <= high; received "
-                             f"{ops_per_subpolicy!r}.")
+            raise ValueError(
+                f"`ops_per_subpolicy` must satisfy 1 <= low <= high; received "
+                f"{ops_per_subpolicy!r}."
+            )
         self.ops_per_subpolicy = (low, high)
         self.magnitude_bound = _validation.real_number(
-            magnitude_bound, "magnitude_bound", minimum=0, maximum=transforms.MAX_MAGNITUDE)
+            magnitude_bound, "magnitude_bound", minimum=0, maximum=transforms.MAX_MAGNITUDE
+        )
         if ops is not None and (isinstance(ops, str) or not isinstance(ops, (list, tuple))):
-            raise TypeError(f"`ops` must be None or a list of transform names; received "
-                            f"{ops!r}.")
-        self.ops = list(ops) if ops is not None else [
-            name for name in transforms.available() if name != "invert"]
-        unknown = [name for name in self.ops
-                   if not isinstance(name, str) or name not in transforms.available()]
+            raise TypeError(f"`ops` must be None or a list of transform names; received {ops!r}.")
+        self.ops = (
+            list(ops)
+            if ops is not None
+            else [name for name in transforms.available() if name != "invert"]
+        )
+        unknown = [
+            name
+            for name in self.ops
+            if not isinstance(name, str) or name not in transforms.available()
+        ]
         if unknown:
-            raise ValueError(f"`ops` names unknown transforms {unknown}; available: "
-                             f"{transforms.available()}.")
+            raise ValueError(
+                f"`ops` names unknown transforms {unknown}; available: {transforms.available()}."
+            )
         if high > len(self.ops):
-            raise ValueError(f"`ops_per_subpolicy` asks for up to {high} different ops but "
-                             f"`ops` has {len(self.ops)}.")
-        self.calibration_splits = _validation.positive_int(calibration_splits,
-                                                           "calibration_splits")
+            raise ValueError(
+                f"`ops_per_subpolicy` asks for up to {high} different ops but "
+                f"`ops` has {len(self.ops)}."
+            )
+        self.calibration_splits = _validation.positive_int(calibration_splits, "calibration_splits")
         self.seed = _validation.seed(seed)
         if self.seed is None:
-            raise TypeError("`seed` must be a non-negative integer (the search is "
-                            "reproducible); received None.")
+            raise TypeError(
+                "`seed` must be a non-negative integer (the search is reproducible); received None."
+            )
         self.history = []
 
     def sample_pool(self):
@@ -96,16 +116,19 @@ class GreedyPolicySearch:
         from tqdm.auto import tqdm
 
         cached = []
-        for index, subpolicy in enumerate(tqdm(pool, desc="GPS: predicting the pool",
-                                               unit="sub-policy", disable=not verbose)):
-            predictor = TTAPredictor(models, Policy([subpolicy]), num_samples=1,
-                                     seed=self.seed + index)
+        for index, subpolicy in enumerate(
+            tqdm(pool, desc="GPS: predicting the pool", unit="sub-policy", disable=not verbose)
+        ):
+            predictor = TTAPredictor(
+                models, Policy([subpolicy]), num_samples=1, seed=self.seed + index
+            )
             cached.append(predictor.predict_log(x, batch_size=batch_size).astype("float32"))
         return np.stack(cached)
 
     def _score(self, log_probs, y):
-        return calibration.calibrated_nll(log_probs, y, splits=self.calibration_splits,
-                                          seed=self.seed)
+        return calibration.calibrated_nll(
+            log_probs, y, splits=self.calibration_splits, seed=self.seed
+        )
 
     def fit(self, models, x, y, batch_size=256, state_path=None, verbose=1):
         """Runs the search on ``(x, y)`` and returns the :class:`Policy` found.
@@ -129,14 +152,21 @@ class GreedyPolicySearch:
             if state_path:
                 _save_state(state_path, pool, cached, chosen)
         if cached.shape[1] != len(y):
-            raise ValueError(f"`y` has {len(y)} labels but the cached predictions cover "
-                             f"{cached.shape[1]} images.")
+            raise ValueError(
+                f"`y` has {len(y)} labels but the cached predictions cover "
+                f"{cached.shape[1]} images."
+            )
 
         from tqdm.auto import tqdm
 
-        steps = tqdm(range(len(chosen), self.policy_length), desc="GPS: greedy selection",
-                     unit="step", disable=not verbose, initial=len(chosen),
-                     total=self.policy_length)
+        steps = tqdm(
+            range(len(chosen), self.policy_length),
+            desc="GPS: greedy selection",
+            unit="step",
+            disable=not verbose,
+            initial=len(chosen),
+            total=self.policy_length,
+        )
         self.history = []
         for _ in steps:
             # Sum of probabilities of the sub-policies chosen so far (in log space).
@@ -144,8 +174,9 @@ class GreedyPolicySearch:
             count = len(chosen) + 1
             scores = []
             for candidate in range(len(pool)):
-                merged = cached[candidate] if base is None else np.logaddexp(
-                    base, cached[candidate])
+                merged = (
+                    cached[candidate] if base is None else np.logaddexp(base, cached[candidate])
+                )
                 scores.append(self._score(merged - np.log(count), y))
             best = int(np.argmin(scores))
             chosen.append(best)
@@ -160,8 +191,9 @@ def _save_state(path, pool, cached, chosen):
 
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
-            np.savez(f, cached=cached, chosen=np.array(chosen, dtype="int64"),
-                     pool=np.array(repr(pool)))
+            np.savez(
+                f, cached=cached, chosen=np.array(chosen, dtype="int64"), pool=np.array(repr(pool))
+            )
 
 
 def _load_state(path, pool):
@@ -172,9 +204,12 @@ def _load_state(path, pool):
         with np.load(path, allow_pickle=False) as state:
             saved_pool, cached, chosen = str(state["pool"]), state["cached"], state["chosen"]
     except Exception as error:
-        raise ValueError(f"`state_path` '{path}' is not a readable search state "
-                         f"(truncated?): {error}") from None
+        raise ValueError(
+            f"`state_path` '{path}' is not a readable search state (truncated?): {error}"
+        ) from None
     if saved_pool != repr(pool):
-        raise ValueError(f"`state_path` '{path}' belongs to a search with another pool "
-                         "(different seed, pool size or ops); remove it or use another path.")
+        raise ValueError(
+            f"`state_path` '{path}' belongs to a search with another pool "
+            "(different seed, pool size or ops); remove it or use another path."
+        )
     return cached, [int(i) for i in chosen]

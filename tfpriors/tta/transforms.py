@@ -64,8 +64,13 @@ def _grayscale(images):
 def _projective(images, transforms, fill_mode="CONSTANT"):
     shape = tf.shape(images)
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode=fill_mode)
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode=fill_mode,
+    )
 
 
 def _affine(images, a0, a1, a2, b0, b1, b2, fill_mode="CONSTANT"):
@@ -82,8 +87,7 @@ def _rotate(images, degrees, seed):
     cos, sin = tf.cos(angle), tf.sin(angle)
     # Rotation about the image centre, expressed as output -> input coordinates.
     cx, cy = (width - 1) / 2, (height - 1) / 2
-    return _affine(images, cos, -sin, cx - cos * cx + sin * cy,
-                   sin, cos, cy - sin * cx - cos * cy)
+    return _affine(images, cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy)
 
 
 def _shear_x(images, amount, seed):
@@ -121,8 +125,9 @@ def _crop(images, fraction, seed):
     limit = tf.abs(fraction)[:, None] * size[None, :]
     offsets = tf.round(keras.random.uniform((batch, 2), -1.0, 1.0, seed=seed) * limit)
     ones, zeros = tf.ones_like(fraction), tf.zeros_like(fraction)
-    return _affine(images, ones, zeros, offsets[:, 1], zeros, ones, offsets[:, 0],
-                   fill_mode="REFLECT")
+    return _affine(
+        images, ones, zeros, offsets[:, 1], zeros, ones, offsets[:, 0], fill_mode="REFLECT"
+    )
 
 
 def _flip(images, value, seed):
@@ -193,11 +198,13 @@ def _equalize(images, value, seed):
     rows = tf.reshape(tf.transpose(levels, [0, 3, 1, 2]), (shape[0] * shape[3], -1))
     histogram = tf.math.bincount(rows, minlength=256, maxlength=256, axis=-1)
     cdf = tf.cast(tf.cumsum(histogram, axis=1), tf.float32)
-    cdf_min = tf.reduce_min(tf.where(histogram > 0, cdf, tf.float32.max), axis=1,
-                            keepdims=True)
+    cdf_min = tf.reduce_min(tf.where(histogram > 0, cdf, tf.float32.max), axis=1, keepdims=True)
     total = cdf[:, -1:]
-    lookup = tf.where(total > cdf_min, (cdf - cdf_min) / tf.maximum(total - cdf_min, 1.0),
-                      tf.cast(tf.range(256), tf.float32)[None, :] / 255.0)
+    lookup = tf.where(
+        total > cdf_min,
+        (cdf - cdf_min) / tf.maximum(total - cdf_min, 1.0),
+        tf.cast(tf.range(256), tf.float32)[None, :] / 255.0,
+    )
     equalized = tf.gather(lookup, rows, batch_dims=1)
     equalized = tf.reshape(equalized, (shape[0], shape[3], shape[1], shape[2]))
     return tf.transpose(equalized, [0, 2, 3, 1])
@@ -208,24 +215,27 @@ def _invert(images, value, seed):
     return 1.0 - images
 
 
-_OPS = {op.name: op for op in [
-    Op("rotate", 0.0, 30.0, True, _rotate),                # degrees
-    Op("shear_x", 0.0, 0.3, True, _shear_x),
-    Op("shear_y", 0.0, 0.3, True, _shear_y),
-    Op("translate_x", 0.0, 0.45, True, _translate_x),      # fraction of the width
-    Op("translate_y", 0.0, 0.45, True, _translate_y),
-    Op("crop", 0.0, 0.25, False, _crop),                   # fraction of the size, reflect pad
-    Op("flip", 0.0, 0.0, False, _flip),
-    Op("brightness", 0.0, 0.9, True, _brightness),         # enhance factor 1 + value
-    Op("contrast", 0.0, 0.9, True, _contrast),
-    Op("color", 0.0, 0.9, True, _color),
-    Op("sharpness", 0.0, 0.9, True, _sharpness),
-    Op("posterize", 8.0, 4.0, False, _posterize),          # bits kept
-    Op("solarize", 1.0, 0.0, False, _solarize),            # threshold
-    Op("autocontrast", 0.0, 0.0, False, _autocontrast),
-    Op("equalize", 0.0, 0.0, False, _equalize),
-    Op("invert", 0.0, 0.0, False, _invert),
-]}
+_OPS = {
+    op.name: op
+    for op in [
+        Op("rotate", 0.0, 30.0, True, _rotate),  # degrees
+        Op("shear_x", 0.0, 0.3, True, _shear_x),
+        Op("shear_y", 0.0, 0.3, True, _shear_y),
+        Op("translate_x", 0.0, 0.45, True, _translate_x),  # fraction of the width
+        Op("translate_y", 0.0, 0.45, True, _translate_y),
+        Op("crop", 0.0, 0.25, False, _crop),  # fraction of the size, reflect pad
+        Op("flip", 0.0, 0.0, False, _flip),
+        Op("brightness", 0.0, 0.9, True, _brightness),  # enhance factor 1 + value
+        Op("contrast", 0.0, 0.9, True, _contrast),
+        Op("color", 0.0, 0.9, True, _color),
+        Op("sharpness", 0.0, 0.9, True, _sharpness),
+        Op("posterize", 8.0, 4.0, False, _posterize),  # bits kept
+        Op("solarize", 1.0, 0.0, False, _solarize),  # threshold
+        Op("autocontrast", 0.0, 0.0, False, _autocontrast),
+        Op("equalize", 0.0, 0.0, False, _equalize),
+        Op("invert", 0.0, 0.0, False, _invert),
+    ]
+}
 
 
 def available():
@@ -236,8 +246,9 @@ def available():
 def get(name):
     """The :class:`Op` called ``name``."""
     if not isinstance(name, str) or name not in _OPS:
-        raise ValueError(f"`name` must be a transform's name; received {name!r}; "
-                         f"available: {available()}.")
+        raise ValueError(
+            f"`name` must be a transform's name; received {name!r}; available: {available()}."
+        )
     return _OPS[name]
 
 
@@ -246,8 +257,10 @@ def _check_images(images):
         images = _validation.numeric_array(images, "images", dtype=None)
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError("`images` must have shape (batch, height, width, 1 or 3); "
-                         f"received {tuple(images.shape)}.")
+        raise ValueError(
+            "`images` must have shape (batch, height, width, 1 or 3); "
+            f"received {tuple(images.shape)}."
+        )
     if not images.dtype.is_floating:
         raise ValueError(f"`images` must be float in [0, 1]; received dtype {images.dtype.name}.")
     return tf.cast(images, tf.float32)
@@ -266,8 +279,7 @@ def apply(name, images, magnitude, seed=None):
         The transformed images, float32, same shape.
     """
     op = get(name)
-    magnitude = _validation.real_number(magnitude, "magnitude", minimum=0.0,
-                                        maximum=MAX_MAGNITUDE)
+    magnitude = _validation.real_number(magnitude, "magnitude", minimum=0.0, maximum=MAX_MAGNITUDE)
     images = _check_images(images)
     if not isinstance(seed, keras.random.SeedGenerator):
         seed = _validation.seed(seed)
