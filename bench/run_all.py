@@ -438,13 +438,34 @@ def machine_lines(results):
     changes = (
         " with uncommitted changes in tfpriors/" if code.get("tfpriors_uncommitted_changes") else ""
     )
+    # Benchmarks rerun on another machine say so: one line per machine.
+    machines = {}
+    for result in results:
+        other = result["machine"]
+        key = (other["cpu"], other["cores"], other["platform"])
+        machines.setdefault(key, []).append(result["benchmark"])
+    machine_text = [
+        f"- Machine: {cpu}, {cores} cores, {platform}"
+        + (f" ({', '.join(names)})" if len(machines) > 1 else "")
+        for (cpu, cores, platform), names in machines.items()
+    ]
+    commits = {}
+    for result in results:
+        commit = (result["machine"].get("code", {}).get("commit") or "unknown")[:12]
+        commits.setdefault(commit, []).append(result["benchmark"])
+    commit_text = (
+        f"- tfpriors at commit {(code.get('commit') or 'unknown')[:12]}{changes}"
+        if len(commits) == 1
+        else "- tfpriors at commits "
+        + "; ".join(f"{commit} ({', '.join(names)})" for commit, names in commits.items())
+    )
     return [
-        f"- Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}",
+        *machine_text,
         f"- Python {v['python']}, TensorFlow {v['tensorflow']}, Keras {v['keras']}, NumPy "
         f"{v['numpy']}; Keras 2 baselines: tf_keras {worker.get('tf_keras')}, TFMOT "
         f"{worker.get('tensorflow-model-optimization')}, TFP "
         f"{worker.get('tensorflow-probability')}",
-        f"- tfpriors at commit {(code.get('commit') or 'unknown')[:12]}{changes}",
+        commit_text,
         "- Runs: "
         + "; ".join(
             f"{r['benchmark']} at {r['timestamp']} ({r['seconds']:.0f} s)" for r in results
