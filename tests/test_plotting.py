@@ -150,3 +150,40 @@ def test_dead_units_are_left_out_of_the_mask_panel(tmp_path):
     shown = np.asarray(figure.axes[1].images[0].get_array())
     np.testing.assert_array_equal(shown, np.delete(layer.kept_mask(), [0, 3, 4], axis=1))
     assert "13 output units still alive (of 16" in figure.axes[1].get_xlabel()
+
+
+def test_every_plot_returns_its_figure_and_writes_only_when_asked(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    monkeypatch.chdir(tmp_path)
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=40)
+    labels = np.arange(40) % 3
+    mask = tfpriors.perforation.grid_mask((6, 6), 0.5, seed=0)
+    figures = [
+        tfpriors.calibration.reliability_diagram(probs, labels),
+        tfpriors.perforation.plot_mask(mask),
+        plot_sparsity(_dense_model()),
+    ]
+    assert all(isinstance(figure, Figure) for figure in figures)
+    assert os.listdir(tmp_path) == []  # nothing written without a path
+    path = tmp_path / "mask.png"
+    assert tfpriors.perforation.plot_mask(mask, str(path)) is not None and path.exists()
+
+
+def test_save_figure_is_atomic(tmp_path):
+    from matplotlib.figure import Figure
+
+    from tfpriors.io import save_figure
+
+    path = tmp_path / "figure.png"
+    path.write_bytes(b"old")
+
+    class Broken(Figure):
+        def savefig(self, *args, **kwargs):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_figure(Broken(), path)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["figure.png"]
+    save_figure(Figure(), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import optimize, special
 
 from tfpriors import _validation
-from tfpriors.io import atomic_path
+from tfpriors.io import save_figure
 
 # Probabilities are clipped here before the log: a probability of exactly
 # zero on the true class would make the NLL infinite.
@@ -192,13 +192,13 @@ def deep_ensemble_equivalent(metric_value, ensemble_curve):
     return float(np.interp(-value, -metrics, sizes))
 
 
-def reliability_diagram(values, labels, path, from_logits=False, bins=15, title=None):
-    """Writes a reliability diagram (accuracy vs confidence per bin) to ``path`` (PNG).
+def reliability_diagram(values, labels, path=None, from_logits=False, bins=15, title=None):
+    """Draws a reliability diagram (accuracy vs confidence per bin).
 
-    Returns the matplotlib figure. The bars show the accuracy per confidence
-    bin, the orange marks the bin's mean confidence (bar above the mark:
-    underconfident, below: overconfident), and the lower panel how many
-    examples fall in each bin.
+    Returns the matplotlib figure, also written to ``path`` (atomically) when
+    given. The bars show the accuracy per confidence bin, the orange marks the
+    bin's mean confidence (bar above the mark: underconfident, below:
+    overconfident), and the lower panel how many examples fall in each bin.
 
     Example:
 
@@ -209,14 +209,12 @@ def reliability_diagram(values, labels, path, from_logits=False, bins=15, title=
     probs = np.exp(_log_probs(values, from_logits))
     edges, counts, confidence, hits = _bin_statistics(probs, labels, bins)
 
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
+    figure = Figure(figsize=(4.8, 5.6))
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     centers = (edges[:-1] + edges[1:]) / 2
     width = 1.0 / bins
     shown = counts > 0
@@ -244,7 +242,4 @@ def reliability_diagram(values, labels, path, from_logits=False, bins=15, title=
     bottom.set_ylabel("examples")
     bottom.set_xlim(0, 1)
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=120, format="png")
-    plt.close(figure)
-    return figure
+    return figure if path is None else save_figure(figure, path, dpi=120)

@@ -93,3 +93,26 @@ def load_model(path, **kwargs):
 
     check_archive(path, "a .keras model")
     return keras.models.load_model(path, **kwargs)
+
+
+def save_figure(figure, path, argument="path", dpi=None):
+    """Writes a matplotlib ``figure`` to ``path`` atomically; the format follows the suffix
+    (PNG without one). Every tfpriors plot returns its figure and, given a path, writes
+    it with this.
+
+    Example:
+
+    >>> tfpriors.io.save_figure(figure, "sparsity.png")
+    """
+    if not callable(getattr(figure, "savefig", None)):
+        raise TypeError(f"`figure` must be a matplotlib Figure; received {figure!r}.")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`{argument}` must be a file path; received {path!r}.")
+    if dpi is not None and (
+        isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not 0 < dpi < 10_000
+    ):
+        raise ValueError(f"`dpi` must be None or a positive number; received {dpi!r}.")
+    suffix = os.path.splitext(os.fspath(path))[1][1:].lower()
+    with atomic_path(path, argument) as temporary:
+        figure.savefig(temporary, format=suffix or "png", dpi=dpi)
+    return figure

@@ -5,14 +5,13 @@ display and never touches pyplot's global state.
 """
 
 import math
-import os
 
 import numpy as np
 
 from tfpriors import _validation
 from tfpriors.compression import compression_report
 from tfpriors.graph import walk
-from tfpriors.io import atomic_path
+from tfpriors.io import save_figure
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense, SparseVDLayer
 
 _KEPT_COLOR = "#1f4e79"
@@ -207,8 +206,8 @@ def _plot_conv_mask(fig, mask_ax, position_ax, layer):
     )
 
 
-def plot_sparsity(model, path, input_image_shape=None):
-    """Draws a model's Sparse VD sparsity into an image file (PNG by default).
+def plot_sparsity(model, path=None, input_image_shape=None):
+    """Draws a model's Sparse VD sparsity; returns the figure, written to ``path`` if given.
 
     Three panels: the fraction of weights removed in each layer (with the kept
     counts and compression), the first Sparse VD layer's kept-weight mask, and
@@ -223,12 +222,10 @@ def plot_sparsity(model, path, input_image_shape=None):
       (over input channels) as a mosaic, and the kept fraction per kernel
       position over all filters.
 
-    The file is written atomically (a temporary file, then ``os.replace``).
-
     Args:
         model: a built Keras model with at least one Sparse VD layer.
-        path: output file; its suffix picks the format (``.png``, ``.pdf``,
-            ``.svg``; PNG when there is none).
+        path: optional output file, written atomically; its suffix picks the
+            format (``.png``, ``.pdf``, ``.svg``; PNG when there is none).
         input_image_shape: ``(height, width)`` or ``(height, width, channels)``
             of the inputs of a Dense first layer, e.g. ``(8, 8)`` for the flat
             digits; channels are summed.
@@ -255,7 +252,6 @@ def plot_sparsity(model, path, input_image_shape=None):
             "`model` must be built (call it on data or give it an Input) "
             "before its sparsity can be plotted."
         )
-    path = os.fspath(path)
     first = layers[0]
     if input_image_shape is not None and not isinstance(first, SparseVDDense):
         raise ValueError(
@@ -282,7 +278,4 @@ def plot_sparsity(model, path, input_image_shape=None):
         fontweight="bold",
     )
 
-    _, suffix = os.path.splitext(path)
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, format=suffix[1:].lower() if suffix else "png")
-    return fig
+    return fig if path is None else save_figure(fig, path)

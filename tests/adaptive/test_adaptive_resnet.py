@@ -84,8 +84,12 @@ def test_ponder_map_and_flops_report(relaxed_model, digits, tmp_path):
     tfpriors.adaptive.set_mode(model, "threshold")
     try:
         path = os.path.join(tmp_path, "ponder.png")
-        total = tfpriors.adaptive.ponder_map(model, xt, path, max_images=4)
-        assert os.path.getsize(path) > 1000 and total.shape == (4, 8, 8)
+        figure = tfpriors.adaptive.ponder_map(model, xt, path, max_images=4)
+        assert os.path.getsize(path) > 1000 and len(figure.axes) == 4 * 4  # 4 rows x 4 panels
+        # The "total" panel: units per input position summed over the two blocks.
+        maps = tfpriors.adaptive.evaluated_units(model, xt[:4])
+        total = sum(np.kron(m, np.ones((8 // m.shape[1], 8 // m.shape[2]))) for m in maps.values())
+        assert total.shape == (4, 8, 8)
         assert 2 <= total.min() and total.max() <= 2 + 1  # 1..2 units + 1 unit in 2 blocks
         report = tfpriors.adaptive.flops_report(model, xt)
         units = tfpriors.adaptive.evaluated_units(model, xt)

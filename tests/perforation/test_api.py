@@ -208,7 +208,9 @@ def test_bad_arguments(trained, tmp_path):
 def test_plot_mask_writes_a_png(trained, tmp_path):
     model, _ = trained
     fast = perforate(model, rates={"conv2": 0.6}, mask="grid")
-    path = plot_mask(fast.get_layer("conv2"), str(tmp_path / "mask.png"))
+    path = str(tmp_path / "mask.png")
+    figure = plot_mask(fast.get_layer("conv2"), path)
+    assert len(figure.axes) == 2
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(path) < 300_000

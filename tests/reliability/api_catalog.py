@@ -443,6 +443,10 @@ VALID_FOR = {
         "path": Make(lambda c: _saved_model(c)),
         "what": "a .keras model",
     },
+    "tfpriors.io.save_figure": {
+        "figure": Make(lambda c: __import__("matplotlib.figure").figure.Figure()),
+        "path": Make(lambda c: os.path.join(c.directory, "figure.png")),
+    },
     "tfpriors.io.load_model": {"path": Make(lambda c: _saved_model(c))},
     "tfpriors.distill.GaussianNLL": {},
 }

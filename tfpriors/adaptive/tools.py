@@ -7,7 +7,7 @@ import numpy as np
 
 from tfpriors import _validation
 from tfpriors._rewrite import retrace
-from tfpriors.io import atomic_path
+from tfpriors.io import save_figure
 from tfpriors.layers.adaptive import (
     MODES,
     AdaptiveBlock,
@@ -78,8 +78,8 @@ def evaluated_units(model, images):
     }
 
 
-def ponder_map(model, images, path, max_images=8):
-    """Writes a PNG of the units evaluated per position over each image.
+def ponder_map(model, images, path=None, max_images=8):
+    """Draws the units evaluated per position over each image.
 
     One row per image: the image, then one heat map per adaptive block (its
     own resolution, shown over the image's extent), then their sum, each
@@ -88,15 +88,15 @@ def ponder_map(model, images, path, max_images=8):
     Args:
         model: a model with adaptive blocks.
         images: ``(n, height, width, channels)`` inputs of the model.
-        path: the PNG to write (atomically).
+        path: optional PNG file to write (atomically).
         max_images: rows drawn.
 
     Returns:
-        The summed map, float array ``(min(n, max_images), height, width)``.
+        The matplotlib figure (:func:`evaluated_units` gives the numbers).
 
     Example:
 
-    >>> tfpriors.adaptive.ponder_map(model, x_test[:6], "ponder.png")
+    >>> figure = tfpriors.adaptive.ponder_map(model, x_test[:6], "ponder.png")
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -140,9 +140,7 @@ def ponder_map(model, images, path, max_images=8):
             if row == 0:
                 axis.set_title(name, fontsize=7)
     figure.suptitle("evaluated residual units per position", fontsize=9)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
-    return total
+    return figure if path is None else save_figure(figure, path)
 
 
 @dataclasses.dataclass

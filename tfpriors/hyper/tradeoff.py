@@ -7,7 +7,7 @@ import numpy as np
 
 from tfpriors import _validation
 from tfpriors.hyper.model import LambdaHyperModel, validate_prune_fraction
-from tfpriors.io import atomic_path
+from tfpriors.io import save_figure
 from tfpriors.layers.hyper import validate_lambda
 
 DEFAULT_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
@@ -55,11 +55,16 @@ def _checked_lambdas(lambdas, lambda_range):
     return [validate_lambda(value, lambda_range, name="lambdas") for value in lambdas]
 
 
-def plot_tradeoff(curve, path, title=None, baseline=None):
-    """Draws accuracy vs fraction of weights removed, one line per lambda, into a PNG.
+def plot_tradeoff(curve, path=None, title=None, baseline=None):
+    """Draws accuracy vs fraction of weights removed, one line per lambda.
 
     ``baseline``, when given, is another :class:`TradeoffCurve` (for example
-    separately trained models) drawn dashed in the same colours.
+    separately trained models) drawn dashed in the same colours. Returns the
+    matplotlib figure, also written to ``path`` (atomically) when given.
+
+    Example:
+
+    >>> figure = tfpriors.hyper.plot_tradeoff(curve, "tradeoff.png")
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -95,9 +100,7 @@ def plot_tradeoff(curve, path, title=None, baseline=None):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, format="png")
-    return str(path)
+    return fig if path is None else save_figure(fig, path)
 
 
 def tradeoff_curve(model, data, lambdas, path="tradeoff.png", fractions=DEFAULT_FRACTIONS):
@@ -144,5 +147,6 @@ def tradeoff_curve(model, data, lambdas, path="tradeoff.png", fractions=DEFAULT_
     ]
     curve = TradeoffCurve(lambdas=lambdas, fractions=fractions, accuracy=accuracy)
     if path is not None:
-        curve.path = plot_tradeoff(curve, path)
+        plot_tradeoff(curve, path)
+        curve.path = str(path)
     return curve

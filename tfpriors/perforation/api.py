@@ -10,7 +10,7 @@ import numpy as np
 from tfpriors import _validation
 from tfpriors._rewrite import check_rewritable, rewrite_model
 from tfpriors.graph import chain_after, walk
-from tfpriors.io import atomic_path
+from tfpriors.io import save_figure
 from tfpriors.layers.perforated import PerforatedConv2D
 from tfpriors.ops.autotune import quiet_retracing
 from tfpriors.perforation.masks import (
@@ -558,22 +558,21 @@ def _greedy(
     return result
 
 
-def plot_mask(layer, path, title=None):
+def plot_mask(layer, path=None, title=None):
     """Draws a perforated layer's mask: kept positions and the region each one fills.
 
     Args:
         layer: a built :class:`~tfpriors.layers.PerforatedConv2D` (or a
             :class:`PerforationMask`).
-        path: the ``.png`` file to write (atomically).
+        path: optional ``.png`` file to write (atomically).
         title: optional figure title (default: layer name, rate and size).
 
     Returns:
-        ``path``.
+        The matplotlib figure.
 
     Example:
 
-    >>> tfpriors.perforation.plot_mask(fast.get_layer("conv2"), "mask.png")
-    'mask.png'
+    >>> figure = tfpriors.perforation.plot_mask(fast.get_layer("conv2"), "mask.png")
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -588,7 +587,7 @@ def plot_mask(layer, path, title=None):
                 f"received {layer!r}."
             )
         name = layer.name
-    if not str(path).endswith(".png"):
+    if path is not None and not str(path).endswith(".png"):
         raise ValueError(f"`path` must end in '.png'; received {path!r}.")
     height, width = mask.output_shape
     figure = Figure(figsize=(8, 4), dpi=100)
@@ -608,6 +607,4 @@ def plot_mask(layer, path, title=None):
         axis.set_yticks([])
     figure.suptitle(title or f"{name}: rate {mask.rate:.2f}, output {height}x{width}")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
-    return path
+    return figure if path is None else save_figure(figure, path)

@@ -1,14 +1,13 @@
 """Kernel slices of trained networks, and pictures of them beside a KernelVAE's samples."""
 
 import math
-import os
 
 import keras
 import numpy as np
 
 from tfpriors import _validation
 from tfpriors.graph import walk
-from tfpriors.io import atomic_path
+from tfpriors.io import save_figure
 from tfpriors.priors.kernel_vae import check_vae
 
 
@@ -85,16 +84,17 @@ def _mosaic(kernels, columns):
     return image
 
 
-def plot_kernels(vae, real_kernels, path, num_kernels=64, seed=0):
+def plot_kernels(vae, real_kernels, path=None, num_kernels=64, seed=0):
     """Draws KernelVAE samples (decoder means at ``z ~ N(0, I)``) beside real kernels.
 
     Both panels share one colour scale, so a VAE whose samples are too flat
-    or too sharp shows it at a glance. The file is written atomically.
+    or too sharp shows it at a glance.
 
     Args:
         vae: a trained :class:`KernelVAE`.
         real_kernels: ``(n, k, k)`` slices, e.g. from :func:`collect_kernels`.
-        path: output image file (``.png`` unless its suffix says otherwise).
+        path: optional output image file, written atomically (``.png`` unless its
+            suffix says otherwise).
         num_kernels: how many kernels each panel shows (a random subset of the real ones).
         seed: seed of the subset and of the samples.
 
@@ -141,7 +141,4 @@ def plot_kernels(vae, real_kernels, path, num_kernels=64, seed=0):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(image, ax=list(axes), fraction=0.025, pad=0.02, label="weight")
-    path = os.fspath(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format=os.path.splitext(path)[1][1:] or "png")
-    return fig
+    return fig if path is None else save_figure(fig, path, dpi=90)
