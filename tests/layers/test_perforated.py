@@ -183,7 +183,7 @@ def test_deterministic_outputs():
 def test_mask_object_and_config_round_trip():
     mask = PerforationMask((6, 6), [0, 7, 14, 21, 28, 35])
     layer = PerforatedConv2D(2, 3, padding="same", mask=mask)
-    assert layer.rate == mask.rate
+    assert layer.effective_rate == mask.rate and layer.rate == 0.0  # the rate passed
     clone = PerforatedConv2D.from_config(layer.get_config())
     assert clone.mask == mask
     layer(np.zeros((1, 6, 6, 1), "float32"))
@@ -220,3 +220,18 @@ def test_impact_mask_needs_data_and_unknown_sizes_are_refused():
         PerforatedConv2D(2, 3, rate=0.5, mask="impact")(np.zeros((1, 5, 5, 1), "float32"))
     with pytest.raises(ValueError, match="known height"):
         keras.Sequential([keras.Input((None, None, 1)), PerforatedConv2D(2, 3, rate=0.5)])
+
+
+def test_saved_config_is_what_the_user_passed_and_restores_the_built_mask(tmp_path):
+    layer = PerforatedConv2D(4, 3, padding="same", rate=0.5, mask="grid", seed=3, name="conv")
+    inputs = keras.Input((16, 16, 2))
+    model = keras.Model(inputs, layer(inputs))
+    config = layer.get_config()
+    assert config["rate"] == 0.5 and config["mask"] == "grid"  # as passed
+    assert layer.effective_rate == pytest.approx(0.484375)  # a 12 x 11 grid
+    assert config["built_mask"]["kept"] == layer.mask.kept.tolist()
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras").get_layer("conv")
+    assert loaded.rate == 0.5 and loaded.mask == layer.mask
+    with pytest.raises(TypeError, match="built_mask"):
+        PerforatedConv2D(4, 3, built_mask="grid")

@@ -115,7 +115,7 @@ def test_greedy_perforation_reports_its_choice(trained):
     assert set(report.rates) <= {"conv1", "conv2"}
     assert all(rate in (0.5, 0.75) for rate in report.rates.values())
     for name, rate in report.rates.items():
-        assert fast.get_layer(name).rate == pytest.approx(rate, abs=0.1)  # grid: approximate
+        assert fast.get_layer(name).effective_rate == pytest.approx(rate, abs=0.1)  # grid
     loss = model.evaluate(*data, verbose=0)
     assert report.loss_before == pytest.approx(loss, rel=1e-4)
     outputs = fast.predict(data[0], verbose=0)

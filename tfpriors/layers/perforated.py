@@ -73,6 +73,8 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
             saved config; leave it None).
         small_batch_implementation: what ``"auto"`` chose for smaller batches
             (likewise).
+        built_mask: the mask built from ``mask`` and ``rate`` (set by a saved
+            config so that loading restores the exact positions; leave it None).
 
     Example:
 
@@ -80,7 +82,7 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
     ...                                          mask="grid")
     >>> layer(np.zeros((2, 16, 16, 3), "float32")).shape
     TensorShape([2, 16, 16, 64])
-    >>> layer.rate  # the built grid's rate: 12 x 11 of 16 x 16 positions computed
+    >>> layer.effective_rate  # the built grid's: 12 x 11 of 16 x 16 positions computed
     0.484375
     """
 
@@ -107,6 +109,7 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         dilation_rate=1,
         selected_implementation=None,
         small_batch_implementation=None,
+        built_mask=None,
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
@@ -124,20 +127,30 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
                 f"`dilation_rate` must be 1 for PerforatedConv2D; received {dilation_rate!r}."
             )
         mask = _validate_mask(mask)
+        rate = _validation.real_number(rate, "rate", 0.0, 1.0)
         if isinstance(mask, PerforationMask):
-            rate = _validation.real_number(rate, "rate", 0.0, 1.0)
             if rate != 0.0 and abs(rate - mask.rate) > 1.0 / mask.size:
                 raise ValueError(
                     f"`rate`={rate} disagrees with the given mask's rate "
                     f"{mask.rate:.4f}; leave `rate` at 0 to use the mask's."
                 )
-            rate = mask.rate
-        else:
-            rate = _validation.real_number(rate, "rate", 0.0, 1.0)
-            if rate >= 1.0:
-                raise ValueError(f"`rate` must be in [0, 1); received {rate}.")
+        elif rate >= 1.0:
+            raise ValueError(f"`rate` must be in [0, 1); received {rate}.")
+        # What the user asked (saved as given); the mask built from it is `self.mask`.
         self.rate = float(rate)
-        self.mask = mask
+        self._mask_argument = mask
+        if built_mask is not None:  # a saved layer: its exact positions
+            built_mask = (
+                PerforationMask.from_config(built_mask)
+                if isinstance(built_mask, dict)
+                else built_mask
+            )
+            if not isinstance(built_mask, PerforationMask):
+                raise TypeError(
+                    "`built_mask` must be a PerforationMask or its config (set by a saved "
+                    f"layer; leave it None); received {built_mask!r}."
+                )
+        self.mask = built_mask if built_mask is not None else mask
         self.activation = keras.activations.get(activation)
         self.use_bias = _validation.boolean(use_bias, "use_bias")
         self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
@@ -222,8 +235,6 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
     def build(self, input_shape):
         out_h, out_w, pad_top, pad_left = self._geometry(input_shape)
         self.mask = self._make_mask((out_h, out_w))
-        # A grid has rows x cols points: the true rate can differ from the one asked.
-        self.rate = self.mask.rate
         self._pads = (pad_top, pad_left)
         self._selection = self._select_implementation(input_shape)
         self.small_batch_implementation, self.selected_implementation = self._selection
@@ -308,6 +319,14 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         layer = PerforatedConv2D.from_config(config)
         return layer, [ops.convert_to_numpy(w) for w in self.weights]
 
+    @property
+    def effective_rate(self):
+        """The rate of the mask in use (given, or built from ``mask`` and ``rate``): a grid
+        or lattice has rows x cols points, so it can differ from the ``rate`` asked for."""
+        if not isinstance(self.mask, PerforationMask):
+            raise ValueError(f"PerforatedConv2D '{self.name}' is not built yet: no mask.")
+        return self.mask.rate
+
     def flops(self):
         """Multiply-adds of one example's forward pass (kept positions only)."""
         kh, kw = self.kernel_size
@@ -315,7 +334,9 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        mask = self.mask.get_config() if isinstance(self.mask, PerforationMask) else self.mask
+        argument = self._mask_argument
+        mask = argument.get_config() if isinstance(argument, PerforationMask) else argument
+        built = self.mask.get_config() if isinstance(self.mask, PerforationMask) else None
         config.update(
             {
                 "filters": self.filters,
@@ -337,6 +358,7 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
                 "implementation": self.implementation,
                 "selected_implementation": self.selected_implementation,
                 "small_batch_implementation": self.small_batch_implementation,
+                "built_mask": built,
             }
         )
         return config
