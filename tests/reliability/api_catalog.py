@@ -422,6 +422,7 @@ VALID_FOR = {
     },
     "tfpriors.perforation.mask_from_scores": {},
     "tfpriors.perforation.kept_count": {"size": 36},
+    "tfpriors.perforation.check_rate": {"rate": 0.5, "name": "rate"},
     "tfpriors.perforation.perforable_layers": {"model": Make(_cnn)},
     "tfpriors.perforation.perforate": {"model": Make(_cnn), "rates": 0.5},
     "tfpriors.perforation.plot_mask": {"layer": Make(lambda c: _perforated_cnn().layers[0])},

@@ -14,7 +14,7 @@ from tfpriors import _validation
 from tfpriors import ops as perforation_ops
 from tfpriors._inputs import FloatInputs
 from tfpriors.ops import autotune
-from tfpriors.perforation.masks import MASK_KINDS, PerforationMask, make_mask
+from tfpriors.perforation.masks import MASK_KINDS, PerforationMask, check_rate, make_mask
 
 
 def _validate_mask(mask):
@@ -127,15 +127,13 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
                 f"`dilation_rate` must be 1 for PerforatedConv2D; received {dilation_rate!r}."
             )
         mask = _validate_mask(mask)
-        rate = _validation.real_number(rate, "rate", 0.0, 1.0)
-        if isinstance(mask, PerforationMask):
-            if rate != 0.0 and abs(rate - mask.rate) > 1.0 / mask.size:
+        rate = check_rate(rate)
+        if isinstance(mask, PerforationMask) and rate != 0.0:
+            if abs(rate - mask.rate) > 1.0 / mask.size:
                 raise ValueError(
                     f"`rate`={rate} disagrees with the given mask's rate "
                     f"{mask.rate:.4f}; leave `rate` at 0 to use the mask's."
                 )
-        elif rate >= 1.0:
-            raise ValueError(f"`rate` must be in [0, 1); received {rate}.")
         # What the user asked (saved as given); the mask built from it is `self.mask`.
         self.rate = float(rate)
         self._mask_argument = mask

@@ -19,6 +19,7 @@ from tfpriors.perforation.api import (
 from tfpriors.perforation.masks import (
     MASK_KINDS,
     PerforationMask,
+    check_rate,
     grid_mask,
     impact_scores,
     kept_count,
@@ -35,6 +36,7 @@ __all__ = [
     "MASK_KINDS",
     "PerforationMask",
     "PerforationReport",
+    "check_rate",
     "greedy_perforation",
     "grid_mask",
     "impact_scores",

@@ -18,6 +18,7 @@ from tfpriors.perforation.masks import (
     PerforationMask,
     _outputs_logits,
     _split_data,
+    check_rate,
     impact_scores,
     make_mask,
 )
@@ -108,10 +109,7 @@ def _resolve_rates(model, rates):
                 f"`rates` names '{name}', which is not a perforable convolution "
                 f"of '{model.name}'; perforable layers: {sorted(layers)}."
             )
-        rate = _validation.real_number(rate, f"rates['{name}']", 0.0, 1.0)
-        if rate >= 1.0:
-            raise ValueError(f"`rates['{name}']` must be < 1; received {rate}.")
-        resolved[name] = rate
+        resolved[name] = check_rate(rate, f"rates['{name}']")
     return resolved, layers
 
 

@@ -30,15 +30,24 @@ MASK_KINDS = ("uniform", "grid", "lattice", "structure", "impact")
 MAX_LATTICE_STEP = 16
 
 
+def check_rate(rate, name="rate"):
+    """``rate`` as a float in ``[0, 1)``: the fraction of positions not computed (the one
+    rate check of the masks, the layer and ``perforate``); ``name`` is the caller's name
+    for it, used in the error message."""
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be the argument's name (a string); received {name!r}.")
+    rate = _validation.real_number(rate, name, 0.0, 1.0)
+    if rate >= 1.0:
+        raise ValueError(
+            f"`{name}` must be in [0, 1) (at least one position is computed); received {rate}."
+        )
+    return rate
+
+
 def kept_count(size, rate):
     """Number of positions kept out of ``size`` at perforation ``rate`` (at least 1)."""
     size = _validation.positive_int(size, "size")
-    rate = _validation.real_number(rate, "rate", 0.0, 1.0)
-    if rate >= 1.0:
-        raise ValueError(
-            f"`rate` must be < 1 (at least one position is computed); received {rate}."
-        )
-    return max(1, int(round((1.0 - rate) * size)))
+    return max(1, int(round((1.0 - check_rate(rate)) * size)))
 
 
 def _output_shape(output_shape):
@@ -243,11 +252,7 @@ def lattice_mask(output_shape, rate):
            [False, False, False]])
     """
     output_shape = _output_shape(output_shape)
-    rate = _validation.real_number(rate, "rate", 0.0, 1.0)
-    if rate >= 1.0:
-        raise ValueError(
-            f"`rate` must be < 1 (at least one position is computed); received {rate}."
-        )
+    rate = check_rate(rate)
     height, width = output_shape
     rates = lattice_rates(output_shape)
     row_step, col_step = min(
