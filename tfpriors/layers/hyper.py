@@ -330,7 +330,7 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
     def _forward(self, inputs, lambdas, training):
         parameters = self.parameters_at(lambdas)
         draws = parameters["kernel_mean"].shape[0]
-        if self.dataset_size is not None or training:
+        if self.wants_kl(training):
             lambdas = tf.reshape(tf.cast(lambdas, "float32"), (-1,))
             weighted = tf.reduce_mean(lambdas * self.kl_per_draw(parameters))
             self.add_kl(training, kl=weighted)

@@ -43,6 +43,11 @@ class KLLayer(keras.layers.Layer, metaclass=abc.ABCMeta):
     def kl(self):
         """Returns the unscaled KL(q || p) of this layer's weights (float32 scalar)."""
 
+    def wants_kl(self, training):
+        """Whether :meth:`add_kl` would add (or, training without a dataset size, refuse)
+        the KL: layers skip computing it when not."""
+        return bool(training) or self.dataset_size is not None
+
     def add_kl(self, training, kl=None):
         """Adds ``kl_weight * kl / dataset_size`` to the layer's losses.
 
@@ -54,6 +59,8 @@ class KLLayer(keras.layers.Layer, metaclass=abc.ABCMeta):
             kl: the KL value when the layer computed it already (``self.kl()``
                 otherwise).
         """
+        if not self.wants_kl(training):
+            return
         if self.dataset_size is None:
             if training:
                 raise DatasetSizeNotSetError(

@@ -58,14 +58,20 @@ def _training_backward(theta, log_sigma2, variance_grad, kl_grad):
     return theta_grad, log_alpha_grad
 
 
+def kept(log_alpha_value, threshold):
+    """The keep rule of Sparse VD: a weight survives evaluation and export while
+    ``log_alpha < threshold`` (boolean, the shape of ``log_alpha_value``)."""
+    return log_alpha_value < threshold
+
+
 def _evaluation(theta, log_sigma2, threshold):
     log_alpha_value = log_alpha(theta, log_sigma2)
-    pruned_kernel = theta * ops.cast(log_alpha_value < threshold, theta.dtype)
+    pruned_kernel = theta * ops.cast(kept(log_alpha_value, threshold), theta.dtype)
     return pruned_kernel, ops.sum(_PRIOR.kl_from_log_alpha(log_alpha_value))
 
 
 def _pruned(theta, log_sigma2, threshold):
-    return theta * ops.cast(log_alpha(theta, log_sigma2) < threshold, theta.dtype)
+    return theta * ops.cast(kept(log_alpha(theta, log_sigma2), threshold), theta.dtype)
 
 
 class _FusedTerms:
@@ -182,11 +188,11 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
 
     def kept_mask(self):
         """Boolean NumPy mask of the weights kept at evaluation (log_alpha < threshold)."""
-        return ops.convert_to_numpy(self.log_alpha() < self.threshold)
+        return ops.convert_to_numpy(kept(self.log_alpha(), self.threshold))
 
     def pruned_kernel(self):
         """The evaluation kernel: posterior means with dropped weights set to zero."""
-        keep = ops.cast(self.log_alpha() < self.threshold, self.kernel.dtype)
+        keep = ops.cast(kept(self.log_alpha(), self.threshold), self.kernel.dtype)
         return self.kernel * keep
 
     def _inference_weights(self):
@@ -220,15 +226,15 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
             )
             outputs = mean + ops.sqrt(variance + floor) * noise
         else:
-            if self.dataset_size is None:
-                pruned_kernel = self._fused.pruned(
-                    self.kernel.value, self.log_sigma2.value, self.threshold
-                )
-            else:
+            if self.wants_kl(training):
                 pruned_kernel, kl = self._fused.evaluation(
                     self.kernel.value, self.log_sigma2.value, self.threshold
                 )
                 self.add_kl(training, kl)
+            else:  # prediction without a dataset size reports no KL: none computed
+                pruned_kernel = self._fused.pruned(
+                    self.kernel.value, self.log_sigma2.value, self.threshold
+                )
             outputs = self._linear(inputs, ops.cast(pruned_kernel, dtype))
         outputs = self._add_bias(outputs)
         if self.activation is not None:
