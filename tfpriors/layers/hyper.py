@@ -33,7 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfpriors import _validation, distributed
+from tfpriors import _validation
+from tfpriors.layers.gaussian import local_reparameterization
 from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.layers.seed_state import SeedStateMixin
@@ -343,18 +344,14 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         if training:
             variance_kernel = tf.cast(tf.exp(parameters["kernel_log_sigma2"]), dtype)
             variance = self._batched_linear(tf.square(groups), variance_kernel)
-            floor = max(1e-8, float(np.finfo(dtype).tiny))
-            # One noise row per example of the global batch (see
-            # tfpriors.distributed.batch_rows), grouped like the inputs.
-            example_shape = tf.concat([[batch], tf.shape(outputs)[2:]], 0)
-            noise = _to_groups(
-                distributed.batch_rows(
-                    lambda shape: keras.random.normal(shape, dtype=dtype, seed=self.seed_generator),
-                    example_shape,
-                ),
-                draws,
+            # One noise row per example of the global batch, grouped like the inputs.
+            outputs = local_reparameterization(
+                outputs,
+                variance,
+                self.seed_generator,
+                noise_shape=tf.concat([[batch], tf.shape(outputs)[2:]], 0),
+                arrange=lambda noise: _to_groups(noise, draws),
             )
-            outputs = outputs + tf.sqrt(variance + floor) * noise
         if self.use_bias:
             bias = tf.cast(parameters["bias"], dtype)
             outputs = outputs + tf.reshape(

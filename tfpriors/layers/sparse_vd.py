@@ -14,10 +14,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfpriors import _validation, distributed
-from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry, WeightKernelLayer
-from tfpriors.layers.kl_layer import KLLayer
-from tfpriors.layers.seed_state import SeedStateMixin
+from tfpriors.layers.gaussian import LOG_SIGMA2_INIT_SCRATCH, GaussianWeightLayer
+from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
 from tfpriors.priors.log_uniform import (
     LOG_ALPHA_MAX,
     LOG_ALPHA_MIN,
@@ -26,8 +24,6 @@ from tfpriors.priors.log_uniform import (
     validate_threshold,
 )
 
-# Initial log-variance when training from scratch (reference code and paper).
-LOG_SIGMA2_INIT_SCRATCH = -10.0
 _PRIOR = LogUniform()
 
 
@@ -101,90 +97,25 @@ class _FusedTerms:
         self.training = training
 
 
-def _log_sigma2_initializer(value):
-    """A number means a constant log-variance; anything else is a Keras initializer."""
-    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-        return keras.initializers.Constant(_validation.real_number(value, "log_sigma2_initializer"))
-    try:
-        return keras.initializers.get(value)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"`log_sigma2_initializer` must be a number or a Keras initializer; received {value!r}."
-        ) from error
+class SparseVDLayer(GaussianWeightLayer):
+    """Shared machinery of the Sparse VD layers: the log-uniform prior, pruning, forward.
 
-
-class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
-    """Shared machinery of the Sparse VD layers: weights, KL, pruning, forward modes.
-
-    Concrete layers mix in a geometry from :mod:`tfpriors.layers.geometry`
-    (``DenseGeometry`` or ``Conv2DGeometry``), which gives the kernel shape,
-    the deterministic linear map and the plain Keras layer they export to.
+    Weights, sampling and config come from :class:`~tfpriors.layers.gaussian.
+    GaussianWeightLayer`; this adds the keep rule (``threshold``) and the
+    fused per-weight terms of the training and evaluation passes.
     """
 
-    def __init__(
-        self,
-        activation=None,
-        use_bias=True,
-        threshold=3.0,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH,
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        seed=None,
-        dataset_size=None,
-        **kwargs,
-    ):
-        super().__init__(
-            dataset_size=dataset_size, activity_regularizer=activity_regularizer, **kwargs
-        )
-        self.activation = keras.activations.get(activation)
-        self.use_bias = _validation.boolean(use_bias, "use_bias")
+    def __init__(self, threshold=3.0, **kwargs):
+        super().__init__(**kwargs)
         self.threshold = validate_threshold(threshold)
-        self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
-        self.bias_initializer = _validation.initializer(bias_initializer, "bias_initializer")
-        self.log_sigma2_initializer = _log_sigma2_initializer(log_sigma2_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.seed = _validation.seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(seed)
         self.prior = _PRIOR
         self._fused = _FusedTerms()
-
-    def _build_weights(self, kernel_shape, bias_shape):
-        # autocast=False keeps the variational parameters in float32 under
-        # mixed precision: log(theta^2 + 1e-8) underflows in float16.
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=kernel_shape,
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            autocast=False,
-        )
-        self.log_sigma2 = self.add_weight(
-            name="log_sigma2",
-            shape=kernel_shape,
-            initializer=self.log_sigma2_initializer,
-            autocast=False,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=bias_shape,
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-            )
 
     # -- posterior summaries ---------------------------------------------------------
 
     def log_alpha(self):
         """Per-weight log dropout rate, clipped to [-8, 8] (float32, kernel shape)."""
         return log_alpha(self.kernel, self.log_sigma2)
-
-    def kl(self):
-        return self.prior.kl(self.kernel, self.log_sigma2)
 
     def kept_mask(self):
         """Boolean NumPy mask of the weights kept at evaluation (log_alpha < threshold)."""
@@ -212,19 +143,9 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
         if training:
             variance_kernel, kl = self._fused.training(self.kernel.value, self.log_sigma2.value)
             self.add_kl(training, kl)
-            theta = ops.cast(self.kernel, dtype)
-            variance_kernel = ops.cast(variance_kernel, dtype)
-            mean = self._linear(inputs, theta)
-            variance = self._linear(ops.square(inputs), variance_kernel)
-            # 1e-8 keeps sqrt differentiable; float16 needs a representable floor.
-            floor = max(1e-8, float(np.finfo(dtype).tiny))
-            # Drawn for the global batch under a strategy, so that the noise
-            # of an example does not depend on the number of replicas.
-            noise = distributed.batch_rows(
-                lambda shape: keras.random.normal(shape, dtype=dtype, seed=self.seed_generator),
-                ops.shape(mean),
+            outputs = self._sample(
+                inputs, ops.cast(self.kernel, dtype), ops.cast(variance_kernel, dtype)
             )
-            outputs = mean + ops.sqrt(variance + floor) * noise
         else:
             if self.wants_kl(training):
                 pruned_kernel, kl = self._fused.evaluation(
@@ -236,27 +157,11 @@ class SparseVDLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
                     self.kernel.value, self.log_sigma2.value, self.threshold
                 )
             outputs = self._linear(inputs, ops.cast(pruned_kernel, dtype))
-        outputs = self._add_bias(outputs)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return self._finish(outputs)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "threshold": self.threshold,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "log_sigma2_initializer": keras.initializers.serialize(self.log_sigma2_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
-                "seed": self.seed,
-            }
-        )
+        config["threshold"] = self.threshold
         return config
 
 
@@ -273,17 +178,19 @@ class SparseVDDense(DenseGeometry, SparseVDLayer):
         units: positive integer, dimensionality of the output space.
         activation: activation function (name or callable); default linear.
         use_bias: whether the layer has a (non-variational) bias.
-        threshold: weights with ``log_alpha >= threshold`` are zero at evaluation
-            and export; a number in [-8, 8], default 3 (alpha ~ 20).
         kernel_initializer, bias_initializer: initializers of the means and bias.
-        log_sigma2_initializer: initial log-variance, a number or an initializer;
-            default -10 (training from scratch; ``tfpriors.sparsify`` uses -8).
         kernel_regularizer, bias_regularizer, activity_regularizer: as in Dense.
-        seed: seed of the local-reparameterization noise.
-        dataset_size: training-set size dividing the KL; usually set later with
-            ``tfpriors.set_dataset_size(model, n)``.
+        threshold: (keyword-only) weights with ``log_alpha >= threshold`` are zero
+            at evaluation and export; a number in [-8, 8], default 3 (alpha ~ 20).
+        log_sigma2_initializer: (keyword-only) initial log-variance, a number or an
+            initializer; default -10 (from scratch; ``tfpriors.sparsify`` uses -8).
+        seed: (keyword-only) seed of the local-reparameterization noise.
+        dataset_size: (keyword-only) training-set size dividing the KL; usually set
+            later with ``tfpriors.set_dataset_size(model, n)``.
 
-    Input shape: ``(batch, ..., input_dim)``. Output shape: ``(batch, ..., units)``.
+    Input shape: ``(batch, ..., input_dim)``.
+
+    Output shape: ``(batch, ..., units)``.
 
     Example:
 
@@ -296,8 +203,37 @@ class SparseVDDense(DenseGeometry, SparseVDLayer):
     >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     """
 
-    def __init__(self, units, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        *,
+        threshold=3.0,
+        log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH,
+        seed=None,
+        dataset_size=None,
+        **kwargs,
+    ):
+        super().__init__(
+            threshold=threshold,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            log_sigma2_initializer=log_sigma2_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            seed=seed,
+            dataset_size=dataset_size,
+            **kwargs,
+        )
         self._init_geometry(units)
 
 
@@ -318,8 +254,16 @@ class SparseVDConv2D(Conv2DGeometry, SparseVDLayer):
         padding: ``"valid"`` or ``"same"``.
         data_format: ``"channels_last"`` (default) or ``"channels_first"``.
         dilation_rate: int or tuple of 2 ints, default 1.
-        **kwargs: the arguments of :class:`SparseVDDense` after ``units``
-            (activation, use_bias, threshold, initializers, seed, dataset_size).
+        activation, use_bias, kernel_initializer, bias_initializer,
+        kernel_regularizer, bias_regularizer, activity_regularizer: as in
+            ``keras.layers.Conv2D``.
+        threshold, log_sigma2_initializer, seed, dataset_size: as in
+            :class:`SparseVDDense` (keyword-only).
+
+    Input shape: ``(batch, height, width, channels)`` (channels first with
+    ``data_format="channels_first"``).
+
+    Output shape: ``(batch, new_height, new_width, filters)``.
 
     Example:
 
@@ -336,9 +280,34 @@ class SparseVDConv2D(Conv2DGeometry, SparseVDLayer):
         padding="valid",
         data_format=None,
         dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        *,
+        threshold=3.0,
+        log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH,
+        seed=None,
+        dataset_size=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            threshold=threshold,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            log_sigma2_initializer=log_sigma2_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            seed=seed,
+            dataset_size=dataset_size,
+            **kwargs,
+        )
         self._init_geometry(
             filters,
             kernel_size,

@@ -17,14 +17,10 @@ posterior means.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
-from tfpriors import _validation, distributed
-from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry, WeightKernelLayer
-from tfpriors.layers.kl_layer import KLLayer
-from tfpriors.layers.seed_state import SeedStateMixin
-from tfpriors.layers.sparse_vd import LOG_SIGMA2_INIT_SCRATCH, _log_sigma2_initializer
+from tfpriors.layers.gaussian import LOG_SIGMA2_INIT_SCRATCH, GaussianWeightLayer
+from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
 from tfpriors.priors import base as prior_base
 from tfpriors.priors.base import Prior
 from tfpriors.priors.log_uniform import LogUniform
@@ -60,83 +56,34 @@ def get_prior(prior):
     )
 
 
-class VariationalLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
-    """Shared machinery: posterior weights, the prior's KL, the three forward modes.
+class VariationalLayer(GaussianWeightLayer):
+    """Shared machinery of the variational layers: a pluggable prior, the forward passes.
 
-    Concrete layers mix in a geometry from :mod:`tfpriors.layers.geometry`
-    (``DenseGeometry`` or ``Conv2DGeometry``), which gives the kernel shape,
-    the deterministic linear map and the plain Keras layer they export to.
+    Weights, sampling and config come from :class:`~tfpriors.layers.gaussian.
+    GaussianWeightLayer`; this adds the prior (its KL, and a check of the
+    kernel shape for priors over kernel slices such as the Deep Weight Prior).
     """
 
-    def __init__(
-        self,
-        prior="normal",
-        activation=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH,
-        seed=None,
-        dataset_size=None,
-        **kwargs,
-    ):
-        super().__init__(dataset_size=dataset_size, **kwargs)
+    def __init__(self, prior="normal", **kwargs):
+        super().__init__(**kwargs)
         self.prior = get_prior(prior)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = _validation.boolean(use_bias, "use_bias")
-        self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
-        self.bias_initializer = _validation.initializer(bias_initializer, "bias_initializer")
-        self.log_sigma2_initializer = _log_sigma2_initializer(log_sigma2_initializer)
-        self.seed = _validation.seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def _build_weights(self, kernel_shape, bias_shape):
-        # A prior over kernel slices (the Deep Weight Prior) checks that it fits
-        # this layer's kernel before any weight exists.
+    def _check_kernel_shape(self, kernel_shape):
+        # A prior over kernel slices checks that it fits before any weight exists.
         check = getattr(self.prior, "check_kernel_shape", None)
         if check is not None:
             check(kernel_shape, self)
-        # float32 variational parameters under mixed precision: exp(log_sigma2)
-        # of -10 and the KL's logs lose too much in float16.
-        self.kernel = self.add_weight(
-            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer, autocast=False
-        )
-        self.log_sigma2 = self.add_weight(
-            name="log_sigma2",
-            shape=kernel_shape,
-            initializer=self.log_sigma2_initializer,
-            autocast=False,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=bias_shape, initializer=self.bias_initializer
-            )
-
-    def kl(self):
-        return self.prior.kl(self.kernel, self.log_sigma2)
 
     def call(self, inputs, training=False):
         dtype = self.compute_dtype
-        mean = self._linear(inputs, ops.cast(self.kernel, dtype))
+        mean_kernel = ops.cast(self.kernel, dtype)
         if training:
-            variance = self._linear(ops.square(inputs), ops.cast(ops.exp(self.log_sigma2), dtype))
-            # The floor keeps sqrt differentiable at zero variance (float16 included).
-            floor = max(1e-8, float(np.finfo(dtype).tiny))
-            # The global batch's noise under a strategy (tfpriors.distributed.batch_rows).
-            noise = distributed.batch_rows(
-                lambda shape: keras.random.normal(shape, dtype=dtype, seed=self.seed_generator),
-                ops.shape(mean),
-            )
-            outputs = mean + ops.sqrt(variance + floor) * noise
+            outputs = self._sample(inputs, mean_kernel, ops.cast(ops.exp(self.log_sigma2), dtype))
         else:
-            outputs = mean
+            outputs = self._linear(inputs, mean_kernel)
         # Without a dataset size, evaluation reports no KL and training refuses to run.
         self.add_kl(training)
-        outputs = self._add_bias(outputs)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return self._finish(outputs)
 
     def _inference_weights(self):
         weights = [ops.convert_to_numpy(self.kernel)]
@@ -146,17 +93,7 @@ class VariationalLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "prior": prior_base.serialize(self.prior),
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "log_sigma2_initializer": keras.initializers.serialize(self.log_sigma2_initializer),
-                "seed": self.seed,
-            }
-        )
+        config["prior"] = prior_base.serialize(self.prior)
         return config
 
 
@@ -170,16 +107,21 @@ class VariationalDense(DenseGeometry, VariationalLayer):
 
     Args:
         units: positive integer, dimensionality of the output space.
-        prior: ``"normal"`` (standard normal), ``"log_uniform"`` or a
-            :class:`tfpriors.priors.Prior` object (saved with the layer).
         activation: activation function (name or callable); default linear.
         use_bias: whether the layer has a (non-variational) bias.
         kernel_initializer, bias_initializer: initializers of the means and bias.
-        log_sigma2_initializer: initial log-variance, a number or an
-            initializer; default -10.
-        seed: seed of the local-reparameterization noise.
-        dataset_size: training-set size dividing the KL; usually set later with
-            ``tfpriors.set_dataset_size(model, n)``.
+        kernel_regularizer, bias_regularizer, activity_regularizer: as in Dense.
+        prior: (keyword-only) ``"normal"`` (standard normal), ``"log_uniform"``
+            or a :class:`tfpriors.priors.Prior` object (saved with the layer).
+        log_sigma2_initializer: (keyword-only) initial log-variance, a number
+            or an initializer; default -10.
+        seed: (keyword-only) seed of the local-reparameterization noise.
+        dataset_size: (keyword-only) training-set size dividing the KL; usually
+            set later with ``tfpriors.set_dataset_size(model, n)``.
+
+    Input shape: ``(batch, ..., input_dim)``.
+
+    Output shape: ``(batch, ..., units)``.
 
     Example:
 
@@ -189,8 +131,37 @@ class VariationalDense(DenseGeometry, VariationalLayer):
     1
     """
 
-    def __init__(self, units, prior="normal", **kwargs):
-        super().__init__(prior=prior, **kwargs)
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        *,
+        prior="normal",
+        log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH,
+        seed=None,
+        dataset_size=None,
+        **kwargs,
+    ):
+        super().__init__(
+            prior=prior,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            log_sigma2_initializer=log_sigma2_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            seed=seed,
+            dataset_size=dataset_size,
+            **kwargs,
+        )
         self._init_geometry(units)
 
 
@@ -206,16 +177,24 @@ class VariationalConv2D(Conv2DGeometry, VariationalLayer):
     Args:
         filters: positive integer, the number of output channels.
         kernel_size: int or tuple of 2 ints.
-        prior: ``"normal"``, ``"log_uniform"`` or a :class:`tfpriors.priors.Prior`.
         strides: int or tuple of 2 ints, default 1.
         padding: ``"valid"`` or ``"same"``.
+        data_format: ``"channels_last"`` (the only one supported).
         dilation_rate: int or tuple of 2 ints, default 1.
-        **kwargs: the arguments of :class:`VariationalDense` after ``prior``.
+        activation, use_bias, kernel_initializer, bias_initializer,
+        kernel_regularizer, bias_regularizer, activity_regularizer: as in
+            ``keras.layers.Conv2D``.
+        prior, log_sigma2_initializer, seed, dataset_size: as in
+            :class:`VariationalDense` (keyword-only).
+
+    Input shape: ``(batch, height, width, channels)``.
+
+    Output shape: ``(batch, new_height, new_width, filters)``.
 
     Example:
 
     >>> vae = tfpriors.priors.KernelVAE(kernel_size=3)
-    >>> vae.fit(tfpriors.priors.collect_kernels(source_models), epochs=20)
+    >>> vae.fit(tfpriors.priors.collect_kernels([source_model]), epochs=20)
     >>> conv = tfpriors.layers.VariationalConv2D(
     ...     32, 3, prior=tfpriors.priors.DeepWeightPrior(vae), padding="same")
     """
@@ -224,11 +203,36 @@ class VariationalConv2D(Conv2DGeometry, VariationalLayer):
         self,
         filters,
         kernel_size,
-        prior="normal",
         strides=1,
         padding="valid",
+        data_format=None,
         dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        *,
+        prior="normal",
+        log_sigma2_initializer=LOG_SIGMA2_INIT_SCRATCH,
+        seed=None,
+        dataset_size=None,
         **kwargs,
     ):
-        super().__init__(prior=prior, **kwargs)
-        self._init_geometry(filters, kernel_size, strides, padding, dilation_rate)
+        super().__init__(
+            prior=prior,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            log_sigma2_initializer=log_sigma2_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            seed=seed,
+            dataset_size=dataset_size,
+            **kwargs,
+        )
+        self._init_geometry(filters, kernel_size, strides, padding, dilation_rate, data_format)
