@@ -144,21 +144,40 @@ def measure(
     kernel = tf.constant(rng.normal(size=(*kernel_size, input_shape[-1], filters)), dtype)
     seconds = {name: [] for name in names}
     with quiet_retracing(), tf.init_scope():  # eager even when built inside a trace
-        _time_candidates(
-            names,
-            kept,
-            fill_index,
-            input_shape,
-            kernel,
-            output_shape,
-            strides,
-            pads,
-            dtype,
-            batches,
-            repeats,
-            rng,
-            seconds,
-        )
+        for batch in batches:
+            x = tf.constant(rng.normal(size=(batch, *input_shape)), dtype)
+            functions = {
+                name: tf.function(
+                    lambda x, name=name: perforated_conv2d(
+                        x,
+                        kernel,
+                        kept,
+                        fill_index,
+                        output_shape,
+                        strides,
+                        pads,
+                        implementation=name,
+                    )
+                )
+                for name in names
+            }
+            first = {}
+            for name, function in functions.items():
+                function(x).numpy()  # traced and warm
+                start = time.perf_counter()
+                function(x).numpy()
+                first[name] = time.perf_counter() - start
+            rounds = max(
+                repeats, min(MAX_REPEATS, int(TIMING_SECONDS / max(max(first.values()), 1e-6)))
+            )
+            times = {name: [] for name in names}
+            for _ in range(rounds):
+                for name, function in functions.items():
+                    start = time.perf_counter()
+                    function(x).numpy()
+                    times[name].append(time.perf_counter() - start)
+            for name in names:
+                seconds[name].append(float(np.median(times[name])))
     return seconds
 
 
@@ -173,51 +192,6 @@ def quiet_retracing():
         yield
     finally:
         logger.setLevel(level)
-
-
-def _time_candidates(
-    names,
-    kept,
-    fill_index,
-    input_shape,
-    kernel,
-    output_shape,
-    strides,
-    pads,
-    dtype,
-    batches,
-    repeats,
-    rng,
-    seconds,
-):
-    """Appends to ``seconds[name]`` the median time of each candidate at each batch."""
-    for batch in batches:
-        x = tf.constant(rng.normal(size=(batch, *input_shape)), dtype)
-        functions = {
-            name: tf.function(
-                lambda x, name=name: perforated_conv2d(
-                    x, kernel, kept, fill_index, output_shape, strides, pads, implementation=name
-                )
-            )
-            for name in names
-        }
-        first = {}
-        for name, function in functions.items():
-            function(x).numpy()  # traced and warm
-            start = time.perf_counter()
-            function(x).numpy()
-            first[name] = time.perf_counter() - start
-        rounds = max(
-            repeats, min(MAX_REPEATS, int(TIMING_SECONDS / max(max(first.values()), 1e-6)))
-        )
-        times = {name: [] for name in names}
-        for _ in range(rounds):
-            for name, function in functions.items():
-                start = time.perf_counter()
-                function(x).numpy()
-                times[name].append(time.perf_counter() - start)
-        for name in names:
-            seconds[name].append(float(np.median(times[name])))
 
 
 class Selection(collections.namedtuple("Selection", ["small_batch", "large_batch"])):

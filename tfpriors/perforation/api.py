@@ -331,6 +331,7 @@ def _candidate_costs(
     }
 
 
+@quiet_retracing()  # each timed candidate is a new tf.function
 def greedy_perforation(
     model,
     validation_data,
@@ -409,39 +410,6 @@ def greedy_perforation(
     if not candidates:
         raise ValueError(f"'{model.name}' has no convolution that can be perforated.")
 
-    with quiet_retracing():
-        return _greedy(
-            model,
-            x,
-            y,
-            candidates,
-            target_speedup,
-            mask,
-            max_accuracy_drop,
-            steps,
-            batch_size,
-            timing_repeats,
-            seed,
-            implementation,
-            progress,
-        )
-
-
-def _greedy(
-    model,
-    x,
-    y,
-    candidates,
-    target_speedup,
-    mask,
-    max_accuracy_drop,
-    steps,
-    batch_size,
-    timing_repeats,
-    seed,
-    implementation,
-    progress,
-):
     import tensorflow as tf
     from tqdm.auto import tqdm
 
