@@ -4,6 +4,11 @@ import os
 
 
 def check_backend():
+    """Raises ImportError unless Keras runs on (or is set to load) its TensorFlow backend.
+
+    Called once when ``tfpriors`` is imported; the message says how to select the
+    TensorFlow backend.
+    """
     requested = os.environ.get("KERAS_BACKEND")
     if requested is not None and requested != "tensorflow":
         raise ImportError(

@@ -9,9 +9,12 @@ import keras
 
 
 def retrace(model):
-    """Drops ``model``'s traced train / test / predict steps: the next ``fit``,
-    ``evaluate`` or ``predict`` traces again, seeing a changed Python-level setting (a
-    dataset size, a probabilistic ACT mode) that the traced steps hold as a constant."""
+    """Drops ``model``'s traced train / test / predict steps.
+
+    The next ``fit``, ``evaluate`` or ``predict`` traces again, seeing a changed
+    Python-level setting (a dataset size, a probabilistic ACT mode) that the traced
+    steps hold as a constant.
+    """
     for attr in ("train_function", "test_function", "predict_function"):
         if getattr(model, attr, None) is not None:
             setattr(model, attr, None)

@@ -8,6 +8,14 @@ Calibrated NLL follows Ashukha et al. (2020): the temperature is fitted on
 one random half of the test set and the NLL scored on the other half, the
 halves swapped, and the result averaged over several random splits, so no
 test example scores a temperature it helped to fit.
+
+Example:
+>>> logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0], [0.5, 0.0]])
+>>> labels = np.array([0, 1, 1, 1])
+>>> round(tfpriors.calibration.nll(logits, labels), 4)
+0.3853
+>>> tfpriors.calibration.accuracy(logits, labels)
+0.75
 """
 
 import numpy as np
@@ -51,10 +59,20 @@ def _log_probs(values, from_logits, temperature=1.0):
 def nll(values, labels, from_logits=True):
     """Mean negative log-likelihood of the true labels.
 
-    Example:
+    Args:
+        values: ``(n, num_classes)`` logits, or probabilities with ``from_logits=False``.
+        labels: ``(n,)`` integer class labels.
+        from_logits: whether ``values`` are logits (default) or probabilities.
 
-    >>> calibration.nll([[2.0, 0.0], [0.0, 1.0]], [0, 1])
-    0.2201...
+    Returns:
+        The mean of ``-log p(label)`` over the examples, a float (probabilities
+        are clipped at 1e-12 first, so it stays finite).
+
+    Example:
+    >>> round(tfpriors.calibration.nll([[2.0, 0.0], [0.0, 1.0]], [0, 1]), 4)
+    0.2201
+    >>> round(tfpriors.calibration.nll([[0.9, 0.1], [0.2, 0.8]], [0, 1], from_logits=False), 4)
+    0.1643
     """
     values, labels = _check(values, labels, from_logits)
     log_probs = _log_probs(values, from_logits)
@@ -62,13 +80,40 @@ def nll(values, labels, from_logits=True):
 
 
 def accuracy(values, labels, from_logits=True):
-    """Fraction of examples whose arg-max class is the label."""
+    """Fraction of examples whose arg-max class is the label.
+
+    Args:
+        values: ``(n, num_classes)`` logits, or probabilities with ``from_logits=False``.
+        labels: ``(n,)`` integer class labels.
+        from_logits: whether ``values`` are logits (default) or probabilities.
+
+    Returns:
+        The accuracy in [0, 1], a float.
+
+    Example:
+    >>> logits = [[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 2.0]]
+    >>> tfpriors.calibration.accuracy(logits, [0, 1, 1, 1])
+    0.75
+    """
     values, labels = _check(values, labels, from_logits)
     return float(np.mean(values.argmax(1) == labels))
 
 
 def brier(values, labels, from_logits=True):
-    """Brier score: mean over examples of the squared error of the probability vector."""
+    """Brier score: mean over examples of the squared error of the probability vector.
+
+    Args:
+        values: ``(n, num_classes)`` logits, or probabilities with ``from_logits=False``.
+        labels: ``(n,)`` integer class labels.
+        from_logits: whether ``values`` are logits (default) or probabilities.
+
+    Returns:
+        ``mean(sum((p - onehot(label)) ** 2))``, a float in [0, 2].
+
+    Example:
+    >>> round(tfpriors.calibration.brier([[0.9, 0.1], [0.4, 0.6]], [0, 1], from_logits=False), 4)
+    0.17
+    """
     values, labels = _check(values, labels, from_logits)
     probs = np.exp(_log_probs(values, from_logits))
     onehot = np.eye(values.shape[1])[labels]
@@ -87,7 +132,26 @@ def _bin_statistics(probs, labels, bins):
 
 
 def ece(values, labels, from_logits=True, bins=15):
-    """Expected calibration error over ``bins`` equal-width confidence bins."""
+    """Expected calibration error over ``bins`` equal-width confidence bins.
+
+    The examples are binned by their confidence (the largest probability);
+    the ECE is the mean over examples of ``|confidence - accuracy|`` of
+    their bin.
+
+    Args:
+        values: ``(n, num_classes)`` logits, or probabilities with ``from_logits=False``.
+        labels: ``(n,)`` integer class labels.
+        from_logits: whether ``values`` are logits (default) or probabilities.
+        bins: number of equal-width confidence bins on [0, 1].
+
+    Returns:
+        The ECE in [0, 1], a float.
+
+    Example:
+    >>> probs = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
+    >>> round(tfpriors.calibration.ece(probs, [0, 1, 1, 0], from_logits=False, bins=5), 4)
+    0.25
+    """
     values, labels = _check(values, labels, from_logits)
     bins = _validation.positive_int(bins, "bins")
     probs = np.exp(_log_probs(values, from_logits))
@@ -105,10 +169,26 @@ def fit_temperature(values, labels, from_logits=True):
 
     Fitted with scipy's bounded scalar minimiser on log T in [log 0.01, log 100].
 
-    Example:
+    Args:
+        values: ``(n, num_classes)`` logits, or probabilities with
+            ``from_logits=False`` (then their logs are scaled).
+        labels: ``(n,)`` integer class labels.
+        from_logits: whether ``values`` are logits (default) or probabilities.
 
-    >>> t = calibration.fit_temperature(logits, labels)
-    >>> calibrated_probs = scipy.special.softmax(logits / t, axis=1)
+    Returns:
+        The fitted temperature T, a float in [0.01, 100]; T > 1 softens an
+        overconfident model.
+
+    Example:
+    >>> rng = np.random.default_rng(0)
+    >>> logits = 3.0 * rng.normal(size=(200, 3))
+    >>> labels = np.argmax(logits + 2.0 * rng.normal(size=(200, 3)), axis=1)
+    >>> t = tfpriors.calibration.fit_temperature(logits, labels)
+    >>> round(t, 2)
+    1.27
+    >>> nll = tfpriors.calibration.nll
+    >>> bool(nll(logits / t, labels) < nll(logits, labels))
+    True
     """
     values, labels = _check(values, labels, from_logits)
     logits = _as_logits(values, from_logits)
@@ -129,6 +209,24 @@ def calibrated_nll(values, labels, from_logits=True, splits=5, seed=0):
     For each of ``splits`` random permutations: fit T on the first half and
     score the second, fit on the second and score the first; the result is
     the mean of all these scores.
+
+    Args:
+        values: ``(n, num_classes)`` logits, or probabilities with
+            ``from_logits=False``; ``n >= 4``.
+        labels: ``(n,)`` integer class labels.
+        from_logits: whether ``values`` are logits (default) or probabilities.
+        splits: number of random half/half permutations.
+        seed: seed of the permutations.
+
+    Returns:
+        The calibrated NLL, a float.
+
+    Example:
+    >>> rng = np.random.default_rng(0)
+    >>> logits = 3.0 * rng.normal(size=(200, 3))
+    >>> labels = np.argmax(logits + 2.0 * rng.normal(size=(200, 3)), axis=1)
+    >>> round(tfpriors.calibration.calibrated_nll(logits, labels, splits=5, seed=0), 2)
+    0.53
     """
     values, labels = _check(values, labels, from_logits)
     splits = _validation.positive_int(splits, "splits")
@@ -160,10 +258,20 @@ def deep_ensemble_equivalent(metric_value, ensemble_curve):
     clipped to the ends of the curve (so a DEE of 1 means "no better than one
     model").
 
-    Example:
+    Args:
+        metric_value: the metric (lower is better) of the method to rate.
+        ensemble_curve: a dict mapping at least two ensemble sizes to the
+            metric of the deep ensemble of that size.
 
-    >>> calibration.deep_ensemble_equivalent(0.16, {1: 0.20, 2: 0.17, 4: 0.15})
+    Returns:
+        The DEE, a float between the smallest and the largest size of the curve.
+
+    Example:
+    >>> curve = {1: 0.20, 2: 0.17, 4: 0.15}
+    >>> tfpriors.calibration.deep_ensemble_equivalent(0.16, curve)
     3.0
+    >>> tfpriors.calibration.deep_ensemble_equivalent(0.25, curve)
+    1.0
     """
     value = _validation.real_number(metric_value, "metric_value")
     try:
@@ -200,9 +308,29 @@ def reliability_diagram(values, labels, path=None, from_logits=False, bins=15, t
     bin's mean confidence (bar above the mark: underconfident, below:
     overconfident), and the lower panel how many examples fall in each bin.
 
-    Example:
+    Args:
+        values: ``(n, num_classes)`` probabilities (default), or logits with
+            ``from_logits=True``.
+        labels: ``(n,)`` integer class labels.
+        path: optional image file to write (its extension picks the format).
+        from_logits: whether ``values`` are logits; default ``False``
+            (probabilities), unlike the metrics.
+        bins: number of equal-width confidence bins.
+        title: the figure's title; default: the ECE and the accuracy.
 
-    >>> calibration.reliability_diagram(probs, labels, "reliability.png")
+    Returns:
+        The ``matplotlib.figure.Figure``.
+
+    Example:
+    >>> rng = np.random.default_rng(0)
+    >>> probs = rng.dirichlet(np.ones(3), size=100)
+    >>> labels = rng.integers(0, 3, size=100)
+    >>> figure = tfpriors.calibration.reliability_diagram(probs, labels, "reliability.png")
+    >>> len(figure.axes)
+    2
+    >>> import os
+    >>> os.path.exists("reliability.png")
+    True
     """
     values, labels = _check(values, labels, from_logits)
     bins = _validation.positive_int(bins, "bins")

@@ -1,4 +1,16 @@
-"""Keras callbacks that schedule and log the parts of a variational objective."""
+"""Keras callbacks that schedule and log the parts of a variational objective.
+
+:class:`KLWarmup` ramps the KL weight of variational layers,
+:class:`SparsityMonitor` logs the sparsity of Sparse VD layers,
+:class:`PonderCostSchedule` and :class:`TemperatureSchedule` move the ponder
+cost and the relaxation temperature of adaptive computation time blocks, and
+:class:`EpochProgressBar` shows one progress bar over the epochs.
+
+Example:
+>>> warmup = tfpriors.callbacks.KLWarmup(start_epoch=0, end_epoch=4)
+>>> [warmup.weight_at(epoch) for epoch in range(6)]
+[0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+"""
 
 import keras
 import numpy as np
@@ -21,10 +33,23 @@ class KLWarmup(keras.callbacks.Callback):
         start_epoch: first epoch (0-based) of the ramp, where the weight is 0.
         end_epoch: epoch at which the weight reaches 1; > ``start_epoch``.
 
-    Example:
+    Raises:
+        ValueError: at the start of training, when the model has no
+            variational (KL) layer.
 
-    >>> model.fit(x, y, epochs=100,
-    ...           callbacks=[tfpriors.callbacks.KLWarmup(start_epoch=0, end_epoch=20)])
+    Example:
+    >>> (x, y), _ = tfpriors.datasets.load_digits()
+    >>> model = keras.Sequential([
+    ...     keras.Input((64,)),
+    ...     tfpriors.layers.SparseVDDense(32, activation="relu", name="hidden"),
+    ...     tfpriors.layers.SparseVDDense(10, name="logits")])
+    >>> tfpriors.set_dataset_size(model, len(x))
+    2
+    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = model.fit(x[:256], y[:256], epochs=2, batch_size=128, verbose=0,
+    ...                     callbacks=[tfpriors.callbacks.KLWarmup(start_epoch=0, end_epoch=4)])
+    >>> history.history["kl_weight"]
+    [0.0, 0.25]
     """
 
     def __init__(self, start_epoch=0, end_epoch=20):
@@ -43,7 +68,18 @@ class KLWarmup(keras.callbacks.Callback):
             )
 
     def weight_at(self, epoch):
-        """The KL weight used during ``epoch`` (0-based)."""
+        """The KL weight used during ``epoch`` (0-based), a float in [0, 1].
+
+        Args:
+            epoch: the epoch, 0-based.
+
+        Returns:
+            The KL weight, a float in [0, 1].
+
+        Example:
+        >>> tfpriors.callbacks.KLWarmup(start_epoch=2, end_epoch=6).weight_at(3)
+        0.25
+        """
         ramp = (epoch - self.start_epoch) / (self.end_epoch - self.start_epoch)
         return float(np.clip(ramp, 0.0, 1.0))
 
@@ -75,10 +111,22 @@ class SparsityMonitor(keras.callbacks.Callback):
         per_layer: also log each layer's sparsity.
 
     Example:
-
-    >>> model.fit(x, y, epochs=100, callbacks=[
-    ...     tfpriors.callbacks.SparsityMonitor(),
-    ...     keras.callbacks.CSVLogger("log.csv")])
+    >>> (x, y), _ = tfpriors.datasets.load_digits()
+    >>> model = keras.Sequential([
+    ...     keras.Input((64,)),
+    ...     tfpriors.layers.SparseVDDense(32, activation="relu", name="hidden"),
+    ...     tfpriors.layers.SparseVDDense(10, name="logits")])
+    >>> tfpriors.set_dataset_size(model, len(x))
+    2
+    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = model.fit(x[:256], y[:256], epochs=1, batch_size=128, verbose=0, callbacks=[
+    ...     tfpriors.callbacks.SparsityMonitor(), keras.callbacks.CSVLogger("log.csv")])
+    >>> sorted(history.history)
+    ['compression', 'loss', 'sparsity', 'sparsity/hidden', 'sparsity/logits']
+    >>> bool(0.0 <= history.history["sparsity"][0] <= 1.0)
+    True
+    >>> "sparsity/hidden" in open("log.csv").readline().strip().split(",")
+    True
     """
 
     def __init__(self, per_layer=True):
@@ -87,7 +135,22 @@ class SparsityMonitor(keras.callbacks.Callback):
         self.per_layer = per_layer
 
     def compute(self):
-        """Returns the dict of values this callback would log now."""
+        """Returns the dict of values this callback would log now.
+
+        Returns:
+            A dict: ``sparsity`` and ``compression`` of the whole model and,
+            with ``per_layer=True``, ``sparsity/<layer name>`` per Sparse VD layer.
+
+        Example:
+        >>> model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
+        >>> monitor = tfpriors.callbacks.SparsityMonitor(per_layer=False)
+        >>> monitor.set_model(model)
+        >>> values = monitor.compute()
+        >>> sorted(values)
+        ['compression', 'sparsity']
+        >>> bool(values["sparsity"] < 0.05)  # a fresh model keeps almost every weight
+        True
+        """
         report = compression_report(self.model)
         values = {"sparsity": report.total_sparsity, "compression": report.total_compression}
         if self.per_layer:
@@ -107,7 +170,22 @@ class EpochProgressBar(keras.callbacks.Callback):
     """One tqdm bar over epochs with the latest logs as its postfix.
 
     Use with ``fit(verbose=0)`` for long runs where Keras' per-epoch lines
-    would scroll away.
+    would scroll away. The bar is drawn by ``tqdm.auto`` (on stderr, or as a
+    widget in notebooks).
+
+    Args:
+        description: the bar's label.
+        keys: the names of the logs to show; default: every log whose name
+            has no ``/`` (per-layer values are left out).
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse")
+    >>> bar = tfpriors.callbacks.EpochProgressBar("training", keys=["loss"])
+    >>> history = model.fit(np.ones((8, 4)), np.zeros((8, 1)), epochs=3, verbose=0,
+    ...                     callbacks=[bar])
+    >>> len(history.history["loss"])
+    3
     """
 
     def __init__(self, description="training", keys=None):
@@ -213,13 +291,25 @@ class PonderCostSchedule(_AdaptiveSchedule):
     evaluated units as ``<block>/ponder``.
 
     Args:
-        start, end: ``tau`` before ``start_epoch`` and from ``end_epoch`` on (>= 0).
-        start_epoch, end_epoch: the ramp, 0-based epochs.
+        start: ``tau`` before ``start_epoch`` (>= 0).
+        end: ``tau`` from ``end_epoch`` on (>= 0).
+        start_epoch: first epoch (0-based) of the ramp, where ``tau`` is ``start``.
+        end_epoch: epoch at which ``tau`` reaches ``end``; > ``start_epoch``.
+
+    Raises:
+        ValueError: at the start of training, when the model has no adaptive block.
 
     Example:
-
-    >>> model.fit(x, y, epochs=30, callbacks=[
-    ...     tfpriors.callbacks.PonderCostSchedule(0.0, 0.05, start_epoch=5, end_epoch=15)])
+    >>> (x, y), _ = tfpriors.datasets.load_digits(flat=False)
+    >>> model = tfpriors.models.act_resnet((8, 8, 1), 10, blocks=(2,), kind="act", widths=(4,))
+    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> schedule = tfpriors.callbacks.PonderCostSchedule(0.0, 0.05, start_epoch=0, end_epoch=2)
+    >>> history = model.fit(x[:256], y[:256], epochs=2, batch_size=128, verbose=0,
+    ...                     callbacks=[schedule])
+    >>> history.history["ponder_cost"]
+    [0.0, 0.025]
+    >>> [round(schedule.value_at(epoch), 4) for epoch in range(4)]
+    [0.0, 0.025, 0.05, 0.05]
     """
 
     log_key = "ponder_cost"
@@ -244,13 +334,24 @@ class TemperatureSchedule(_AdaptiveSchedule):
     two epochs and is logged as ``temperature``.
 
     Args:
-        start, end: temperatures (> 0).
-        start_epoch, end_epoch: the ramp, 0-based epochs.
+        start: temperature before ``start_epoch`` (> 0).
+        end: temperature from ``end_epoch`` on (> 0).
+        start_epoch: first epoch (0-based) of the ramp, where the temperature is ``start``.
+        end_epoch: epoch at which the temperature reaches ``end``; > ``start_epoch``.
+
+    Raises:
+        ValueError: at the start of training, when the model has no
+            probabilistic ACT block.
 
     Example:
-
-    >>> model.fit(x, y, epochs=30, callbacks=[
-    ...     tfpriors.callbacks.TemperatureSchedule(1.0, 0.1, end_epoch=20)])
+    >>> (x, y), _ = tfpriors.datasets.load_digits(flat=False)
+    >>> model = tfpriors.models.act_resnet((8, 8, 1), 10, blocks=(2,), kind="pact", widths=(4,))
+    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> schedule = tfpriors.callbacks.TemperatureSchedule(1.0, 0.01, end_epoch=2)
+    >>> history = model.fit(x[:256], y[:256], epochs=2, batch_size=128, verbose=0,
+    ...                     callbacks=[schedule])
+    >>> [round(t, 4) for t in history.history["temperature"]]
+    [1.0, 0.1]
     """
 
     log_key = "temperature"

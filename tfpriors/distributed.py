@@ -13,6 +13,13 @@ Two things live here:
   TensorFlow trainer that make ``model.fit`` fail under
   ``tf.distribute.MultiWorkerMirroredStrategy`` with more than one worker
   (keras-team/keras#20585).
+
+Example:
+>>> generator = keras.random.SeedGenerator(0)
+>>> noise = tfpriors.distributed.batch_rows(
+...     lambda shape: keras.random.normal(shape, seed=generator), (4, 3))
+>>> tuple(noise.shape)
+(4, 3)
 """
 
 import tensorflow as tf
@@ -41,9 +48,32 @@ def batch_rows(sample, shape):
         itself, so single-device results do not change.
 
     Example:
+    A layer adding Gaussian noise the same way on one device and under a strategy:
 
-    >>> noise = tfpriors.distributed.batch_rows(
-    ...     lambda s: keras.random.normal(s, seed=seed_generator), tf.shape(mean))
+    >>> class Noisy(keras.layers.Layer):
+    ...     def __init__(self, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.seed_generator = keras.random.SeedGenerator(0)
+    ...     def call(self, x):
+    ...         noise = tfpriors.distributed.batch_rows(
+    ...             lambda s: keras.random.normal(s, seed=self.seed_generator), tf.shape(x))
+    ...         return x + noise
+    >>> Noisy()(np.zeros((4, 3), "float32")).shape
+    TensorShape([4, 3])
+
+    Split over the local CPUs, the replicas' rows put together are the
+    single-device draw (one replica where the machine shows one CPU device):
+
+    >>> devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    >>> strategy = tf.distribute.MirroredStrategy(devices)
+    >>> def step():
+    ...     rows = 4 // strategy.num_replicas_in_sync
+    ...     return tfpriors.distributed.batch_rows(
+    ...         lambda s: tf.random.stateless_normal(s, seed=[1, 2]), [rows, 3])
+    >>> parts = strategy.experimental_local_results(strategy.run(step))
+    >>> single = tf.random.stateless_normal([4, 3], seed=[1, 2])
+    >>> bool(np.array_equal(np.concatenate(parts), single))
+    True
     """
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
@@ -84,12 +114,26 @@ def enable_multi_worker_fit():
     metrics are aggregated across replicas). Single-device and
     ``MirroredStrategy`` training go through untouched code paths.
 
-    Call it once, before ``fit``, in every worker.
+    Call it once, before ``fit``, in every worker; further calls do nothing.
 
     Example:
+    In the script every worker runs (``TF_CONFIG`` describes the cluster)::
+
+        tfpriors.distributed.enable_multi_worker_fit()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        with strategy.scope():
+            model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
+            model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(dataset, epochs=10)
+
+    Training without a multi-worker strategy is unaffected by the patch:
 
     >>> tfpriors.distributed.enable_multi_worker_fit()
-    >>> strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> model.compile("sgd", "mse")
+    >>> history = model.fit(np.ones((8, 4)), np.zeros((8, 2)), epochs=1, verbose=0)
+    >>> len(history.history["loss"])
+    1
     """
     global _PATCHED
     if _PATCHED:

@@ -17,10 +17,28 @@ def walk(model, include_self=False):
     Keras' own ``_flatten_layers`` lists the layers of nested models in
     reverse; reports and plots want the layer that sees the input first.
 
-    Example:
+    Args:
+        model: a Keras model or layer.
+        include_self: also yield ``model`` itself, first.
 
-    >>> [layer.name for layer in tfpriors.graph.walk(model)][:2]
-    ['conv1', 'pool1']
+    Yields:
+        Keras layers, ``InputLayer`` ones included; a nested model is yielded
+        before its own layers.
+
+    Example:
+    >>> block = keras.Sequential(
+    ...     [keras.layers.Conv2D(4, 3, name="conv2"), keras.layers.ReLU(name="relu2")],
+    ...     name="block",
+    ... )
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(4, 3, name="conv1"),
+    ...     block,
+    ...     keras.layers.Flatten(name="flatten"),
+    ... ])
+    >>> layers = tfpriors.graph.walk(model)
+    >>> [layer.name for layer in layers if not isinstance(layer, keras.layers.InputLayer)]
+    ['conv1', 'block', 'conv2', 'relu2', 'flatten']
     """
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"`model` must be a Keras model or layer; received {type(model).__name__}.")
@@ -36,6 +54,7 @@ def walk(model, include_self=False):
 
 
 def _check_layer(layer):
+    """``layer`` if it is a Keras layer; else raises TypeError."""
     if not isinstance(layer, keras.layers.Layer):
         raise TypeError(f"`layer` must be a Keras layer; received {type(layer).__name__}.")
     return layer
@@ -44,10 +63,23 @@ def _check_layer(layer):
 def consumers(layer, members=None):
     """The layers that take ``layer``'s output, restricted to ``members`` (layer ids).
 
-    Example:
+    Args:
+        layer: a Keras layer of a built model.
+        members: optional set of ``id(layer)`` values; other consumers are left out
+            (e.g. to stay inside one model).
 
-    >>> [c.name for c in tfpriors.graph.consumers(model.get_layer("conv1"))]
-    ['pool1']
+    Returns:
+        A list of layers.
+
+    Example:
+    >>> inputs = keras.Input((8, 8, 1))
+    >>> conv = keras.layers.Conv2D(4, 3, padding="same", name="conv")
+    >>> features = conv(inputs)
+    >>> left = keras.layers.ReLU(name="relu")(features)
+    >>> right = keras.layers.MaxPooling2D(name="pool")(features)
+    >>> model = keras.Model(inputs, [left, right])
+    >>> [layer.name for layer in tfpriors.graph.consumers(conv)]
+    ['relu', 'pool']
     """
     found = [node.operation for node in _check_layer(layer)._outbound_nodes]
     return found if members is None else [c for c in found if id(c) in members]
@@ -56,17 +88,35 @@ def consumers(layer, members=None):
 def chain_after(layer, passes, stops, members=None, outputs=(), limit=None):
     """Follows ``layer``'s output through single consumers.
 
-    Returns ``(chain, stop)``: the layers for which ``passes(layer)`` held on
-    the way and the first one for which ``stops(layer)`` holds, or None when
-    the output branches, becomes a model output (``outputs``: tensor ids),
-    reaches a layer that neither passes nor stops, or is followed more than
-    ``limit`` steps.
+    Args:
+        layer: a Keras layer of a built model.
+        passes: ``passes(layer)`` is true for a layer the walk may go through.
+        stops: ``stops(layer)`` is true for the layer the walk looks for.
+        members: optional set of ``id(layer)`` values the walk stays within.
+        outputs: ids of the model's output tensors (the walk stops at them).
+        limit: optional largest number of layers passed through.
+
+    Returns:
+        ``(chain, stop)``: the layers for which ``passes(layer)`` held on the way
+        and the first one for which ``stops(layer)`` holds, or None when the
+        output branches, becomes a model output, reaches a layer that neither
+        passes nor stops, or is followed more than ``limit`` steps.
 
     Example:
-
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(4, 3, name="conv"),
+    ...     keras.layers.ReLU(name="relu"),
+    ...     keras.layers.MaxPooling2D(name="pool"),
+    ...     keras.layers.Flatten(name="flatten"),
+    ... ])
     >>> chain, pooling = tfpriors.graph.chain_after(
-    ...     conv, passes=lambda l: isinstance(l, keras.layers.ReLU),
-    ...     stops=lambda l: isinstance(l, keras.layers.MaxPooling2D))
+    ...     model.get_layer("conv"),
+    ...     passes=lambda layer: isinstance(layer, keras.layers.ReLU),
+    ...     stops=lambda layer: isinstance(layer, keras.layers.MaxPooling2D),
+    ... )
+    >>> [layer.name for layer in chain], pooling.name
+    (['relu'], 'pool')
     """
     _check_layer(layer)
     for name, function in (("passes", passes), ("stops", stops)):

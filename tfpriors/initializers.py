@@ -1,4 +1,8 @@
-"""Keras initializers that carry prior knowledge into a network's starting point."""
+"""Keras initializers that carry prior knowledge into a network's starting point.
+
+:class:`DWPInitializer` starts convolutions from kernels drawn from a
+:class:`~tfpriors.priors.KernelVAE` trained on other networks' kernels.
+"""
 
 import keras
 from keras import ops
@@ -27,9 +31,15 @@ class DWPInitializer(keras.initializers.Initializer):
             (the Deep Weight Prior paper's initialization).
 
     Example:
-
-    >>> init = tfpriors.initializers.DWPInitializer(vae)
+    >>> vae = tfpriors.priors.KernelVAE(kernel_size=3)  # untrained here: see KernelVAE
+    >>> init = tfpriors.initializers.DWPInitializer(vae, seed=0)
     >>> conv = keras.layers.Conv2D(32, 3, kernel_initializer=init)
+    >>> conv(np.zeros((1, 8, 8, 4), "float32")).shape
+    TensorShape([1, 6, 6, 32])
+    >>> conv.kernel.shape  # 4 * 32 slices, each decoded from its own z
+    TensorShape([3, 3, 4, 32])
+    >>> sorted(init.get_config())  # the VAE travels in the config
+    ['noise', 'seed', 'vae']
     """
 
     def __init__(self, vae, seed=None, noise=False):

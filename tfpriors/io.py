@@ -1,5 +1,9 @@
-"""Files: atomic writes (a crash never leaves a half-written file behind) and
-clear errors for truncated or corrupted files on reading."""
+"""Files: atomic writes and clear errors for truncated or corrupted files.
+
+A crash never leaves a half-written file behind (:func:`atomic_path`), and
+reading a truncated or corrupted archive raises :class:`CorruptFileError` naming
+the file (:func:`check_archive`, :func:`load_model`).
+"""
 
 import contextlib
 import os
@@ -13,12 +17,28 @@ def atomic_path(path, argument="path"):
 
     The temporary file has the same suffix as ``path`` (``model.save`` checks
     for ``.keras``). On an exception it is removed and ``path`` is untouched.
-    ``argument`` is the caller's name for ``path``, used in error messages.
+
+    Args:
+        path: the file to write; its directory is created if needed.
+        argument: the caller's name for ``path``, used in error messages.
+
+    Yields:
+        The temporary path to write to.
 
     Example:
-
-    >>> with atomic_path("out/model.keras") as tmp:
+    >>> import os
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> with tfpriors.io.atomic_path("out/model.keras") as tmp:
     ...     model.save(tmp)
+    >>> os.listdir("out")  # the temporary file was renamed
+    ['model.keras']
+    >>> try:
+    ...     with tfpriors.io.atomic_path("out/model.keras") as tmp:
+    ...         raise RuntimeError("crash while writing")
+    ... except RuntimeError:
+    ...     pass
+    >>> os.listdir("out")  # the old file is untouched, nothing is left behind
+    ['model.keras']
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"`{argument}` must be a file path; received {path!r}.")
@@ -45,7 +65,17 @@ def atomic_path(path, argument="path"):
 
 
 class CorruptFileError(ValueError):
-    """A file tfpriors reads is truncated or corrupted."""
+    """A file tfpriors reads is truncated or corrupted.
+
+    Example:
+    >>> with open("broken.keras", "wb") as handle:
+    ...     _ = handle.write(b"PK not really a zip archive")
+    >>> try:
+    ...     tfpriors.io.load_model("broken.keras")
+    ... except tfpriors.io.CorruptFileError as error:
+    ...     print(str(error)[:52])
+    `path` 'broken.keras' is truncated or corrupted: it
+    """
 
 
 def check_archive(path, what, argument="path"):
@@ -60,6 +90,23 @@ def check_archive(path, what, argument="path"):
         path: the file.
         what: what the file should be, for the message (e.g. "a .keras model").
         argument: the name of the caller's argument that gave ``path``.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        CorruptFileError: when it is not a complete zip archive or a member
+            fails its checksum.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> model.save("model.keras")
+    >>> tfpriors.io.check_archive("model.keras", "a .keras model")  # complete: no error
+    >>> data = open("model.keras", "rb").read()
+    >>> with open("cut.keras", "wb") as handle:  # a copy cut short
+    ...     _ = handle.write(data[: len(data) // 2])
+    >>> tfpriors.io.check_archive("cut.keras", "a .keras model", argument="filepath")
+    Traceback (most recent call last):
+    ...
+    tfpriors.io.CorruptFileError: `filepath` 'cut.keras' is truncated or corrupted: ...
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -85,9 +132,19 @@ def load_model(path, **kwargs):
     Keras reports a truncated ``.keras`` file as "File not found"; this checks
     the archive first and raises :class:`CorruptFileError` naming the file.
 
-    Example:
+    Args:
+        path: a ``.keras`` file.
+        **kwargs: passed to ``keras.models.load_model`` (``custom_objects``,
+            ``compile``, ``safe_mode``).
 
-    >>> model = tfpriors.io.load_model("model.keras")
+    Returns:
+        The loaded model.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="tiny")
+    >>> model.save("model.keras")
+    >>> tfpriors.io.load_model("model.keras").name
+    'tiny'
     """
     import keras
 
@@ -96,13 +153,27 @@ def load_model(path, **kwargs):
 
 
 def save_figure(figure, path, argument="path", dpi=None):
-    """Writes a matplotlib ``figure`` to ``path`` atomically; the format follows the suffix
-    (PNG without one). Every tfpriors plot returns its figure and, given a path, writes
-    it with this.
+    """Writes a matplotlib ``figure`` to ``path`` atomically; the format follows the suffix.
+
+    Every tfpriors plot returns its figure and, given a path, writes it with this.
+
+    Args:
+        figure: a matplotlib ``Figure``.
+        path: the file to write; its suffix picks the format (PNG when there is
+            none).
+        argument: the caller's name for ``path``, used in error messages.
+        dpi: resolution; None keeps the figure's.
+
+    Returns:
+        ``figure``.
 
     Example:
-
-    >>> tfpriors.io.save_figure(figure, "sparsity.png")
+    >>> from matplotlib.figure import Figure
+    >>> figure = Figure(figsize=(2, 2))
+    >>> _ = figure.subplots().plot([0, 1], [1, 0])
+    >>> figure = tfpriors.io.save_figure(figure, "line.png", dpi=50)
+    >>> open("line.png", "rb").read(4)[1:]  # the PNG signature
+    b'PNG'
     """
     if not callable(getattr(figure, "savefig", None)):
         raise TypeError(f"`figure` must be a matplotlib Figure; received {figure!r}.")

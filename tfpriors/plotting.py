@@ -23,8 +23,14 @@ _ANNOTATE_MAX_CELLS = 144  # write the numbers into heat-map cells up to 12x12
 def sparse_vd_layers(model):
     """Lists the Sparse VD layers of ``model`` (nested ones included), in model order.
 
-    Example:
+    Args:
+        model: a Keras model.
 
+    Returns:
+        A list of :class:`~tfpriors.layers.SparseVDLayer` layers.
+
+    Example:
+    >>> model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
     >>> [layer.name for layer in tfpriors.plotting.sparse_vd_layers(model)]
     ['fc1', 'fc2', 'fc3']
     """
@@ -32,7 +38,7 @@ def sparse_vd_layers(model):
 
 
 def _check_image_shape(input_image_shape, input_dim, layer_name):
-    # (height, width) or (height, width, channels)
+    """``input_image_shape``, (height, width) or (height, width, channels), checked."""
     shape = _validation.shape(input_image_shape, "input_image_shape", lengths=(2, 3))
     if math.prod(shape) != input_dim:
         raise ValueError(
@@ -43,8 +49,11 @@ def _check_image_shape(input_image_shape, input_dim, layer_name):
 
 
 def _model_image_shape(model, input_dim):
-    # A Dense layer right after Flatten(image) sees the image pixels in
-    # row-major (height, width, channels) order; use that shape when it fits.
+    """The model's input image shape when it has ``input_dim`` pixels, else None.
+
+    A Dense layer right after Flatten(image) sees the image pixels in row-major
+    (height, width, channels) order; that shape is used when it fits.
+    """
     try:
         shape = tuple(model.inputs[0].shape[1:])
     except (AttributeError, IndexError, TypeError, ValueError):
@@ -55,6 +64,7 @@ def _model_image_shape(model, input_dim):
 
 
 def _heatmap(fig, ax, values, title, fmt, vmax, label):
+    """Draws ``values`` as a heat map with a colour bar, annotated when small."""
     image = ax.imshow(values, cmap=_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
@@ -76,6 +86,7 @@ def _heatmap(fig, ax, values, title, fmt, vmax, label):
 
 
 def _plot_layer_bars(ax, report):
+    """Draws the fraction of weights removed in each layer of ``report``."""
     rows = list(report.layers)
     names = [row.name for row in rows]
     sparsity = np.array([row.sparsity for row in rows]) * 100
@@ -107,6 +118,7 @@ def _plot_layer_bars(ax, report):
 
 
 def _plot_dense_mask(fig, mask_ax, input_ax, model, layer, input_image_shape):
+    """Draws a SparseVDDense layer's mask and its kept weights per input."""
     from matplotlib.colors import ListedColormap
 
     mask = layer.kept_mask()  # (inputs, units)
@@ -177,6 +189,7 @@ def _filter_mosaic(fractions):
 
 
 def _plot_conv_mask(fig, mask_ax, position_ax, layer):
+    """Draws a SparseVDConv2D layer's kept fractions per filter and per kernel position."""
     import matplotlib
 
     mask = layer.kept_mask()  # (kh, kw, in_channels, filters)
@@ -234,8 +247,17 @@ def plot_sparsity(model, path=None, input_image_shape=None):
         The ``matplotlib.figure.Figure`` (not attached to pyplot).
 
     Example:
-
-    >>> tfpriors.plotting.plot_sparsity(model, "sparsity.png", input_image_shape=(8, 8))
+    >>> model = keras.Sequential([
+    ...     keras.Input((64,)),
+    ...     tfpriors.layers.SparseVDDense(16, activation="relu", name="fc1"),
+    ...     tfpriors.layers.SparseVDDense(10, name="fc2"),
+    ... ])
+    >>> figure = tfpriors.plotting.plot_sparsity(model, "sparsity.png", input_image_shape=(8, 8))
+    >>> [axis.get_title() for axis in figure.axes[:2]]
+    ['sparsity per layer', "'fc1' kept weights: ... of 1,024"]
+    >>> import os
+    >>> os.path.exists("sparsity.png")
+    True
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -1,4 +1,9 @@
-"""Turn a trained Keras model into a Sparse VD model with the same function."""
+"""Turn a trained Keras model into a Sparse VD model with the same function.
+
+:func:`sparsify` swaps ``Dense`` and ``Conv2D`` layers for their Sparse VD
+counterparts, keeping the weights, so that training goes on from the
+pretrained model and prunes it.
+"""
 
 import keras
 import numpy as np
@@ -73,12 +78,30 @@ def sparsify(
         A new, uncompiled model. The original model is not changed.
 
     Example:
-
+    >>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits()
+    >>> loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    >>> pretrained = keras.Sequential([
+    ...     keras.Input((64,)),
+    ...     keras.layers.Dense(32, activation="relu", name="hidden"),
+    ...     keras.layers.Dense(10, name="logits"),
+    ... ])
+    >>> pretrained.compile("adam", loss)
+    >>> _ = pretrained.fit(x_train[:256], y_train[:256], epochs=1, verbose=0)
     >>> sparse = tfpriors.sparsify(pretrained)
+    >>> [type(layer).__name__ for layer in sparse.layers]
+    ['SparseVDDense', 'SparseVDDense']
+    >>> bool(np.allclose(sparse(x_test[:8]), pretrained(x_test[:8]), atol=1e-5))  # same function
+    True
+    >>> kept_output = tfpriors.sparsify(pretrained, skip=["logits"])
+    >>> [type(layer).__name__ for layer in kept_output.layers]
+    ['SparseVDDense', 'Dense']
     >>> tfpriors.set_dataset_size(sparse, len(x_train))
+    2
     >>> sparse.compile("adam", loss, metrics=["accuracy"])
-    >>> sparse.fit(x_train, y_train, epochs=50,
-    ...            callbacks=[tfpriors.callbacks.KLWarmup(0, 10)])
+
+    ``sparse`` then trains as usual, e.g. ``sparse.fit(x_train, y_train, epochs=50,
+    callbacks=[tfpriors.callbacks.KLWarmup(0, 10)])``, and weights whose
+    ``log_alpha`` passes ``threshold`` are pruned.
     """
     check_rewritable(model)
     threshold = validate_threshold(threshold)
@@ -115,9 +138,12 @@ def sparsify(
 
 
 def _function_preserving_log_sigma2(theta, log_sigma2_init, threshold):
-    # A constant -8 would give |theta| < ~0.004 a log_alpha above the
-    # threshold, pruning them before training starts. Lowering log_sigma2 for
-    # those weights (to log_alpha = threshold - 1) keeps the pretrained
-    # function exactly; training then decides which of them to drop.
+    """The initial ``log_sigma2`` of a pretrained kernel ``theta``: no weight pruned at start.
+
+    A constant -8 would give ``|theta| < ~0.004`` a log_alpha above the
+    threshold, pruning them before training starts. Lowering log_sigma2 for
+    those weights (to ``log_alpha = threshold - 1``) keeps the pretrained
+    function exactly; training then decides which of them to drop.
+    """
     ceiling = np.log(np.square(theta.astype("float64")) + 1e-8) + threshold - 1.0
     return np.minimum(log_sigma2_init, ceiling).astype("float32")

@@ -36,10 +36,15 @@ def set_mode(model, mode):
     Returns:
         The number of blocks switched.
 
-    Example:
+    Raises:
+        ValueError: when ``model`` has no probabilistic ACT block.
 
+    Example:
+    >>> model = tfpriors.models.act_resnet((8, 8, 1), 10, kind="pact", widths=(4, 8, 8))
     >>> tfpriors.adaptive.set_mode(model, "threshold")
     3
+    >>> sorted({block.mode for block in tfpriors.adaptive.adaptive_blocks(model)})
+    ['threshold']
     """
     mode = _validation.one_of(mode, "mode", set(MODES))
     blocks = [b for b in adaptive_blocks(model) if isinstance(b, ProbabilisticACTBlock)]
@@ -68,8 +73,20 @@ def _block_inputs(model, images):
 def evaluated_units(model, images):
     """Units evaluated per position by each adaptive block at inference.
 
+    Args:
+        model: a functional model with adaptive blocks.
+        images: ``(n, height, width, channels)`` inputs of the model.
+
     Returns:
         ``{block name: float array (n, height, width)}`` in model order.
+
+    Example:
+    >>> model = tfpriors.models.act_resnet((8, 8, 1), 10, kind="sact", widths=(4, 8, 8))
+    >>> units = tfpriors.adaptive.evaluated_units(model, np.random.rand(2, 8, 8, 1))
+    >>> {name: counts.shape for name, counts in units.items()}
+    {'stage0_sact': (2, 8, 8), 'stage1_sact': (2, 4, 4), 'stage2_sact': (2, 2, 2)}
+    >>> bool(np.all((units["stage0_sact"] >= 1) & (units["stage0_sact"] <= 3)))
+    True
     """
     blocks, _, inputs = _block_inputs(model, images)
     return {
@@ -95,8 +112,13 @@ def ponder_map(model, images, path=None, max_images=8):
         The matplotlib figure (:func:`evaluated_units` gives the numbers).
 
     Example:
-
-    >>> figure = tfpriors.adaptive.ponder_map(model, x_test[:6], "ponder.png")
+    >>> _, (x_test, y_test) = tfpriors.datasets.load_digits(flat=False)
+    >>> model = tfpriors.models.act_resnet((8, 8, 1), 10, kind="sact", widths=(4, 8, 8))
+    >>> figure = tfpriors.adaptive.ponder_map(model, x_test[:3], "ponder.png")
+    >>> import os; os.path.exists("ponder.png")
+    True
+    >>> len(figure.axes)  # 3 rows of 5: the input, 3 blocks, their total
+    15
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -145,7 +167,24 @@ def ponder_map(model, images, path=None, max_images=8):
 
 @dataclasses.dataclass
 class FlopsReport:
-    """Multiply-adds actually spent per image vs the same ResNet evaluating every unit."""
+    """Multiply-adds actually spent per image vs the same ResNet evaluating every unit.
+
+    Made by :func:`flops_report`; ``print(report)`` gives one line per block.
+
+    Attributes:
+        blocks: one dict per adaptive block: ``name``, ``num_units``,
+            ``mean_units`` (evaluated per position), ``macs`` (spent per image)
+            and ``dense_macs`` (every unit at every position).
+        macs: multiply-adds spent per image by the whole model.
+        plain_macs: multiply-adds per image of the plain ResNet.
+
+    Example:
+    >>> report = tfpriors.adaptive.FlopsReport(blocks=[], macs=60.0, plain_macs=100.0)
+    >>> report.ratio
+    0.6
+    >>> report.to_dict()["ratio"]
+    0.6
+    """
 
     blocks: list  # dicts: name, num_units, mean_units, macs, dense_macs
     macs: float
@@ -157,6 +196,7 @@ class FlopsReport:
         return self.macs / self.plain_macs
 
     def to_dict(self):
+        """The fields and ``ratio`` as a JSON-ready dict."""
         return {
             "blocks": self.blocks,
             "macs": self.macs,
@@ -199,10 +239,25 @@ def flops_report(model, images):
     Conv2D, Dense and :class:`~tfpriors.layers.ResidualUnit` layers count in
     full. A model without adaptive blocks reports ratio 1.
 
-    Example:
+    Args:
+        model: a built functional Keras model, usually from
+            :func:`tfpriors.models.act_resnet`.
+        images: ``(n, height, width, channels)`` inputs to count on.
 
-    >>> report = tfpriors.adaptive.flops_report(model, x_test)
-    >>> print(f"{report.ratio:.0%} of the plain ResNet")
+    Returns:
+        A :class:`FlopsReport`.
+
+    Example:
+    >>> _, (x_test, y_test) = tfpriors.datasets.load_digits(flat=False)
+    >>> model = tfpriors.models.act_resnet((8, 8, 1), 10, kind="sact", widths=(4, 8, 8))
+    >>> report = tfpriors.adaptive.flops_report(model, x_test[:32])
+    >>> [row["name"] for row in report.blocks]
+    ['stage0_sact', 'stage1_sact', 'stage2_sact']
+    >>> print(f"spent {report.ratio:.0%} of the plain ResNet's multiply-adds")
+    spent ...% of the plain ResNet's multiply-adds
+    >>> plain = tfpriors.models.act_resnet((8, 8, 1), 10, kind="plain", widths=(4, 8, 8))
+    >>> tfpriors.adaptive.flops_report(plain, x_test[:32]).ratio
+    1.0
     """
     if not isinstance(model, keras.Model) or not model.built:
         raise TypeError("`model` must be a built Keras functional model.")

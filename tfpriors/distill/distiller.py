@@ -42,8 +42,10 @@ def _hard_label_nll(y, student_out, task):
 
 
 class _DistillMixin:
-    """What Distiller and BayesianDarkKnowledge share: the teacher -> student
-    divergence, and predicting with the student."""
+    """What Distiller and BayesianDarkKnowledge share.
+
+    The teacher -> student divergence, and predicting with the student.
+    """
 
     def _divergence(self, teacher_out, student_out):
         """Per-example KL(teacher || student); times T^2 at temperature T (classification)."""
@@ -124,12 +126,18 @@ class Distiller(FloatInputs, _DistillMixin, keras.Model):
             ``[mean, log variance]``.
 
     Example:
-
-    >>> distiller = tfpriors.distill.Distiller(student, sampler.ensemble(),
-    ...                                        temperature=4.0, alpha=0.1)
+    >>> (x, y), (x_test, y_test) = tfpriors.datasets.load_digits()
+    >>> teacher = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+    ...                             keras.layers.Dense(10)])  # e.g. sampler.ensemble()
+    >>> student = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
+    ...                             keras.layers.Dense(10)])
+    >>> distiller = tfpriors.distill.Distiller(student, teacher, temperature=4.0, alpha=0.1)
     >>> distiller.compile("adam")
-    >>> distiller.fit(x_unlabeled, epochs=50)          # or fit(x, y) with hard labels
-    >>> student.predict(x_test)
+    >>> history = distiller.fit(x[:256], epochs=1, batch_size=64, verbose=0)  # or fit(x, y)
+    >>> student.predict(x_test[:5], verbose=0).shape
+    (5, 10)
+    >>> teacher.trainable
+    False
     """
 
     def __init__(
@@ -222,12 +230,20 @@ class BayesianDarkKnowledge(FloatInputs, _DistillMixin, keras.Model):
         burn_in_steps: teacher steps (>= 0) before the student learns.
 
     Example:
-
+    >>> (x, y), (x_test, y_test) = tfpriors.datasets.load_digits()
+    >>> x, y = x[:256], y[:256]
+    >>> teacher = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+    ...                             keras.layers.Dense(10)])
+    >>> student = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
+    ...                             keras.layers.Dense(10)])
     >>> bdk = tfpriors.distill.BayesianDarkKnowledge(teacher, student,
     ...                                              dataset_size=len(x))
     >>> bdk.compile(keras.optimizers.Adam(1e-3))
-    >>> bdk.fit(x, y, epochs=100)
-    >>> bdk.student.predict(x_test)
+    >>> history = bdk.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    >>> sorted(history.history)
+    ['loss', 'teacher_nll']
+    >>> bdk.student.predict(x_test[:5], verbose=0).shape
+    (5, 10)
     """
 
     def __init__(

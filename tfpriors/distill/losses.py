@@ -88,10 +88,16 @@ class GaussianNLL(keras.losses.Loss):
         noise_variance: ``None`` (learned) or the fixed noise variance (> 0).
 
     Example:
-
+    >>> loss = tfpriors.distill.GaussianNLL()  # y_pred: [mean, log variance]
+    >>> y_true = np.array([[0.0], [1.0]], "float32")
+    >>> round(float(loss(y_true, np.array([[0.0, 0.0], [1.0, 0.0]], "float32"))), 4)
+    0.9189
+    >>> fixed = tfpriors.distill.GaussianNLL(noise_variance=1.0)  # y_pred: the mean only
+    >>> round(float(fixed(y_true, np.array([[0.0], [1.0]], "float32"))), 4)
+    0.9189
     >>> model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(50, "relu"),
-    ...                           keras.layers.Dense(2)])          # mean, log variance
-    >>> model.compile(tfpriors.distill.SGLD(1e-4, dataset_size=n),
+    ...                           keras.layers.Dense(2)])  # mean, log variance
+    >>> model.compile(tfpriors.distill.SGLD(1e-4, dataset_size=1000),
     ...               tfpriors.distill.GaussianNLL())
     """
 

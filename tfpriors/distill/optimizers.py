@@ -107,11 +107,16 @@ class SGLD(_SGMCMC):
             (``name``, ``clipnorm``, ...).
 
     Example:
-
-    >>> opt = tfpriors.distill.SGLD(learning_rate=1e-4, dataset_size=len(x_train))
+    >>> (x_train, y_train), _ = tfpriors.datasets.load_digits()
+    >>> x_train, y_train = x_train[:256], y_train[:256]
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    >>> opt = tfpriors.distill.SGLD(learning_rate=1e-4, dataset_size=len(x_train), seed=0)
     >>> model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    >>> model.fit(x_train, y_train, epochs=50,
-    ...           callbacks=[tfpriors.distill.PosteriorSampler(burn_in_epochs=20)])
+    >>> sampler = tfpriors.distill.PosteriorSampler(burn_in_epochs=1, thin=4, in_memory=10)
+    >>> history = model.fit(x_train, y_train, epochs=2, batch_size=32,
+    ...                     callbacks=[sampler], verbose=0)
+    >>> int(opt.iterations), sampler.num_samples
+    (16, 2)
     """
 
     def __init__(
@@ -157,9 +162,15 @@ class SGHMC(_SGMCMC):
         **kwargs: the other ``keras.optimizers.Optimizer`` arguments.
 
     Example:
-
+    >>> (x_train, y_train), _ = tfpriors.datasets.load_digits()
+    >>> x_train, y_train = x_train[:256], y_train[:256]
     >>> opt = tfpriors.distill.SGHMC(learning_rate=1e-5, dataset_size=len(x_train),
     ...                              friction=0.05)
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    >>> model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = model.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
+    >>> len(opt.velocities), int(opt.iterations)  # a velocity per kernel and bias
+    (2, 4)
     """
 
     def __init__(
@@ -214,10 +225,18 @@ def gaussian_prior(variance, dataset_size):
     The regularizer adds ``sum(w**2) / (2 * variance * N)`` to the loss: the
     prior's negative log density (up to a constant) divided by ``N``.
 
-    Example:
+    Args:
+        variance: the prior variance (> 0).
+        dataset_size: ``N``, the number of training examples (> 0).
 
-    >>> prior = tfpriors.distill.gaussian_prior(1.0, dataset_size=len(x_train))
-    >>> keras.layers.Dense(50, kernel_regularizer=prior, bias_regularizer=prior)
+    Returns:
+        A ``keras.regularizers.L2`` with factor ``1 / (2 * variance * N)``.
+
+    Example:
+    >>> prior = tfpriors.distill.gaussian_prior(1.0, dataset_size=1000)
+    >>> prior.l2  # 1 / (2 * 1.0 * 1000)
+    0.0005
+    >>> layer = keras.layers.Dense(50, kernel_regularizer=prior, bias_regularizer=prior)
     """
     variance = _validation.positive_number(variance, "variance")
     dataset_size = _validation.positive_int(dataset_size, "dataset_size")

@@ -30,9 +30,10 @@ class PosteriorSampler(keras.callbacks.Callback):
     and restores). Once ``burn_in_epochs`` epochs are over it keeps the
     weights after every ``thin``-th training step. At most ``max_samples``
     are kept; beyond that the oldest is dropped, so the kept samples are the
-    most recent, and memory and disk stay bounded. The first ``in_memory``
-    kept samples live in memory, the rest go to ``directory`` as
-    ``sample_<6-digit index>.npz`` files, each written atomically.
+    most recent, and memory and disk stay bounded. Up to ``in_memory`` kept
+    samples live in memory (a new sample takes a memory slot whenever one is
+    free), the rest go to ``directory`` as ``sample_<6-digit index>.npz``
+    files, each written atomically.
 
     Saving and restoring (crash-safe training): :meth:`get_state` returns a
     dict (counters, sample file names, in-memory arrays) that
@@ -58,12 +59,21 @@ class PosteriorSampler(keras.callbacks.Callback):
             at every epoch end and loaded (if present) when training begins.
 
     Example:
-
-    >>> sampler = tfpriors.distill.PosteriorSampler(burn_in_epochs=20, thin=50,
-    ...                                             max_samples=100, directory="samples/")
+    >>> (x, y), (x_test, y_test) = tfpriors.datasets.load_digits()
+    >>> x, y = x[:256], y[:256]
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    >>> loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    >>> sampler = tfpriors.distill.PosteriorSampler(burn_in_epochs=1, thin=2, max_samples=5,
+    ...                                             directory="samples/", in_memory=2)
     >>> model.compile(tfpriors.distill.SGLD(1e-4, dataset_size=len(x)), loss)
-    >>> model.fit(x, y, epochs=100, callbacks=[sampler])
-    >>> teacher = sampler.ensemble()          # log-mean-prob of the samples
+    >>> history = model.fit(x, y, epochs=3, batch_size=32, callbacks=[sampler], verbose=0)
+    >>> sampler.num_samples  # 16 steps after burn-in give 8 samples; the 5 latest are kept
+    5
+    >>> import os; len(os.listdir("samples"))  # the 3 samples beyond in_memory=2 are on disk
+    3
+    >>> teacher = sampler.ensemble()  # log-mean-prob of the samples
+    >>> teacher.predict(x_test[:4], verbose=0).shape
+    (4, 10)
     """
 
     def __init__(
@@ -270,10 +280,22 @@ class PosteriorSampler(keras.callbacks.Callback):
                 model the callback was trained with (cloned, not changed).
             last: use only the ``last`` most recent samples.
 
-        Example:
+        Returns:
+            A :class:`PosteriorEnsemble` of clones of ``model``, one per sample.
 
+        Example:
+        >>> (x, y), (x_test, y_test) = tfpriors.datasets.load_digits()
+        >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+        >>> model.compile(tfpriors.distill.SGLD(1e-4, dataset_size=256),
+        ...               keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> sampler = tfpriors.distill.PosteriorSampler(burn_in_epochs=0, thin=2, in_memory=10)
+        >>> history = model.fit(x[:256], y[:256], batch_size=64, callbacks=[sampler], verbose=0)
         >>> teacher = sampler.ensemble()
-        >>> log_probs = teacher.predict(x_test)
+        >>> len(teacher.members)
+        2
+        >>> log_probs = teacher.predict(x_test[:4], verbose=0)
+        >>> np.allclose(np.exp(log_probs).sum(axis=-1), 1.0, atol=1e-5)
+        True
         """
         model = model if model is not None else self.model
         if model is None:
@@ -314,8 +336,14 @@ class PosteriorEnsemble(FloatInputs, keras.Model):
             when they output ``[mean, log variance]``.
 
     Example:
-
-    >>> teacher = tfpriors.distill.PosteriorEnsemble([model_a, model_b])
+    >>> def member():
+    ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> teacher = tfpriors.distill.PosteriorEnsemble([member(), member()])
+    >>> log_probs = teacher(np.random.rand(2, 4).astype("float32"))
+    >>> log_probs.shape
+    TensorShape([2, 3])
+    >>> np.allclose(np.exp(log_probs).sum(axis=-1), 1.0, atol=1e-6)
+    True
     """
 
     def __init__(

@@ -1,9 +1,28 @@
 """Export to TFLite: one path for every tfpriors layer family.
 
-Example:
+:func:`to_tflite` turns a Keras model (with tfpriors layers or without) into a
+``.tflite`` file of builtin ops: :func:`inference_model` replaces every tfpriors
+layer by its deterministic inference form, :func:`shrink` removes dead units and
+filters, and the file is verified on a TFLite runtime. Problems are reported as
+:class:`ExportError`; the result is described by an :class:`ExportReport`.
 
->>> report = tfpriors.export.to_tflite(model, "digits.tflite", verify_data=x_test)
+Example:
+>>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits()
+>>> model = keras.Sequential([keras.Input((64,)),
+...                           tfpriors.layers.SparseVDDense(16, activation="relu"),
+...                           tfpriors.layers.SparseVDDense(10)])
+>>> report = tfpriors.export.to_tflite(model, "digits.tflite", verify_data=x_test[:100])
 >>> print(report)
+TFLite export: digits.tflite
+  size            ... bytes (dense export ..., ...x smaller)
+  ops             FULLY_CONNECTED
+  quantization    none
+  sparse storage  no
+  shrink          no dead units
+  runtime         ... (XNNPACK, 1 thread)
+  max |diff|      ... (vs Keras)
+  top-1 agreement 100.00%
+  latency         ... ms median, 1 thread (dense export ... ms, ...x faster)
 """
 
 from tfpriors.export.inference import ExportError, inference_model

@@ -11,7 +11,23 @@ from tfpriors._rewrite import check_rewritable, rewrite_model
 
 
 class ExportError(ValueError):
-    """A model cannot be exported as asked; the message names the layer."""
+    """A model cannot be exported as asked; the message names the layer.
+
+    A subclass of ``ValueError``, raised by :func:`inference_model`,
+    :func:`tfpriors.export.to_tflite` and the converter checks.
+
+    Example:
+    >>> class Doubler(keras.layers.Layer):  # a custom layer the exporter does not know
+    ...     def call(self, inputs):
+    ...         return 2.0 * inputs
+    >>> model = keras.Sequential([keras.Input((4,)), Doubler(name="doubler")])
+    >>> tfpriors.export.inference_model(model)
+    Traceback (most recent call last):
+    ...
+    tfpriors.export.inference.ExportError: Layer 'doubler' (Doubler) is unknown to the exporter: ...
+    >>> issubclass(tfpriors.export.ExportError, ValueError)
+    True
+    """
 
 
 def _is_builtin_keras_layer(layer):
@@ -24,10 +40,25 @@ def inference_model(model):
     The result is a plain Keras model (built-in layers only) computing what
     ``model(x, training=False)`` computes.
 
-    Example:
+    Args:
+        model: a built Sequential or functional Keras model.
 
+    Returns:
+        A new Keras model of built-in layers; ``model`` is not changed.
+
+    Raises:
+        ExportError: when a layer is neither a built-in Keras layer nor a
+            tfpriors layer with an ``inference_layer()`` method.
+
+    Example:
+    >>> sparse_model = keras.Sequential([keras.Input((64,)),
+    ...                                  tfpriors.layers.SparseVDDense(16, activation="relu"),
+    ...                                  tfpriors.layers.SparseVDDense(10)])
     >>> plain = tfpriors.export.inference_model(sparse_model)
-    >>> np.allclose(plain.predict(x), sparse_model.predict(x))
+    >>> [type(layer).__name__ for layer in plain.layers]
+    ['Dense', 'Dense']
+    >>> x = np.random.rand(8, 64).astype("float32")
+    >>> np.allclose(plain.predict(x, verbose=0), sparse_model.predict(x, verbose=0), atol=1e-6)
     True
     """
     check_rewritable(model)

@@ -65,12 +65,29 @@ _PASS_THROUGH = (
 
 @dataclasses.dataclass
 class ShrinkSummary:
-    """What :func:`shrink` removed: ``{layer name: (units before, units after)}``."""
+    """What :func:`shrink` removed: ``{layer name: (units before, units after)}``.
+
+    Printed, it reads ``"fc1: 300->42, fc2: 100->21"`` (or ``"no dead units"``).
+
+    Attributes:
+        resized: ``{layer name: (units before, units after)}`` of the Dense and
+            Conv2D layers that lost units or filters.
+
+    Example:
+    >>> summary = tfpriors.export.ShrinkSummary({"fc1": (300, 42), "fc2": (100, 21)})
+    >>> print(summary)
+    fc1: 300->42, fc2: 100->21
+    >>> summary.removed_units
+    337
+    >>> print(tfpriors.export.ShrinkSummary({}))
+    no dead units
+    """
 
     resized: dict
 
     @property
     def removed_units(self):
+        """The number of units and filters removed, over all layers."""
         return sum(before - after for before, after in self.resized.values())
 
     def __str__(self):
@@ -232,10 +249,29 @@ def shrink(model):
     ``model`` must be a plain Keras model (see ``inference_model``); its
     outputs are unchanged up to float32 rounding.
 
-    Example:
+    Args:
+        model: a plain Sequential or functional Keras model, e.g.
+            ``tfpriors.export.inference_model(sparse_model)``.
 
-    >>> small, summary = tfpriors.export.shrink(tfpriors.export.inference_model(model))
-    >>> print(summary)   # fc1: 300->42, fc2: 100->21
+    Returns:
+        ``(model, ShrinkSummary)``: a new, smaller model, or ``model`` itself
+        (with an empty summary) when no unit is dead.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((4,)),
+    ...                           keras.layers.Dense(6, activation="relu", name="fc1"),
+    ...                           keras.layers.Dense(3, name="fc2")])
+    >>> kernel, bias = model.get_layer("fc2").get_weights()
+    >>> kernel[:2] = 0.0  # units 0 and 1 of fc1 now feed nothing
+    >>> model.get_layer("fc2").set_weights([kernel, bias])
+    >>> small, summary = tfpriors.export.shrink(model)
+    >>> print(summary)
+    fc1: 6->4
+    >>> small.get_layer("fc1").units
+    4
+    >>> x = np.random.rand(5, 4).astype("float32")
+    >>> np.allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    True
     """
     graph = _Graph(_validation.keras_model(model))
     weights = {layer.name: [np.array(w) for w in layer.get_weights()] for layer in graph.layers}

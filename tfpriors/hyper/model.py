@@ -44,8 +44,8 @@ def density_masks(scores, prune_fraction):
         to the weight listed first.
 
     Example:
-
-    >>> [m.tolist() for m in density_masks([np.array([3.0, 1.0]), np.array([2.0])], 0.34)]
+    >>> masks = tfpriors.hyper.density_masks([np.array([3.0, 1.0]), np.array([2.0])], 0.34)
+    >>> [m.tolist() for m in masks]  # floor(0.34 * 3) = 1 weight removed: the lowest score
     [[True, False], [True]]
     """
     if prune_fraction is None:
@@ -92,15 +92,23 @@ class LambdaHyperModel(FloatInputs, SeedStateMixin, keras.Model):
         **kwargs: ``keras.Model`` arguments (``name``).
 
     Example:
-
+    >>> (x, y), (x_test, y_test) = tfpriors.datasets.load_digits()
     >>> model = tfpriors.hyper.LambdaHyperModel(
-    ...     layers=[tfpriors.layers.HyperVariationalDense(100, activation="relu", kind="lowrank"),
+    ...     layers=[tfpriors.layers.HyperVariationalDense(16, activation="relu", kind="lowrank"),
     ...             tfpriors.layers.HyperVariationalDense(10, kind="lowrank")],
-    ...     lambda_range=(1e-3, 10.0), lambda_draws=5, prior_variance=0.1)
-    >>> tfpriors.set_dataset_size(model, len(x))
+    ...     lambda_range=(1e-3, 10.0), lambda_draws=4, prior_variance=0.1)
+    >>> tfpriors.set_dataset_size(model, len(x))  # the number of layers set
+    2
     >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    >>> model.fit(x, y, epochs=50)
-    >>> pruned = model.at(0.5, prune_fraction=0.8)   # a plain keras.Sequential
+    >>> history = model.fit(x[:256], y[:256], epochs=1, batch_size=64, verbose=0)
+    >>> pruned = model.at(0.5, prune_fraction=0.8)  # a plain keras.Sequential
+    >>> [type(layer).__name__ for layer in pruned.layers]
+    ['Dense', 'Dense']
+    >>> pruned.predict(x_test[:5], verbose=0).shape
+    (5, 10)
+    >>> kernels = [layer.kernel.numpy() for layer in pruned.layers]
+    >>> round(sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels), 2)
+    0.8
     """
 
     def __init__(
@@ -227,6 +235,17 @@ class LambdaHyperModel(FloatInputs, SeedStateMixin, keras.Model):
 
         Returns:
             A built ``keras.Sequential`` (uncompiled).
+
+        Example:
+        >>> model = tfpriors.hyper.LambdaHyperModel(
+        ...     [tfpriors.layers.HyperVariationalDense(8, activation="relu"),
+        ...      tfpriors.layers.HyperVariationalDense(3)], lambda_range=(0.01, 10.0))
+        >>> model.build((None, 4))
+        >>> plain = model.at(1.0, prune_fraction=0.5)
+        >>> [tuple(layer.kernel.shape) for layer in plain.layers]
+        [(4, 8), (8, 3)]
+        >>> int(sum((layer.kernel.numpy() == 0).sum() for layer in plain.layers))  # 50% of 56
+        28
         """
         self._check_built()
         lambda_value = validate_lambda(lambda_value, self.lambda_range)

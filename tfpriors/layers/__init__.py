@@ -1,4 +1,17 @@
-"""Keras layers of tfpriors."""
+"""Keras layers of tfpriors.
+
+- Weight priors: :class:`SparseVDDense` / :class:`SparseVDConv2D` (Sparse
+  Variational Dropout), :class:`VariationalDense` / :class:`VariationalConv2D`
+  (a Gaussian posterior and any :class:`tfpriors.priors.Prior`) and
+  :class:`HyperVariationalDense` / :class:`HyperVariationalConv2D` (one layer
+  for every KL weight lambda). Their KL terms go through :class:`KLLayer`.
+- Faster convolutions: :class:`PerforatedConv2D` (PerforatedCNNs).
+- Adaptive computation: :class:`ACTBlock`, :class:`SACTBlock` and
+  :class:`ProbabilisticACTBlock` over :class:`ResidualUnit` s.
+
+All of them are registered Keras serializables: models using them save to and
+load from ``.keras`` files.
+"""
 
 from tfpriors.layers.adaptive import (
     ACTBlock,

@@ -124,12 +124,27 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
         implementation: of the sparse convolutions: ``"auto"`` (the compiled
             op when loaded, else pure TF), ``"fused"`` or ``"reference"`` (pure
             TF: GATHER + FULLY_CONNECTED; TFLite exports always use it).
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+
+    Input shape:
+        ``(batch, height, width, channels)``.
+
+    Output shape:
+        ``(batch, new_height, new_width, filters)``: the input's shape when
+        ``strides == 1`` and ``filters == channels`` (the units of an adaptive block).
 
     Example:
-
     >>> unit = tfpriors.layers.ResidualUnit(16)
-    >>> unit(np.zeros((2, 8, 8, 16), "float32")).shape
+    >>> x = np.random.rand(2, 8, 8, 16).astype("float32")
+    >>> unit(x).shape
     TensorShape([2, 8, 8, 16])
+    >>> active = np.zeros((2, 8, 8), bool)
+    >>> active[:, :4] = True  # compute the top half only
+    >>> sparse = unit.sparse_call(x, active)
+    >>> bool(np.allclose(sparse[:, :4], unit(x)[:, :4], atol=1e-5))
+    True
+    >>> bool(np.array_equal(sparse[:, 4:], x[:, 4:]))  # elsewhere the input passes through
+    True
     """
 
     def __init__(
@@ -207,6 +222,13 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
         the whole unit is one ``SparseResidualUnit`` op on the ConvAtPositions
         engine; otherwise :func:`tfpriors.ops.conv_at_positions` and
         scatters in TensorFlow.
+
+        Args:
+            inputs: a batch ``(N, H, W, C)`` with ``C == filters``.
+            active: a boolean ``(N, H, W)`` mask of the positions to compute.
+
+        Returns:
+            The outputs, the shape of ``inputs``.
         """
         if self.strides != 1 or inputs.shape[-1] != self.filters:
             raise ValueError(
@@ -275,7 +297,16 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
 
 
 def unit_macs_per_position(unit, input_shape):
-    """Multiply-adds of one unit per position: its own count, else its Conv2D/Dense layers."""
+    """Multiply-adds of one unit per position: its own count, else its Conv2D/Dense layers.
+
+    Args:
+        unit: a unit of an adaptive block (built, for the Conv2D/Dense count).
+        input_shape: the unit's input shape ``(batch, height, width, channels)``.
+
+    Returns:
+        An integer: ``unit.macs_per_position(input_shape)`` when the unit has
+        that method, else the sizes of its Conv2D and Dense kernels summed.
+    """
     if hasattr(unit, "macs_per_position"):
         return unit.macs_per_position(input_shape)
     macs = 0
@@ -294,7 +325,39 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
 
     Subclasses define the halting granularity (``_spatial``) and
     ``_forward(x, training, fast)`` returning ``(outputs, units evaluated per
-    position (N, H, W), ponder cost per example)``.
+    position (N, H, W), ponder cost per example)``. Use the concrete
+    :class:`ACTBlock`, :class:`SACTBlock` and :class:`ProbabilisticACTBlock`;
+    the tools of :mod:`tfpriors.adaptive` accept any of them.
+
+    Args:
+        unit_factory: callable returning one full residual unit (a Keras layer
+            mapping (N, H, W, C) to the same shape, skip connection included),
+            a layer to copy, or a serialized layer config.
+        num_units: (keyword-only) number of units, >= 1.
+        ponder_cost: (keyword-only) ``tau`` >= 0; change it during training
+            with ``set_ponder_cost`` or ``tfpriors.callbacks.PonderCostSchedule``.
+        sparse_inference: (keyword-only) evaluate units only where needed at
+            inference.
+        track_metrics: (keyword-only) update the ponder metric in ``call``.
+        _spatial: (keyword-only) internal: halt per position (``True``) or per
+            example (``False``); ``None`` keeps the class's choice. Leave it None.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+
+    Input shape:
+        ``(batch, height, width, channels)``, with height, width and channels known.
+
+    Output shape:
+        ``(batch, height, width, channels)``, the input's.
+
+    Example:
+    >>> block = tfpriors.layers.SACTBlock(lambda: tfpriors.layers.ResidualUnit(8), num_units=3)
+    >>> isinstance(block, tfpriors.layers.AdaptiveBlock)
+    True
+    >>> len(block.units), block.units[0].name
+    (3, 'unit0')
+    >>> block.set_ponder_cost(0.05)
+    >>> block.ponder_cost
+    0.05
     """
 
     _spatial = True
@@ -359,7 +422,11 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
         return self._ponder_cost
 
     def set_ponder_cost(self, value):
-        """Sets ``tau`` without retracing (it is a non-trainable variable)."""
+        """Sets ``tau`` without retracing (it is a non-trainable variable).
+
+        Args:
+            value: the new ponder cost, a number >= 0.
+        """
         self._ponder_cost = _ponder_cost(value)
         if self.built:
             self.tau.assign(self._ponder_cost)
@@ -447,8 +514,11 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
         return tf.where(running[:, None, None, None], updated_map, x)
 
     def _unit_and_halting(self, index, state, running, x, training, fast, halting_fn, skipped):
-        """Runs unit ``index`` where ``running`` and its halting head, skipping both at
-        inference once nothing runs; returns the new state and ``halting_fn(logits)``."""
+        """Runs unit ``index`` where ``running``, then its halting head.
+
+        At inference both are skipped once nothing runs. Returns the new state
+        and ``halting_fn(logits)``.
+        """
         active = self._broadcast(running, x)
         last = index == self.num_units - 1
         if not fast:
@@ -485,8 +555,12 @@ class AdaptiveBlock(FloatInputs, keras.layers.Layer):
         return self._forward(tf.convert_to_tensor(inputs), False, fast=False)[1]
 
     def macs_per_position(self, input_shape):
-        """Multiply-adds of one unit per position, of one halting head per position
-        (its 3x3 convolution; 0 per example) and per example (its Dense)."""
+        """Multiply-adds of one unit and of one halting head.
+
+        Returns a tuple: the unit's per position, the halting head's per
+        position (its 3x3 convolution; 0 when halting per example) and its
+        per example (its Dense).
+        """
         channels = int(input_shape[-1])
         head = 9 * channels if self._spatial else 0
         return unit_macs_per_position(self.units[0], input_shape), head, channels
@@ -575,18 +649,32 @@ class ACTBlock(_ACTForward):
         unit_factory: callable returning one full residual unit (a Keras layer
             mapping (N, H, W, C) to the same shape, skip connection included),
             a layer to copy, or a serialized layer config.
-        num_units: number of units, >= 1.
-        ponder_cost: ``tau`` >= 0; change it during training with
-            ``set_ponder_cost`` or ``tfpriors.callbacks.PonderCostSchedule``.
-        sparse_inference: evaluate units only where needed at inference.
-        track_metrics: update the ponder metric in ``call``.
+        num_units: (keyword-only) number of units, >= 1.
+        ponder_cost: (keyword-only) ``tau`` >= 0; change it during training
+            with ``set_ponder_cost`` or ``tfpriors.callbacks.PonderCostSchedule``.
+        sparse_inference: (keyword-only) evaluate units only where needed at
+            inference.
+        track_metrics: (keyword-only) update the ponder metric in ``call``.
+        _spatial: (keyword-only) internal (see :class:`AdaptiveBlock`); leave it None.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+
+    Input shape:
+        ``(batch, height, width, channels)``, with height, width and channels known.
+
+    Output shape:
+        ``(batch, height, width, channels)``, the input's.
 
     Example:
-
     >>> block = tfpriors.layers.ACTBlock(lambda: tfpriors.layers.ResidualUnit(16),
     ...                                  num_units=5, ponder_cost=0.01)
-    >>> block(np.zeros((2, 8, 8, 16), "float32")).shape
+    >>> x = np.random.rand(2, 8, 8, 16).astype("float32")
+    >>> block(x).shape
     TensorShape([2, 8, 8, 16])
+    >>> len(block.losses)  # ponder_cost * mean(N + R)
+    1
+    >>> units = block.evaluated_units(x)  # per example, broadcast to (N, H, W)
+    >>> units.shape, bool(1 <= np.min(units) and np.max(units) <= 5)
+    (TensorShape([2, 8, 8]), True)
     """
 
     _spatial = False
@@ -604,12 +692,34 @@ class SACTBlock(_ACTForward):
     when the unit has ``sparse_call``, as :class:`ResidualUnit` does), and not
     at all once every position halted.
 
-    Args: as :class:`ACTBlock`.
+    Args:
+        unit_factory: callable returning one full residual unit (a Keras layer
+            mapping (N, H, W, C) to the same shape, skip connection included),
+            a layer to copy, or a serialized layer config.
+        num_units: (keyword-only) number of units, >= 1.
+        ponder_cost: (keyword-only) ``tau`` >= 0; change it during training
+            with ``set_ponder_cost`` or ``tfpriors.callbacks.PonderCostSchedule``.
+        sparse_inference: (keyword-only) evaluate units only where needed at
+            inference.
+        track_metrics: (keyword-only) update the ponder metric in ``call``.
+        _spatial: (keyword-only) internal (see :class:`AdaptiveBlock`); leave it None.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+
+    Input shape:
+        ``(batch, height, width, channels)``, with height, width and channels known.
+
+    Output shape:
+        ``(batch, height, width, channels)``, the input's.
 
     Example:
-
     >>> block = tfpriors.layers.SACTBlock(lambda: tfpriors.layers.ResidualUnit(16),
     ...                                   num_units=5, ponder_cost=0.01)
+    >>> x = np.random.rand(2, 8, 8, 16).astype("float32")
+    >>> block(x).shape
+    TensorShape([2, 8, 8, 16])
+    >>> units = block.evaluated_units(x)  # one count per position
+    >>> units.shape, bool(1 <= np.min(units) and np.max(units) <= 5)
+    (TensorShape([2, 8, 8]), True)
     """
 
     _spatial = True
@@ -641,19 +751,43 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
       evaluates units at running positions only (as SACT).
 
     Args:
-        unit_factory, num_units, ponder_cost, sparse_inference, track_metrics:
-            as :class:`ACTBlock`.
-        mode: ``"relaxed"``, ``"discrete"`` or ``"threshold"``.
-        temperature: relaxation temperature > 0 (a variable;
+        unit_factory: callable returning one full residual unit (a Keras layer
+            mapping (N, H, W, C) to the same shape, skip connection included),
+            a layer to copy, or a serialized layer config.
+        num_units: (keyword-only) number of units, >= 1.
+        ponder_cost: (keyword-only) the weight >= 0 of ``E_q[N]`` in the loss;
+            change it during training with ``set_ponder_cost`` or
+            ``tfpriors.callbacks.PonderCostSchedule``.
+        mode: (keyword-only) ``"relaxed"``, ``"discrete"`` or ``"threshold"``.
+        temperature: (keyword-only) relaxation temperature > 0 (a variable;
             ``tfpriors.callbacks.TemperatureSchedule`` anneals it).
-        group_size: one latent variable per ``group_size x group_size`` group
-            of positions; ``None`` means one per example.
-        seed: seed of the relaxed / discrete samples.
+        group_size: (keyword-only) one latent variable per
+            ``group_size x group_size`` group of positions, default 1 (one per
+            position); ``None`` means one per example.
+        seed: (keyword-only) seed of the relaxed / discrete samples.
+        **kwargs: ``sparse_inference`` and ``track_metrics`` as in
+            :class:`ACTBlock`, and base ``keras.layers.Layer`` arguments
+            (``name``, ``dtype``).
+
+    Input shape:
+        ``(batch, height, width, channels)``, with height, width and channels known.
+
+    Output shape:
+        ``(batch, height, width, channels)``, the input's.
 
     Example:
-
     >>> block = tfpriors.layers.ProbabilisticACTBlock(
     ...     lambda: tfpriors.layers.ResidualUnit(16), num_units=5, mode="relaxed")
+    >>> x = np.random.rand(2, 8, 8, 16).astype("float32")
+    >>> block(x, training=True).shape  # a RelaxedBernoulli sample per position
+    TensorShape([2, 8, 8, 16])
+    >>> len(block.losses)  # ponder_cost * E_q[N]
+    1
+    >>> model = keras.Sequential([keras.Input((8, 8, 16)), block])
+    >>> tfpriors.adaptive.set_mode(model, "threshold")  # deterministic halting
+    1
+    >>> model(x).shape
+    TensorShape([2, 8, 8, 16])
     """
 
     def __init__(
@@ -690,7 +824,11 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
         return self._temperature
 
     def set_temperature(self, value):
-        """Sets the relaxation temperature without retracing."""
+        """Sets the relaxation temperature without retracing.
+
+        Args:
+            value: the new temperature, a number > 0.
+        """
         self._temperature = _validation.positive_number(value, "temperature")
         if self.built:
             self.temperature_variable.assign(self._temperature)
@@ -846,5 +984,23 @@ class ProbabilisticACTBlock(SeedStateMixin, AdaptiveBlock):
 
 
 def adaptive_blocks(model):
-    """The adaptive blocks of ``model`` (nested ones included), in model order."""
+    """The adaptive blocks of ``model`` (nested ones included), in model order.
+
+    Args:
+        model: a Keras model; a block passed alone is not listed (only the
+            layers inside ``model`` are).
+
+    Returns:
+        A list of :class:`AdaptiveBlock` layers.
+
+    Example:
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 8)),
+    ...     tfpriors.layers.ACTBlock(lambda: tfpriors.layers.ResidualUnit(8), num_units=2,
+    ...                              name="block1"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(10)])
+    >>> [block.name for block in tfpriors.adaptive.adaptive_blocks(model)]
+    ['block1']
+    """
     return [layer for layer in walk(model) if isinstance(layer, AdaptiveBlock)]

@@ -127,26 +127,99 @@ def _from_groups(grouped, batch):
     return tf.reshape(rows, tf.concat([[-1], tf.shape(grouped)[2:]], 0))[:batch]
 
 
+# The sections every hypernetwork layer's docstring shares.
+_COMMON_ARGS = """
+        activation: activation function (name or callable); default linear.
+        use_bias: whether the layer has a bias (a deterministic function of lambda).
+        kernel_initializer: initializer of the kernel means.
+        kind: (keyword-only) ``"linear"`` (``l*A + (1-l)*B``) or ``"lowrank"``
+            (``C + a1(h) a2(h)^T``, ``h = relu(W l + b)``).
+        rank: (keyword-only) rank of the low-rank correction (``kind="lowrank"``),
+            default 2.
+        hidden_units: (keyword-only) ReLU units of ``h`` (``kind="lowrank"``),
+            default 50.
+        lambda_range: (keyword-only) ``(low, high)``, the lambda values the layer is
+            trained for (set by the owning ``LambdaHyperModel``).
+        lambda_draws: (keyword-only) lambda values drawn per training batch when the
+            layer is used on its own (the owning model passes its own draws).
+        prior_variance: (keyword-only) variance of the ``Normal`` prior (set by the
+            owning model).
+        log_sigma2_init: (keyword-only) initial log-variance of every kernel weight,
+            default -6.
+        seed: (keyword-only) seed of the noise and of the layer's own lambda draws.
+        dataset_size: (keyword-only) training-set size dividing the KL; usually set
+            with ``tfpriors.set_dataset_size(model, n)``.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+"""
+
+_CALL_ARGUMENTS = """
+    Call arguments:
+        inputs: a batch.
+        lambdas: a float or a 1-D tensor of lambda values, one per group of
+            the batch (example ``i`` goes to group ``i % len(lambdas)``).
+            ``None``: in training, ``lambda_draws`` values drawn log-uniformly
+            by the layer itself; at evaluation, the log midpoint of the range
+            (``default_lambda()``). Inside a
+            :class:`tfpriors.hyper.LambdaHyperModel` the model passes them.
+        training: sample the outputs (local reparameterization) or use the
+            posterior means.
+"""
+
+
 class HyperVariationalLayer(SeedStateMixin, KLLayer):
-    """Shared machinery of the lambda-hypernetwork layers.
+    __doc__ = (
+        """Shared machinery of the lambda-hypernetwork layers.
 
     Subclasses set ``self._kernel_shape`` and ``self._out_dim`` in ``build``
     (then call ``_build_hypernetwork``) and implement
     ``_batched_linear(groups, kernels)``: ``groups`` is ``(draws, b, ...)``,
     ``kernels`` is ``(draws, *kernel_shape)``, the result ``(draws, b, ...)``.
+    Use the concrete :class:`HyperVariationalDense` and
+    :class:`HyperVariationalConv2D`.
+
+    Args:"""
+        + _COMMON_ARGS
+        + """
+    Input shape:
+        That of the concrete layer: ``(batch, ..., input_dim)`` for
+        :class:`HyperVariationalDense`, ``(batch, height, width, channels)``
+        for :class:`HyperVariationalConv2D`.
+
+    Output shape:
+        That of the concrete layer: ``(batch, ..., units)`` or
+        ``(batch, new_height, new_width, filters)``.
+"""
+        + _CALL_ARGUMENTS
+        + """
+    Example:
+    >>> layer = tfpriors.layers.HyperVariationalDense(3, lambda_range=(0.01, 1.0))
+    >>> isinstance(layer, tfpriors.layers.HyperVariationalLayer)
+    True
+    >>> layer.build((None, 4))
+    >>> round(layer.default_lambda(), 4)  # the log midpoint of the range
+    0.1
+    >>> parameters = layer.parameters_at([0.01, 1.0])
+    >>> sorted(parameters)
+    ['bias', 'kernel_log_sigma2', 'kernel_mean']
+    >>> parameters["kernel_mean"].shape
+    TensorShape([2, 4, 3])
+    >>> [w.shape for w in layer.plain_weights(0.1)]
+    [(4, 3), (3,)]
     """
+    )
 
     def __init__(
         self,
         activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        *,
         kind="linear",
         rank=2,
         hidden_units=50,
-        use_bias=True,
         lambda_range=DEFAULT_LAMBDA_RANGE,
         lambda_draws=1,
         prior_variance=1.0,
-        kernel_initializer="glorot_uniform",
         log_sigma2_init=LOG_SIGMA2_INIT,
         seed=None,
         dataset_size=None,
@@ -374,6 +447,9 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
                 :class:`tfpriors.hyper.LambdaHyperModel` the model passes them.
             training: sample the outputs (local reparameterization) or use the
                 posterior means.
+
+        Returns:
+            The outputs, each example computed with the weights of its group's lambda.
         """
         if lambdas is None:
             if training:
@@ -430,26 +506,6 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         return config
 
 
-_COMMON_ARGS = """
-        activation: activation function (name or callable); default linear.
-        kind: ``"linear"`` (``l*A + (1-l)*B``) or ``"lowrank"``
-            (``C + a1(h) a2(h)^T``, ``h = relu(W l + b)``).
-        rank: rank of the low-rank correction (``kind="lowrank"``), default 2.
-        hidden_units: ReLU units of ``h`` (``kind="lowrank"``), default 50.
-        use_bias: whether the layer has a bias (a deterministic function of lambda).
-        lambda_range: ``(low, high)``, the lambda values the layer is trained
-            for (set by the owning ``LambdaHyperModel``).
-        lambda_draws: lambda values drawn per training batch when the layer
-            is used on its own (the owning model passes its own draws).
-        prior_variance: variance of the ``Normal`` prior (set by the owning model).
-        kernel_initializer: initializer of the kernel means.
-        log_sigma2_init: initial log-variance of every kernel weight, default -6.
-        seed: seed of the noise and of the layer's own lambda draws.
-        dataset_size: training-set size dividing the KL; usually set with
-            ``tfpriors.set_dataset_size(model, n)``.
-"""
-
-
 @keras.saving.register_keras_serializable(package="tfpriors")
 class HyperVariationalDense(DenseGeometry, HyperVariationalLayer):
     __doc__ = (
@@ -459,20 +515,59 @@ class HyperVariationalDense(DenseGeometry, HyperVariationalLayer):
         units: positive integer, dimensionality of the output space."""
         + _COMMON_ARGS
         + """
-    Input shape ``(batch, ..., input_dim)``; output ``(batch, ..., units)``.
-    ``call(inputs, lambdas=None, training=False)``: see
-    :meth:`HyperVariationalLayer.call`.
+    Input shape:
+        ``(batch, ..., input_dim)``.
 
+    Output shape:
+        ``(batch, ..., units)``.
+"""
+        + _CALL_ARGUMENTS
+        + """
     Example:
-
     >>> layer = tfpriors.layers.HyperVariationalDense(10, kind="lowrank")
     >>> layer(np.zeros((6, 64), "float32"), lambdas=[0.01, 1.0, 10.0]).shape
     TensorShape([6, 10])
+    >>> tfpriors.set_dataset_size(layer, 1347)
+    1
+    >>> outputs = layer(np.ones((6, 64), "float32"), training=True)  # draws its own lambda
+    >>> len(layer.losses)  # lambda * KL(q_lambda || N(0, 1)) / 1347
+    1
     """
     )
 
-    def __init__(self, units, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        *,
+        kind="linear",
+        rank=2,
+        hidden_units=50,
+        lambda_range=DEFAULT_LAMBDA_RANGE,
+        lambda_draws=1,
+        prior_variance=1.0,
+        log_sigma2_init=LOG_SIGMA2_INIT,
+        seed=None,
+        dataset_size=None,
+        **kwargs,
+    ):
+        super().__init__(
+            activation,
+            use_bias,
+            kernel_initializer,
+            kind=kind,
+            rank=rank,
+            hidden_units=hidden_units,
+            lambda_range=lambda_range,
+            lambda_draws=lambda_draws,
+            prior_variance=prior_variance,
+            log_sigma2_init=log_sigma2_init,
+            seed=seed,
+            dataset_size=dataset_size,
+            **kwargs,
+        )
         self._init_geometry(units)
 
     def _batched_linear(self, groups, kernels):
@@ -497,26 +592,68 @@ class HyperVariationalConv2D(Conv2DGeometry, HyperVariationalLayer):
         kernel_size: int or tuple of 2 ints.
         strides: int or tuple of 2 ints, default 1.
         padding: ``"valid"`` or ``"same"``.
+        data_format: ``"channels_last"`` or ``None`` (the same), the only layout
+            supported.
         dilation_rate: int or tuple of 2 ints, default 1."""
         + _COMMON_ARGS
         + """
-    Example:
+    Input shape:
+        ``(batch, height, width, channels)``.
 
+    Output shape:
+        ``(batch, new_height, new_width, filters)``.
+"""
+        + _CALL_ARGUMENTS
+        + """
+    Example:
     >>> conv = tfpriors.layers.HyperVariationalConv2D(8, 3, padding="same", kind="linear")
     >>> conv(np.zeros((4, 8, 8, 1), "float32"), lambdas=[0.1, 1.0]).shape
     TensorShape([4, 8, 8, 8])
     """
     )
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, **kwargs):
-        data_format = kwargs.pop("data_format", None)
-        if data_format not in (None, "channels_last"):
-            raise ValueError(
-                "`data_format` of HyperVariationalConv2D must be "
-                f"'channels_last'; received {data_format!r}."
-            )
-        super().__init__(**kwargs)
-        self._init_geometry(filters, kernel_size, strides, padding, dilation_rate)
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        *,
+        kind="linear",
+        rank=2,
+        hidden_units=50,
+        lambda_range=DEFAULT_LAMBDA_RANGE,
+        lambda_draws=1,
+        prior_variance=1.0,
+        log_sigma2_init=LOG_SIGMA2_INIT,
+        seed=None,
+        dataset_size=None,
+        **kwargs,
+    ):
+        super().__init__(
+            activation,
+            use_bias,
+            kernel_initializer,
+            kind=kind,
+            rank=rank,
+            hidden_units=hidden_units,
+            lambda_range=lambda_range,
+            lambda_draws=lambda_draws,
+            prior_variance=prior_variance,
+            log_sigma2_init=log_sigma2_init,
+            seed=seed,
+            dataset_size=dataset_size,
+            **kwargs,
+        )
+        # Channels last only, whatever keras.config.image_data_format() says.
+        self._init_geometry(
+            filters, kernel_size, strides, padding, dilation_rate, data_format or "channels_last"
+        )
 
     def _batched_linear(self, groups, kernels):
         draws = kernels.shape[0]

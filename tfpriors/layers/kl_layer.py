@@ -17,17 +17,60 @@ from tfpriors.graph import walk
 
 
 class DatasetSizeNotSetError(ValueError):
-    """Raised when a variational layer trains without a dataset size."""
+    """Raised when a variational layer trains without a dataset size.
+
+    A KL term cannot be scaled per example without the training-set size, so
+    training refuses to run rather than mis-scale the loss. Set the size with
+    ``tfpriors.set_dataset_size(model, len(x_train))`` (or ``dataset_size=``).
+
+    Example:
+    >>> layer = tfpriors.layers.SparseVDDense(2)
+    >>> try:
+    ...     layer(np.ones((1, 3), "float32"), training=True)
+    ... except tfpriors.layers.DatasetSizeNotSetError:
+    ...     print("set the dataset size first")
+    set the dataset size first
+    >>> tfpriors.set_dataset_size(layer, 100)
+    1
+    >>> layer(np.ones((1, 3), "float32"), training=True).shape
+    TensorShape([1, 2])
+    """
 
 
 class KLLayer(keras.layers.Layer, metaclass=abc.ABCMeta):
     """Base class of layers whose weights have a posterior and a prior.
+
+    A subclass implements :meth:`kl` (the unscaled KL of its weights) and calls
+    :meth:`add_kl` from ``call``; the layer then adds
+    ``kl_weight * kl / dataset_size`` to the model's losses. ``kl_weight`` is a
+    non-trainable variable (1 unless a callback such as ``KLWarmup`` changes it).
 
     Args:
         dataset_size: number of training examples the KL term is divided by.
             Usually left ``None`` here and set for the whole model with
             ``tfpriors.set_dataset_size(model, n)``.
         **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+
+    Input shape:
+        Whatever the subclass accepts.
+
+    Output shape:
+        Whatever the subclass returns.
+
+    Example:
+    >>> class ShrunkDense(tfpriors.layers.KLLayer):
+    ...     def build(self, input_shape):
+    ...         self.w = self.add_weight(shape=(input_shape[-1], 2))
+    ...     def kl(self):  # a penalty standing in for KL(q || p)
+    ...         return keras.ops.sum(keras.ops.square(self.w))
+    ...     def call(self, inputs, training=False):
+    ...         self.add_kl(training)
+    ...         return keras.ops.matmul(inputs, self.w)
+    >>> layer = ShrunkDense(dataset_size=100)
+    >>> layer(np.ones((3, 4), "float32"), training=True).shape
+    TensorShape([3, 2])
+    >>> len(layer.losses)
+    1
     """
 
     def __init__(self, dataset_size=None, **kwargs):
@@ -44,8 +87,13 @@ class KLLayer(keras.layers.Layer, metaclass=abc.ABCMeta):
         """Returns the unscaled KL(q || p) of this layer's weights (float32 scalar)."""
 
     def wants_kl(self, training):
-        """Whether :meth:`add_kl` would add (or, training without a dataset size, refuse)
-        the KL: layers skip computing it when not."""
+        """Whether :meth:`add_kl` would add the KL (or, training without a dataset size, refuse it).
+
+        Layers skip computing the KL when it would not be added.
+
+        Args:
+            training: whether the layer is called in training mode.
+        """
         return bool(training) or self.dataset_size is not None
 
     def add_kl(self, training, kl=None):
@@ -81,7 +129,14 @@ class KLLayer(keras.layers.Layer, metaclass=abc.ABCMeta):
 
 
 def kl_layers(model):
-    """Lists the :class:`KLLayer` instances of ``model``, nested ones included."""
+    """Lists the :class:`KLLayer` instances of ``model``, nested ones included.
+
+    Args:
+        model: a Keras model or layer.
+
+    Returns:
+        A list of the KL layers, in model order (``model`` itself first when it is one).
+    """
     return [layer for layer in walk(model, include_self=True) if isinstance(layer, KLLayer)]
 
 
@@ -98,10 +153,12 @@ def set_dataset_size(model, dataset_size):
         The number of layers that were updated.
 
     Example:
-
+    >>> (x, y), _ = tfpriors.datasets.load_digits()
     >>> model = keras.Sequential([keras.Input((64,)), tfpriors.layers.SparseVDDense(10)])
-    >>> tfpriors.set_dataset_size(model, 1347)
+    >>> tfpriors.set_dataset_size(model, len(x))
     1
+    >>> model.layers[0].dataset_size == len(x)
+    True
     """
     dataset_size = _validation.positive_int(dataset_size, "dataset_size")
     layers = kl_layers(model)
@@ -112,7 +169,21 @@ def set_dataset_size(model, dataset_size):
 
 
 def set_kl_weight(model, kl_weight):
-    """Sets the KL weight (0 = no KL, 1 = the full ELBO) of every KL layer of ``model``."""
+    """Sets the KL weight (0 = no KL, 1 = the full ELBO) of every KL layer of ``model``.
+
+    The weight is a non-trainable variable, so changing it needs no retracing
+    (``tfpriors.callbacks.KLWarmup`` calls this every epoch).
+
+    Args:
+        model: a Keras model (or a single variational layer).
+        kl_weight: the new weight, a number >= 0.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((64,)), tfpriors.layers.SparseVDDense(10)])
+    >>> tfpriors.set_kl_weight(model, 0.5)
+    >>> float(model.layers[0].kl_weight.numpy())
+    0.5
+    """
     kl_weight = _validation.real_number(kl_weight, "kl_weight", minimum=0.0)
     for layer in kl_layers(model):
         layer.kl_weight.assign(kl_weight)

@@ -47,20 +47,31 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         kernel_size: int or tuple of 2 ints.
         strides: int or tuple of 2 ints, default 1.
         padding: ``"valid"`` or ``"same"``.
-        rate: perforation rate in ``[0, 1)``, the fraction of output positions
+        data_format: ``"channels_last"`` or ``None`` (then
+            ``keras.config.image_data_format()`` must be channels last); the
+            only layout supported.
+        dilation_rate: must be 1 (accepted for ``Conv2D`` compatibility).
+        activation: activation function (name or callable); default linear.
+        use_bias: whether the layer has a bias.
+        kernel_initializer: initializer of the kernel, as in ``Conv2D``.
+        bias_initializer: initializer of the bias, as in ``Conv2D``.
+        kernel_regularizer: regularizer of the kernel, as in ``Conv2D``.
+        bias_regularizer: regularizer of the bias, as in ``Conv2D``.
+        activity_regularizer: regularizer of the output, as in ``Conv2D``.
+        kernel_constraint: constraint of the kernel, as in ``Conv2D``.
+        bias_constraint: constraint of the bias, as in ``Conv2D``.
+        rate: (keyword-only) perforation rate in ``[0, 1)``, the fraction of output positions
             not computed. Rate 0 is exactly ``Conv2D``.
-        mask: ``"uniform"``, ``"grid"``, ``"lattice"`` (every other row at
+        mask: (keyword-only) ``"uniform"``, ``"grid"``, ``"lattice"`` (every other row at
             0.5, every other row and column at 0.75: one strided convolution,
             the fastest), ``"structure"`` (3x3 stride-2 pooling assumed next;
             :func:`tfpriors.perforation.perforate` reads the real one), or a
             :class:`~tfpriors.perforation.PerforationMask` (its rate wins).
             ``"impact"`` needs data: use
             ``tfpriors.perforation.perforate(model, rates, mask="impact", data=(x, y))``.
-        activation, use_bias, kernel_initializer, bias_initializer,
-        kernel_regularizer, bias_regularizer, activity_regularizer,
-        kernel_constraint, bias_constraint: as in ``Conv2D``.
-        seed: seed of the random masks (uniform, grid, structure ties).
-        implementation: ``"auto"`` (at inference the fastest exact
+        seed: (keyword-only) seed of the random masks (uniform, grid, structure ties), a
+            non-negative integer or ``None``.
+        implementation: (keyword-only) ``"auto"`` (at inference the fastest exact
             implementation for this shape and mask, measured once when the layer
             is built and saved in its config, see :mod:`tfpriors.ops.autotune`;
             in training the one with the fastest gradients: strided for a
@@ -68,22 +79,31 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
             ``"fused"`` (the compiled op, ``make ops``), ``"reference"`` (pure
             TF: gathers and one matmul), ``"strided"`` (lattice masks: one
             strided convolution) or ``"dense"`` (every position computed).
-        selected_implementation: what ``"auto"`` chose for batches of
+        selected_implementation: (keyword-only) what ``"auto"`` chose for batches of
             ``tfpriors.ops.autotune.SMALL_BATCH_LIMIT`` (8) or more (set by a
             saved config; leave it None).
-        small_batch_implementation: what ``"auto"`` chose for smaller batches
+        small_batch_implementation: (keyword-only) what ``"auto"`` chose for smaller batches
             (likewise).
-        built_mask: the mask built from ``mask`` and ``rate`` (set by a saved
+        built_mask: (keyword-only) the mask built from ``mask`` and ``rate`` (set by a saved
             config so that loading restores the exact positions; leave it None).
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+
+    Input shape:
+        ``(batch, height, width, channels)``, with height, width and channels
+        known when the layer is built (the mask depends on them).
+
+    Output shape:
+        ``(batch, new_height, new_width, filters)``, as ``Conv2D``'s.
 
     Example:
-
     >>> layer = tfpriors.layers.PerforatedConv2D(64, 3, padding="same", rate=0.5,
     ...                                          mask="grid")
     >>> layer(np.zeros((2, 16, 16, 3), "float32")).shape
     TensorShape([2, 16, 16, 64])
     >>> layer.effective_rate  # the built grid's: 12 x 11 of 16 x 16 positions computed
     0.484375
+    >>> layer.flops()  # 132 positions x (3 x 3 x 3) inputs x 64 filters
+    228096
     """
 
     def __init__(
@@ -92,8 +112,8 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         kernel_size,
         strides=1,
         padding="valid",
-        rate=0.0,
-        mask="uniform",
+        data_format=None,
+        dilation_rate=1,
         activation=None,
         use_bias=True,
         kernel_initializer="glorot_uniform",
@@ -103,10 +123,11 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         activity_regularizer=None,
         kernel_constraint=None,
         bias_constraint=None,
+        *,
+        rate=0.0,
+        mask="uniform",
         seed=None,
         implementation="auto",
-        data_format=None,
-        dilation_rate=1,
         selected_implementation=None,
         small_batch_implementation=None,
         built_mask=None,
@@ -196,8 +217,10 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
             raise ValueError(f"PerforatedConv2D '{self.name}': {error}") from None
 
     def _select_implementation(self, input_shape):
-        """The implementations that run, (small batch, large batch): the user's, the saved
-        choice, or a measured one."""
+        """The implementations that run, as (small batch, large batch).
+
+        They are the user's, the saved choice, or a measured one.
+        """
         mask = self.mask
         if len(mask.kept) == mask.size:
             return autotune.Selection("dense", "dense")  # nothing perforated: plain conv
@@ -319,8 +342,11 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
 
     @property
     def effective_rate(self):
-        """The rate of the mask in use (given, or built from ``mask`` and ``rate``): a grid
-        or lattice has rows x cols points, so it can differ from the ``rate`` asked for."""
+        """The rate of the mask in use (given, or built from ``mask`` and ``rate``).
+
+        A grid or lattice has rows x cols points, so it can differ from the
+        ``rate`` asked for.
+        """
         if not isinstance(self.mask, PerforationMask):
             raise ValueError(f"PerforatedConv2D '{self.name}' is not built yet: no mask.")
         return self.mask.rate

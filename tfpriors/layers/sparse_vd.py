@@ -55,8 +55,21 @@ def _training_backward(theta, log_sigma2, variance_grad, kl_grad):
 
 
 def kept(log_alpha_value, threshold):
-    """The keep rule of Sparse VD: a weight survives evaluation and export while
-    ``log_alpha < threshold`` (boolean, the shape of ``log_alpha_value``)."""
+    """The keep rule of Sparse VD: a weight is kept while ``log_alpha < threshold``.
+
+    Kept weights survive evaluation and export; the others are set to zero.
+
+    Args:
+        log_alpha_value: per-weight log dropout rates (a tensor or array).
+        threshold: the layer's ``threshold``, a number in [-8, 8].
+
+    Returns:
+        A boolean tensor or array, the shape of ``log_alpha_value``.
+
+    Example:
+    >>> tfpriors.layers.sparse_vd.kept(np.array([-2.0, 3.0, 5.0]), 3.0)
+    array([ True, False, False])
+    """
     return log_alpha_value < threshold
 
 
@@ -100,9 +113,43 @@ class _FusedTerms:
 class SparseVDLayer(GaussianWeightLayer):
     """Shared machinery of the Sparse VD layers: the log-uniform prior, pruning, forward.
 
-    Weights, sampling and config come from :class:`~tfpriors.layers.gaussian.
-    GaussianWeightLayer`; this adds the keep rule (``threshold``) and the
-    fused per-weight terms of the training and evaluation passes.
+    Weights, sampling and config come from
+    :class:`~tfpriors.layers.gaussian.GaussianWeightLayer`; this adds the keep
+    rule (``threshold``) and the fused per-weight terms of the training and
+    evaluation passes. Use the concrete :class:`SparseVDDense` and
+    :class:`SparseVDConv2D`; their summaries (``log_alpha``, ``kept_mask``,
+    ``pruned_kernel``, ``sparsity``) are defined here.
+
+    Args:
+        threshold: weights with ``log_alpha >= threshold`` are zero at evaluation
+            and export; a number in [-8, 8], default 3 (alpha ~ 20).
+        **kwargs: the arguments of
+            :class:`~tfpriors.layers.gaussian.GaussianWeightLayer` and of the
+            base Keras layer.
+
+    Input shape:
+        That of the concrete layer: ``(batch, ..., input_dim)`` for
+        :class:`SparseVDDense`, ``(batch, height, width, channels)`` for
+        :class:`SparseVDConv2D`.
+
+    Output shape:
+        That of the concrete layer: ``(batch, ..., units)`` or
+        ``(batch, new_height, new_width, filters)``.
+
+    Example:
+    >>> layer = tfpriors.layers.SparseVDDense(4, threshold=3.0)
+    >>> isinstance(layer, tfpriors.layers.SparseVDLayer)
+    True
+    >>> layer.build((None, 8))
+    >>> layer.log_alpha().shape
+    TensorShape([8, 4])
+    >>> layer.kept_mask().dtype
+    dtype('bool')
+    >>> _ = layer.log_sigma2.assign(np.full((8, 4), 5.0))  # alpha >= e^5: all dropped
+    >>> layer.sparsity()
+    1.0
+    >>> float(np.abs(layer.pruned_kernel()).max())
+    0.0
     """
 
     def __init__(self, threshold=3.0, **kwargs):
@@ -178,8 +225,11 @@ class SparseVDDense(DenseGeometry, SparseVDLayer):
         units: positive integer, dimensionality of the output space.
         activation: activation function (name or callable); default linear.
         use_bias: whether the layer has a (non-variational) bias.
-        kernel_initializer, bias_initializer: initializers of the means and bias.
-        kernel_regularizer, bias_regularizer, activity_regularizer: as in Dense.
+        kernel_initializer: initializer of the kernel means.
+        bias_initializer: initializer of the bias.
+        kernel_regularizer: regularizer of the kernel means, as in ``Dense``.
+        bias_regularizer: regularizer of the bias, as in ``Dense``.
+        activity_regularizer: regularizer of the output, as in ``Dense``.
         threshold: (keyword-only) weights with ``log_alpha >= threshold`` are zero
             at evaluation and export; a number in [-8, 8], default 3 (alpha ~ 20).
         log_sigma2_initializer: (keyword-only) initial log-variance, a number or an
@@ -187,20 +237,28 @@ class SparseVDDense(DenseGeometry, SparseVDLayer):
         seed: (keyword-only) seed of the local-reparameterization noise.
         dataset_size: (keyword-only) training-set size dividing the KL; usually set
             later with ``tfpriors.set_dataset_size(model, n)``.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
 
-    Input shape: ``(batch, ..., input_dim)``.
+    Input shape:
+        ``(batch, ..., input_dim)``.
 
-    Output shape: ``(batch, ..., units)``.
+    Output shape:
+        ``(batch, ..., units)``.
 
     Example:
-
+    >>> (x, y), _ = tfpriors.datasets.load_digits()
     >>> model = keras.Sequential([
     ...     keras.Input((64,)),
     ...     tfpriors.layers.SparseVDDense(300, activation="relu"),
     ...     tfpriors.layers.SparseVDDense(10)])
-    >>> tfpriors.set_dataset_size(model, 1347)
+    >>> tfpriors.set_dataset_size(model, len(x))
     2
     >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = model.fit(x[:128], y[:128], epochs=1, batch_size=64, verbose=0)
+    >>> bool(np.isfinite(history.history["loss"][0]))
+    True
+    >>> bool(0.0 <= model.layers[0].sparsity() <= 1.0)
+    True
     """
 
     def __init__(
@@ -252,24 +310,39 @@ class SparseVDConv2D(Conv2DGeometry, SparseVDLayer):
         kernel_size: int or tuple of 2 ints.
         strides: int or tuple of 2 ints, default 1.
         padding: ``"valid"`` or ``"same"``.
-        data_format: ``"channels_last"`` (default) or ``"channels_first"``.
+        data_format: ``"channels_last"`` or ``"channels_first"``; ``None`` (the
+            default) means ``keras.config.image_data_format()``.
         dilation_rate: int or tuple of 2 ints, default 1.
-        activation, use_bias, kernel_initializer, bias_initializer,
-        kernel_regularizer, bias_regularizer, activity_regularizer: as in
-            ``keras.layers.Conv2D``.
-        threshold, log_sigma2_initializer, seed, dataset_size: as in
-            :class:`SparseVDDense` (keyword-only).
+        activation: activation function (name or callable); default linear.
+        use_bias: whether the layer has a (non-variational) bias.
+        kernel_initializer: initializer of the kernel means.
+        bias_initializer: initializer of the bias.
+        kernel_regularizer: regularizer of the kernel means, as in ``Conv2D``.
+        bias_regularizer: regularizer of the bias, as in ``Conv2D``.
+        activity_regularizer: regularizer of the output, as in ``Conv2D``.
+        threshold: (keyword-only) weights with ``log_alpha >= threshold`` are zero
+            at evaluation and export; a number in [-8, 8], default 3 (alpha ~ 20).
+        log_sigma2_initializer: (keyword-only) initial log-variance, a number or an
+            initializer; default -10 (from scratch; ``tfpriors.sparsify`` uses -8).
+        seed: (keyword-only) seed of the local-reparameterization noise.
+        dataset_size: (keyword-only) training-set size dividing the KL; usually set
+            later with ``tfpriors.set_dataset_size(model, n)``.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
 
-    Input shape: ``(batch, height, width, channels)`` (channels first with
-    ``data_format="channels_first"``).
+    Input shape:
+        ``(batch, height, width, channels)`` (``(batch, channels, height, width)``
+        with ``data_format="channels_first"``).
 
-    Output shape: ``(batch, new_height, new_width, filters)``.
+    Output shape:
+        ``(batch, new_height, new_width, filters)`` (``(batch, filters,
+        new_height, new_width)`` with ``data_format="channels_first"``).
 
     Example:
-
     >>> conv = tfpriors.layers.SparseVDConv2D(32, 3, padding="same", activation="relu")
     >>> conv(np.zeros((2, 8, 8, 1), "float32")).shape
     TensorShape([2, 8, 8, 32])
+    >>> conv.log_sigma2.shape  # one log-variance per kernel weight
+    TensorShape([3, 3, 1, 32])
     """
 
     def __init__(

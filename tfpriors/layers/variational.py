@@ -32,8 +32,23 @@ PRIOR_NAMES = {"normal": lambda: Normal(1.0), "log_uniform": LogUniform}
 def get_prior(prior):
     """Resolves a layer's ``prior`` argument to a :class:`Prior` object.
 
-    Accepts ``"normal"``, ``"log_uniform"``, a ``Prior`` object, or the
-    serialized form of one (what ``get_config`` stores).
+    Args:
+        prior: ``"normal"``, ``"log_uniform"``, a ``Prior`` object, or the
+            serialized form of one (what ``get_config`` stores).
+
+    Returns:
+        A :class:`~tfpriors.priors.Prior` (a new one for a name or a config).
+
+    Raises:
+        ValueError: for an unknown prior name.
+        TypeError: for anything else that is not a prior.
+
+    Example:
+    >>> from tfpriors.layers.variational import get_prior
+    >>> get_prior("normal")
+    Normal(variance=1.0)
+    >>> get_prior("log_uniform")
+    LogUniform()
     """
     if isinstance(prior, Prior):
         return prior
@@ -59,9 +74,39 @@ def get_prior(prior):
 class VariationalLayer(GaussianWeightLayer):
     """Shared machinery of the variational layers: a pluggable prior, the forward passes.
 
-    Weights, sampling and config come from :class:`~tfpriors.layers.gaussian.
-    GaussianWeightLayer`; this adds the prior (its KL, and a check of the
-    kernel shape for priors over kernel slices such as the Deep Weight Prior).
+    Weights, sampling and config come from
+    :class:`~tfpriors.layers.gaussian.GaussianWeightLayer`; this adds the prior
+    (its KL, and a check of the kernel shape for priors over kernel slices such
+    as the Deep Weight Prior). Use the concrete :class:`VariationalDense` and
+    :class:`VariationalConv2D`.
+
+    Args:
+        prior: ``"normal"`` (standard normal), ``"log_uniform"`` or a
+            :class:`tfpriors.priors.Prior` object (saved with the layer).
+        **kwargs: the arguments of
+            :class:`~tfpriors.layers.gaussian.GaussianWeightLayer` and of the
+            base Keras layer.
+
+    Input shape:
+        That of the concrete layer: ``(batch, ..., input_dim)`` for
+        :class:`VariationalDense`, ``(batch, height, width, channels)`` for
+        :class:`VariationalConv2D`.
+
+    Output shape:
+        That of the concrete layer: ``(batch, ..., units)`` or
+        ``(batch, new_height, new_width, filters)``.
+
+    Example:
+    >>> layer = tfpriors.layers.VariationalDense(4, prior="log_uniform", dataset_size=100)
+    >>> isinstance(layer, tfpriors.layers.VariationalLayer)
+    True
+    >>> layer.prior
+    LogUniform()
+    >>> x = np.ones((2, 8), "float32")
+    >>> bool(np.allclose(layer(x), layer(x)))  # evaluation: the posterior means
+    True
+    >>> len(layer.losses)  # the KL, reported at evaluation once the dataset size is known
+    1
     """
 
     def __init__(self, prior="normal", **kwargs):
@@ -109,8 +154,11 @@ class VariationalDense(DenseGeometry, VariationalLayer):
         units: positive integer, dimensionality of the output space.
         activation: activation function (name or callable); default linear.
         use_bias: whether the layer has a (non-variational) bias.
-        kernel_initializer, bias_initializer: initializers of the means and bias.
-        kernel_regularizer, bias_regularizer, activity_regularizer: as in Dense.
+        kernel_initializer: initializer of the kernel means.
+        bias_initializer: initializer of the bias.
+        kernel_regularizer: regularizer of the kernel means, as in ``Dense``.
+        bias_regularizer: regularizer of the bias, as in ``Dense``.
+        activity_regularizer: regularizer of the output, as in ``Dense``.
         prior: (keyword-only) ``"normal"`` (standard normal), ``"log_uniform"``
             or a :class:`tfpriors.priors.Prior` object (saved with the layer).
         log_sigma2_initializer: (keyword-only) initial log-variance, a number
@@ -118,17 +166,24 @@ class VariationalDense(DenseGeometry, VariationalLayer):
         seed: (keyword-only) seed of the local-reparameterization noise.
         dataset_size: (keyword-only) training-set size dividing the KL; usually
             set later with ``tfpriors.set_dataset_size(model, n)``.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
 
-    Input shape: ``(batch, ..., input_dim)``.
+    Input shape:
+        ``(batch, ..., input_dim)``.
 
-    Output shape: ``(batch, ..., units)``.
+    Output shape:
+        ``(batch, ..., units)``.
 
     Example:
-
+    >>> (x, y), _ = tfpriors.datasets.load_digits()
     >>> model = keras.Sequential([keras.Input((64,)),
     ...                           tfpriors.layers.VariationalDense(10, prior="normal")])
-    >>> tfpriors.set_dataset_size(model, 1347)
+    >>> tfpriors.set_dataset_size(model, len(x))
     1
+    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = model.fit(x[:128], y[:128], epochs=1, batch_size=64, verbose=0)
+    >>> model.predict(x[:5], verbose=0).shape
+    (5, 10)
     """
 
     def __init__(
@@ -179,24 +234,41 @@ class VariationalConv2D(Conv2DGeometry, VariationalLayer):
         kernel_size: int or tuple of 2 ints.
         strides: int or tuple of 2 ints, default 1.
         padding: ``"valid"`` or ``"same"``.
-        data_format: ``"channels_last"`` (the only one supported).
+        data_format: ``"channels_last"``, the only one supported; ``None`` (the
+            default) means ``keras.config.image_data_format()``, which must then
+            be ``"channels_last"``.
         dilation_rate: int or tuple of 2 ints, default 1.
-        activation, use_bias, kernel_initializer, bias_initializer,
-        kernel_regularizer, bias_regularizer, activity_regularizer: as in
-            ``keras.layers.Conv2D``.
-        prior, log_sigma2_initializer, seed, dataset_size: as in
-            :class:`VariationalDense` (keyword-only).
+        activation: activation function (name or callable); default linear.
+        use_bias: whether the layer has a (non-variational) bias.
+        kernel_initializer: initializer of the kernel means.
+        bias_initializer: initializer of the bias.
+        kernel_regularizer: regularizer of the kernel means, as in ``Conv2D``.
+        bias_regularizer: regularizer of the bias, as in ``Conv2D``.
+        activity_regularizer: regularizer of the output, as in ``Conv2D``.
+        prior: (keyword-only) ``"normal"`` (standard normal), ``"log_uniform"``
+            or a :class:`tfpriors.priors.Prior` object such as a
+            :class:`~tfpriors.priors.DeepWeightPrior` (saved with the layer).
+        log_sigma2_initializer: (keyword-only) initial log-variance, a number
+            or an initializer; default -10.
+        seed: (keyword-only) seed of the local-reparameterization noise.
+        dataset_size: (keyword-only) training-set size dividing the KL; usually
+            set later with ``tfpriors.set_dataset_size(model, n)``.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
 
-    Input shape: ``(batch, height, width, channels)``.
+    Input shape:
+        ``(batch, height, width, channels)``.
 
-    Output shape: ``(batch, new_height, new_width, filters)``.
+    Output shape:
+        ``(batch, new_height, new_width, filters)``.
 
     Example:
-
-    >>> vae = tfpriors.priors.KernelVAE(kernel_size=3)
-    >>> vae.fit(tfpriors.priors.collect_kernels([source_model]), epochs=20)
+    >>> vae = tfpriors.priors.KernelVAE(kernel_size=3)  # untrained here: see KernelVAE
     >>> conv = tfpriors.layers.VariationalConv2D(
-    ...     32, 3, prior=tfpriors.priors.DeepWeightPrior(vae), padding="same")
+    ...     8, 3, prior=tfpriors.priors.DeepWeightPrior(vae), padding="same", dataset_size=1347)
+    >>> conv(np.zeros((2, 8, 8, 1), "float32"), training=True).shape
+    TensorShape([2, 8, 8, 8])
+    >>> len(conv.losses)  # the Deep Weight Prior's KL bound
+    1
     """
 
     def __init__(

@@ -12,9 +12,21 @@ def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16, name=None):
     The ``"features"`` layer is the embedding used by MeTTA
     (``tfpriors.tta.mean_embeddings(model, "features", ...)``).
 
-    Example:
+    Args:
+        input_shape: ``(height, width, channels)`` of one image.
+        num_classes: number of output logits.
+        width: filters of the first convolution; the second has ``2 * width``.
+        name: the model's name; default ``"small_cnn"``.
 
+    Returns:
+        A ``keras.Sequential`` producing logits.
+
+    Example:
     >>> model = tfpriors.models.small_cnn((8, 8, 1), 10)
+    >>> [layer.name for layer in model.layers]
+    ['conv1', 'pool', 'conv2', 'flatten', 'features', 'logits']
+    >>> model.get_layer("features").output.shape, model.output_shape
+    ((None, 64), (None, 10))
     """
     input_shape, num_classes = check_common(input_shape, num_classes)
     width = _validation.positive_int(width, "width")

@@ -32,10 +32,17 @@ def lenet_300_100(input_shape=(784,), num_classes=10, kind="dense", name=None):
         input_shape: shape of one example, e.g. ``(64,)`` for digits.
         num_classes: number of output logits.
         kind: ``"dense"`` (``keras.layers.Dense``) or ``"sparse_vd"`` (``SparseVDDense``).
+        name: the model's name; default ``"lenet_300_100_<kind>"``.
+
+    Returns:
+        A ``keras.Sequential`` producing logits.
 
     Example:
-
     >>> model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
+    >>> [(layer.name, type(layer).__name__, layer.units) for layer in model.layers]
+    [('fc1', 'SparseVDDense', 300), ('fc2', 'SparseVDDense', 100), ('fc3', 'SparseVDDense', 10)]
+    >>> model.name, model.output_shape
+    ('lenet_300_100_sparse_vd', (None, 10))
     """
     input_shape, num_classes = check_common(input_shape, num_classes)
     dense, _ = _layer_types(kind)
@@ -60,10 +67,19 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, kind="dense", padding="auto"
         padding: ``"valid"`` (Caffe), ``"same"``, or ``"auto"``: valid for
             inputs of at least 16 pixels a side, same for small ones such as
             the 8x8 digits (valid 5x5 convolutions would not fit there).
+        name: the model's name; default ``"lenet5_<kind>"``.
+
+    Returns:
+        A ``keras.Sequential`` producing logits.
 
     Example:
-
     >>> model = tfpriors.models.lenet5((8, 8, 1), 10, kind="sparse_vd")
+    >>> [layer.name for layer in model.layers]
+    ['conv1', 'pool1', 'conv2', 'pool2', 'flatten', 'fc1', 'fc2']
+    >>> model.get_layer("conv1").padding  # "auto" chose "same" for 8x8 inputs
+    'same'
+    >>> model.output_shape
+    (None, 10)
     """
     input_shape, num_classes = check_common(input_shape, num_classes)
     if len(input_shape) != 3:

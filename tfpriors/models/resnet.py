@@ -32,9 +32,15 @@ class AdaptiveModel(keras.Model):
     of logits (the output of :func:`act_resnet`).
 
     Example:
-
-    >>> model = tfpriors.models.act_resnet((8, 8, 1), 10, kind="pact", mode="discrete")
+    >>> (x, y), _ = tfpriors.datasets.load_digits(flat=False)
+    >>> model = tfpriors.models.act_resnet((8, 8, 1), 10, blocks=(2, 2), widths=(4, 8),
+    ...                                    kind="pact", mode="discrete")
     >>> isinstance(model, tfpriors.models.AdaptiveModel)
+    True
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = model.fit(x[:32], y[:32], batch_size=32, verbose=0)
+    >>> blocks = tfpriors.adaptive.adaptive_blocks(model)
+    >>> all(float(block.reinforce_baseline) > 0 for block in blocks)  # moving average of the loss
     True
     """
 
@@ -92,17 +98,26 @@ def act_resnet(
         kind: ``"plain"``, ``"act"``, ``"sact"`` or ``"pact"``.
         widths: channels per stage, as many as ``blocks``.
         ponder_cost: ``tau`` of the adaptive blocks.
-        mode, temperature, group_size: of the probabilistic ACT blocks (``kind="pact"``).
+        mode: ``"relaxed"``, ``"discrete"`` or ``"threshold"``: the mode of the
+            probabilistic ACT blocks (``kind="pact"``).
+        temperature: relaxation temperature of the probabilistic ACT blocks
+            (``kind="pact"``).
+        group_size: one latent halting variable per ``group_size x group_size``
+            group of positions in the probabilistic ACT blocks (``kind="pact"``).
         synchronized_batch_norm: batch statistics of the global batch under a
             ``tf.distribute`` strategy (see :class:`~tfpriors.layers.ResidualUnit`).
+        name: the model's name; default ``"<kind>_resnet"``.
 
     Returns:
         An :class:`AdaptiveModel` (a functional Keras model) producing logits.
 
     Example:
-
     >>> model = tfpriors.models.act_resnet((8, 8, 1), 10, blocks=(3, 3, 3), kind="sact",
     ...                                    widths=(8, 16, 32))
+    >>> [(block.name, block.num_units) for block in tfpriors.adaptive.adaptive_blocks(model)]
+    [('stage0_sact', 3), ('stage1_sact', 2), ('stage2_sact', 2)]
+    >>> model.name, model.output_shape
+    ('sact_resnet', (None, 10))
     """
     input_shape, num_classes = check_common(input_shape, num_classes)
     if len(input_shape) != 3:

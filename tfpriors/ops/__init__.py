@@ -6,9 +6,20 @@
 chosen positions through one of several exact implementations, and
 :mod:`tfpriors.ops.autotune` measures which is fastest for a shape.
 
-Example:
+Every implementation computes the same convolution; the compiled op is used when it
+is loaded, and pure TensorFlow otherwise.
 
->>> tfpriors.ops.has_fused_op()
+Example:
+>>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+>>> w = np.random.default_rng(1).normal(size=(3, 3, 3, 4)).astype("float32")
+>>> mask = tfpriors.perforation.lattice_mask((8, 8), 0.5)
+>>> y = tfpriors.ops.perforated_conv2d(x, w, mask.kept, mask.fill_index, (8, 8), (1, 1), (1, 1))
+>>> y.shape
+TensorShape([2, 8, 8, 4])
+>>> reference = tfpriors.ops.perforated_conv2d_reference(
+...     x, w, mask.kept, mask.fill_index, (8, 8), (1, 1), (1, 1)
+... )
+>>> bool(np.allclose(y, reference, atol=1e-4))
 True
 """
 

@@ -15,9 +15,9 @@ multiply-adds per image), and every layer when the environment variable
 else the compiled op when loaded, else pure TF.
 
 Example:
-
->>> tfpriors.ops.autotune.choose((56, 56, 128), (3, 3), 128, (1, 1), (1, 1), (56, 56),
-...                              mask.kept, mask.fill_index)
+>>> mask = tfpriors.perforation.lattice_mask((8, 8), 0.5)
+>>> tfpriors.ops.autotune.choose((8, 8, 3), (3, 3), 4, (1, 1), (1, 1), (8, 8),
+...                              mask.kept, mask.fill_index)  # too small to time: the rule
 Selection(small_batch='strided', large_batch='strided')
 """
 
@@ -53,6 +53,7 @@ _cache = {}
 
 
 def _check_dtype(dtype):
+    """``dtype`` as a floating ``tf.DType``; else raises TypeError."""
     try:
         dtype = tf.as_dtype(dtype)
     except TypeError:
@@ -63,6 +64,7 @@ def _check_dtype(dtype):
 
 
 def _check_mask(kept, output_shape, fill_index=None):
+    """The mask's tables and ``output_shape``, checked (``fill_index`` may be None)."""
     output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
     if fill_index is None:
         kept, _ = check_tables(
@@ -74,6 +76,7 @@ def _check_mask(kept, output_shape, fill_index=None):
 
 
 def _check_geometry(input_shape, kernel_size, filters, strides, pads):
+    """The convolution's geometry, checked and normalised to tuples and ints."""
     return (
         _validation.int_tuple(input_shape, "input_shape", 3),
         _validation.int_tuple(kernel_size, "kernel_size", 2),
@@ -84,7 +87,27 @@ def _check_geometry(input_shape, kernel_size, filters, strides, pads):
 
 
 def candidates(kept, output_shape, dtype="float32"):
-    """The exact implementations that can run this mask and dtype, preferred first."""
+    """The exact implementations that can run this mask and dtype, preferred first.
+
+    ``"strided"`` for a lattice, ``"fused"`` for float32 when the compiled op is
+    loaded, then ``"reference"`` and ``"dense"``, which run every mask.
+
+    Args:
+        kept: the mask's kept flat positions.
+        output_shape: ``(height, width)`` of the convolution's output.
+        dtype: the compute dtype.
+
+    Returns:
+        A list of implementation names.
+
+    Example:
+    >>> lattice = tfpriors.perforation.lattice_mask((8, 8), 0.5)
+    >>> tfpriors.ops.autotune.candidates(lattice.kept, (8, 8), "float16")
+    ['strided', 'reference', 'dense']
+    >>> uniform = tfpriors.perforation.uniform_mask((8, 8), 0.5, seed=0)
+    >>> tfpriors.ops.autotune.candidates(uniform.kept, (8, 8))[-2:]  # "fused" first if loaded
+    ['reference', 'dense']
+    """
     kept, _, output_shape = _check_mask(kept, output_shape)
     dtype = _check_dtype(dtype)
     names = []
@@ -97,11 +120,29 @@ def candidates(kept, output_shape, dtype="float32"):
 
 
 def rule(kept, output_shape, dtype="float32"):
-    """The choice without timing: the first of :func:`candidates` (never ``"dense"``)."""
+    """The choice without timing: the first of :func:`candidates` (never ``"dense"``).
+
+    Args:
+        kept: the mask's kept flat positions.
+        output_shape: ``(height, width)`` of the convolution's output.
+        dtype: the compute dtype.
+
+    Returns:
+        ``"strided"``, ``"fused"`` or ``"reference"``.
+
+    Example:
+    >>> lattice = tfpriors.perforation.lattice_mask((8, 8), 0.5)
+    >>> tfpriors.ops.autotune.rule(lattice.kept, (8, 8))
+    'strided'
+    >>> uniform = tfpriors.perforation.uniform_mask((8, 8), 0.5, seed=0)
+    >>> tfpriors.ops.autotune.rule(uniform.kept, (8, 8), "float16")  # no compiled op for it
+    'reference'
+    """
     return candidates(kept, output_shape, dtype)[0]
 
 
 def _key(input_shape, kernel_size, filters, strides, pads, output_shape, kept, fill_index, dtype):
+    """The cache key of a choice: the geometry, a hash of the mask's tables, the dtype."""
     tables = hashlib.sha1(
         np.asarray(kept, np.int32).tobytes() + np.asarray(fill_index, np.int32).tobytes()
     ).hexdigest()
@@ -131,7 +172,37 @@ def measure(
     batches=TIMING_BATCHES,
     repeats=TIMING_REPEATS,
 ):
-    """Median seconds of every candidate: ``{name: [seconds at each batch]}``."""
+    """Median seconds of every candidate: ``{name: [seconds at each batch]}``.
+
+    Each candidate of :func:`candidates` runs as a ``tf.function`` on random data,
+    interleaved with the others, at least ``repeats`` times (fast ones up to
+    ``MAX_REPEATS`` times, within ``TIMING_SECONDS`` each).
+
+    Args:
+        input_shape: ``(height, width, channels)`` of one input.
+        kernel_size: ``(kh, kw)``.
+        filters: the number of output channels.
+        strides: ``(sh, sw)``.
+        pads: ``(pad_top, pad_left)``.
+        output_shape: ``(out_h, out_w)``.
+        kept: the mask's kept flat positions.
+        fill_index: the mask's fill map (indices into ``kept``).
+        dtype: the compute dtype.
+        batches: the batch sizes timed.
+        repeats: the least number of timed runs per median.
+
+    Returns:
+        ``{name: [median seconds at each of batches]}``.
+
+    Example:
+    >>> mask = tfpriors.perforation.uniform_mask((8, 8), 0.5, seed=0)
+    >>> seconds = tfpriors.ops.autotune.measure((8, 8, 3), (3, 3), 4, (1, 1), (1, 1), (8, 8),
+    ...                                         mask.kept, mask.fill_index, batches=(1,))
+    >>> sorted(seconds) == sorted(tfpriors.ops.autotune.candidates(mask.kept, (8, 8)))
+    True
+    >>> all(len(times) == 1 and times[0] > 0 for times in seconds.values())
+    True
+    """
     input_shape, kernel_size, filters, strides, pads = _check_geometry(
         input_shape, kernel_size, filters, strides, pads
     )
@@ -183,8 +254,20 @@ def measure(
 
 @contextlib.contextmanager
 def quiet_retracing():
-    """Timing many shapes traces many tf.functions, which TensorFlow reports as
-    "retracing" warnings; inside this context its logger shows errors only."""
+    """A context in which TensorFlow's logger shows errors only.
+
+    Timing many shapes traces many tf.functions, which TensorFlow reports as
+    "retracing" warnings; the logger's level is restored on exit.
+
+    Example:
+    >>> logger = tf.get_logger()
+    >>> before = logger.level
+    >>> with tfpriors.ops.autotune.quiet_retracing():
+    ...     print(logger.level == 40)  # logging.ERROR
+    True
+    >>> logger.level == before
+    True
+    """
     logger = tf.get_logger()
     level = logger.level
     logger.setLevel("ERROR")
@@ -195,7 +278,13 @@ def quiet_retracing():
 
 
 class Selection(collections.namedtuple("Selection", ["small_batch", "large_batch"])):
-    """What :func:`choose` picked: for batches below ``SMALL_BATCH_LIMIT`` and the others."""
+    """What :func:`choose` picked: for batches below ``SMALL_BATCH_LIMIT`` and the others.
+
+    Example:
+    >>> selection = tfpriors.ops.autotune.Selection("fused", "strided")
+    >>> selection.for_batch(1), selection.for_batch(32)
+    ('fused', 'strided')
+    """
 
     def for_batch(self, batch):
         """The implementation for a (static) batch size."""
@@ -203,6 +292,7 @@ class Selection(collections.namedtuple("Selection", ["small_batch", "large_batch
 
 
 def _fastest(seconds, column):
+    """The first candidate within ``TIE`` of the fastest at batch ``column``."""
     best = min(times[column] for times in seconds.values())
     return next(name for name, times in seconds.items() if times[column] <= best * (1 + TIE))
 
@@ -220,15 +310,33 @@ def choose(
 ):
     """The fastest exact implementations for this shape and mask (cached per process).
 
+    Layers under ``MIN_TIMED_MACS`` multiply-adds per image, and every layer when
+    ``TFPRIORS_AUTOTUNE=0``, get :func:`rule` without timing; others are timed by
+    :func:`measure`.
+
     Args:
         input_shape: ``(height, width, channels)`` of one input.
-        kernel_size, filters, strides, pads, output_shape: the convolution.
-        kept, fill_index: the mask's tables.
+        kernel_size: ``(kh, kw)``.
+        filters: the number of output channels.
+        strides: ``(sh, sw)``.
+        pads: ``(pad_top, pad_left)``.
+        output_shape: ``(out_h, out_w)``.
+        kept: the mask's kept flat positions.
+        fill_index: the mask's fill map (indices into ``kept``).
         dtype: the compute dtype.
 
     Returns:
         A :class:`Selection` of ``"strided"``, ``"fused"``, ``"reference"`` or
         ``"dense"`` for small and for large batches.
+
+    Example:
+    >>> mask = tfpriors.perforation.uniform_mask((8, 8), 0.5, seed=0)
+    >>> selection = tfpriors.ops.autotune.choose((8, 8, 3), (3, 3), 4, (1, 1), (1, 1), (8, 8),
+    ...                                          mask.kept, mask.fill_index)
+    >>> selection.small_batch in ("fused", "reference")  # the rule: the op when loaded
+    True
+    >>> selection.for_batch(32) == selection.large_batch
+    True
     """
     input_shape, kernel_size, filters, strides, pads = _check_geometry(
         input_shape, kernel_size, filters, strides, pads
@@ -256,7 +364,16 @@ def choose(
 
 
 def clear_cache():
-    """Forgets every choice (the next :func:`choose` times again)."""
+    """Forgets every choice (the next :func:`choose` times again).
+
+    Example:
+    >>> mask = tfpriors.perforation.lattice_mask((8, 8), 0.5)
+    >>> shape = ((8, 8, 3), (3, 3), 4, (1, 1), (1, 1), (8, 8), mask.kept, mask.fill_index)
+    >>> first = tfpriors.ops.autotune.choose(*shape)
+    >>> tfpriors.ops.autotune.clear_cache()
+    >>> tfpriors.ops.autotune.choose(*shape) == first  # chosen again, not remembered
+    True
+    """
     with _lock:
         _cache.clear()
 

@@ -20,10 +20,17 @@ Bias and activation, when given, are applied to the rows before the fill (they
 commute with copying values), so they cost ``1 - rate`` of a dense layer's.
 
 Example:
-
+>>> x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
+>>> w = np.random.default_rng(1).normal(size=(3, 3, 3, 8)).astype("float32")
 >>> mask = tfpriors.perforation.grid_mask((16, 16), 0.5, seed=0)
 >>> y = tfpriors.ops.perforated_conv2d(x, w, mask.kept, mask.fill_index, (16, 16),
 ...                                    (1, 1), (1, 1), implementation="reference")
+>>> y.shape
+TensorShape([2, 16, 16, 8])
+>>> dense = tfpriors.ops.perforated_conv2d(x, w, mask.kept, mask.fill_index, (16, 16),
+...                                        (1, 1), (1, 1), implementation="dense")
+>>> bool(np.allclose(y, dense, atol=1e-4))  # every implementation is exact
+True
 """
 
 import contextlib
@@ -51,16 +58,25 @@ _export = threading.local()
 
 @contextlib.contextmanager
 def builtin_ops_only():
-    """Inside this context every perforated convolution and convolution at chosen
-    positions traces as the pure-TF "reference" (GATHER + FULLY_CONNECTED): graphs for
-    TFLite have builtin ops only, and on LiteRT (XNNPACK) that form is also the fastest
-    (measured on lattice masks: 2.3x / 3.9x CONV_2D at rates 0.5 / 0.75 against 2.0x /
-    3.7x for a strided CONV_2D and a GATHER fill).
+    """A context in which every perforated convolution traces as the pure-TF "reference".
+
+    Inside it, every perforated convolution and convolution at chosen positions
+    traces as GATHER + FULLY_CONNECTED: graphs for TFLite have builtin ops only, and
+    on LiteRT (XNNPACK) that form is also the fastest (measured on lattice masks:
+    2.3x / 3.9x CONV_2D at rates 0.5 / 0.75 against 2.0x / 3.7x for a strided
+    CONV_2D and a GATHER fill). The setting is per thread.
 
     Example:
-
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     tfpriors.layers.PerforatedConv2D(4, 3, padding="same", rate=0.5, mask="grid"),
+    ... ])
+    >>> spec = tf.TensorSpec((1, 8, 8, 1))
     >>> with tfpriors.ops.builtin_ops_only():
     ...     concrete = tf.function(model).get_concrete_function(spec)
+    >>> types = {op.type for op in concrete.graph.get_operations()}
+    >>> sorted(types & {"ConvAtPositions", "PerforatedConv2D", "GatherV2", "MatMul"})
+    ['GatherV2', 'MatMul']
     """
     previous = getattr(_export, "active", False)
     _export.active = True
@@ -73,14 +89,20 @@ def builtin_ops_only():
 def lattice_of(kept, output_shape):
     """The regular lattice that ``kept`` forms, or None.
 
-    Returns ``((row0, row_step, rows), (col0, col_step, cols))`` when the kept
-    flat positions are exactly rows ``row0 + i * row_step`` times columns
-    ``col0 + j * col_step`` (a single row or column has step 1).
+    Args:
+        kept: distinct flat output positions (``row * width + col``).
+        output_shape: ``(height, width)`` of the output.
+
+    Returns:
+        ``((row0, row_step, rows), (col0, col_step, cols))`` when the kept flat
+        positions are exactly rows ``row0 + i * row_step`` times columns
+        ``col0 + j * col_step`` (a single row or column has step 1); else None.
 
     Example:
-
     >>> tfpriors.ops.lattice_of([0, 2, 8, 10], (4, 4))
     ((0, 2, 2), (0, 2, 2))
+    >>> tfpriors.ops.lattice_of([0, 2, 9], (4, 4)) is None
+    True
     """
     height, width = _validation.int_tuple(output_shape, "output_shape", 2)
     kept = _validation.numeric_array(kept, "kept", "float64")
@@ -152,9 +174,11 @@ def _lattice_conv(inputs, kernel, lattice, strides, pads):
 
 
 def _padded_conv(inputs, kernel, strides, paddings):
-    """``conv2d`` with explicit zero padding, whose gradients are those of ``tf.pad`` +
-    "VALID": TensorFlow's CPU gradients of an explicitly padded convolution do not run
-    oneDNN and take about 1.5x as long, while its forward pass needs no padded copy."""
+    """``conv2d`` with explicit zero padding, whose gradients are those of ``tf.pad`` + "VALID".
+
+    TensorFlow's CPU gradients of an explicitly padded convolution do not run oneDNN
+    and take about 1.5x as long, while its forward pass needs no padded copy.
+    """
     explicit = [[0, 0], list(paddings[0]), list(paddings[1]), [0, 0]]
 
     @tf.custom_gradient
@@ -186,8 +210,11 @@ def _padded_conv(inputs, kernel, strides, paddings):
 
 
 def _block_plan(nearest_line, kept_line):
-    """(block, start) when every kept index fills a run of ``block`` outputs (the first
-    and last runs may be shorter), so the fill is a broadcast; else None."""
+    """(block, start) when the fill along one axis is a broadcast of blocks; else None.
+
+    That is when every kept index fills a run of ``block`` outputs (the first and
+    last runs may be shorter).
+    """
     index = np.searchsorted(kept_line, nearest_line)
     counts = np.bincount(index, minlength=len(kept_line))
     if np.any(np.diff(index) < 0) or np.any(counts == 0):
@@ -199,9 +226,11 @@ def _block_plan(nearest_line, kept_line):
 
 
 def _lattice_fill(rows, lattice, kept, fill_index, output_shape):
-    """``(N, R, C, F)`` lattice outputs -> ``(N, height, width, F)`` by the mask's fill
-    map: a broadcast of blocks when the map is one (its gradient is a sum), else a gather
-    (the lattice's raster order is the order of ``kept``)."""
+    """``(N, R, C, F)`` lattice outputs -> ``(N, height, width, F)`` by the mask's fill map.
+
+    A broadcast of blocks when the map is one (its gradient is a sum), else a gather
+    (the lattice's raster order is the order of ``kept``).
+    """
     height, width = output_shape
     (_, _, count_r), (_, _, count_c) = lattice
     filters = rows.shape[-1]
@@ -235,6 +264,7 @@ def _batch_positions(inputs, kept, per_image):
 
 
 def _check_implementation(implementation):
+    """``implementation`` if it is one of :data:`IMPLEMENTATIONS`; else raises ValueError."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"`implementation` must be one of {list(IMPLEMENTATIONS)}; received {implementation!r}."
@@ -243,9 +273,28 @@ def _check_implementation(implementation):
 
 
 def fused_module_for(implementation, dtype):
-    """The compiled op module when ``implementation`` ("auto" / "fused") and ``dtype``
-    (float32) can use it outside a TFLite export; None for the pure-TF path. "fused"
-    without the compiled op raises; "auto" warns once."""
+    """The compiled op module for ``implementation`` and ``dtype``, or None for pure TF.
+
+    The module when ``implementation`` (``"auto"`` / ``"fused"``) and ``dtype``
+    (float32) can use it outside a TFLite export (:func:`builtin_ops_only`).
+
+    Args:
+        implementation: one of :data:`IMPLEMENTATIONS`.
+        dtype: the compute dtype of the inputs.
+
+    Returns:
+        The op module, or None for the pure-TF path.
+
+    Raises:
+        RuntimeError: for ``"fused"`` without the compiled op or with a dtype other
+            than float32 (``"auto"`` warns once instead and returns None).
+
+    Example:
+    >>> tfpriors.ops.conv.fused_module_for("reference", "float32") is None
+    True
+    >>> tfpriors.ops.conv.fused_module_for("auto", "float16") is None  # float32 only
+    True
+    """
     return _fused_module(implementation, tf.as_dtype(dtype))
 
 
@@ -270,9 +319,12 @@ def _fused_module(implementation, dtype):
 
 
 def kept_rows(inputs, kernel, kept, output_shape, strides, pads, implementation):
-    """The convolution at the kept positions of every image: ``(N, K, filters)``, by
-    the compiled op (``"fused"``, or ``"auto"`` when it is loaded) or in pure TF
-    (``"reference"``). Arguments are those of :func:`perforated_conv2d`, checked."""
+    """The convolution at the kept positions of every image: ``(N, K, filters)``.
+
+    Computed by the compiled op (``"fused"``, or ``"auto"`` when it is loaded) or in
+    pure TF (``"reference"``). Arguments are those of :func:`perforated_conv2d`,
+    already checked.
+    """
     filters = int(kernel.shape[-1])
     count = int(kept.shape[0])
     module = _fused_module(implementation, inputs.dtype)
@@ -310,21 +362,34 @@ def perforated_conv2d(
         kept: sorted kept flat output positions ``(K,)``.
         fill_index: ``(out_h * out_w,)`` indices into ``kept``.
         output_shape: ``(out_h, out_w)``.
-        strides: ``(sh, sw)``. pads: ``(pad_top, pad_left)``.
+        strides: ``(sh, sw)``.
+        pads: ``(pad_top, pad_left)``, the zero padding before the first row and
+            column (:func:`conv_geometry` gives TensorFlow's).
         implementation: ``"auto"`` (compiled op when loaded, else pure TF with
             one warning), ``"fused"`` (raises when the op is missing),
             ``"reference"``, ``"strided"`` (lattice masks only) or ``"dense"``.
         bias: optional ``(O,)`` added to the computed rows.
-        activation: optional callable applied to the computed rows.
+        activation: optional callable (or Keras activation name) applied to the
+            computed rows.
 
     Returns:
         ``(N, out_h, out_w, O)``: the convolution at kept positions, the
         nearest kept value elsewhere.
 
     Example:
-
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    >>> w = np.random.default_rng(1).normal(size=(3, 3, 3, 4)).astype("float32")
+    >>> mask = tfpriors.perforation.uniform_mask((8, 8), 0.5, seed=0)
     >>> y = tfpriors.ops.perforated_conv2d(x, w, mask.kept, mask.fill_index, (8, 8),
-    ...                                    (1, 1), (1, 1))
+    ...                                    (1, 1), (1, 1), activation="relu")
+    >>> y.shape
+    TensorShape([2, 8, 8, 4])
+    >>> conv = tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME")).numpy().reshape(2, 64, 4)
+    >>> flat = y.numpy().reshape(2, 64, 4)
+    >>> bool(np.allclose(flat[:, mask.kept], conv[:, mask.kept], atol=1e-4))
+    True
+    >>> bool(np.array_equal(flat, flat[:, mask.nearest]))  # the rest copies a kept value
+    True
     """
     _check_implementation(implementation)
     inputs, kernel, kept, fill_index, output_shape, strides, pads = check_arguments(
@@ -387,23 +452,37 @@ def perforated_conv2d(
 def conv_at_positions(
     inputs, kernel, positions, output_shape, strides, pads, implementation="auto"
 ):
-    """The convolution at chosen outputs: row ``m`` at image ``positions[m] // P``, flat
-    position ``positions[m] % P`` (``P = out_h * out_w``). Returns ``(M, O)``.
+    """The convolution of a batch at chosen output positions, one row per position.
 
-    The engine of the perforated convolution, shared by the sparse inference of
+    Row ``m`` is the output at image ``positions[m] // P``, flat position
+    ``positions[m] % P`` (``P = out_h * out_w``). The engine of the perforated
+    convolution, shared by the sparse inference of
     :class:`~tfpriors.layers.ResidualUnit` (SACT, probabilistic ACT).
 
     Args:
         inputs: ``(N, H, W, C)`` float tensor with static H, W, C.
         kernel: ``(kh, kw, C, O)`` float tensor.
-        positions: ``(M,)`` int tensor of flat positions in ``[0, N * P)``.
-        output_shape, strides, pads: as :func:`perforated_conv2d`.
+        positions: ``(M,)`` int tensor (or sequence) of flat positions in
+            ``[0, N * P)``.
+        output_shape: ``(out_h, out_w)``, as :func:`perforated_conv2d`.
+        strides: ``(sh, sw)``, as :func:`perforated_conv2d`.
+        pads: ``(pad_top, pad_left)``, as :func:`perforated_conv2d`.
         implementation: ``"auto"``, ``"fused"`` or ``"reference"``.
 
-    Example:
+    Returns:
+        ``(M, O)``: the convolution at each position.
 
-    >>> rows = tfpriors.ops.conv_at_positions(x, w, tf.where(active_flat)[:, 0],
-    ...                                       (8, 8), (1, 1), (1, 1))
+    Example:
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    >>> w = np.random.default_rng(1).normal(size=(3, 3, 3, 4)).astype("float32")
+    >>> active = np.random.default_rng(2).uniform(size=(2, 8, 8)) < 0.25
+    >>> positions = tf.where(tf.reshape(active, [-1]))[:, 0]
+    >>> rows = tfpriors.ops.conv_at_positions(x, w, positions, (8, 8), (1, 1), (1, 1))
+    >>> rows.shape == (active.sum(), 4)  # one row of 4 filters per active position
+    True
+    >>> conv = tf.nn.conv2d(x, w, 1, "SAME").numpy().reshape(-1, 4)
+    >>> bool(np.allclose(rows, conv[positions.numpy()], atol=1e-4))
+    True
     """
     _check_implementation(implementation)
     if implementation in ("strided", "dense"):
@@ -441,6 +520,7 @@ def conv_at_positions(
 
 
 def _grad_ops(op):
+    """The op module and the ``strides`` / ``pads`` / ``output_size`` attributes of ``op``."""
     module = library.load()
     attrs = {name: op.get_attr(name) for name in ("strides", "pads", "output_size")}
     return module, attrs
@@ -448,6 +528,7 @@ def _grad_ops(op):
 
 @tf.RegisterGradient("ConvAtPositions")
 def _conv_at_positions_grad(op, grad):
+    """Backward of ``ConvAtPositions``: the compiled input and filter gradient ops."""
     inputs, kernel, positions = op.inputs
     module, attrs = _grad_ops(op)
     return (

@@ -15,11 +15,11 @@ thread, which picks its own kernel for the CPU (Eigen without it). Each of
 TensorFlow's intra-op threads multiplies its own cache-sized block.
 
 Example:
-
->>> tfpriors.ops.has_fused_op()
+>>> loaded = tfpriors.ops.has_fused_op()
+>>> loaded == (tfpriors.ops.library.load_error() is None)
 True
->>> tfpriors.ops.library.gemm_backend()
-'avx512'
+>>> tfpriors.ops.library.gemm_backend() in ("avx512", "openblas", "eigen", None)
+True
 """
 
 import ctypes
@@ -41,8 +41,19 @@ LIBRARY_PATH = os.environ.get("TFPRIORS_OPS_LIBRARY") or None
 
 
 def library_path():
-    """The library that :func:`load` loads: ``TFPRIORS_OPS_LIBRARY``, else the GPU build
-    when it exists and TensorFlow sees a GPU, else the CPU build."""
+    """The path of the library that :func:`load` loads.
+
+    ``TFPRIORS_OPS_LIBRARY`` when it is set, else the GPU build when it exists and
+    TensorFlow sees a GPU, else the CPU build.
+
+    Returns:
+        A file path (which need not exist: :func:`load_error` then says so).
+
+    Example:
+    >>> path = tfpriors.ops.library.library_path()
+    >>> path.endswith(".so")
+    True
+    """
     if LIBRARY_PATH is not None:
         return LIBRARY_PATH
     if os.path.exists(GPU_LIBRARY) and tf.config.list_physical_devices("GPU"):
@@ -57,13 +68,51 @@ _state = {"loaded": False, "module": None, "error": None, "warned": False, "hand
 
 
 class FusedOpUnavailableWarning(UserWarning):
-    """The compiled op is missing or unusable; the pure-TF path runs instead."""
+    """The compiled op is missing or unusable; the pure-TF path runs instead.
+
+    Issued once per process (by :func:`warn_fallback`), with the reason.
+
+    Example:
+    >>> import warnings
+    >>> issubclass(tfpriors.ops.FusedOpUnavailableWarning, UserWarning)
+    True
+    >>> with warnings.catch_warnings():  # silence it where the pure-TF path is expected
+    ...     warnings.simplefilter("ignore", tfpriors.ops.FusedOpUnavailableWarning)
+    ...     y = tfpriors.ops.conv_at_positions(
+    ...         np.ones((1, 4, 4, 1), "float32"), np.ones((3, 3, 1, 2), "float32"),
+    ...         [0, 5], (4, 4), (1, 1), (1, 1),
+    ...     )
+    >>> y.numpy()
+    array([[4., 4.],
+           [9., 9.]], dtype=float32)
+    """
 
 
 def built_against(path=None):
     """The TensorFlow version a compiled op library was built against, or None.
 
-    Read from the file's bytes, without loading it.
+    Read from the file's bytes, without loading it: the build embeds the tag
+    ``tfpriors-built-against-tensorflow=<version>;``. :func:`load` refuses a library
+    built for another TensorFlow minor release.
+
+    Args:
+        path: the library file; default :func:`library_path`.
+
+    Returns:
+        The version string, or None when the file carries no tag.
+
+    Raises:
+        FileNotFoundError: when ``path`` is not a file.
+
+    Example:
+    >>> with open("tagged.so", "wb") as handle:
+    ...     _ = handle.write(b"ELF...tfpriors-built-against-tensorflow=2.21.0;...")
+    >>> tfpriors.ops.library.built_against("tagged.so")
+    '2.21.0'
+    >>> with open("untagged.so", "wb") as handle:
+    ...     _ = handle.write(b"ELF")
+    >>> tfpriors.ops.library.built_against("untagged.so") is None
+    True
     """
     path = library_path() if path is None else path
     if not isinstance(path, (str, os.PathLike)):
@@ -130,7 +179,16 @@ def _load_library():
 
 
 def load():
-    """The loaded op module (``perforated_conv2d``, ``conv_at_positions``, ...), or None."""
+    """The loaded op module (``perforated_conv2d``, ``conv_at_positions``, ...), or None.
+
+    The library is loaded once per process, on the first call; :func:`load_error`
+    says why it is None.
+
+    Example:
+    >>> module = tfpriors.ops.library.load()
+    >>> module is None or hasattr(module, "conv_at_positions")
+    True
+    """
     with _lock:
         if not _state["loaded"]:
             _state["loaded"] = True
@@ -139,17 +197,34 @@ def load():
 
 
 def has_fused_op():
-    """True when the compiled ops are loaded."""
+    """True when the compiled ops are loaded.
+
+    Example:
+    >>> tfpriors.ops.has_fused_op() == (tfpriors.ops.fused_op_module() is not None)
+    True
+    """
     return load() is not None
 
 
 def fused_op_module():
-    """The loaded op library, or None (:func:`load_error` says why)."""
+    """The loaded op library, or None (:func:`load_error` says why).
+
+    Example:
+    >>> module = tfpriors.ops.fused_op_module()
+    >>> module is None or hasattr(module, "perforated_conv2d")
+    True
+    """
     return load()
 
 
 def load_error():
-    """Why the compiled ops are not loaded (a sentence), or None when they are."""
+    """Why the compiled ops are not loaded (a sentence), or None when they are.
+
+    Example:
+    >>> error = tfpriors.ops.library.load_error()
+    >>> (error is None) == tfpriors.ops.has_fused_op()
+    True
+    """
     load()
     return _state["error"]
 
@@ -158,8 +233,16 @@ GEMM_CHOICES = ("auto", "avx512", "blas")
 
 
 def gemm_backend():
-    """What the compiled ops' forward pass multiplies with: ``"avx512"``, ``"openblas"``,
-    ``"eigen"``, or None when they are not loaded."""
+    """What the compiled ops' forward pass multiplies with.
+
+    Returns:
+        ``"avx512"``, ``"openblas"``, ``"eigen"``, or None when the compiled ops are
+        not loaded.
+
+    Example:
+    >>> tfpriors.ops.gemm_backend() in ("avx512", "openblas", "eigen", None)
+    True
+    """
     if load() is None:
         return None
     return _state["handle"].tfpriors_gemm_backend().decode()
@@ -175,10 +258,22 @@ def select_gemm(name="auto"):
     Returns:
         :func:`gemm_backend` after the change.
 
-    Example:
+    Raises:
+        ValueError: when ``name`` is unknown or this CPU cannot run that kernel.
+        RuntimeError: when the compiled ops are not loaded.
 
-    >>> tfpriors.ops.library.select_gemm("blas")
-    'openblas'
+    Example:
+    >>> library = tfpriors.ops.library
+    >>> before = library.gemm_backend()  # None when the compiled ops are not loaded
+    >>> blas = None
+    >>> if before is not None:  # (select_gemm raises RuntimeError without them)
+    ...     blas = library.select_gemm("blas")  # OpenBLAS, or Eigen without it
+    ...     # The choice is process-wide: restore what ran before.
+    ...     _ = library.select_gemm("avx512" if before == "avx512" else "blas")
+    >>> blas in ("openblas", "eigen", None)
+    True
+    >>> library.gemm_backend() == before
+    True
     """
     if name not in GEMM_CHOICES:
         raise ValueError(f"`name` must be one of {list(GEMM_CHOICES)}; received {name!r}.")
@@ -190,7 +285,20 @@ def select_gemm(name="auto"):
 
 
 def warn_fallback():
-    """Warns once per process that the pure-TF path replaces the compiled op."""
+    """Warns once per process that the pure-TF path replaces the compiled op.
+
+    The ``"auto"`` implementations call it when the compiled op is not loaded; the
+    :class:`FusedOpUnavailableWarning` says why, and later calls are silent.
+
+    Example:
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     tfpriors.ops.library.warn_fallback()
+    ...     tfpriors.ops.library.warn_fallback()
+    >>> len(caught) <= 1  # at most once per process
+    True
+    """
     with _lock:
         if _state["warned"]:
             return

@@ -1,7 +1,7 @@
-"""Pure-TensorFlow convolutions at chosen positions: the fallback path, the export graph
-and the test oracle of the compiled ops.
+"""Pure-TensorFlow convolutions at chosen positions.
 
-The forward pass is an im2col restricted to the kept output positions (one
+They are the fallback path, the export graph and the test oracle of the compiled
+ops. The forward pass is an im2col restricted to the kept output positions (one
 ``tf.gather`` of input pixels), one matmul with the kernel reshaped to
 ``(kh * kw * in_channels, filters)``, and one ``tf.gather`` along positions
 that fills every output position from its nearest kept neighbour. Autodiff
@@ -88,8 +88,10 @@ def check_tables(kept, fill_index, output_shape):
 
 
 def check_positions(positions, inputs, output_shape):
-    """``positions`` as an int32 tensor of flat ``image * P + position`` entries, checked
-    against the batch of ``inputs`` when both are known."""
+    """``positions`` as an int32 tensor of flat ``image * P + position`` entries.
+
+    Checked against the batch of ``inputs`` when both are known.
+    """
     if tf.is_tensor(positions):
         if positions.shape.rank != 1 or not positions.dtype.is_integer:
             raise ValueError(
@@ -134,8 +136,23 @@ def check_pads(pads):
 def conv_geometry(input_hw, kernel_size, strides, padding):
     """Output size and leading pads of a dilation-1 convolution, as TensorFlow pads.
 
-    Returns ``(out_height, out_width, pad_top, pad_left)``; with "same" padding
-    TensorFlow puts ``pad_total // 2`` before and the rest after.
+    With "same" padding TensorFlow puts ``pad_total // 2`` before and the rest
+    after.
+
+    Args:
+        input_hw: ``(height, width)`` of the input.
+        kernel_size: ``(kh, kw)``.
+        strides: ``(sh, sw)``.
+        padding: ``"same"`` or ``"valid"``.
+
+    Returns:
+        ``(out_height, out_width, pad_top, pad_left)``.
+
+    Example:
+    >>> tfpriors.ops.conv_geometry((8, 8), (3, 3), (1, 1), "same")
+    (8, 8, 1, 1)
+    >>> tfpriors.ops.conv_geometry((8, 8), (3, 3), (2, 2), "valid")
+    (3, 3, 0, 0)
     """
     input_hw = _validation.int_tuple(input_hw, "input_hw", 2)
     kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
@@ -184,8 +201,10 @@ def _flat_with_zero(inputs):
 
 
 def kept_rows_reference(inputs, kernel, kept, output_shape, strides, pads):
-    """The convolution at the kept positions of every image, ``(N, K, filters)``:
-    one gather of input pixels (the kept-position im2col) and one matmul."""
+    """The convolution at the kept positions of every image, ``(N, K, filters)``.
+
+    One gather of input pixels (the kept-position im2col) and one matmul.
+    """
     kh, kw, channels, filters = kernel.shape
     input_hw = (int(inputs.shape[1]), int(inputs.shape[2]))
     kept = np.asarray(kept, np.int64)
@@ -201,8 +220,28 @@ def kept_rows_reference(inputs, kernel, kept, output_shape, strides, pads):
 def conv_at_positions_reference(inputs, kernel, positions, output_shape, strides, pads):
     """The convolution at flat positions ``n * P + p`` of a batch, ``(M, filters)``.
 
-    ``positions`` may be a tensor (its values known only at run time): the taps
-    are computed in TensorFlow and gathered from the flattened batch.
+    The pure-TF form of :func:`tfpriors.ops.conv_at_positions`. ``positions`` may
+    be a tensor (its values known only at run time): the taps are computed in
+    TensorFlow and gathered from the flattened batch.
+
+    Args:
+        inputs: ``(N, H, W, C)`` float tensor with static H, W, C.
+        kernel: ``(kh, kw, C, O)`` float tensor.
+        positions: ``(M,)`` flat positions in ``[0, N * P)`` (``P = out_h * out_w``).
+        output_shape: ``(out_h, out_w)``.
+        strides: ``(sh, sw)``.
+        pads: ``(pad_top, pad_left)``.
+
+    Returns:
+        ``(M, O)``: the convolution at each position.
+
+    Example:
+    >>> x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
+    >>> w = np.ones((3, 3, 1, 1), "float32")  # sums of 3x3 windows
+    >>> rows = tfpriors.ops.conv_at_positions_reference(x, w, [0, 5], (4, 4), (1, 1), (1, 1))
+    >>> rows.numpy()
+    array([[10.],
+           [45.]], dtype=float32)
     """
     inputs, kernel = check_images(inputs, "inputs"), check_images(kernel, "kernel")
     output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
@@ -245,11 +284,25 @@ def perforated_conv2d_reference(inputs, kernel, kept, fill_index, output_shape, 
         kept: sorted kept flat output positions, ``(K,)`` int array.
         fill_index: ``(out_h * out_w,)`` index into ``kept`` filling each position.
         output_shape: ``(out_h, out_w)``.
-        strides: ``(sh, sw)``; pads: ``(pad_top, pad_left)``.
+        strides: ``(sh, sw)``.
+        pads: ``(pad_top, pad_left)``.
 
     Returns:
         ``(N, out_h, out_w, O)``: the convolution at kept positions, nearest
         kept value elsewhere.
+
+    Example:
+    >>> x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    >>> w = np.random.default_rng(1).normal(size=(3, 3, 3, 4)).astype("float32")
+    >>> mask = tfpriors.perforation.lattice_mask((8, 8), 0.75)
+    >>> y = tfpriors.ops.perforated_conv2d_reference(
+    ...     x, w, mask.kept, mask.fill_index, (8, 8), (1, 1), (1, 1)
+    ... )
+    >>> y.shape
+    TensorShape([2, 8, 8, 4])
+    >>> conv = tf.nn.conv2d(x, w, 1, "SAME").numpy().reshape(2, 64, 4)
+    >>> bool(np.allclose(y.numpy().reshape(2, 64, 4), conv[:, mask.nearest], atol=1e-4))
+    True
     """
     inputs, kernel, kept, fill_index, output_shape, strides, pads = check_arguments(
         inputs, kernel, kept, fill_index, output_shape, strides, pads
@@ -259,8 +312,10 @@ def perforated_conv2d_reference(inputs, kernel, kept, fill_index, output_shape, 
 
 
 def fill(rows, fill_index, output_shape):
-    """``(N, K, F)`` kept rows -> ``(N, height, width, F)``: position p takes row
-    ``fill_index[p]`` (one GATHER)."""
+    """``(N, K, F)`` kept rows -> ``(N, height, width, F)``: position p takes row ``fill_index[p]``.
+
+    One GATHER (none when every position is kept and fills itself).
+    """
     fill_index = np.asarray(fill_index, np.int32)
     # Every position kept *and* filled from itself: the gather would be the identity.
     # (A permuted fill_index with every position kept still needs it; found by fuzzing.)

@@ -1,17 +1,25 @@
 """Perforated convolutions (Figurnov et al., 2016): masks, whole-model perforation.
 
-Example:
+:func:`perforate` turns chosen convolutions of a model into
+:class:`~tfpriors.layers.PerforatedConv2D` layers at given rates;
+:func:`greedy_perforation` chooses the rates itself, towards a measured speedup
+within an accuracy budget; the mask builders (:func:`make_mask` and the
+``*_mask`` functions) say which output positions are computed.
 
+Example:
+>>> model = tfpriors.models.small_cnn((8, 8, 1), 10, width=4)
 >>> fast = tfpriors.perforation.perforate(model, rates={"conv2": 0.5}, mask="lattice")
->>> fast = tfpriors.perforation.greedy_perforation(model, (x_val, y_val), target_speedup=2.0,
-...                                                max_accuracy_drop=0.01)
->>> print(fast.perforation_report)
->>> tfpriors.perforation.plot_mask(fast.get_layer("conv2"), "mask.png")
+>>> fast.get_layer("conv2").effective_rate
+0.5
+>>> x = np.random.default_rng(0).uniform(size=(2, 8, 8, 1)).astype("float32")
+>>> fast(x).shape
+TensorShape([2, 10])
+>>> figure = tfpriors.perforation.plot_mask(fast.get_layer("conv2"), "mask.png")
 """
 
 from tfpriors.perforation.api import (
     PerforationReport,
-    greedy_perforation,  # noqa: E402
+    greedy_perforation,
     perforable_layers,
     perforate,
     plot_mask,

@@ -16,8 +16,25 @@ Builders (Figurnov et al., PerforatedCNNs, 2016):
 * :func:`structure_mask`: keeps the positions covered by the most windows
   of the next pooling layer (overlapping pooling reads some positions twice
   or four times);
-* :func:`impact_mask`: keeps the positions whose removal would change the
-  loss most, estimated as the mean ``|dL/dy * y|`` over channels and data.
+* :func:`mask_from_scores` of :func:`impact_scores`: keeps the positions whose
+  removal would change the loss most, estimated as the mean ``|dL/dy * y|`` over
+  channels and data.
+
+:func:`make_mask` builds any of them by name.
+
+Example:
+>>> mask = tfpriors.perforation.make_mask("grid", (8, 8), 0.75, seed=0)
+>>> mask
+PerforationMask(output_shape=(8, 8), kept=16/64, rate=0.750)
+>>> mask.kept_image().astype(int)
+array([[0, 0, 0, 0, 0, 0, 0, 0],
+       [1, 0, 1, 0, 1, 0, 1, 0],
+       [0, 0, 0, 0, 0, 0, 0, 0],
+       [1, 0, 1, 0, 1, 0, 1, 0],
+       [0, 0, 0, 0, 0, 0, 0, 0],
+       [1, 0, 1, 0, 1, 0, 1, 0],
+       [0, 0, 0, 0, 0, 0, 0, 0],
+       [1, 0, 1, 0, 1, 0, 1, 0]])
 """
 
 import numpy as np
@@ -31,9 +48,29 @@ MAX_LATTICE_STEP = 16
 
 
 def check_rate(rate, name="rate"):
-    """``rate`` as a float in ``[0, 1)``: the fraction of positions not computed (the one
-    rate check of the masks, the layer and ``perforate``); ``name`` is the caller's name
-    for it, used in the error message."""
+    """``rate`` as a float in ``[0, 1)``: the fraction of positions not computed.
+
+    The one rate check of the masks, the layer and ``perforate``.
+
+    Args:
+        rate: the perforation rate to check.
+        name: the caller's name for it, used in the error message.
+
+    Returns:
+        ``rate`` as a float.
+
+    Raises:
+        ValueError: when ``rate`` is outside ``[0, 1)`` or not finite.
+        TypeError: when ``rate`` is not a real number.
+
+    Example:
+    >>> tfpriors.perforation.check_rate(0.5)
+    0.5
+    >>> tfpriors.perforation.check_rate(1, "rates['conv1']")
+    Traceback (most recent call last):
+    ...
+    ValueError: `rates['conv1']` must be in [0, 1) (at least one position is computed); ...
+    """
     if not isinstance(name, str):
         raise TypeError(f"`name` must be the argument's name (a string); received {name!r}.")
     rate = _validation.real_number(rate, name, 0.0, 1.0)
@@ -45,12 +82,20 @@ def check_rate(rate, name="rate"):
 
 
 def kept_count(size, rate):
-    """Number of positions kept out of ``size`` at perforation ``rate`` (at least 1)."""
+    """Number of positions kept out of ``size`` at perforation ``rate`` (at least 1).
+
+    Example:
+    >>> tfpriors.perforation.kept_count(64, 0.75)
+    16
+    >>> tfpriors.perforation.kept_count(4, 0.99)
+    1
+    """
     size = _validation.positive_int(size, "size")
     return max(1, int(round((1.0 - check_rate(rate)) * size)))
 
 
 def _output_shape(output_shape):
+    """``output_shape`` as a ``(height, width)`` tuple of positive ints."""
     return _validation.int_tuple(output_shape, "output_shape", 2)
 
 
@@ -70,10 +115,18 @@ class PerforationMask:
             of that position (what the gather that fills the output uses).
 
     Example:
-
     >>> mask = tfpriors.perforation.PerforationMask((4, 4), [0, 5, 10, 15])
     >>> mask.rate
     0.75
+    >>> mask.kept_image()[0]
+    array([ True, False, False, False])
+    >>> mask.nearest.reshape(4, 4)
+    array([[ 0,  0,  5,  5],
+           [ 0,  5,  5, 10],
+           [ 5,  5, 10, 10],
+           [ 5, 10, 10, 15]], dtype=int32)
+    >>> tfpriors.perforation.PerforationMask.from_config(mask.get_config()) == mask
+    True
     """
 
     def __init__(self, output_shape, kept):
@@ -109,6 +162,7 @@ class PerforationMask:
 
     @property
     def size(self):
+        """The number of output positions, ``height * width``."""
         return self.output_shape[0] * self.output_shape[1]
 
     @property
@@ -123,10 +177,12 @@ class PerforationMask:
         return image.reshape(self.output_shape)
 
     def get_config(self):
+        """A JSON-friendly dict that :meth:`from_config` turns back into this mask."""
         return {"output_shape": list(self.output_shape), "kept": self.kept.tolist()}
 
     @classmethod
     def from_config(cls, config):
+        """The mask of a :meth:`get_config` dict."""
         if not isinstance(config, dict) or set(config) != {"output_shape", "kept"}:
             raise ValueError(
                 "A PerforationMask config must be a dict with keys "
@@ -169,8 +225,15 @@ def _nearest_maps(output_shape, kept):
 def uniform_mask(output_shape, rate, seed=None):
     """Keeps ``round((1 - rate) * H * W)`` positions drawn uniformly at random.
 
-    Example:
+    Args:
+        output_shape: ``(height, width)`` of the convolution's output.
+        rate: perforation rate in ``[0, 1)``.
+        seed: seed of the draw (None: a different mask every call).
 
+    Returns:
+        A :class:`PerforationMask`.
+
+    Example:
     >>> tfpriors.perforation.uniform_mask((8, 8), 0.5, seed=0).rate
     0.5
     """
@@ -196,10 +259,19 @@ def grid_mask(output_shape, rate, seed=None):
     ``m / W`` (on small outputs the rate is approximate: a grid has
     ``n * m`` points); ``u, v ~ U(0, 1)`` are drawn from ``seed``.
 
-    Example:
+    Args:
+        output_shape: ``(height, width)`` of the convolution's output.
+        rate: perforation rate in ``[0, 1)``.
+        seed: seed of the offsets ``u, v`` (None: different every call).
 
-    >>> tfpriors.perforation.grid_mask((8, 8), 0.75, seed=0).kept_image().sum()
-    16
+    Returns:
+        A :class:`PerforationMask`.
+
+    Example:
+    >>> mask = tfpriors.perforation.grid_mask((8, 8), 0.75, seed=0)
+    >>> image = mask.kept_image()
+    >>> int(image.sum()), int(image.any(axis=1).sum()), int(image.any(axis=0).sum())
+    (16, 4, 4)
     """
     output_shape = _output_shape(output_shape)
     height, width = output_shape
@@ -221,7 +293,20 @@ def grid_mask(output_shape, rate, seed=None):
 
 
 def lattice_rates(output_shape, max_step=MAX_LATTICE_STEP):
-    """``{(row_step, col_step): rate}`` of every lattice on ``output_shape``."""
+    """``{(row_step, col_step): rate}`` of every lattice on ``output_shape``.
+
+    Args:
+        output_shape: ``(height, width)`` of the convolution's output.
+        max_step: the largest step along either axis.
+
+    Returns:
+        A dict from step pairs to the rate of that lattice.
+
+    Example:
+    >>> rates = tfpriors.perforation.lattice_rates((8, 8), max_step=2)
+    >>> rates
+    {(1, 1): 0.0, (1, 2): 0.5, (2, 1): 0.5, (2, 2): 0.75}
+    """
     height, width = _output_shape(output_shape)
     rates = {}
     for row_step in range(1, min(height, max_step) + 1):
@@ -245,8 +330,14 @@ def lattice_mask(output_shape, rate):
     gather: :class:`~tfpriors.layers.PerforatedConv2D` computes it as one
     strided convolution.
 
-    Example:
+    Args:
+        output_shape: ``(height, width)`` of the convolution's output.
+        rate: the perforation rate to approach, in ``[0, 1)``.
 
+    Returns:
+        A :class:`PerforationMask`.
+
+    Example:
     >>> tfpriors.perforation.lattice_mask((8, 8), 0.5).kept_image()[:2, :3]
     array([[ True,  True,  True],
            [False, False, False]])
@@ -270,7 +361,25 @@ def lattice_mask(output_shape, rate):
 
 
 def pooling_counts(output_shape, pool_size, strides=None, padding="valid"):
-    """How many windows of a following pooling layer read each output position."""
+    """How many windows of a following pooling layer read each output position.
+
+    Args:
+        output_shape: ``(height, width)`` of the convolution's output.
+        pool_size: int or tuple of 2 ints.
+        strides: int or tuple of 2 ints; default ``pool_size``.
+        padding: ``"valid"`` or ``"same"``, as the pooling layer's.
+
+    Returns:
+        A ``(height, width)`` int array of counts.
+
+    Example:
+    >>> tfpriors.perforation.pooling_counts((5, 5), 3, 2)  # 3x3 windows, stride 2
+    array([[1, 1, 2, 1, 1],
+           [1, 1, 2, 1, 1],
+           [2, 2, 4, 2, 2],
+           [1, 1, 2, 1, 1],
+           [1, 1, 2, 1, 1]])
+    """
     output_shape = _output_shape(output_shape)
     pool_size = _validation.int_tuple(pool_size, "pool_size", 2)
     strides = pool_size if strides is None else _validation.int_tuple(strides, "strides", 2)
@@ -311,10 +420,23 @@ def structure_mask(
     Ties (e.g. non-overlapping pooling, where every count is 1) are broken at
     random from ``seed``.
 
-    Example:
+    Args:
+        output_shape: ``(height, width)`` of the convolution's output.
+        rate: perforation rate in ``[0, 1)``.
+        pool_size: the pooling layer's pool size (int or tuple of 2 ints).
+        pool_strides: its strides; None means ``pool_size``.
+        pool_padding: its padding, ``"valid"`` or ``"same"``.
+        seed: seed of the tie-breaking.
 
-    >>> tfpriors.perforation.structure_mask((13, 13), 0.5).rate
-    0.5
+    Returns:
+        A :class:`PerforationMask`.
+
+    Example:
+    >>> mask = tfpriors.perforation.structure_mask((13, 13), 0.5)
+    >>> round(mask.rate, 3)
+    0.503
+    >>> bool(mask.kept_image()[6, 6])  # read by 4 windows of 3x3 stride-2 pooling
+    True
     """
     output_shape = _output_shape(output_shape)
     # Checked under this function's own names before pooling_counts sees them.
@@ -328,7 +450,23 @@ def structure_mask(
 
 
 def mask_from_scores(scores, rate, seed=None):
-    """Keeps the positions with the highest ``scores`` (a ``(height, width)`` array)."""
+    """Keeps the positions with the highest ``scores`` (a ``(height, width)`` array).
+
+    Args:
+        scores: finite ``(height, width)`` scores, e.g. of :func:`impact_scores`.
+        rate: perforation rate in ``[0, 1)``.
+        seed: seed of the tie-breaking.
+
+    Returns:
+        A :class:`PerforationMask` keeping ``kept_count(height * width, rate)``
+        positions.
+
+    Example:
+    >>> scores = np.arange(16.0).reshape(4, 4)
+    >>> mask = tfpriors.perforation.mask_from_scores(scores, 0.75)
+    >>> mask.kept
+    array([12, 13, 14, 15], dtype=int32)
+    """
     scores = _validation.numeric_array(scores, "scores", np.float64)
     if scores.ndim != 2 or not scores.size or not np.all(np.isfinite(scores)):
         raise ValueError(
@@ -348,8 +486,28 @@ def impact_scores(model, layer, data, batch_size=128):
     must be ``(x, y)`` with integer labels of a logits or probability output
     (sparse categorical cross-entropy is then used).
 
+    Args:
+        model: a functional or Sequential classifier.
+        layer: an inner layer of ``model`` (a convolution), its name or its index.
+        data: ``(x, y)``: inputs and integer labels.
+        batch_size: examples per gradient computation.
+
     Returns:
         A ``(height, width)`` NumPy array.
+
+    Example:
+    >>> (x, y), _ = tfpriors.datasets.load_digits(flat=False)
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(10),
+    ... ])
+    >>> scores = tfpriors.perforation.impact_scores(model, "conv", (x[:64], y[:64]))
+    >>> scores.shape, bool((scores >= 0).all())
+    ((8, 8), True)
+    >>> tfpriors.perforation.mask_from_scores(scores, 0.5).rate
+    0.5
     """
     import keras
     import tensorflow as tf
@@ -395,10 +553,14 @@ def make_mask(kind, output_shape, rate, seed=None, pooling=None, scores=None):
             convolution, for ``"structure"``; None assumes 3x3 stride-2 pooling.
         scores: ``(height, width)`` impact scores, needed by ``"impact"``.
 
-    Example:
+    Returns:
+        A :class:`PerforationMask`.
 
+    Example:
     >>> tfpriors.perforation.make_mask("lattice", (8, 8), 0.75).rate
     0.75
+    >>> tfpriors.perforation.make_mask("structure", (8, 8), 0.5, pooling=(2, 2, "valid")).rate
+    0.5
     """
     output_shape = _output_shape(output_shape)
     if isinstance(kind, PerforationMask):
@@ -429,6 +591,7 @@ def make_mask(kind, output_shape, rate, seed=None, pooling=None, scores=None):
 
 
 def _split_data(data):
+    """``data = (x, y)`` as a finite float32 batch and int64 labels of the same length."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError("`data` must be a tuple (x, y) of inputs and integer labels.")
     x = _validation.finite_batch(data[0], "data[0]")

@@ -1,4 +1,10 @@
-"""Priors over weights: one ``Prior.kl`` interface for every variational layer."""
+"""Priors over weights: one ``Prior.kl`` interface for every variational layer.
+
+:class:`Normal`, :class:`LogUniform` (Sparse VD), :class:`LearnedGaussian`
+(empirical Bayes) and :class:`DeepWeightPrior` (a :class:`KernelVAE` trained on
+the kernels that :func:`collect_kernels` gathers) plug into the ``prior``
+argument of ``tfpriors.layers.VariationalDense`` / ``VariationalConv2D``.
+"""
 
 from tfpriors.priors.base import Prior
 from tfpriors.priors.dwp import DeepWeightPrior

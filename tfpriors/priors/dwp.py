@@ -48,9 +48,14 @@ class DeepWeightPrior(Prior):
         seed: seed of the weight and latent noise.
 
     Example:
-
-    >>> prior = tfpriors.priors.DeepWeightPrior(vae)
+    >>> vae = tfpriors.priors.KernelVAE(kernel_size=3)  # untrained here: see KernelVAE
+    >>> prior = tfpriors.priors.DeepWeightPrior(vae, seed=0)
     >>> conv = tfpriors.layers.VariationalConv2D(32, 3, prior=prior, padding="same")
+    >>> conv(np.zeros((2, 8, 8, 1), "float32")).shape
+    TensorShape([2, 8, 8, 32])
+    >>> kl = prior.kl(conv.kernel, conv.log_sigma2)  # a one-sample bound over 32 slices
+    >>> kl.shape, bool(np.isfinite(kl))
+    (TensorShape([]), True)
     """
 
     def __init__(self, vae, seed=None):
@@ -62,7 +67,15 @@ class DeepWeightPrior(Prior):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def check_kernel_shape(self, shape, layer=None):
-        """Raises a ValueError unless ``shape`` is a square conv kernel of the VAE's size."""
+        """Raises a ValueError unless ``shape`` is a square conv kernel of the VAE's size.
+
+        Args:
+            shape: a kernel shape ``(kh, kw, in_channels, filters)``.
+            layer: the layer asking, named in the error message (optional).
+
+        Returns:
+            ``shape`` as a tuple.
+        """
         where = (
             "DeepWeightPrior"
             if layer is None

@@ -42,13 +42,22 @@ class KernelVAE(FloatInputs, keras.Model):
         min_log_variance: floor of the decoder's log-variance.
         seed: seed of the latent noise in training.
 
-    Example:
+        **kwargs: base ``keras.Model`` arguments (``name``).
 
-    >>> kernels = tfpriors.priors.collect_kernels(source_models, kernel_size=3)
+    Example:
+    >>> source = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3)])
+    >>> kernels = tfpriors.priors.collect_kernels([source], kernel_size=3)
     >>> vae = tfpriors.priors.KernelVAE(kernel_size=3, latent_dim=2)
     >>> vae.compile("adam")
-    >>> vae.fit(kernels, epochs=50, batch_size=256)
+    >>> history = vae.fit(kernels, epochs=2, batch_size=8, verbose=0)
+    >>> vae(kernels).shape  # the negative ELBO of each slice
+    TensorShape([16])
+    >>> vae.sample(4).shape
+    (4, 3, 3)
     >>> vae.save("vae.keras")
+    >>> restored = keras.saving.load_model("vae.keras")
+    >>> bool(np.allclose(restored(kernels), vae(kernels)))
+    True
     """
 
     def __init__(

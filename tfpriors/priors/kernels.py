@@ -30,11 +30,20 @@ def collect_kernels(source_models, kernel_size=3):
         source_models: a Keras model or layer, or a list of them.
         kernel_size: the side ``k`` of the slices to collect.
 
-    Example:
+    Returns:
+        A float32 NumPy array ``(n, kernel_size, kernel_size)``.
 
+    Raises:
+        ValueError: when the models have no built ``kernel_size`` convolution.
+
+    Example:
+    >>> model_a = keras.Sequential([
+    ...     keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3), keras.layers.Conv2D(32, 3)])
+    >>> model_b = keras.Sequential([
+    ...     keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3), keras.layers.Conv2D(8, 5)])
     >>> kernels = tfpriors.priors.collect_kernels([model_a, model_b], kernel_size=3)
-    >>> kernels.shape
-    (9216, 3, 3)
+    >>> kernels.shape  # 1 * 16 + 16 * 32 + 3 * 8 slices; the 5x5 kernel is skipped
+    (552, 3, 3)
     """
     kernel_size = _validation.positive_int(kernel_size, "kernel_size")
     if isinstance(source_models, keras.layers.Layer):
@@ -102,8 +111,15 @@ def plot_kernels(vae, real_kernels, path=None, num_kernels=64, seed=0):
         The ``matplotlib.figure.Figure`` (not attached to pyplot).
 
     Example:
-
-    >>> tfpriors.priors.plot_kernels(vae, kernels, "kernels.png")
+    >>> source = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3)])
+    >>> kernels = tfpriors.priors.collect_kernels([source])
+    >>> vae = tfpriors.priors.KernelVAE(kernel_size=3)  # untrained here: see KernelVAE
+    >>> figure = tfpriors.priors.plot_kernels(vae, kernels, "kernels.png", num_kernels=16)
+    >>> import os
+    >>> os.path.exists("kernels.png")
+    True
+    >>> len(figure.axes)  # the two panels and their colour bar
+    3
     """
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -15,6 +15,21 @@ def log_alpha(mean, log_sigma2):
     """Dropout log-rate of the additive parametrization, clipped to [-8, 8].
 
     ``log_alpha = clip(log_sigma2 - log(mean^2 + 1e-8), -8, 8)``.
+
+    Args:
+        mean: posterior means (a tensor, array or nested list).
+        log_sigma2: posterior log-variances, the shape of ``mean``.
+
+    Returns:
+        A float32 tensor of the shape of ``mean``.
+
+    Raises:
+        ValueError: when NumPy or list inputs differ in shape.
+
+    Example:
+    >>> log_alpha = tfpriors.priors.log_alpha([1.0, 0.1, 0.001], [-2.0, -2.0, -2.0])
+    >>> np.round(keras.ops.convert_to_numpy(log_alpha), 2)  # the last one is clipped
+    array([-2.  ,  2.61,  8.  ], dtype=float32)
     """
     if not (ops.is_tensor(mean) or ops.is_tensor(log_sigma2)):
         # NumPy or lists from a user; tensors inside layers are checked by their shapes.
@@ -37,13 +52,16 @@ class LogUniform(Prior):
 
     ``-KL ~= k1 * sigmoid(k2 + k3 * log_alpha) - 0.5 * log1p(exp(-log_alpha)) - k1``
 
-    with ``k1, k2, k3 = 0.63576, 1.87320, 1.48695``.
+    with ``k1, k2, k3 = 0.63576, 1.87320, 1.48695``. It takes no arguments;
+    it is the prior of the Sparse VD layers and ``prior="log_uniform"``.
 
     Example:
-
-    >>> prior = LogUniform()
+    >>> prior = tfpriors.priors.LogUniform()
     >>> float(prior.kl(keras.ops.ones((3,)), keras.ops.zeros((3,))))  # alpha = 1
     1.2937...
+    >>> layer = tfpriors.layers.VariationalDense(10, prior=prior)
+    >>> layer.prior
+    LogUniform()
     """
 
     def kl_from_log_alpha(self, log_alpha_value):
@@ -65,7 +83,14 @@ class LogUniform(Prior):
 
 
 def validate_threshold(threshold):
-    """Checks the pruning threshold on log_alpha of a Sparse VD layer."""
+    """Checks the pruning threshold on log_alpha of a Sparse VD layer.
+
+    Args:
+        threshold: a number in [-8, 8] (the range of the clipped log_alpha).
+
+    Returns:
+        ``threshold`` as a float.
+    """
     return _validation.real_number(
         threshold, "threshold", minimum=LOG_ALPHA_MIN, maximum=LOG_ALPHA_MAX
     )

@@ -19,10 +19,12 @@ class Normal(Prior):
         variance: prior variance, a positive float (1.0 is the standard normal).
 
     Example:
-
-    >>> prior = Normal(variance=0.1)
+    >>> prior = tfpriors.priors.Normal(variance=0.1)
     >>> float(prior.kl(keras.ops.zeros((4,)), keras.ops.log(0.1 * keras.ops.ones((4,)))))
     0.0
+    >>> layer = tfpriors.layers.VariationalDense(10, prior=prior)
+    >>> layer.prior
+    Normal(variance=0.1)
     """
 
     def __init__(self, variance=1.0):

@@ -1,11 +1,21 @@
-"""Test-time augmentation: batched transforms, JSON policies, a predictor for
-models and ensembles, Greedy Policy Search and MeTTA mean embeddings.
+"""Test-time augmentation (TTA) for image classifiers and their ensembles.
+
+Batched image transforms (:mod:`~tfpriors.tta.transforms`), policies of
+transforms saved as JSON (:class:`Policy`), a predictor averaging models and
+ensembles over augmentations (:class:`TTAPredictor`), Greedy Policy Search
+(:class:`GreedyPolicySearch`) and MeTTA mean embeddings
+(:func:`mean_embeddings`, judged with :func:`linear_probe`).
 
 Example:
-
 >>> from tfpriors import tta
+>>> (x, y), _ = tfpriors.datasets.load_digits(flat=False)
 >>> policy = tta.Policy.flip_crop()
->>> augmented = policy.augment(images, draw=0, seed=0)
+>>> policy.augment(x[:16], draw=0, seed=0).shape
+TensorShape([16, 8, 8, 1])
+>>> model = tfpriors.models.small_cnn((8, 8, 1), 10, width=4)
+>>> predictor = tta.TTAPredictor(model, policy, num_samples=4)
+>>> predictor.predict(x[:100]).shape
+(100, 10)
 """
 
 from tfpriors.tta import transforms

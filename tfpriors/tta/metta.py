@@ -2,6 +2,12 @@
 
 The embedding of an image is the mean, over ``num_samples`` augmentations,
 of the activations of one layer of a trained model (no change to training).
+
+Example:
+>>> (x, y), _ = tfpriors.datasets.load_digits(flat=False)
+>>> model = tfpriors.models.small_cnn((8, 8, 1), 10, width=4)
+>>> tfpriors.tta.mean_embeddings(model, "features", x[:50], num_samples=4).shape
+(50, 64)
 """
 
 import keras
@@ -34,8 +40,17 @@ def mean_embeddings(model, layer, x, policy=None, num_samples=32, batch_size=256
         ``(n, features)`` float32 array (the layer's output flattened per input).
 
     Example:
-
-    >>> emb = tta.mean_embeddings(model, "features", x, tta.Policy.flip_crop(), 32)
+    >>> (x, y), _ = tfpriors.datasets.load_digits(flat=False)
+    >>> model = tfpriors.models.small_cnn((8, 8, 1), 10, width=4)
+    >>> embeddings = tfpriors.tta.mean_embeddings(
+    ...     model, "features", x[:100], tfpriors.tta.Policy.flip_crop(), num_samples=8)
+    >>> embeddings.shape, embeddings.dtype.name
+    ((100, 64), 'float32')
+    >>> central = tfpriors.tta.mean_embeddings(
+    ...     model, "features", x[:100], tfpriors.tta.Policy.identity(), num_samples=1)
+    >>> features = keras.Model(model.inputs[0], model.get_layer("features").output)
+    >>> bool(np.allclose(central, features(x[:100]), atol=1e-5))
+    True
     """
     features = _feature_model(model, layer)
     policy = policy or Policy.flip_crop()
@@ -80,10 +95,28 @@ def _probe_split(embeddings, labels, part):
 def linear_probe(train_embeddings, train_labels, test_embeddings, test_labels, c=1.0):
     """Test accuracy of a logistic regression fitted on embeddings (their quality).
 
-    Example:
+    The embeddings are standardised, then scikit-learn's ``LogisticRegression``
+    is fitted on the training ones and scored on the test ones.
 
-    >>> central = tta.mean_embeddings(model, "features", x, tta.Policy.identity(), 1)
-    >>> tta.linear_probe(central_train, y_train, central_test, y_test)
+    Args:
+        train_embeddings: ``(n_train, features)`` embeddings to fit on.
+        train_labels: their integer labels (at least two classes).
+        test_embeddings: ``(n_test, features)`` embeddings to score.
+        test_labels: their integer labels.
+        c: inverse regularisation strength of the logistic regression (> 0).
+
+    Returns:
+        The test accuracy, a float in [0, 1].
+
+    Example:
+    >>> (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits(flat=False)
+    >>> model = tfpriors.models.small_cnn((8, 8, 1), 10, width=4)
+    >>> policy = tfpriors.tta.Policy.flip_crop()
+    >>> train = tfpriors.tta.mean_embeddings(model, "features", x_train[:200], policy, 4)
+    >>> test = tfpriors.tta.mean_embeddings(model, "features", x_test[:100], policy, 4)
+    >>> accuracy = tfpriors.tta.linear_probe(train, y_train[:200], test, y_test[:100])
+    >>> bool(0.0 <= accuracy <= 1.0)
+    True
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

@@ -8,10 +8,9 @@ evaluates its policies; a random one with ``choice="random"``), and every
 image draws its own magnitudes inside it.
 
 Example:
-
->>> policy = tta.Policy([[("rotate", 9), ("contrast", 5)], [("flip", 0), ("crop", 15)]])
+>>> policy = tfpriors.tta.Policy([[("rotate", 9), ("contrast", 5)], [("flip", 0), ("crop", 15)]])
 >>> policy.to_json("policy.json")
->>> tta.Policy.from_json("policy.json") == policy
+>>> tfpriors.tta.Policy.from_json("policy.json") == policy
 True
 """
 
@@ -77,6 +76,20 @@ class Policy:
             magnitude)`` pairs (an empty sub-policy is the identity).
         choice: ``"cycle"`` (draw ``k`` uses sub-policy ``k mod len``) or
             ``"random"`` (each draw picks one at random).
+
+    Raises:
+        ValueError: for an unknown op, a magnitude outside [0, 30], no
+            sub-policy or an unknown ``choice``.
+
+    Example:
+    >>> policy = tfpriors.tta.Policy([[("rotate", 9), ("contrast", 5)], [("flip", 0)]])
+    >>> policy
+    Policy([rotate(9) -> contrast(5); flip(0)], choice='cycle')
+    >>> len(policy)
+    2
+    >>> (images, _), _ = tfpriors.datasets.load_digits(flat=False)
+    >>> policy.augment(images[:16], draw=0, seed=0).shape
+    TensorShape([16, 8, 8, 1])
     """
 
     def __init__(self, subpolicies, choice="cycle"):
@@ -97,17 +110,36 @@ class Policy:
 
     @classmethod
     def identity(cls):
-        """No augmentation: every draw is the original image."""
+        """No augmentation: every draw is the original image.
+
+        Example:
+        >>> tfpriors.tta.Policy.identity()
+        Policy([identity], choice='cycle')
+        """
         return cls([[]])
 
     @classmethod
     def flip(cls):
-        """Random horizontal flips."""
+        """Random horizontal flips.
+
+        Example:
+        >>> tfpriors.tta.Policy.flip()
+        Policy([flip(0)], choice='cycle')
+        """
         return cls([[("flip", 0)]])
 
     @classmethod
     def flip_crop(cls, magnitude=15):
-        """Random flips and random reflect-padded crops (the classic TTA)."""
+        """Random flips and random reflect-padded crops (the classic TTA).
+
+        Args:
+            magnitude: the crop's magnitude bound in [0, 30]; 15 shifts by up
+                to 12.5% of the size each way.
+
+        Example:
+        >>> tfpriors.tta.Policy.flip_crop()
+        Policy([flip(0) -> crop(15)], choice='cycle')
+        """
         return cls([[("flip", 0), ("crop", magnitude)]])
 
     @classmethod
@@ -116,6 +148,19 @@ class Policy:
 
         Every ordered choice of ``n`` different ops is a sub-policy, and each
         draw picks one at random (for the whole batch; magnitudes per image).
+        ``invert`` is left out.
+
+        Args:
+            n: ops per draw, 1, 2 or 3.
+            m: the magnitude bound of every op, in [0, 30].
+
+        Returns:
+            A :class:`Policy` with ``choice="random"``.
+
+        Example:
+        >>> policy = tfpriors.tta.Policy.randaugment(n=2, m=9)
+        >>> len(policy), policy.choice
+        (210, 'random')
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= 3:
             raise ValueError(f"n must be 1, 2 or 3; received {n!r}.")
@@ -131,14 +176,49 @@ class Policy:
         return len(self.subpolicies)
 
     def subpolicy_for_draw(self, draw, rng=None):
-        """The sub-policy used for draw number ``draw``."""
+        """The sub-policy used for draw number ``draw``.
+
+        Args:
+            draw: the draw's number, an integer >= 0.
+            rng: a ``numpy.random.Generator`` for ``choice="random"``
+                (default: one seeded with ``draw``).
+
+        Returns:
+            A tuple of ``(op name, magnitude)`` pairs.
+
+        Example:
+        >>> policy = tfpriors.tta.Policy([[("flip", 0)], [("rotate", 9)]])
+        >>> policy.subpolicy_for_draw(3)
+        (('rotate', 9.0),)
+        """
         if self.choice == "cycle":
             return self.subpolicies[draw % len(self.subpolicies)]
         rng = rng if rng is not None else np.random.default_rng(draw)
         return self.subpolicies[int(rng.integers(len(self.subpolicies)))]
 
     def augment(self, images, draw=0, seed=None, rng=None):
-        """Applies the sub-policy of draw ``draw`` to a batch; magnitudes per image."""
+        """Applies the sub-policy of draw ``draw`` to a batch; magnitudes per image.
+
+        Args:
+            images: float ``(batch, height, width, 1 or 3)`` in [0, 1].
+            draw: the draw's number (see :meth:`subpolicy_for_draw`).
+            seed: an int or a ``keras.random.SeedGenerator`` for reproducible draws.
+            rng: a ``numpy.random.Generator`` picking sub-policies with
+                ``choice="random"``.
+
+        Returns:
+            The augmented images, float32, same shape.
+
+        Example:
+        >>> (images, _), _ = tfpriors.datasets.load_digits(flat=False)
+        >>> policy = tfpriors.tta.Policy.flip_crop()
+        >>> augmented = policy.augment(images[:16], draw=0, seed=0)
+        >>> augmented.shape
+        TensorShape([16, 8, 8, 1])
+        >>> same = tfpriors.tta.Policy.identity().augment(images[:16])
+        >>> bool(np.array_equal(same, images[:16]))
+        True
+        """
         if isinstance(seed, int):
             seed = keras.random.SeedGenerator(seed)
         for name, magnitude in self.subpolicy_for_draw(draw, rng):
@@ -148,6 +228,13 @@ class Policy:
     # -- serialization -----------------------------------------------------------------
 
     def to_dict(self):
+        """The policy as a JSON-compatible dict (what :meth:`to_json` writes).
+
+        Example:
+        >>> tfpriors.tta.Policy.flip().to_dict()
+        {'format': 'tfpriors.tta.Policy', 'version': 1, 'choice': 'cycle',
+         'subpolicies': [[{'op': 'flip', 'magnitude': 0.0}]]}
+        """
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -160,6 +247,20 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data):
+        """The policy that :meth:`to_dict` gave ``data`` for.
+
+        Args:
+            data: a dict with ``format``, ``version``, ``subpolicies`` and
+                optionally ``choice``.
+
+        Raises:
+            ValueError: when ``data`` is not such a dict.
+
+        Example:
+        >>> policy = tfpriors.tta.Policy.flip_crop()
+        >>> tfpriors.tta.Policy.from_dict(policy.to_dict()) == policy
+        True
+        """
         if not isinstance(data, dict):
             raise ValueError(f"A policy must be a JSON object; received {type(data).__name__}.")
         if data.get("format") != FORMAT:
@@ -174,14 +275,39 @@ class Policy:
         return cls(data["subpolicies"], choice=data.get("choice", "cycle"))
 
     def to_json(self, path):
-        """Writes the policy to ``path`` atomically."""
+        """Writes the policy to ``path`` atomically, as JSON.
+
+        Args:
+            path: the file to write.
+
+        Example:
+        >>> tfpriors.tta.Policy.flip_crop().to_json("policy.json")
+        >>> tfpriors.tta.Policy.from_json("policy.json")
+        Policy([flip(0) -> crop(15)], choice='cycle')
+        """
         with atomic_path(path) as temporary:
             with open(temporary, "w") as f:
                 json.dump(self.to_dict(), f, indent=2)
 
     @classmethod
     def from_json(cls, path):
-        """Reads a policy written by :meth:`to_json`; a malformed file is a ValueError."""
+        """Reads a policy written by :meth:`to_json`; a malformed file is a ValueError.
+
+        Args:
+            path: the JSON file.
+
+        Returns:
+            The :class:`Policy`.
+
+        Raises:
+            ValueError: when the file is not valid JSON or not a policy.
+
+        Example:
+        >>> policy = tfpriors.tta.Policy([[("rotate", 9), ("contrast", 5)]])
+        >>> policy.to_json("policy.json")
+        >>> tfpriors.tta.Policy.from_json("policy.json") == policy
+        True
+        """
         try:
             with open(path) as f:
                 data = json.load(f)

@@ -10,6 +10,11 @@
 
 The cached predictions and the selection so far can be saved to a state
 file after every step, so an interrupted search resumes where it stopped.
+
+Example:
+>>> search = tfpriors.tta.GreedyPolicySearch(pool_size=3, policy_length=2, seed=0)
+>>> len(search.sample_pool())
+3
 """
 
 import os
@@ -37,11 +42,20 @@ class GreedyPolicySearch:
         calibration_splits: random half splits of the calibrated NLL.
         seed: makes the pool, the augmentations and the splits reproducible.
 
-    Example:
+    Attributes:
+        history: after :meth:`fit`, the calibrated NLL after each selection step.
 
-    >>> search = tta.GreedyPolicySearch(pool_size=500, policy_length=10,
-    ...                                 ops_per_subpolicy=(2, 3), magnitude_bound=9)
-    >>> policy = search.fit([model], x_search, y_search)
+    Example:
+    The paper's setting is ``pool_size=500, policy_length=10``; a small search
+    on 8x8 digits:
+
+    >>> (x, y), _ = tfpriors.datasets.load_digits(flat=False)
+    >>> model = tfpriors.models.small_cnn((8, 8, 1), 10, width=4)
+    >>> search = tfpriors.tta.GreedyPolicySearch(pool_size=4, policy_length=3,
+    ...                                          ops_per_subpolicy=(2, 3), magnitude_bound=9)
+    >>> policy = search.fit([model], x[:100], y[:100], verbose=0)
+    >>> len(policy), len(search.history)
+    (3, 3)
     >>> policy.to_json("policy.json")
     """
 
@@ -102,7 +116,16 @@ class GreedyPolicySearch:
         self.history = []
 
     def sample_pool(self):
-        """The pool of random sub-policies (a list of lists of (op, magnitude))."""
+        """The pool of random sub-policies (a list of lists of (op, magnitude)).
+
+        The same ``seed`` gives the same pool.
+
+        Example:
+        >>> search = tfpriors.tta.GreedyPolicySearch(
+        ...     pool_size=3, ops_per_subpolicy=(2, 2), ops=["flip", "rotate"])
+        >>> [sorted(name for name, _ in sub) for sub in search.sample_pool()]
+        [['flip', 'rotate'], ['flip', 'rotate'], ['flip', 'rotate']]
+        """
         rng = np.random.default_rng(self.seed)
         low, high = self.ops_per_subpolicy
         pool = []
@@ -135,12 +158,30 @@ class GreedyPolicySearch:
 
         Args:
             models: a model or a list of ensemble members (outputs are logits).
-            x, y: the search split (images and integer labels), held out from
-                training and from the final test set.
+            x: the images of the search split, held out from training and from
+                the final test set.
+            y: their integer labels.
             batch_size: images per model call.
             state_path: optional ``.npz`` file: loaded if it exists (resume),
                 written after every selection step.
             verbose: show progress bars.
+
+        Returns:
+            The :class:`Policy` of the ``policy_length`` chosen sub-policies
+            (``choice="cycle"``); ``history`` holds the score of every step.
+
+        Raises:
+            ValueError: when ``state_path`` holds another search's state, or
+                ``y`` does not match the cached predictions.
+
+        Example:
+        >>> (x, y), _ = tfpriors.datasets.load_digits(flat=False)
+        >>> model = tfpriors.models.small_cnn((8, 8, 1), 10, width=4)
+        >>> search = tfpriors.tta.GreedyPolicySearch(pool_size=3, policy_length=2)
+        >>> policy = search.fit(model, x[:100], y[:100], state_path="gps.npz", verbose=0)
+        >>> resumed = search.fit(model, x[:100], y[:100], state_path="gps.npz", verbose=0)
+        >>> resumed == policy, len(policy)
+        (True, 2)
         """
         y = np.asarray(y)
         pool = self.sample_pool()

@@ -12,11 +12,13 @@ Images are float tensors ``(batch, height, width, channels)`` in [0, 1] with
 no Python loop over images.
 
 Example:
-
 >>> from tfpriors.tta import transforms
 >>> transforms.available()[:4]
 ['autocontrast', 'brightness', 'color', 'contrast']
->>> augmented = transforms.apply("rotate", images, magnitude=9, seed=0)
+>>> (images, _), _ = tfpriors.datasets.load_digits(flat=False)
+>>> augmented = transforms.apply("rotate", images[:16], magnitude=9, seed=0)
+>>> augmented.shape, augmented.dtype.name
+(TensorShape([16, 8, 8, 1]), 'float32')
 """
 
 import dataclasses
@@ -35,6 +37,18 @@ class Op:
 
     ``fn(images, values, seed)`` receives one value per image (float32, shape
     ``(batch,)``) already mapped from the magnitude.
+
+    Attributes:
+        name: the op's name, as :func:`available` lists it.
+        low: the value at magnitude 0.
+        high: the value at magnitude 30.
+        signed: whether each image gets a random sign of its value.
+        fn: the batched function ``fn(images, values, seed)``.
+
+    Example:
+    >>> op = tfpriors.tta.transforms.get("rotate")
+    >>> op.name, op.low, op.high, op.signed
+    ('rotate', 0.0, 30.0, True)
     """
 
     name: str
@@ -44,7 +58,20 @@ class Op:
     fn: object
 
     def value(self, magnitude):
-        """The op's value for a magnitude on the 0..30 scale (a float or a tensor)."""
+        """The op's value for a magnitude on the 0..30 scale (a float or a tensor).
+
+        Args:
+            magnitude: a magnitude in [0, 30], a float or a tensor.
+
+        Returns:
+            ``magnitude / 30 * (high - low) + low``, of the magnitude's type.
+
+        Example:
+        >>> tfpriors.tta.transforms.get("rotate").value(9)
+        9.0
+        >>> tfpriors.tta.transforms.get("posterize").value(15)
+        6.0
+        """
         return magnitude / MAX_MAGNITUDE * (self.high - self.low) + self.low
 
 
@@ -239,12 +266,37 @@ _OPS = {
 
 
 def available():
-    """Names of all transforms, sorted."""
+    """Names of all transforms, sorted.
+
+    Returns:
+        A list of strings.
+
+    Example:
+    >>> tfpriors.tta.transforms.available()
+    ['autocontrast', 'brightness', 'color', 'contrast', 'crop', 'equalize', 'flip', 'invert',
+     'posterize', 'rotate', 'sharpness', 'shear_x', 'shear_y', 'solarize', 'translate_x',
+     'translate_y']
+    """
     return sorted(_OPS)
 
 
 def get(name):
-    """The :class:`Op` called ``name``."""
+    """The :class:`Op` called ``name``.
+
+    Args:
+        name: one of :func:`available`.
+
+    Returns:
+        The :class:`Op`.
+
+    Raises:
+        ValueError: for an unknown name.
+
+    Example:
+    >>> op = tfpriors.tta.transforms.get("translate_x")
+    >>> op.high
+    0.45
+    """
     if not isinstance(name, str) or name not in _OPS:
         raise ValueError(
             f"`name` must be a transform's name; received {name!r}; available: {available()}."
@@ -277,6 +329,15 @@ def apply(name, images, magnitude, seed=None):
 
     Returns:
         The transformed images, float32, same shape.
+
+    Example:
+    >>> (images, _), _ = tfpriors.datasets.load_digits(flat=False)
+    >>> flipped = tfpriors.tta.transforms.apply("flip", images[:8], magnitude=0, seed=1)
+    >>> flipped.shape
+    TensorShape([8, 8, 8, 1])
+    >>> inverted = tfpriors.tta.transforms.apply("invert", images[:8], magnitude=0)
+    >>> bool(np.allclose(inverted, 1.0 - images[:8]))
+    True
     """
     op = get(name)
     magnitude = _validation.real_number(magnitude, "magnitude", minimum=0.0, maximum=MAX_MAGNITUDE)
