@@ -4,9 +4,12 @@ Sparse VD (:mod:`tfpriors.layers.sparse_vd`) and variational layers
 (:mod:`tfpriors.layers.variational`) keep a mean ``kernel`` and a
 ``log_sigma2`` per weight and train by the local reparameterization trick;
 hypernetwork layers (:mod:`tfpriors.layers.hyper`) generate both from lambda
-and sample the same way. What they share lives here once: the log-variance
-initializer, the weights, the sampling of pre-activations, bias and
-activation, and the config. Each subclass adds only its own terms (the
+and sample the same way. What they share lives here once:
+:class:`GaussianPosteriorLayer` (activation, bias switch, kernel
+initializer, seeded local reparameterization and their config) is the base
+of all three; :class:`GaussianWeightLayer` adds what the layers that keep
+their parameters as weights share (the log-variance initializer, the
+weights, the regularizers). Each subclass adds only its own terms (the
 prior, the keep rule, the forward passes).
 """
 
@@ -118,7 +121,79 @@ def local_reparameterization(mean, variance, seed_generator, noise_shape=None, a
     return mean + ops.sqrt(variance + variance_floor(dtype)) * noise
 
 
-class GaussianWeightLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
+class GaussianPosteriorLayer(SeedStateMixin, KLLayer):
+    """Base of every layer with a factorized Gaussian posterior over its kernel.
+
+    What Sparse VD, variational and hypernetwork layers share, whatever
+    holds their variational parameters (weights of the layer, or outputs of
+    a hypernetwork): the activation, the bias switch, the kernel
+    initializer, the seeded sampling of pre-activations by the local
+    reparameterization and the config of all of these. Layers that keep
+    their parameters as weights build on :class:`GaussianWeightLayer`.
+
+    Args:
+        activation: activation function (name or callable); default linear.
+        use_bias: whether the layer has a bias.
+        kernel_initializer: initializer of the kernel means.
+        seed: seed of the sampling noise.
+        dataset_size: training-set size dividing the KL (see ``KLLayer``).
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+
+    Input shape:
+        That of the concrete layer: ``(batch, ..., input_dim)`` for a dense
+        layer, ``(batch, height, width, channels)`` for a convolution.
+
+    Output shape:
+        That of the concrete layer: ``(batch, ..., units)`` or
+        ``(batch, new_height, new_width, filters)``.
+
+    Example:
+    >>> from tfpriors.layers.gaussian import GaussianPosteriorLayer
+    >>> isinstance(tfpriors.layers.SparseVDDense(3), GaussianPosteriorLayer)
+    True
+    >>> isinstance(tfpriors.layers.HyperVariationalDense(3), GaussianPosteriorLayer)
+    True
+    """
+
+    def __init__(
+        self,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        seed=None,
+        dataset_size=None,
+        **kwargs,
+    ):
+        super().__init__(dataset_size=dataset_size, **kwargs)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = _validation.boolean(use_bias, "use_bias")
+        self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
+        self.seed = _validation.seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _sample_preactivations(self, mean, variance, noise_shape=None, arrange=None):
+        """``mean + sqrt(variance) * eps`` with the layer's seeds (``local_reparameterization``)."""
+        return local_reparameterization(
+            mean, variance, self.seed_generator, noise_shape=noise_shape, arrange=arrange
+        )
+
+    def _activate(self, outputs):
+        return outputs if self.activation is None else self.activation(outputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+class GaussianWeightLayer(WeightKernelLayer, GaussianPosteriorLayer):
     """Base of the layers with a Gaussian posterior ``N(kernel, exp(log_sigma2))`` per weight.
 
     Concrete layers mix in a geometry (``DenseGeometry`` or
@@ -174,17 +249,18 @@ class GaussianWeightLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
         **kwargs,
     ):
         super().__init__(
-            dataset_size=dataset_size, activity_regularizer=activity_regularizer, **kwargs
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            seed=seed,
+            dataset_size=dataset_size,
+            activity_regularizer=activity_regularizer,
+            **kwargs,
         )
-        self.activation = keras.activations.get(activation)
-        self.use_bias = _validation.boolean(use_bias, "use_bias")
-        self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
         self.bias_initializer = _validation.initializer(bias_initializer, "bias_initializer")
         self.log_sigma2_initializer = as_log_sigma2_initializer(log_sigma2_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.seed = _validation.seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def _check_kernel_shape(self, kernel_shape):
         """Hook: refuse a kernel shape before any weight exists (a prior over slices)."""
@@ -223,31 +299,27 @@ class GaussianWeightLayer(SeedStateMixin, WeightKernelLayer, KLLayer):
         """Training pre-activations of ``inputs`` by the local reparameterization."""
         mean = self._linear(inputs, mean_kernel)
         variance = self._linear(ops.square(inputs), variance_kernel)
-        return local_reparameterization(mean, variance, self.seed_generator)
+        return self._sample_preactivations(mean, variance)
 
     def _finish(self, outputs):
-        outputs = self._add_bias(outputs)
-        return outputs if self.activation is None else self.activation(outputs)
+        return self._activate(self._add_bias(outputs))
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "log_sigma2_initializer": keras.initializers.serialize(self.log_sigma2_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
                 "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
-                "seed": self.seed,
             }
         )
         return config
 
 
 __all__ = [
+    "GaussianPosteriorLayer",
     "GaussianWeightLayer",
     "LOG_SIGMA2_INIT_SCRATCH",
     "as_log_sigma2_initializer",

@@ -34,10 +34,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfpriors import _validation
-from tfpriors.layers.gaussian import local_reparameterization
+from tfpriors.layers.gaussian import GaussianPosteriorLayer
 from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
-from tfpriors.layers.kl_layer import KLLayer
-from tfpriors.layers.seed_state import SeedStateMixin
 from tfpriors.priors.normal import Normal
 
 KINDS = ("linear", "lowrank")
@@ -166,7 +164,7 @@ _CALL_ARGUMENTS = """
 """
 
 
-class HyperVariationalLayer(SeedStateMixin, KLLayer):
+class HyperVariationalLayer(GaussianPosteriorLayer):
     __doc__ = (
         """Shared machinery of the lambda-hypernetwork layers.
 
@@ -225,19 +223,21 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         dataset_size=None,
         **kwargs,
     ):
-        super().__init__(dataset_size=dataset_size, **kwargs)
-        self.activation = keras.activations.get(activation)
+        super().__init__(
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            seed=seed,
+            dataset_size=dataset_size,
+            **kwargs,
+        )
         self.kind = _validation.one_of(kind, "kind", set(KINDS))
         self.rank = _validation.positive_int(rank, "rank")
         self.hidden_units = _validation.positive_int(hidden_units, "hidden_units")
-        self.use_bias = _validation.boolean(use_bias, "use_bias")
         self.lambda_range = validate_lambda_range(lambda_range)
         self.lambda_draws = _validation.positive_int(lambda_draws, "lambda_draws")
         self.prior_variance = _validation.positive_number(prior_variance, "prior_variance")
-        self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
         self.log_sigma2_init = _validation.real_number(log_sigma2_init, "log_sigma2_init")
-        self.seed = _validation.seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     @property
     def prior(self):
@@ -418,10 +418,9 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
             variance_kernel = tf.cast(tf.exp(parameters["kernel_log_sigma2"]), dtype)
             variance = self._batched_linear(tf.square(groups), variance_kernel)
             # One noise row per example of the global batch, grouped like the inputs.
-            outputs = local_reparameterization(
+            outputs = self._sample_preactivations(
                 outputs,
                 variance,
-                self.seed_generator,
                 noise_shape=tf.concat([[batch], tf.shape(outputs)[2:]], 0),
                 arrange=lambda noise: _to_groups(noise, draws),
             )
@@ -430,10 +429,7 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
             outputs = outputs + tf.reshape(
                 bias, (draws,) + (1,) * (len(outputs.shape) - 2) + (self._out_dim,)
             )
-        outputs = _from_groups(outputs, batch)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return self._activate(_from_groups(outputs, batch))
 
     def call(self, inputs, lambdas=None, training=False):
         """Runs the layer.
@@ -490,17 +486,13 @@ class HyperVariationalLayer(SeedStateMixin, KLLayer):
         config = super().get_config()
         config.update(
             {
-                "activation": keras.activations.serialize(self.activation),
                 "kind": self.kind,
                 "rank": self.rank,
                 "hidden_units": self.hidden_units,
-                "use_bias": self.use_bias,
                 "lambda_range": list(self.lambda_range),
                 "lambda_draws": self.lambda_draws,
                 "prior_variance": self.prior_variance,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "log_sigma2_init": self.log_sigma2_init,
-                "seed": self.seed,
             }
         )
         return config
