@@ -3,9 +3,27 @@
 ``sparsify`` (Dense -> Sparse VD) and the exporter (tfpriors layers -> plain
 Keras layers, dead units removed) both clone a model, swapping some layers
 and copying the weights of the rest; this module does that once.
+
+Copies are made from the live layer, not from a serialization round trip:
+the Python functions a layer holds (a ``Lambda`` layer's function, a custom
+activation) are passed on as they are, so that rewriting a model the user
+built in this process never trips Keras' safe mode or its registry of
+serializable names.
 """
 
+import functools
+import types
+import warnings
+
 import keras
+
+# Python callables that a config can only name or marshal, never rebuild safely.
+_FUNCTION_TYPES = (
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    functools.partial,
+)
 
 
 def retrace(model):
@@ -36,6 +54,81 @@ def check_rewritable(model):
         raise ValueError("`model` must be built (give it an Input) before it can be rewritten.")
 
 
+def live_config(layer):
+    """``layer.get_config()`` with its Python functions as they are, not serialized.
+
+    An entry whose value the layer holds as a Python function (a custom or
+    lambda ``activation``) is that function, which ``from_config`` and the
+    layer constructors accept; Keras' warning that a lambda cannot be
+    reloaded is not raised, since nothing is reloaded.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*includes a `lambda`")
+        config = layer.get_config()
+    attributes = vars(layer)
+    for key in config:
+        if isinstance(attributes.get(key), _FUNCTION_TYPES):
+            config[key] = attributes[key]
+    return config
+
+
+def copy_layer(layer, **overrides):
+    """A new, unbuilt layer configured like ``layer``, without a serialization round trip.
+
+    A ``keras.layers.Lambda`` is rebuilt from its function, output shape, mask
+    and arguments directly. Any other layer is rebuilt from its
+    ``get_config()``, except that config entries holding a Python function
+    (e.g. a custom ``activation``) are given the layer's own function.
+
+    Args:
+        layer: a Keras layer.
+        **overrides: config entries to change (e.g. ``units=4``).
+
+    Returns:
+        The new layer (no weights yet; build it, then copy the weights).
+
+    Raises:
+        ValueError: when the layer cannot be rebuilt from its config; the
+            message names the layer and what to do.
+
+    Example:
+    >>> from tfpriors._rewrite import copy_layer
+    >>> double = keras.layers.Lambda(lambda x: x * 2.0, name="double")
+    >>> copy = copy_layer(double)  # no safe-mode error: the function is not reloaded
+    >>> copy is double, copy.function is double.function, copy.name
+    (False, True, 'double')
+    >>> copy_layer(keras.layers.Dense(4, name="fc"), units=2).units
+    2
+    """
+    if type(layer) is keras.layers.Lambda:
+        config = {
+            "function": layer.function,
+            "output_shape": getattr(layer, "_output_shape", None),
+            "mask": layer.mask,
+            "arguments": dict(layer.arguments),
+            "name": layer.name,
+            "dtype": layer.dtype_policy,
+            "trainable": layer.trainable,
+        }
+        config.update(overrides)
+        return keras.layers.Lambda(**config)
+    config = live_config(layer)
+    config.update(overrides)
+    try:
+        return layer.__class__.from_config(config)
+    except (TypeError, ValueError) as error:
+        cause = " ".join(str(error).split())
+        if len(cause) > 400:
+            cause = cause[:400] + "..."
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt from its "
+            f"config ({type(error).__name__}: {cause}). Give it a `get_config()` that lists every "
+            "constructor argument and register its custom objects with "
+            "`keras.saving.register_keras_serializable()`, or replace it by "
+            "built-in layers or a `keras.layers.Lambda`."
+        ) from error
+
+
 def rewrite_model(model, replace):
     """Clones ``model``, replacing layers as ``replace`` says.
 
@@ -55,7 +148,7 @@ def rewrite_model(model, replace):
     def clone_layer(layer):
         replacement = replace(layer)
         if replacement is None:
-            new_layer = layer.__class__.from_config(layer.get_config())
+            new_layer = copy_layer(layer)
             weights = layer.get_weights()
             pending[id(new_layer)] = (
                 new_layer,

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
-from tfpriors._rewrite import check_rewritable, rewrite_model
+from tfpriors._rewrite import check_rewritable, live_config, rewrite_model
 from tfpriors.graph import walk
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense
 from tfpriors.priors.log_uniform import validate_threshold
@@ -33,7 +33,9 @@ _SHARED_KEYS = (
 
 def _sparse_vd_counterpart(layer, threshold, log_sigma2_init, dataset_size):
     """Returns the Sparse VD layer replacing ``layer``, or None to keep it."""
-    config = layer.get_config()
+    if type(layer) not in (keras.layers.Dense, keras.layers.Conv2D):
+        return None
+    config = live_config(layer)  # a custom activation stays the user's function
     common = {key: config[key] for key in _SHARED_KEYS if key in config}
     common.update(
         threshold=threshold, log_sigma2_initializer=log_sigma2_init, dataset_size=dataset_size
@@ -59,7 +61,9 @@ def sparsify(
     """Replaces ``Dense`` and ``Conv2D`` layers by Sparse VD layers with the same weights.
 
     Works on Sequential and functional models (nested ones included). Every
-    other layer is kept as it is, with its weights. The new layers start with
+    other layer is kept as it is, with its weights; ``Lambda`` layers and
+    Python-function activations keep the user's own functions (the model is
+    copied layer by layer, never saved and reloaded). The new layers start with
     ``log_sigma2 = log_sigma2_init`` (default -8, as in the paper's pretrained
     runs), lowered for the few weights so small that -8 alone would already
     prune them; so the model computes the same function as before (exactly at

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from tfpriors import _validation
-from tfpriors._rewrite import rewrite_model
+from tfpriors._rewrite import copy_layer, rewrite_model
 from tfpriors.graph import chain_after
 
 _ELEMENTWISE_ACTIVATIONS = {
@@ -302,12 +302,11 @@ def shrink(model):
     def replace(layer):
         if by_name.get(layer.name) is not layer:
             return None
-        config = layer.get_config()
+        overrides = {}
         if layer.name in resized:
-            config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = int(
-                resized[layer.name][1]
-            )
+            key = "units" if isinstance(layer, keras.layers.Dense) else "filters"
+            overrides[key] = int(resized[layer.name][1])
         new_weights = weights[layer.name]
-        return layer.__class__.from_config(config), lambda t: t.set_weights(new_weights)
+        return copy_layer(layer, **overrides), lambda t: t.set_weights(new_weights)
 
     return rewrite_model(model, replace), ShrinkSummary(resized)

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tfpriors import _validation
 from tfpriors._inputs import FloatInputs
+from tfpriors._rewrite import copy_layer
 from tfpriors.layers.hyper import (
     DEFAULT_LAMBDA_RANGE,
     HyperVariationalLayer,
@@ -259,7 +260,7 @@ class LambdaHyperModel(FloatInputs, SeedStateMixin, keras.Model):
             if isinstance(layer, HyperVariationalLayer):
                 new_layer, weights = layer.inference_layer(lambda_value, mask_of[id(layer)])
             else:
-                new_layer = layer.__class__.from_config(layer.get_config())
+                new_layer = copy_layer(layer)
                 weights = layer.get_weights()
             plain_layers.append(new_layer)
             setters.append(weights)
