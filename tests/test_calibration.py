@@ -114,3 +114,77 @@ def test_bad_bins_and_splits():
         calibration.ece(logits, labels, bins=0)
     with pytest.raises((ValueError, TypeError), match="splits"):
         calibration.calibrated_nll(logits, labels, splits=0)
+
+
+# --- from_logits: True, False or "auto" (the default) --------------------------
+
+_METRICS = {
+    "nll": calibration.nll,
+    "accuracy": calibration.accuracy,
+    "brier": calibration.brier,
+    "ece": calibration.ece,
+    "fit_temperature": calibration.fit_temperature,
+    "calibrated_nll": calibration.calibrated_nll,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_METRICS))
+def test_auto_reads_logits_as_logits_and_probabilities_as_probabilities(name):
+    metric = _METRICS[name]
+    logits, labels = _overconfident(n=300, scale=2.0)
+    probs = special.softmax(logits, axis=1)
+    on_logits = metric(logits, labels)
+    assert on_logits == metric(logits, labels, from_logits=True)
+    assert metric(probs, labels) == pytest.approx(metric(probs, labels, from_logits=False))
+    # The same distribution either way: logits and their softmax agree under "auto".
+    assert metric(probs, labels) == pytest.approx(on_logits, rel=1e-4, abs=1e-9)
+
+
+def test_auto_matches_hand_computed_nll_of_softmax_outputs():
+    logits, labels = _overconfident(n=500, scale=1.0)  # calibrated
+    probs = special.softmax(logits, axis=1).astype("float32")  # what a softmax model gives
+    by_hand = -np.mean(np.log(probs[np.arange(len(labels)), labels]))
+    assert calibration.nll(probs, labels) == pytest.approx(by_hand, rel=1e-5)
+    # The old default (probabilities read as logits) was far off: flattened rows.
+    flattened = -np.mean(special.log_softmax(probs, axis=1)[np.arange(len(labels)), labels])
+    assert flattened > by_hand + 0.2
+
+
+@pytest.mark.parametrize("name", sorted(_METRICS) + ["reliability_diagram"])
+def test_explicit_from_logits_true_on_probability_rows_is_refused(name):
+    metric = getattr(calibration, name)
+    logits, labels = _overconfident(n=40)
+    probs = special.softmax(logits, axis=1)
+    with pytest.raises(ValueError, match=r"`from_logits=True`.*probabilit.*from_logits=False"):
+        metric(probs, labels, from_logits=True)
+    with pytest.raises(ValueError, match=r"`from_logits=False`.*not probabilities"):
+        metric(logits, labels, from_logits=False)
+
+
+@pytest.mark.parametrize("value", ["yes", "Auto", "", None, 1, 0, 1.5, "logits"])
+def test_bad_from_logits_values_name_the_argument_and_the_accepted_ones(value):
+    logits, labels = _overconfident(n=20)
+    with pytest.raises((ValueError, TypeError), match=r'`from_logits` must be True.*"auto"'):
+        calibration.nll(logits, labels, from_logits=value)
+    with pytest.raises((ValueError, TypeError), match="from_logits"):
+        calibration.reliability_diagram(logits, labels, from_logits=value)
+
+
+def test_logits_that_look_like_probabilities_are_shifted_to_read_as_logits():
+    """The documented rare case: non-negative logits whose rows sum to 1."""
+    logits = np.array([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7]])
+    labels = np.array([0, 1, 0])
+    as_probabilities = -np.mean(np.log(np.clip(logits[np.arange(3), labels], 1e-12, 1)))
+    assert calibration.nll(logits, labels) == pytest.approx(as_probabilities)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    as_logits = -np.mean(special.log_softmax(logits, axis=1)[np.arange(3), labels])
+    assert calibration.nll(shifted, labels) == pytest.approx(as_logits)
+    assert calibration.nll(shifted, labels, from_logits=True) == pytest.approx(as_logits)
+
+
+def test_reliability_diagram_reads_logits_and_probabilities_alike(tmp_path):
+    logits, labels = _overconfident(n=300)
+    probs = special.softmax(logits, axis=1)
+    title_of = lambda values: calibration.reliability_diagram(values, labels).axes[0].get_title()  # noqa: E731
+    assert title_of(logits) == title_of(probs)
+    assert f"{calibration.ece(probs, labels):.2%}" in title_of(logits)

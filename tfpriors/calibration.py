@@ -1,8 +1,18 @@
 """Calibration metrics: NLL, accuracy, ECE, Brier, temperature scaling, calibrated NLL, DEE.
 
 All functions take NumPy-compatible arrays: ``values`` of shape
-``(n, num_classes)`` (logits, or probabilities with ``from_logits=False``)
-and integer ``labels`` of shape ``(n,)``. They return Python floats.
+``(n, num_classes)`` (logits or probabilities) and integer ``labels`` of
+shape ``(n,)``. They return Python floats.
+
+``from_logits`` is ``"auto"`` by default: when every row of ``values`` is a
+probability vector (non-negative, summing to 1 within 1e-3, more for
+half-precision values) the rows are read as probabilities, anything else as
+logits (log-probabilities are logits too). ``from_logits=True`` on rows that
+are all probability vectors is refused, and so is ``from_logits=False`` on
+rows that are not. Logits that happen to look like probability rows are read
+as probabilities by ``"auto"``; shift them by a constant per row first
+(``values - values.max(axis=1, keepdims=True)``: the same softmax) to have
+them read as logits.
 
 Calibrated NLL follows Ashukha et al. (2020): the temperature is fitted on
 one random half of the test set and the NLL scored on the other half, the
@@ -21,7 +31,7 @@ Example:
 import numpy as np
 from scipy import optimize, special
 
-from tfpriors import _validation
+from tfpriors import _probabilities, _validation
 from tfpriors.io import save_figure
 
 # Probabilities are clipped here before the log: a probability of exactly
@@ -32,22 +42,20 @@ _LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
 
 
 def _check(values, labels, from_logits):
-    from_logits = _validation.boolean(from_logits, "from_logits")
+    """Checked ``(values, labels, from_logits)``, ``from_logits`` resolved to a bool."""
+    from_logits = _probabilities.check_from_logits(from_logits)
+    # The tolerance of the row sums follows the precision the scores came in.
+    dtype = getattr(values, "dtype", None)
     values = _validation.numeric_array(values, "values", dtype="float64")
-    kind = "logits" if from_logits else "probabilities"
     if values.ndim != 2 or values.shape[1] < 2:
         raise ValueError(
-            f"`values` ({kind}) must have shape (n, num_classes) with "
-            f"num_classes >= 2; received shape {values.shape}."
+            "`values` (logits or probabilities) must have shape (n, num_classes) "
+            f"with num_classes >= 2; received shape {values.shape}."
         )
     values = _validation.finite_batch(values, "values", dtype="float64")
     labels = _validation.class_labels(labels, "labels", len(values), values.shape[1])
-    if not from_logits and (values.min() < 0 or np.any(np.abs(values.sum(1) - 1) > 1e-3)):
-        raise ValueError(
-            "`values` (probabilities) must be non-negative rows summing to 1 "
-            "(pass `from_logits=True` for logits)."
-        )
-    return values, labels
+    from_logits = _probabilities.resolve(values, from_logits, axis=1, dtype=dtype)
+    return values, labels, from_logits
 
 
 def _log_probs(values, from_logits, temperature=1.0):
@@ -56,36 +64,50 @@ def _log_probs(values, from_logits, temperature=1.0):
     return np.log(np.clip(values, _EPS, 1.0))
 
 
-def nll(values, labels, from_logits=True):
+def nll(values, labels, from_logits="auto"):
     """Mean negative log-likelihood of the true labels.
 
     Args:
-        values: ``(n, num_classes)`` logits, or probabilities with ``from_logits=False``.
+        values: ``(n, num_classes)`` logits or probabilities.
         labels: ``(n,)`` integer class labels.
-        from_logits: whether ``values`` are logits (default) or probabilities.
+        from_logits: ``True`` (logits), ``False`` (probabilities) or
+            ``"auto"`` (default: probabilities when every row is a
+            probability vector, else logits; see the module docstring).
 
     Returns:
         The mean of ``-log p(label)`` over the examples, a float (probabilities
         are clipped at 1e-12 first, so it stays finite).
 
+    Raises:
+        ValueError: for ``from_logits=True`` on rows that are all probability
+            vectors, ``from_logits=False`` on rows that are not, and for
+            ``values`` or ``labels`` of the wrong shape or with NaN or inf.
+        TypeError: for a ``from_logits`` that is not a bool or ``"auto"``.
+
     Example:
-    >>> round(tfpriors.calibration.nll([[2.0, 0.0], [0.0, 1.0]], [0, 1]), 4)
+    >>> round(tfpriors.calibration.nll([[2.0, 0.0], [0.0, 1.0]], [0, 1]), 4)  # logits
     0.2201
-    >>> round(tfpriors.calibration.nll([[0.9, 0.1], [0.2, 0.8]], [0, 1], from_logits=False), 4)
+    >>> round(tfpriors.calibration.nll([[0.9, 0.1], [0.2, 0.8]], [0, 1]), 4)  # probabilities
     0.1643
+    >>> tfpriors.calibration.nll([[0.9, 0.1], [0.2, 0.8]], [0, 1], from_logits=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: `from_logits=True`, but every row of the scores is a probability vector ...
     """
-    values, labels = _check(values, labels, from_logits)
+    values, labels, from_logits = _check(values, labels, from_logits)
     log_probs = _log_probs(values, from_logits)
     return float(-np.mean(log_probs[np.arange(len(labels)), labels]))
 
 
-def accuracy(values, labels, from_logits=True):
+def accuracy(values, labels, from_logits="auto"):
     """Fraction of examples whose arg-max class is the label.
 
     Args:
-        values: ``(n, num_classes)`` logits, or probabilities with ``from_logits=False``.
+        values: ``(n, num_classes)`` logits or probabilities.
         labels: ``(n,)`` integer class labels.
-        from_logits: whether ``values`` are logits (default) or probabilities.
+        from_logits: ``True`` (logits), ``False`` (probabilities) or
+            ``"auto"`` (default: probabilities when every row is a
+            probability vector, else logits; see the module docstring).
 
     Returns:
         The accuracy in [0, 1], a float.
@@ -95,17 +117,19 @@ def accuracy(values, labels, from_logits=True):
     >>> tfpriors.calibration.accuracy(logits, [0, 1, 1, 1])
     0.75
     """
-    values, labels = _check(values, labels, from_logits)
+    values, labels, from_logits = _check(values, labels, from_logits)
     return float(np.mean(values.argmax(1) == labels))
 
 
-def brier(values, labels, from_logits=True):
+def brier(values, labels, from_logits="auto"):
     """Brier score: mean over examples of the squared error of the probability vector.
 
     Args:
-        values: ``(n, num_classes)`` logits, or probabilities with ``from_logits=False``.
+        values: ``(n, num_classes)`` logits or probabilities.
         labels: ``(n,)`` integer class labels.
-        from_logits: whether ``values`` are logits (default) or probabilities.
+        from_logits: ``True`` (logits), ``False`` (probabilities) or
+            ``"auto"`` (default: probabilities when every row is a
+            probability vector, else logits; see the module docstring).
 
     Returns:
         ``mean(sum((p - onehot(label)) ** 2))``, a float in [0, 2].
@@ -114,7 +138,7 @@ def brier(values, labels, from_logits=True):
     >>> round(tfpriors.calibration.brier([[0.9, 0.1], [0.4, 0.6]], [0, 1], from_logits=False), 4)
     0.17
     """
-    values, labels = _check(values, labels, from_logits)
+    values, labels, from_logits = _check(values, labels, from_logits)
     probs = np.exp(_log_probs(values, from_logits))
     onehot = np.eye(values.shape[1])[labels]
     return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
@@ -131,7 +155,7 @@ def _bin_statistics(probs, labels, bins):
     return edges, counts, mean_confidence, mean_accuracy
 
 
-def ece(values, labels, from_logits=True, bins=15):
+def ece(values, labels, from_logits="auto", bins=15):
     """Expected calibration error over ``bins`` equal-width confidence bins.
 
     The examples are binned by their confidence (the largest probability);
@@ -139,9 +163,11 @@ def ece(values, labels, from_logits=True, bins=15):
     their bin.
 
     Args:
-        values: ``(n, num_classes)`` logits, or probabilities with ``from_logits=False``.
+        values: ``(n, num_classes)`` logits or probabilities.
         labels: ``(n,)`` integer class labels.
-        from_logits: whether ``values`` are logits (default) or probabilities.
+        from_logits: ``True`` (logits), ``False`` (probabilities) or
+            ``"auto"`` (default: probabilities when every row is a
+            probability vector, else logits; see the module docstring).
         bins: number of equal-width confidence bins on [0, 1].
 
     Returns:
@@ -152,7 +178,7 @@ def ece(values, labels, from_logits=True, bins=15):
     >>> round(tfpriors.calibration.ece(probs, [0, 1, 1, 0], from_logits=False, bins=5), 4)
     0.25
     """
-    values, labels = _check(values, labels, from_logits)
+    values, labels, from_logits = _check(values, labels, from_logits)
     bins = _validation.positive_int(bins, "bins")
     probs = np.exp(_log_probs(values, from_logits))
     _, counts, confidence, hits = _bin_statistics(probs, labels, bins)
@@ -164,16 +190,18 @@ def _as_logits(values, from_logits):
     return values if from_logits else np.log(np.clip(values, _EPS, 1.0))
 
 
-def fit_temperature(values, labels, from_logits=True):
+def fit_temperature(values, labels, from_logits="auto"):
     """The temperature T minimising the NLL of ``softmax(logits / T)``, as a float.
 
     Fitted with scipy's bounded scalar minimiser on log T in [log 0.01, log 100].
 
     Args:
-        values: ``(n, num_classes)`` logits, or probabilities with
-            ``from_logits=False`` (then their logs are scaled).
+        values: ``(n, num_classes)`` logits, or probabilities (then their
+            logs are scaled).
         labels: ``(n,)`` integer class labels.
-        from_logits: whether ``values`` are logits (default) or probabilities.
+        from_logits: ``True`` (logits), ``False`` (probabilities) or
+            ``"auto"`` (default: probabilities when every row is a
+            probability vector, else logits; see the module docstring).
 
     Returns:
         The fitted temperature T, a float in [0.01, 100]; T > 1 softens an
@@ -190,8 +218,11 @@ def fit_temperature(values, labels, from_logits=True):
     >>> bool(nll(logits / t, labels) < nll(logits, labels))
     True
     """
-    values, labels = _check(values, labels, from_logits)
-    logits = _as_logits(values, from_logits)
+    values, labels, from_logits = _check(values, labels, from_logits)
+    return _fit_temperature(_as_logits(values, from_logits), labels)
+
+
+def _fit_temperature(logits, labels):
     rows = np.arange(len(labels))
 
     def objective(log_t):
@@ -203,7 +234,7 @@ def fit_temperature(values, labels, from_logits=True):
     return float(np.exp(result.x))
 
 
-def calibrated_nll(values, labels, from_logits=True, splits=5, seed=0):
+def calibrated_nll(values, labels, from_logits="auto", splits=5, seed=0):
     """NLL after temperature scaling fitted on held-out halves of the data.
 
     For each of ``splits`` random permutations: fit T on the first half and
@@ -211,10 +242,11 @@ def calibrated_nll(values, labels, from_logits=True, splits=5, seed=0):
     the mean of all these scores.
 
     Args:
-        values: ``(n, num_classes)`` logits, or probabilities with
-            ``from_logits=False``; ``n >= 4``.
+        values: ``(n, num_classes)`` logits or probabilities; ``n >= 4``.
         labels: ``(n,)`` integer class labels.
-        from_logits: whether ``values`` are logits (default) or probabilities.
+        from_logits: ``True`` (logits), ``False`` (probabilities) or
+            ``"auto"`` (default: probabilities when every row is a
+            probability vector, else logits; see the module docstring).
         splits: number of random half/half permutations.
         seed: seed of the permutations.
 
@@ -228,7 +260,7 @@ def calibrated_nll(values, labels, from_logits=True, splits=5, seed=0):
     >>> round(tfpriors.calibration.calibrated_nll(logits, labels, splits=5, seed=0), 2)
     0.53
     """
-    values, labels = _check(values, labels, from_logits)
+    values, labels, from_logits = _check(values, labels, from_logits)
     splits = _validation.positive_int(splits, "splits")
     seed = _validation.seed(seed)
     if len(labels) < 4:
@@ -242,7 +274,7 @@ def calibrated_nll(values, labels, from_logits=True, splits=5, seed=0):
         order = rng.permutation(len(labels))
         halves = (order[: len(order) // 2], order[len(order) // 2 :])
         for fit_part, score_part in (halves, halves[::-1]):
-            t = fit_temperature(logits[fit_part], labels[fit_part])
+            t = _fit_temperature(logits[fit_part], labels[fit_part])
             log_probs = special.log_softmax(logits[score_part] / t, axis=1)
             scores.append(-np.mean(log_probs[np.arange(len(score_part)), labels[score_part]]))
     return float(np.mean(scores))
@@ -300,7 +332,7 @@ def deep_ensemble_equivalent(metric_value, ensemble_curve):
     return float(np.interp(-value, -metrics, sizes))
 
 
-def reliability_diagram(values, labels, path=None, from_logits=False, bins=15, title=None):
+def reliability_diagram(values, labels, path=None, from_logits="auto", bins=15, title=None):
     """Draws a reliability diagram (accuracy vs confidence per bin).
 
     Returns the matplotlib figure, also written to ``path`` (atomically) when
@@ -309,12 +341,12 @@ def reliability_diagram(values, labels, path=None, from_logits=False, bins=15, t
     overconfident), and the lower panel how many examples fall in each bin.
 
     Args:
-        values: ``(n, num_classes)`` probabilities (default), or logits with
-            ``from_logits=True``.
+        values: ``(n, num_classes)`` probabilities or logits.
         labels: ``(n,)`` integer class labels.
         path: optional image file to write (its extension picks the format).
-        from_logits: whether ``values`` are logits; default ``False``
-            (probabilities), unlike the metrics.
+        from_logits: ``True`` (logits), ``False`` (probabilities) or
+            ``"auto"`` (default: probabilities when every row is a
+            probability vector, else logits; see the module docstring).
         bins: number of equal-width confidence bins.
         title: the figure's title; default: the ECE and the accuracy.
 
@@ -332,7 +364,7 @@ def reliability_diagram(values, labels, path=None, from_logits=False, bins=15, t
     >>> os.path.exists("reliability.png")
     True
     """
-    values, labels = _check(values, labels, from_logits)
+    values, labels, from_logits = _check(values, labels, from_logits)
     bins = _validation.positive_int(bins, "bins")
     probs = np.exp(_log_probs(values, from_logits))
     edges, counts, confidence, hits = _bin_statistics(probs, labels, bins)
@@ -362,7 +394,7 @@ def reliability_diagram(values, labels, path=None, from_logits=False, bins=15, t
     top.legend(loc="upper left", frameon=False)
     top.set_title(
         title
-        or f"ECE {ece(probs, labels, from_logits=False, bins=bins):.2%}, "
+        or f"ECE {np.sum(counts * np.abs(confidence - hits)) / len(labels):.2%}, "
         f"accuracy {np.mean(probs.argmax(1) == labels):.2%}"
     )
     bottom.bar(centers, counts, width=width * 0.95, color="#8faadc")

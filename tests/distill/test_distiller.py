@@ -242,3 +242,94 @@ def test_bad_bayesian_dark_knowledge_arguments(kwargs, match):
     kwargs = {"teacher_model": _mlp(2), "student_model": _mlp(2), "dataset_size": 10, **kwargs}
     with pytest.raises((ValueError, TypeError), match=match):
         distill.BayesianDarkKnowledge(**kwargs)
+
+
+# --- reading probabilities: teacher_output="auto" and softmax students ---------
+
+
+def _with_softmax(model):
+    """The same network (shared weights) ending in a softmax: it outputs probabilities."""
+    return keras.Sequential([keras.Input((5,)), model, keras.layers.Softmax()])
+
+
+class _Opaque(keras.Model):
+    """A subclassed model whose last layer cannot be inspected: its rows decide."""
+
+    def __init__(self, inner, softmax, **kwargs):
+        super().__init__(**kwargs)
+        self.inner, self.softmax = inner, softmax
+
+    def call(self, inputs):
+        outputs = self.inner(inputs)
+        return keras.ops.softmax(outputs) if self.softmax else outputs
+
+
+@pytest.mark.parametrize("wrap", ["softmax_layer", "opaque_softmax", "opaque_logits"])
+def test_teacher_output_auto_reads_a_teacher_like_its_logits_twin(wrap):
+    x, labels = _x(16), np.arange(16) % 3
+    teacher, student = _mlp(3, seed=1), _mlp(3, seed=2)
+    kernel = teacher.layers[-1].kernel
+    kernel.assign(kernel * 10.0)  # confident: flattening would show
+    wrapped = {
+        "softmax_layer": lambda: _with_softmax(teacher),
+        "opaque_softmax": lambda: _Opaque(teacher, softmax=True),
+        "opaque_logits": lambda: _Opaque(teacher, softmax=False),
+    }[wrap]()
+    loss = distill.Distiller(student, wrapped, temperature=3.0, alpha=0.5).compute_loss(
+        x, labels, student(x)
+    )
+    kl = _classification_kl(teacher, student, x, temperature=3.0)
+    ce = -np.mean(special.log_softmax(_out(student, x), 1)[np.arange(16), labels])
+    assert float(loss) == pytest.approx(kl * 9.0 + 0.5 * ce, rel=1e-5)
+    if wrap != "opaque_logits":
+        # The old default read the probabilities as logits: a much flatter teacher.
+        probs = _out(wrapped, x)
+        t = special.log_softmax(special.log_softmax(probs, 1) / 3.0, axis=1)
+        s = special.log_softmax(_out(student, x) / 3.0, axis=1)
+        old = 9.0 * np.mean(np.sum(np.exp(t) * (t - s), axis=1)) + 0.5 * ce
+        assert abs(old - float(loss)) > 0.2 * float(loss)
+
+
+def test_a_softmax_student_is_trained_on_its_log_probabilities():
+    x, labels = _x(16), np.arange(16) % 3
+    teacher, student = _mlp(3, seed=1), _mlp(3, seed=2)
+    softmax_student = _with_softmax(student)
+    expected = distill.Distiller(student, teacher, temperature=2.0, alpha=0.5).compute_loss(
+        x, labels, student(x)
+    )
+    distiller = distill.Distiller(softmax_student, teacher, temperature=2.0, alpha=0.5)
+    loss = distiller.compute_loss(x, labels, softmax_student(x))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    distiller.compile(keras.optimizers.Adam(1e-2))
+    history = distiller.fit(x, labels, batch_size=8, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_teacher_output_that_contradicts_the_teacher_is_refused():
+    softmax_teacher = _with_softmax(_mlp(3))
+    for output in ("logits", "log_probs"):
+        with pytest.raises(ValueError, match=r'`teacher_output=.*softmax.*"probs".*"auto"'):
+            distill.Distiller(_mlp(3), softmax_teacher, teacher_output=output)
+    with pytest.raises(ValueError, match=r'`teacher_output="probs"`.*logits'):
+        distill.Distiller(_mlp(3), _mlp(3), teacher_output="probs")
+    with pytest.raises(ValueError, match=r"teacher_output.*'auto'"):
+        distill.Distiller(_mlp(3), _mlp(3), teacher_output="scores")
+    # Explicit values that agree with the model are kept, and survive the config.
+    distiller = distill.Distiller(_mlp(3), softmax_teacher, teacher_output="probs")
+    assert distill.Distiller.from_config(distiller.get_config()).teacher_output == "probs"
+    assert distill.Distiller(_mlp(3), _mlp(3)).get_config()["teacher_output"] == "auto"
+
+
+def test_bayesian_dark_knowledge_reads_softmax_models_like_their_logits_twins():
+    x, y = _bdk_data(64)
+    teacher, student = _mlp(2, seed=1), _mlp(2, seed=2)
+    metrics = []
+    for pair in ((teacher, student), (_with_softmax(teacher), _with_softmax(student))):
+        bdk = distill.BayesianDarkKnowledge(*pair, dataset_size=len(x), temperature=2.0)
+        bdk.compile("adam")
+        metrics.append(bdk.evaluate(x, y, batch_size=32, verbose=0, return_dict=True))
+    assert sorted(metrics[0]) == ["loss", "student_nll", "teacher_nll"]
+    for key in metrics[0]:
+        assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-4), key
+    nll = -np.mean(special.log_softmax(_out(teacher, x), 1)[np.arange(len(y)), y])
+    assert metrics[1]["teacher_nll"] == pytest.approx(nll, rel=1e-4)

@@ -225,3 +225,50 @@ def test_state_path_keeps_dropped_files_until_the_state_is_saved(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["sample_000000.npz", "sample_000001.npz"]
     sampler.on_epoch_end(0)
     assert sorted(os.listdir(tmp_path)) == ["sample_000001.npz", "state.npz"]
+
+
+def _softmax_model(outputs=3):
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(outputs, activation="softmax"),
+        ]
+    )
+
+
+def test_ensemble_of_softmax_members_is_log_mean_prob():
+    x, _ = _data()
+    members = [_softmax_model() for _ in range(3)]
+    for member in members:  # confident members: flattening would show
+        kernel = member.layers[-1].kernel
+        kernel.assign(kernel * 10.0)
+    ensemble = distill.PosteriorEnsemble(members)
+    expected = np.log(np.mean([m.predict(x, verbose=0) for m in members], axis=0))
+    np.testing.assert_allclose(ensemble.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    old = special.logsumexp(
+        [special.log_softmax(m.predict(x, verbose=0), 1) for m in members], axis=0
+    ) - np.log(3)
+    assert np.abs(old - expected).max() > 0.5  # what output="logits" used to give
+    with pytest.raises(ValueError, match=r'`output="logits"`.*softmax'):
+        distill.PosteriorEnsemble(members, output="logits")
+    config = ensemble.get_config()
+    assert config["output"] == "auto"
+
+
+def test_sampler_ensemble_of_a_softmax_model_reads_probabilities(tmp_path):
+    sampler = distill.PosteriorSampler(burn_in_epochs=0, thin=2, directory=tmp_path, in_memory=4)
+    x, y = _data()
+    model = _softmax_model()
+    model.compile(
+        distill.SGLD(1e-3, dataset_size=len(x), seed=0),
+        keras.losses.SparseCategoricalCrossentropy(),
+    )
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[sampler])
+    probs = []
+    for weights in sampler.samples():
+        model.set_weights(weights)
+        probs.append(model.predict(x, verbose=0))
+    np.testing.assert_allclose(
+        sampler.ensemble().predict(x, verbose=0), np.log(np.mean(probs, 0)), rtol=1e-5, atol=1e-5
+    )

@@ -44,7 +44,7 @@ def test_augment_cycles_subpolicies_and_identity_is_exact():
                 "version": 1,
                 "subpolicies": [[{"op": "blur", "magnitude": 3}]],
             },
-            r"subpolicies\[0\]\[0\]\.op",
+            r"`subpolicies`\[0\]\[0\]\.op",
         ),
         (
             {
@@ -56,7 +56,7 @@ def test_augment_cycles_subpolicies_and_identity_is_exact():
         ),
         (
             {"format": "tfpriors.tta.Policy", "version": 1, "subpolicies": [[{"op": "rotate"}]]},
-            r"subpolicies\[0\]\[0\]",
+            r"`subpolicies`\[0\]\[0\]",
         ),
         (
             {"format": "tfpriors.tta.Policy", "version": 1, "choice": "best", "subpolicies": [[]]},
@@ -83,5 +83,5 @@ def test_truncated_file_is_a_clear_error(tmp_path):
 
 
 def test_randaugment_bad_n():
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValueError, match="`n` must be"):
         Policy.randaugment(n=5)

@@ -161,3 +161,137 @@ def test_spreads_model_calls_over_the_replicas_of_a_strategy(data, monkeypatch):
 def test_rejects_a_strategy_that_is_not_one():
     with pytest.raises(TypeError, match="strategy"):
         TTAPredictor(_cnn(0), strategy="mirrored")
+
+
+# --- from_logits: True, False or "auto" (the default) --------------------------
+
+
+def _softmax_endings():
+    """Models that output probabilities, each ending in a softmax differently."""
+
+    def body():
+        inputs = keras.Input((8, 8, 1))
+        return inputs, keras.layers.Flatten()(inputs)
+
+    inputs, h = body()
+    dense = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+    inputs, h = body()
+    layer = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Dense(10)(h)))
+    inputs, h = body()
+    activation = keras.Model(inputs, keras.layers.Activation("softmax")(keras.layers.Dense(10)(h)))
+    inputs, h = body()
+    op = keras.Model(inputs, keras.ops.softmax(keras.layers.Dense(10)(h)))
+    nested = keras.Sequential([keras.Input((8, 8, 1)), _cnn(0), keras.layers.Softmax()])
+    inputs, h = body()
+    dropout = keras.Model(
+        inputs, keras.layers.Dropout(0.5)(keras.layers.Dense(10, activation="softmax")(h))
+    )
+    return {
+        "dense": dense,
+        "softmax_layer": layer,
+        "activation": activation,
+        "ops_softmax": op,
+        "nested": nested,
+        "dropout": dropout,
+    }
+
+
+@pytest.mark.parametrize("ending", sorted(_softmax_endings()))
+def test_a_model_ending_in_softmax_is_read_as_probabilities(data, ending):
+    _, _, x, _ = data
+    model = _softmax_endings()[ending]
+    probs = TTAPredictor(model, num_samples=1).predict(x[:20])
+    np.testing.assert_allclose(probs, model.predict(x[:20], verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match=r"`from_logits=True`.*softmax.*from_logits=False"):
+        TTAPredictor(model, from_logits=True)
+
+
+def test_softmax_model_metrics_match_the_hand_computed_ones(trained_cnn):
+    """The issue's case: a trained softmax model's NLL and ECE, not flattened ones."""
+    logits_model, _, _, x, y = trained_cnn
+    model = keras.Sequential([keras.Input((8, 8, 1)), logits_model, keras.layers.Softmax()])
+    metrics = TTAPredictor(model, num_samples=1).evaluate(x, y, bins=10)
+    probs = model.predict(x, verbose=0).astype("float64")
+    rows = np.arange(len(y))
+    nll = -np.mean(np.log(probs[rows, y]))
+    confidence, correct = probs.max(1), probs.argmax(1) == y
+    bins = np.clip(np.ceil(confidence * 10).astype(int) - 1, 0, 9)  # (0.1, 0.2] is bin 1
+    ece = sum(
+        np.sum(bins == b) * abs(confidence[bins == b].mean() - correct[bins == b].mean())
+        for b in np.unique(bins)
+    ) / len(y)
+    assert metrics["nll"] == pytest.approx(nll, rel=1e-5)
+    assert metrics["ece"] == pytest.approx(ece, abs=1e-6)
+    assert metrics["accuracy"] == pytest.approx(correct.mean())
+    # What the old default (from_logits=True) computed: softmax of the probabilities.
+    flattened = special.softmax(probs, axis=1)
+    assert flattened.max(1).mean() < 0.5 < confidence.mean()
+    assert -np.mean(np.log(flattened[rows, y])) > 2 * nll
+
+
+def test_auto_on_a_logits_model_is_from_logits_true(data):
+    _, _, x, _ = data
+    members = [_cnn(0), _cnn(1)]
+    policy = Policy.flip()
+    auto = TTAPredictor(members, policy, num_samples=2).predict_log(x, batch_size=40)
+    explicit = TTAPredictor(members, policy, num_samples=2, from_logits=True).predict_log(
+        x, batch_size=40
+    )
+    np.testing.assert_array_equal(auto, explicit)
+
+
+def _callable(kind):
+    """A plain callable (no layers to inspect): its outputs decide."""
+    weights = np.random.default_rng(0).normal(size=(64, 4))
+
+    def model(inputs):
+        logits = np.reshape(np.asarray(inputs), (len(inputs), -1)) @ weights
+        return special.softmax(logits, axis=1) if kind == "probabilities" else logits
+
+    return model
+
+
+def test_auto_reads_the_rows_of_a_model_it_cannot_inspect(data):
+    _, _, x, _ = data
+    np.testing.assert_allclose(
+        TTAPredictor(_callable("probabilities"), num_samples=1).predict(x, batch_size=32),
+        _callable("probabilities")(x),
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        TTAPredictor(_callable("logits"), num_samples=1).predict(x, batch_size=32),
+        special.softmax(_callable("logits")(x), axis=1),
+        atol=1e-12,
+    )
+
+
+def test_explicit_from_logits_that_contradicts_the_outputs_is_refused(data):
+    _, _, x, _ = data
+    with pytest.raises(ValueError, match=r"`from_logits=True`.*probabilit.*from_logits=False"):
+        TTAPredictor(_callable("probabilities"), from_logits=True).predict(x[:4])
+    with pytest.raises(ValueError, match=r"`from_logits=False`.*not probabilities"):
+        TTAPredictor(_callable("logits"), from_logits=False).predict(x[:4])
+    with pytest.raises(ValueError, match=r"`from_logits=False`.*not probabilities"):
+        TTAPredictor(_cnn(0), from_logits=False).predict(x[:4])
+
+
+@pytest.mark.parametrize("value", ["yes", "Auto", None, 1, 0.5])
+def test_bad_from_logits_names_the_accepted_values(value):
+    with pytest.raises((ValueError, TypeError), match=r'`from_logits` must be True.*"auto"'):
+        TTAPredictor(_cnn(0), from_logits=value)
+
+
+def test_policy_search_reads_a_softmax_model_as_its_logits_twin(data):
+    from tfpriors.tta import GreedyPolicySearch
+
+    _, _, x, y = data
+    logits_model = _cnn(6)
+    softmax_model = keras.Sequential([keras.Input((8, 8, 1)), logits_model, keras.layers.Softmax()])
+    histories = []
+    for model in (logits_model, softmax_model):
+        search = GreedyPolicySearch(pool_size=3, policy_length=2, calibration_splits=1, seed=0)
+        search.fit(model, x[:40], y[:40], verbose=0)
+        histories.append(search.history)
+    np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)
+    with pytest.raises((ValueError, TypeError), match="from_logits"):
+        search.fit(softmax_model, x[:40], y[:40], verbose=0, from_logits="probabilities")

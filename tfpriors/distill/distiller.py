@@ -24,13 +24,17 @@ def _check_model(value, name):
     return value
 
 
-def _hard_label_nll(y, student_out, task):
-    """Per-example NLL of the labels under the student (logits or [mean, log_var])."""
+def _hard_label_nll(y, student_out, task, output="logits"):
+    """Per-example NLL of the labels under a model's output.
+
+    ``output`` says how to read a classifier's output (see
+    :func:`losses.as_log_probs`); a regression output is ``[mean, log_var]``.
+    """
     if task == "regression":
         mean, log_var = losses.split_gaussian(student_out)
         return losses.gaussian_nll_values(y, mean, log_var)
     y = tf.convert_to_tensor(y)
-    log_probs = tf.nn.log_softmax(student_out, axis=-1)
+    log_probs = losses.as_log_probs(student_out, output)
     if (
         y.shape.rank == student_out.shape.rank
         and y.shape[-1] == student_out.shape[-1]
@@ -56,8 +60,10 @@ class _DistillMixin:
             return losses.gaussian_kl(t_mean, t_log_var, s_mean, s_log_var)
         t = self.temperature
         teacher_log_probs = tf.nn.log_softmax(
-            losses.as_log_probs(teacher_out, self.teacher_output) / t, axis=-1
+            losses.as_log_probs(teacher_out, self._teacher_reading) / t, axis=-1
         )
+        if self._student_reading != "logits":
+            student_out = losses.as_log_probs(student_out, self._student_reading)
         student_log_probs = tf.nn.log_softmax(student_out / t, axis=-1)
         return losses.categorical_kl(teacher_log_probs, student_log_probs) * (t * t)
 
@@ -71,17 +77,30 @@ class _DistillMixin:
         return self.student(inputs, training=training)
 
 
-def _common_args(obj, task, temperature, teacher_output, teacher_noise_variance):
+def _common_args(obj, task, temperature, teacher_output, teacher_noise_variance, names):
+    """Checks and sets the arguments both distillers share.
+
+    ``names`` are the argument names of the teacher and the student models,
+    for messages.
+    """
     obj.task = _validation.one_of(task, "task", TASKS)
     obj.temperature = _validation.positive_number(temperature, "temperature")
-    obj.teacher_output = _validation.one_of(
-        teacher_output, "teacher_output", losses.CLASSIFICATION_OUTPUTS
-    )
+    obj.teacher_output = _validation.one_of(teacher_output, "teacher_output", losses.OUTPUT_CHOICES)
     obj.teacher_noise_variance = (
         None
         if teacher_noise_variance is None
         else _validation.positive_number(teacher_noise_variance, "teacher_noise_variance")
     )
+    # How the classifiers' outputs are read: told from their last layers
+    # where "auto" (a softmax: probabilities), else each batch's rows decide.
+    obj._teacher_reading = obj._student_reading = "logits"
+    if obj.task == "classification":
+        obj._teacher_reading = losses.output_reading(
+            obj.teacher, obj.teacher_output, "teacher_output", f"`{names[0]}`"
+        )
+        obj._student_reading = losses.output_reading(
+            obj.student, "auto", "student output", f"`{names[1]}`"
+        )
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
@@ -113,14 +132,18 @@ class Distiller(FloatInputs, _DistillMixin, keras.Model):
     samples, a deep ensemble, a single network.
 
     Args:
-        student: the Keras model to train (outputs logits, or
-            ``[mean, log variance]`` for regression).
+        student: the Keras model to train (outputs logits, or probabilities
+            when it ends in a softmax; ``[mean, log variance]`` for regression).
         teacher: the Keras model to imitate.
         temperature: ``T`` (> 0), classification only.
         alpha: weight (>= 0) of the hard-label term.
         task: ``"classification"`` or ``"regression"``.
         teacher_output: what a classification teacher outputs: ``"logits"``,
-            ``"log_probs"`` (a ``PosteriorEnsemble``) or ``"probs"``.
+            ``"log_probs"`` (a ``PosteriorEnsemble``), ``"probs"``, or
+            ``"auto"`` (default): probabilities when its last layer is a
+            softmax, logits when it is a layer without activation, else
+            decided per batch (probabilities when every row is non-negative
+            and sums to 1).
         teacher_noise_variance: a regression teacher's fixed noise variance
             when it outputs means only; ``None`` when it outputs
             ``[mean, log variance]``.
@@ -147,21 +170,28 @@ class Distiller(FloatInputs, _DistillMixin, keras.Model):
         temperature=4.0,
         alpha=0.1,
         task="classification",
-        teacher_output="logits",
+        teacher_output="auto",
         teacher_noise_variance=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.student = _check_model(student, "student")
         self.teacher = _check_model(teacher, "teacher")
-        _common_args(self, task, temperature, teacher_output, teacher_noise_variance)
+        _common_args(
+            self,
+            task,
+            temperature,
+            teacher_output,
+            teacher_noise_variance,
+            ("teacher", "student"),
+        )
         self.alpha = _validation.real_number(alpha, "alpha", minimum=0.0)
         self.teacher.trainable = False
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         per_example = self._divergence(self.teacher(x, training=False), y_pred)
         if y is not None and self.alpha > 0:
-            per_example += self.alpha * _hard_label_nll(y, y_pred, self.task)
+            per_example += self.alpha * _hard_label_nll(y, y_pred, self.task, self._student_reading)
         loss = scale_loss_for_distribution(_weighted_mean(per_example, sample_weight))
         for extra in self.student.losses:
             loss += self._aggregate_additional_loss(extra)
@@ -213,10 +243,11 @@ class BayesianDarkKnowledge(FloatInputs, _DistillMixin, keras.Model):
     data NLL, ``loss`` the student's divergence.
 
     Args:
-        teacher_model: network sampled by SGLD (logits, or ``[mean, log
-            variance]`` / means with ``teacher_noise_variance`` for regression).
-        student_model: network trained to match it (logits, or ``[mean, log
-            variance]``).
+        teacher_model: network sampled by SGLD (logits, or probabilities
+            when it ends in a softmax; ``[mean, log variance]`` / means with
+            ``teacher_noise_variance`` for regression).
+        student_model: network trained to match it (logits, or probabilities
+            when it ends in a softmax; ``[mean, log variance]``).
         dataset_size: ``N``, the number of training examples (> 0).
         task: ``"classification"`` or ``"regression"``.
         teacher_optimizer: an ``SGLD`` / ``SGHMC`` (or any Keras optimizer);
@@ -264,7 +295,14 @@ class BayesianDarkKnowledge(FloatInputs, _DistillMixin, keras.Model):
         self.teacher = _check_model(teacher_model, "teacher_model")
         self.student = _check_model(student_model, "student_model")
         self.dataset_size = _validation.positive_int(dataset_size, "dataset_size")
-        _common_args(self, task, temperature, "logits", teacher_noise_variance)
+        _common_args(
+            self,
+            task,
+            temperature,
+            "auto",
+            teacher_noise_variance,
+            ("teacher_model", "student_model"),
+        )
         self.input_noise = _validation.real_number(input_noise, "input_noise", minimum=0.0)
         if (
             isinstance(burn_in_steps, bool)
@@ -312,7 +350,7 @@ class BayesianDarkKnowledge(FloatInputs, _DistillMixin, keras.Model):
         if self.task == "regression":
             mean, log_var = losses.split_gaussian(teacher_out, self.teacher_noise_variance)
             return losses.gaussian_nll_values(y, mean, log_var)
-        return _hard_label_nll(y, teacher_out, "classification")
+        return _hard_label_nll(y, teacher_out, "classification", self._teacher_reading)
 
     def _extra(self, model):
         return sum(
@@ -365,7 +403,10 @@ class BayesianDarkKnowledge(FloatInputs, _DistillMixin, keras.Model):
             _weighted_mean(self._teacher_nll(y, self.teacher(x, training=False)), sample_weight)
         )
         self._student_nll_tracker.update_state(
-            _weighted_mean(_hard_label_nll(y, student_out, self.task), sample_weight)
+            _weighted_mean(
+                _hard_label_nll(y, student_out, self.task, self._student_reading),
+                sample_weight,
+            )
         )
         return {m.name: m.result() for m in self.metrics}
 

@@ -3,8 +3,13 @@
 Model output conventions used throughout :mod:`tfpriors.distill`:
 
 - classification: the last axis holds ``num_classes`` logits (or log
-  probabilities, which are logits too; ``output="probs"`` where a model ends
-  in a softmax).
+  probabilities, which are logits too), or probabilities where a model ends
+  in a softmax. Where tfpriors reads a classifier's output (``output=``,
+  ``teacher_output=``, and the student of a distiller), ``"auto"`` tells
+  which by the rule of ``tfpriors.calibration``: a model whose last layer is
+  a softmax outputs probabilities, one ending in a layer without activation
+  logits; otherwise each batch's rows decide (probabilities when all are
+  non-negative and sum to 1, else logits).
 - regression with learned noise: the last axis holds ``2 * d`` values, the
   predictive means of the ``d`` targets followed by their log variances.
 - regression with fixed noise: the last axis holds the ``d`` means; the noise
@@ -16,19 +21,71 @@ import math
 import keras
 import tensorflow as tf
 
-from tfpriors import _validation
+from tfpriors import _probabilities, _validation
 
 CLASSIFICATION_OUTPUTS = ("logits", "log_probs", "probs")
+# What `output=` / `teacher_output=` accept: the above, or told from the model.
+OUTPUT_CHOICES = ("auto",) + CLASSIFICATION_OUTPUTS
 # Log-variances are clipped to this range: exp() of a wild untrained output
 # would otherwise overflow the Gaussian NLL to inf.
 LOG_VAR_RANGE = (-20.0, 20.0)
 
 
 def as_log_probs(values, output):
-    """Log probabilities from logits, log probabilities or probabilities."""
+    """Log probabilities from logits, log probabilities or probabilities.
+
+    ``output="auto"`` reads the batch as probabilities when all its rows
+    are probability vectors, else as logits.
+    """
     if output == "probs":
         return tf.math.log(tf.clip_by_value(values, 1e-12, 1.0))
+    if output == "auto":
+        values = tf.convert_to_tensor(values)
+        num_classes = values.shape[-1] if values.shape.rank else None
+        tolerance = _probabilities.probability_tolerance(values.dtype, num_classes or 1)
+        probabilities = tf.logical_and(
+            tf.reduce_all(values >= 0),
+            tf.reduce_all(tf.abs(tf.reduce_sum(values, axis=-1) - 1.0) <= tolerance),
+        )
+        return tf.where(
+            probabilities,
+            tf.math.log(tf.clip_by_value(values, 1e-12, 1.0)),
+            tf.nn.log_softmax(values, axis=-1),
+        )
     return tf.nn.log_softmax(values, axis=-1)
+
+
+def output_reading(model, output, name, model_name):
+    """How to read a classifier's outputs: ``"logits"``, ``"log_probs"``, ``"probs"`` or ``"auto"``.
+
+    ``output="auto"`` becomes what the model's last layer says (see
+    ``tfpriors._probabilities``), or stays ``"auto"`` (each batch's rows
+    decide) when the model does not tell.
+
+    Raises:
+        ValueError: for an ``output`` not in :data:`OUTPUT_CHOICES`; for
+            ``"logits"`` or ``"log_probs"`` on a model that ends in a
+            softmax, and ``"probs"`` on one that ends in a layer without
+            activation.
+    """
+    output = _validation.one_of(output, name, OUTPUT_CHOICES)
+    kind = _probabilities.model_output_kind(model)
+    label = f"{model_name} {getattr(model, 'name', '')!r}"
+    if kind == "probabilities" and output in ("logits", "log_probs"):
+        raise ValueError(
+            f'`{name}="{output}"`, but {label} ends in a softmax, so it outputs '
+            "probabilities; reading them as logits would flatten them. Pass "
+            f'`{name}="probs"` or `{name}="auto"`.'
+        )
+    if kind == "logits" and output == "probs":
+        raise ValueError(
+            f'`{name}="probs"`, but {label} ends in a layer without activation, '
+            f'so it outputs logits, not probabilities. Pass `{name}="logits"` or '
+            f'`{name}="auto"`.'
+        )
+    if output == "auto" and kind is not None:
+        return "probs" if kind == "probabilities" else "logits"
+    return output
 
 
 def split_gaussian(values, noise_variance=None):

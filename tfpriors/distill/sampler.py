@@ -261,7 +261,7 @@ class PosteriorSampler(keras.callbacks.Callback):
     # -- ensemble ------------------------------------------------------------
 
     def ensemble(
-        self, task="classification", output="logits", noise_variance=None, model=None, last=None
+        self, task="classification", output="auto", noise_variance=None, model=None, last=None
     ):
         """A Keras model averaging the kept samples' predictive distributions.
 
@@ -272,7 +272,9 @@ class PosteriorSampler(keras.callbacks.Callback):
                 moment-matched predictive mixture (the learned-noise
                 convention of :mod:`tfpriors.distill.losses`).
             output: for classification, what the sampled model outputs:
-                ``"logits"``, ``"log_probs"`` or ``"probs"``.
+                ``"logits"``, ``"log_probs"``, ``"probs"`` or ``"auto"``
+                (default: told from its last layer, see
+                :class:`PosteriorEnsemble`).
             noise_variance: for regression, ``None`` when the sampled model
                 outputs ``[mean, log variance]``, else the fixed noise
                 variance of a mean-only model.
@@ -330,8 +332,11 @@ class PosteriorEnsemble(FloatInputs, keras.Model):
     Args:
         members: Keras models with the same input and output shapes.
         task: ``"classification"`` or ``"regression"``.
-        output: classification members' output: ``"logits"``, ``"log_probs"``
-            or ``"probs"``.
+        output: classification members' output: ``"logits"``, ``"log_probs"``,
+            ``"probs"``, or ``"auto"`` (default): probabilities for a member
+            whose last layer is a softmax, logits for one ending in a layer
+            without activation, else decided per batch (probabilities when
+            every row is non-negative and sums to 1).
         noise_variance: regression members' fixed noise variance, or ``None``
             when they output ``[mean, log variance]``.
 
@@ -347,7 +352,7 @@ class PosteriorEnsemble(FloatInputs, keras.Model):
     """
 
     def __init__(
-        self, members, task="classification", output="logits", noise_variance=None, **kwargs
+        self, members, task="classification", output="auto", noise_variance=None, **kwargs
     ):
         super().__init__(**kwargs)
         if not isinstance(members, (list, tuple)):
@@ -361,7 +366,14 @@ class PosteriorEnsemble(FloatInputs, keras.Model):
             )
         self.members = members
         self.task = _validation.one_of(task, "task", TASKS)
-        self.member_output = _validation.one_of(output, "output", losses.CLASSIFICATION_OUTPUTS)
+        self.member_output = _validation.one_of(output, "output", losses.OUTPUT_CHOICES)
+        # How each member's output is read (a softmax member: probabilities).
+        self._member_readings = [
+            losses.output_reading(member, self.member_output, "output", f"member {i}")
+            if self.task == "classification"
+            else self.member_output
+            for i, member in enumerate(members)
+        ]
         self.noise_variance = (
             None
             if noise_variance is None
@@ -372,7 +384,12 @@ class PosteriorEnsemble(FloatInputs, keras.Model):
         outputs = [member(inputs, training=False) for member in self.members]
         count = float(len(outputs))
         if self.task == "classification":
-            log_probs = tf.stack([losses.as_log_probs(o, self.member_output) for o in outputs])
+            log_probs = tf.stack(
+                [
+                    losses.as_log_probs(o, reading)
+                    for o, reading in zip(outputs, self._member_readings)
+                ]
+            )
             return tf.reduce_logsumexp(log_probs, axis=0) - math.log(count)
         means, log_vars = zip(*(losses.split_gaussian(o, self.noise_variance) for o in outputs))
         means, variances = tf.stack(means), tf.exp(tf.stack(log_vars))

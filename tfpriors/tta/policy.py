@@ -29,14 +29,16 @@ VERSION = 1
 CHOICES = ("cycle", "random")
 
 
-def _checked_subpolicy(subpolicy, where):
+def _checked_subpolicy(subpolicy, index):
+    """Sub-policy ``index`` of ``subpolicies``, checked, as a tuple of (op, magnitude)."""
     if isinstance(subpolicy, (str, bytes)) or not hasattr(subpolicy, "__iter__"):
         raise ValueError(
-            f"{where} must be a list of (op, magnitude) pairs; received {subpolicy!r}."
+            f"`subpolicies`[{index}] must be a list of (op, magnitude) pairs; "
+            f"received {subpolicy!r}."
         )
     checked = []
     for position, step in enumerate(subpolicy):
-        field = f"{where}[{position}]"
+        field = f"`subpolicies`[{index}][{position}]"
         if isinstance(step, dict):
             if set(step) != {"op", "magnitude"}:
                 raise ValueError(
@@ -95,15 +97,13 @@ class Policy:
     def __init__(self, subpolicies, choice="cycle"):
         if isinstance(subpolicies, (str, bytes)) or not hasattr(subpolicies, "__iter__"):
             raise ValueError(
-                f"subpolicies must be a list of sub-policies; received {subpolicies!r}."
+                f"`subpolicies` must be a list of sub-policies; received {subpolicies!r}."
             )
-        self.subpolicies = tuple(
-            _checked_subpolicy(sub, f"subpolicies[{i}]") for i, sub in enumerate(subpolicies)
-        )
+        self.subpolicies = tuple(_checked_subpolicy(sub, i) for i, sub in enumerate(subpolicies))
         if not self.subpolicies:
-            raise ValueError("subpolicies must hold at least one sub-policy.")
+            raise ValueError("`subpolicies` must hold at least one sub-policy.")
         if choice not in CHOICES:
-            raise ValueError(f"choice must be one of {list(CHOICES)}; received {choice!r}.")
+            raise ValueError(f"`choice` must be one of {list(CHOICES)}; received {choice!r}.")
         self.choice = choice
 
     # -- built-in policies -------------------------------------------------------
@@ -163,7 +163,7 @@ class Policy:
         (210, 'random')
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= 3:
-            raise ValueError(f"n must be 1, 2 or 3; received {n!r}.")
+            raise ValueError(f"`n` must be 1, 2 or 3; received {n!r}.")
         names = [name for name in transforms.available() if name != "invert"]
         return cls(
             [[(name, m) for name in combo] for combo in itertools.permutations(names, n)],

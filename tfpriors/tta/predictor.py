@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from scipy import special
 
-from tfpriors import _validation, calibration
+from tfpriors import _probabilities, _validation, calibration
 from tfpriors.tta.policy import Policy
 
 
@@ -97,7 +97,14 @@ class TTAPredictor:
             mapping the same inputs to the same number of classes.
         policy: a :class:`Policy` (default: no augmentation).
         num_samples: augmentations per image and member.
-        from_logits: whether the models output logits (else probabilities).
+        from_logits: ``True`` when the models output logits, ``False`` when
+            they output probabilities, ``"auto"`` (default) to tell for each
+            member: a model ending in a softmax (``Dense(...,
+            activation="softmax")``, ``Softmax()``, ``Activation("softmax")``)
+            outputs probabilities, one ending in a layer without activation
+            outputs logits; for any other member, its outputs on the first
+            batch of each call decide (probabilities when every row is
+            non-negative and sums to 1, else logits).
         seed: seed of the augmentation draws.
         strategy: a ``tf.distribute.Strategy`` whose replicas share each
             model call (each gets an equal slice of the augmented batch).
@@ -105,8 +112,12 @@ class TTAPredictor:
             members were built under, else plain calls on one device.
 
     Raises:
-        ValueError: when ``models`` is empty or holds something that is not callable.
-        TypeError: for a ``policy`` that is not a :class:`Policy`, or a bad ``strategy``.
+        ValueError: when ``models`` is empty or holds something that is not
+            callable, or for ``from_logits=True`` with a member that ends in a
+            softmax (at predict time: on outputs that are all probability
+            rows; and ``from_logits=False`` on outputs that are not).
+        TypeError: for a ``policy`` that is not a :class:`Policy`, a bad
+            ``strategy``, or a ``from_logits`` other than a bool or ``"auto"``.
 
     Example:
     >>> (x, y), _ = tfpriors.datasets.load_digits(flat=False)
@@ -118,10 +129,18 @@ class TTAPredictor:
     ((100, 10), True)
     >>> sorted(predictor.evaluate(x[:100], y[:100]))
     ['accuracy', 'brier', 'calibrated_nll', 'ece', 'nll']
+
+    A model that ends in a softmax is read as probabilities:
+
+    >>> softmax_model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+    ...                                   keras.layers.Dense(10, activation="softmax")])
+    >>> probs = tfpriors.tta.TTAPredictor(softmax_model, num_samples=1).predict(x[:5])
+    >>> bool(np.allclose(probs, softmax_model.predict(x[:5], verbose=0), atol=1e-6))
+    True
     """
 
     def __init__(
-        self, models, policy=None, num_samples=10, from_logits=True, seed=0, strategy=None
+        self, models, policy=None, num_samples=10, from_logits="auto", seed=0, strategy=None
     ):
         members = list(models) if isinstance(models, (list, tuple)) else [models]
         if not members or not all(
@@ -134,7 +153,12 @@ class TTAPredictor:
             raise TypeError(
                 f"`policy` must be a tfpriors.tta.Policy; received {type(policy).__name__}."
             )
-        from_logits = _validation.boolean(from_logits, "from_logits")
+        from_logits = _probabilities.check_from_logits(from_logits)
+        # What each member's last layer says it outputs (None: its outputs decide).
+        self._kinds = [
+            _probabilities.check_model(m, from_logits, model_name=f"ensemble member {i}")
+            for i, m in enumerate(members)
+        ]
         self.models = members
         self.policy = policy or Policy.identity()
         self.num_samples = _validation.positive_int(num_samples, "num_samples")
@@ -147,16 +171,34 @@ class TTAPredictor:
         self.strategy = strategy
         _resolve_strategy(strategy, members)  # a bad argument fails here, not at predict
 
-    def _member_log_probs(self, member, outputs):
-        outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype="float64")
+    def _member_log_probs(self, member, outputs, reading):
+        """Log-probabilities of one member's outputs, and how they were read.
+
+        ``reading`` is this call's reading of the member so far (``True``:
+        logits), ``None`` before its first batch. The first batch settles
+        ``from_logits`` (``"auto"``, or an explicit value checked against the
+        outputs); later batches keep that reading, and outputs read as
+        probabilities are checked on every batch.
+        """
+        outputs = keras.ops.convert_to_numpy(outputs)
+        dtype = outputs.dtype
+        outputs = np.asarray(outputs, dtype="float64")
         if outputs.ndim != 2:
             raise ValueError(
                 f"Ensemble member {member} must output (batch, num_classes); "
                 f"it gave shape {outputs.shape}."
             )
-        if self.from_logits:
-            return special.log_softmax(outputs, axis=1)
-        return np.log(np.clip(outputs, 1e-12, 1.0))
+        if reading is None or not reading:
+            reading = _probabilities.resolve(
+                outputs,
+                self.from_logits if reading is None else False,
+                axis=1,
+                dtype=dtype,
+                kind=self._kinds[member],
+            )
+        if reading:
+            return special.log_softmax(outputs, axis=1), True
+        return np.log(np.clip(outputs, 1e-12, 1.0)), False
 
     def predict_log(self, x, batch_size=256, verbose=0):
         """Log of the mean probability over members and augmentations, ``(n, classes)``.
@@ -196,6 +238,7 @@ class TTAPredictor:
             else _ReplicatedCall(strategy, model)
             for model in self.models
         ]
+        readings = [None] * len(self.models)
         merged = []
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size]
@@ -210,7 +253,9 @@ class TTAPredictor:
                         for s in range(self.num_samples)
                     ]
                 )
-                log_probs = self._member_log_probs(member, caller(augmented))
+                log_probs, readings[member] = self._member_log_probs(
+                    member, caller(augmented), readings[member]
+                )
                 log_probs = log_probs.reshape(self.num_samples, len(batch), -1)
                 member_sum = special.logsumexp(log_probs, axis=0)
                 total = member_sum if total is None else np.logaddexp(total, member_sum)
@@ -264,13 +309,14 @@ class TTAPredictor:
         >>> bool(0.0 <= metrics["accuracy"] <= 1.0)
         True
         """
+        # Log-probabilities are logits (their softmax is themselves).
         log_probs = self.predict_log(x, batch_size=batch_size, verbose=verbose)
         return {
-            "accuracy": calibration.accuracy(log_probs, y),
-            "nll": calibration.nll(log_probs, y),
+            "accuracy": calibration.accuracy(log_probs, y, from_logits=True),
+            "nll": calibration.nll(log_probs, y, from_logits=True),
             "calibrated_nll": calibration.calibrated_nll(
-                log_probs, y, splits=calibration_splits, seed=self.seed
+                log_probs, y, from_logits=True, splits=calibration_splits, seed=self.seed
             ),
-            "ece": calibration.ece(log_probs, y, bins=bins),
-            "brier": calibration.brier(log_probs, y),
+            "ece": calibration.ece(log_probs, y, from_logits=True, bins=bins),
+            "brier": calibration.brier(log_probs, y, from_logits=True),
         }

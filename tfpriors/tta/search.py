@@ -22,7 +22,7 @@ import os
 import numpy as np
 from scipy import special
 
-from tfpriors import _validation, calibration
+from tfpriors import _probabilities, _validation, calibration
 from tfpriors.io import atomic_path, check_archive
 from tfpriors.tta import transforms
 from tfpriors.tta.policy import Policy
@@ -135,7 +135,7 @@ class GreedyPolicySearch:
             pool.append([(str(name), self.magnitude_bound) for name in names])
         return pool
 
-    def _predict_pool(self, models, pool, x, batch_size, verbose):
+    def _predict_pool(self, models, pool, x, batch_size, verbose, from_logits):
         from tqdm.auto import tqdm
 
         cached = []
@@ -143,21 +143,26 @@ class GreedyPolicySearch:
             tqdm(pool, desc="GPS: predicting the pool", unit="sub-policy", disable=not verbose)
         ):
             predictor = TTAPredictor(
-                models, Policy([subpolicy]), num_samples=1, seed=self.seed + index
+                models,
+                Policy([subpolicy]),
+                num_samples=1,
+                from_logits=from_logits,
+                seed=self.seed + index,
             )
             cached.append(predictor.predict_log(x, batch_size=batch_size).astype("float32"))
         return np.stack(cached)
 
     def _score(self, log_probs, y):
         return calibration.calibrated_nll(
-            log_probs, y, splits=self.calibration_splits, seed=self.seed
+            log_probs, y, from_logits=True, splits=self.calibration_splits, seed=self.seed
         )
 
-    def fit(self, models, x, y, batch_size=256, state_path=None, verbose=1):
+    def fit(self, models, x, y, batch_size=256, state_path=None, verbose=1, from_logits="auto"):
         """Runs the search on ``(x, y)`` and returns the :class:`Policy` found.
 
         Args:
-            models: a model or a list of ensemble members (outputs are logits).
+            models: a model or a list of ensemble members (outputs: logits or
+                probabilities, see ``from_logits``).
             x: the images of the search split, held out from training and from
                 the final test set.
             y: their integer labels.
@@ -165,6 +170,9 @@ class GreedyPolicySearch:
             state_path: optional ``.npz`` file: loaded if it exists (resume),
                 written after every selection step.
             verbose: show progress bars.
+            from_logits: whether the models output logits (``True``),
+                probabilities (``False``), or ``"auto"`` (default): told per
+                member as :class:`TTAPredictor` does.
 
         Returns:
             The :class:`Policy` of the ``policy_length`` chosen sub-policies
@@ -183,13 +191,15 @@ class GreedyPolicySearch:
         >>> resumed == policy, len(policy)
         (True, 2)
         """
+        from_logits = _probabilities.check_from_logits(from_logits)
         y = np.asarray(y)
         pool = self.sample_pool()
         state = _load_state(state_path, pool) if state_path else None
         if state is not None:
             cached, chosen = state
         else:
-            cached, chosen = self._predict_pool(models, pool, x, batch_size, verbose), []
+            cached = self._predict_pool(models, pool, x, batch_size, verbose, from_logits)
+            chosen = []
             if state_path:
                 _save_state(state_path, pool, cached, chosen)
         if cached.shape[1] != len(y):
