@@ -272,3 +272,27 @@ def test_sampler_ensemble_of_a_softmax_model_reads_probabilities(tmp_path):
     np.testing.assert_allclose(
         sampler.ensemble().predict(x, verbose=0), np.log(np.mean(probs, 0)), rtol=1e-5, atol=1e-5
     )
+
+
+def test_ensemble_of_a_model_with_a_lambda_layer(tmp_path):
+    # The members are copies of the user's model: a Lambda must not go through
+    # Keras' config round trip (refused in safe mode), and must keep its function.
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Lambda(lambda x: x * 2.0),
+            keras.layers.Dense(3),
+        ]
+    )
+    sampler = distill.PosteriorSampler(
+        burn_in_epochs=0, thin=2, max_samples=2, directory=tmp_path, in_memory=2
+    )
+    model, x = _fit(sampler, epochs=1, model=model)
+    ensemble = sampler.ensemble()
+    member_log_probs = []
+    for weights in sampler.samples():
+        model.set_weights(weights)
+        member_log_probs.append(special.log_softmax(model.predict(x, verbose=0), axis=1))
+    expected = special.logsumexp(member_log_probs, axis=0) - np.log(2)
+    np.testing.assert_allclose(ensemble.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)

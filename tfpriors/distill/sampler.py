@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfpriors import _validation
 from tfpriors._inputs import FloatInputs
+from tfpriors._rewrite import copy_layer
 from tfpriors.distill import losses
 from tfpriors.io import atomic_path, check_archive
 
@@ -313,7 +314,8 @@ class PosteriorSampler(keras.callbacks.Callback):
             samples = samples[-_validation.positive_int(last, "last") :]
         members = []
         for weights in samples:
-            member = keras.models.clone_model(model)
+            # copy_layer: Lambda layers and function activations without a config round trip.
+            member = keras.models.clone_model(model, clone_function=copy_layer)
             member.set_weights(weights)
             members.append(member)
         return PosteriorEnsemble(members, task=task, output=output, noise_variance=noise_variance)
