@@ -7,12 +7,15 @@ inference graph to TFLite, and writes a ponder map: the number of residual
 units evaluated at each position of a few test digits.
 
     python examples/adaptive_digits.py [--kind sact|act|pact] [--epochs 15]
+        [--out examples_out/adaptive_digits]
 """
 
 import argparse
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
+
+start_tensorflow()  # imports TensorFlow without its start-up log lines
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -20,13 +23,21 @@ import numpy as np  # noqa: E402
 import tfpriors  # noqa: E402
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", default="sact", choices=["act", "sact", "pact"])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--ponder-cost", type=float, default=0.1)
-    parser.add_argument("--out", default="adaptive_out", help="output folder")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--out",
+        default=os.path.join("examples_out", "adaptive_digits"),
+        help="output folder, created if missing (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        check_output_directory(args.out, "--out")  # before training, not after
+    except CommandError as error:
+        parser.error(str(error))
 
     keras.utils.set_random_seed(0)
     (x, y), (xt, yt) = tfpriors.datasets.load_digits(flat=False)
@@ -58,7 +69,6 @@ def main():
         accuracy = np.mean(np.argmax(model.predict(xt, verbose=0), 1) == yt)
         print(f"accuracy {accuracy:.2%}")
     print(tfpriors.adaptive.flops_report(model, xt))
-    os.makedirs(args.out, exist_ok=True)
     report = tfpriors.export.to_tflite(
         model,
         os.path.join(args.out, f"{args.kind}.tflite"),

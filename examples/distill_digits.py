@@ -16,11 +16,15 @@ network's inference, the ensemble `--samples` networks'.
 import argparse
 import tempfile
 
-import keras
-import numpy as np
+from tfpriors_cli import start_tensorflow
 
-import tfpriors
-from tfpriors import calibration, distill
+start_tensorflow()  # imports TensorFlow without its start-up log lines
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfpriors  # noqa: E402
+from tfpriors import calibration, distill  # noqa: E402
 
 
 def mlp(n, prior_variance=1.0, hidden=100):
@@ -42,6 +46,12 @@ def noisy_copies(x, copies, stddev, seed=0):
 
 
 def main(epochs=60, samples=20, lr=1e-3, temperature=0.03, batch_size=64, distill_epochs=20):
+    # The samples beyond the 5 kept in memory go to disk for the run only.
+    with tempfile.TemporaryDirectory(prefix="sgld-") as directory:
+        return run(epochs, samples, lr, temperature, batch_size, distill_epochs, directory)
+
+
+def run(epochs, samples, lr, temperature, batch_size, distill_epochs, directory):
     (x, y), (x_test, y_test) = tfpriors.datasets.load_digits()
     n = len(x)
     keras.utils.set_random_seed(0)
@@ -54,7 +64,7 @@ def main(epochs=60, samples=20, lr=1e-3, temperature=0.03, batch_size=64, distil
         burn_in_epochs=burn_in,
         thin=thin,
         max_samples=samples,
-        directory=tempfile.mkdtemp(prefix="sgld-"),
+        directory=directory,
         in_memory=5,
     )
     model = mlp(n)

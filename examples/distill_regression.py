@@ -17,11 +17,15 @@ the file in the Keras cache: offline, the loader says where to put it.
 import argparse
 import math
 
-import keras
-import numpy as np
+from tfpriors_cli import start_tensorflow
 
-import tfpriors
-from tfpriors import distill
+start_tensorflow()  # imports TensorFlow without its start-up log lines
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfpriors  # noqa: E402
+from tfpriors import distill  # noqa: E402
 
 SEED_RMSE = {"teacher": 3.642, "student": 3.201, "ensemble": 3.057}
 

@@ -8,7 +8,8 @@
    Prior on its convolutions; a plain conv net is trained from He and from DWP
    initialization. Test accuracies are printed side by side.
 
-    python examples/dwp_digits.py [--train-size 100] [--sources 4] [--out dwp_digits]
+    python examples/dwp_digits.py [--train-size 100] [--sources 4]
+        [--out examples_out/dwp_digits]
 
 The functions here are reused by ``bench/dwp.py``.
 """
@@ -18,7 +19,9 @@ import math
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
+
+start_tensorflow()  # imports TensorFlow without its start-up log lines
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -236,7 +239,7 @@ def init_variants(vae, sources):
     }
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--train-size", type=int, default=100, help="target training images (of ~680), default 100"
@@ -245,9 +248,17 @@ def main():
     parser.add_argument("--source-epochs", type=int, default=15)
     parser.add_argument("--vae-epochs", type=int, default=60)
     parser.add_argument("--steps", type=int, default=400, help="target training steps")
-    parser.add_argument("--out", default="dwp_digits", help="output folder")
+    parser.add_argument(
+        "--out",
+        default=os.path.join("examples_out", "dwp_digits"),
+        help="output folder, created if missing (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        check_output_directory(args.out, "--out")  # before training, not after
+    except CommandError as error:
+        parser.error(str(error))
     start = time.perf_counter()
 
     ((xs, ys), (xs_test, ys_test)), ((xt, yt), (xt_test, yt_test)) = split_digits()
@@ -263,10 +274,10 @@ def main():
         f"KernelVAE on {len(kernels)} kernel slices: negative ELBO per slice "
         f"{vae.evaluate(kernels, verbose=0):.2f}"
     )
-    os.makedirs(args.out, exist_ok=True)
     picture = os.path.join(args.out, "kernels.png")
     tfpriors.priors.plot_kernels(vae, kernels, picture)
-    vae.save(os.path.join(args.out, "kernel_vae.keras"))
+    with tfpriors.io.atomic_path(os.path.join(args.out, "kernel_vae.keras")) as temporary:
+        vae.save(temporary)
     print(f"wrote {picture}")
 
     x, y = subset(xt, yt, args.train_size, args.seed)

@@ -2,27 +2,42 @@
 
     python examples/export_tflite.py                   # float32
     python examples/export_tflite.py --quantize dynamic
-    python mobile/run_tflite.py digits.tflite --input digits_test.npy
+    python mobile/run_tflite.py examples_out/export_tflite/digits.tflite \
+        --input examples_out/export_tflite/digits_test.npy
 
 The report shows the file size and latency beside the dense export of the
 same architecture, the ops in the file, and how closely LiteRT agrees with
-Keras on the test set.
+Keras on the test set. Writes ``OUT/digits.tflite`` and 16 test images,
+``OUT/digits_test.npy``, for ``mobile/run_tflite.py``.
 """
 
 import argparse
+import os
 
-import keras
-import numpy as np
+from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
 
-import tfpriors
+start_tensorflow()  # imports TensorFlow without its start-up log lines
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfpriors  # noqa: E402
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quantize", choices=["none", "dynamic", "int8"], default="none")
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--out", default="digits.tflite")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--out",
+        default=os.path.join("examples_out", "export_tflite"),
+        help="output folder, created if missing (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        check_output_directory(args.out, "--out")  # before training, not after
+    except CommandError as error:
+        parser.error(str(error))
 
     (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits()
     model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
@@ -37,7 +52,7 @@ def main():
         batch_size=64,
         verbose=0,
         callbacks=[
-            tfpriors.callbacks.KLWarmup(0, args.epochs // 3),
+            tfpriors.callbacks.KLWarmup(0, max(1, args.epochs // 3)),
             tfpriors.callbacks.EpochProgressBar("sparse vd"),
         ],
     )
@@ -45,10 +60,17 @@ def main():
 
     quantize = None if args.quantize == "none" else args.quantize
     report = tfpriors.export.to_tflite(
-        model, args.out, quantize=quantize, representative_data=x_train[:200], verify_data=x_test
+        model,
+        os.path.join(args.out, "digits.tflite"),
+        quantize=quantize,
+        representative_data=x_train[:200],
+        verify_data=x_test,
     )
     print(report)
-    np.save("digits_test.npy", x_test[:16])
+    images = os.path.join(args.out, "digits_test.npy")
+    with tfpriors.io.atomic_path(images) as temporary:
+        np.save(temporary, x_test[:16])
+    print(f"wrote {report.path} and {images}")
 
 
 if __name__ == "__main__":

@@ -1,34 +1,61 @@
 """Greedy Policy Search on digits: find a TTA policy on a held-out split, test it.
 
-    python examples/gps_digits.py              # writes policy.json
+    python examples/gps_digits.py [--epochs 15] [--pool-size 60] [--out examples_out/gps_digits]
 
 The search split is the last 300 training images (held out from training);
 the policy is scored on the test set against the shift+rotate policy used in
-training.
+training and written to ``OUT/policy.json``.
 """
 
+import argparse
+import os
 import sys
 
-import tfpriors
-from tfpriors import tta
+from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
+start_tensorflow()  # imports TensorFlow without its start-up log lines
+
+import tfpriors  # noqa: E402
+from tfpriors import tta  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tta_digits import DIGITS_POLICY, train_member  # noqa: E402
 
 
-def main(epochs=15, pool_size=60, policy_length=5):
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    parser.add_argument(
+        "--pool-size", type=int, default=60, help="candidate sub-policies (default 60)"
+    )
+    parser.add_argument(
+        "--policy-length", type=int, default=5, help="sub-policies chosen (default 5)"
+    )
+    parser.add_argument(
+        "--out",
+        default=os.path.join("examples_out", "gps_digits"),
+        help="output folder, created if missing (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        check_output_directory(args.out, "--out")  # before training, not after
+    except CommandError as error:
+        parser.error(str(error))
+
     (x, y), (x_test, y_test) = tfpriors.datasets.load_digits(flat=False)
     x_train, y_train, x_search, y_search = x[:-300], y[:-300], x[-300:], y[-300:]
-    model = train_member(x_train, y_train, seed=0, epochs=epochs)
+    model = train_member(x_train, y_train, seed=0, epochs=args.epochs)
     search = tta.GreedyPolicySearch(
-        pool_size=pool_size,
-        policy_length=policy_length,
+        pool_size=args.pool_size,
+        policy_length=args.policy_length,
         ops_per_subpolicy=(2, 3),
         magnitude_bound=6,
     )
     policy = search.fit([model], x_search, y_search)
-    policy.to_json("policy.json")
+    path = os.path.join(args.out, "policy.json")
+    policy.to_json(path)
     print(policy)
+    print(f"wrote {path}")
     for name, candidate in (("shift+rotate", DIGITS_POLICY), ("GPS", policy)):
         metrics = tta.TTAPredictor(model, candidate, num_samples=len(candidate) * 2).evaluate(
             x_test, y_test

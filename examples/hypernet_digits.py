@@ -7,28 +7,45 @@ the relative density mu^2 / sigma^2 and exported to TFLite.
 
     python examples/hypernet_digits.py                          # linear, 50 epochs
     python examples/hypernet_digits.py --kind lowrank --plot lowrank.png
+
+Writes the trade-off plot and the pruned model's ``hypernet.tflite`` into
+``--out`` (default ``examples_out/hypernet_digits``).
 """
 
 import argparse
 import os
-import tempfile
 
-import keras
+from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
 
-import tfpriors
+start_tensorflow()  # imports TensorFlow without its start-up log lines
+
+import keras  # noqa: E402
+
+import tfpriors  # noqa: E402
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", default="linear", choices=["linear", "lowrank"])
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--lambda-draws", type=int, default=5)
     parser.add_argument(
-        "--plot", default="hypernet_tradeoff.png", help="where to write the trade-off plot (PNG)"
+        "--plot",
+        default="hypernet_tradeoff.png",
+        help="file name of the trade-off plot (PNG) in --out (default: %(default)s)",
     )
     parser.add_argument("--export-lambda", type=float, default=1.0)
     parser.add_argument("--prune-fraction", type=float, default=0.8)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--out",
+        default=os.path.join("examples_out", "hypernet_digits"),
+        help="output folder, created if missing (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        check_output_directory(args.out, "--out")  # before training, not after
+    except CommandError as error:
+        parser.error(str(error))
 
     (x, y), (x_test, y_test) = tfpriors.datasets.load_digits()
     model = tfpriors.hyper.LambdaHyperModel(
@@ -58,17 +75,16 @@ def main():
         model,
         (x_test, y_test),
         lambdas=[1e-3, 1e-2, 0.1, 1.0, 10.0],
-        path=args.plot,
+        path=os.path.join(args.out, args.plot),
         fractions=[0.0, 0.5, 0.7, 0.8, 0.9, 0.95],
     )
     print(curve)
     print(f"trade-off plot: {curve.path}")
 
     pruned = model.at(args.export_lambda, prune_fraction=args.prune_fraction)
-    with tempfile.TemporaryDirectory() as tmp:
-        report = tfpriors.export.to_tflite(
-            pruned, os.path.join(tmp, "hypernet.tflite"), verify_data=x_test[:200]
-        )
+    report = tfpriors.export.to_tflite(
+        pruned, os.path.join(args.out, "hypernet.tflite"), verify_data=x_test[:200]
+    )
     print(f"lambda = {args.export_lambda:g}, {args.prune_fraction:.0%} of the weights removed:")
     print(report)
 

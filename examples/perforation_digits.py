@@ -1,6 +1,6 @@
 """Perforated convolutions on digits: fixed rates per mask type, greedy rates, TFLite.
 
-    python examples/perforation_digits.py              # writes perforation_mask.png
+    python examples/perforation_digits.py      # writes into examples_out/perforation_digits
     python examples/perforation_digits.py --epochs 5 --size 8 --target-speedup 1.5
 
 Trains a two-convolution net on the digits (upsampled from 8x8 to --size,
@@ -11,8 +11,9 @@ default 16, so that the convolutions cost something), then
    like Conv2D);
 3. lets `greedy_perforation` choose per-layer rates for a target speedup
    on a validation split and prints its report;
-4. draws conv2's mask and exports the perforated model to TFLite with
-   builtin ops only, verified against Keras.
+4. draws conv2's mask (``OUT/perforation_mask.png``) and exports the
+   perforated model to TFLite with builtin ops only (``OUT/perforated.tflite``),
+   verified against Keras.
 
 The images are small, so layer overheads blur the measured speed-ups; the
 perforation benchmark (bench/perforation.py) times VGG-sized layers.
@@ -20,13 +21,16 @@ perforation benchmark (bench/perforation.py) times VGG-sized layers.
 
 import argparse
 import os
-import tempfile
 
-import keras
-import numpy as np
-import tensorflow as tf
+from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
 
-import tfpriors
+start_tensorflow()  # imports TensorFlow without its start-up log lines
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfpriors  # noqa: E402
 
 
 def digits_net(size):
@@ -62,7 +66,12 @@ def load(size):
 
 
 def main(
-    epochs=15, fine_tune_epochs=3, target_speedup=1.5, size=16, mask_png="perforation_mask.png"
+    epochs=15,
+    fine_tune_epochs=3,
+    target_speedup=1.5,
+    size=16,
+    mask_png="perforation_mask.png",
+    out=os.path.join("examples_out", "perforation_digits"),
 ):
     (x, y), (x_test, y_test) = load(size)
     x_train, y_train, x_val, y_val = x[:-300], y[:-300], x[-300:], y[-300:]
@@ -92,15 +101,15 @@ def main(
     )
     print(greedy.perforation_report)
 
+    mask_png = os.path.join(out, mask_png)
     tfpriors.perforation.plot_mask(fast.get_layer("conv2"), mask_png)
     print(f"wrote {mask_png}")
-    with tempfile.TemporaryDirectory() as tmp:
-        report = tfpriors.export.to_tflite(
-            fast,
-            os.path.join(tmp, "perforated.tflite"),
-            verify_data=x_test[:100],
-            compare_dense=False,
-        )
+    report = tfpriors.export.to_tflite(
+        fast,
+        os.path.join(out, "perforated.tflite"),
+        verify_data=x_test[:100],
+        compare_dense=False,
+    )
     print(report)
     return greedy.perforation_report
 
@@ -111,6 +120,21 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=16, help="image side after upsampling")
     parser.add_argument("--fine-tune-epochs", type=int, default=3)
     parser.add_argument("--target-speedup", type=float, default=1.5)
-    parser.add_argument("--mask-png", default="perforation_mask.png")
+    parser.add_argument(
+        "--mask-png",
+        default="perforation_mask.png",
+        help="file name of conv2's mask picture in --out (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default=os.path.join("examples_out", "perforation_digits"),
+        help="output folder, created if missing (default: %(default)s)",
+    )
     args = parser.parse_args()
-    main(args.epochs, args.fine_tune_epochs, args.target_speedup, args.size, args.mask_png)
+    try:
+        check_output_directory(args.out, "--out")  # before training, not after
+    except CommandError as error:
+        parser.error(str(error))
+    main(
+        args.epochs, args.fine_tune_epochs, args.target_speedup, args.size, args.mask_png, args.out
+    )

@@ -14,19 +14,23 @@ the file.
 
 import argparse
 
-import keras
+from tfpriors_cli import start_tensorflow
 
-import tfpriors
+start_tensorflow()  # imports TensorFlow without its start-up log lines
+
+import keras  # noqa: E402
+
+import tfpriors  # noqa: E402
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="digits", choices=sorted(tfpriors.datasets.LOADERS))
     parser.add_argument("--net", default="lenet_300_100", choices=["lenet_300_100", "lenet5"])
     parser.add_argument("--pretrain-epochs", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     flat = args.net == "lenet_300_100"
     (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load(args.data, flat=flat)

@@ -1,18 +1,26 @@
 """Test-time augmentation for a small CNN and a 3-member ensemble on digits.
 
-    python examples/tta_digits.py              # writes reliability.png
+    python examples/tta_digits.py [--epochs 15] [--members 3] [--out examples_out/tta_digits]
 
 Trains each member with random shifts and small rotations (digits are not
 mirror-symmetric, so no flips), uses the same policy at test time, and prints
 accuracy, NLL, calibrated NLL, ECE and Brier for single model / ensemble x no
-TTA / TTA.
+TTA / TTA. Writes the ensemble's reliability diagram with TTA to
+``OUT/reliability.png``.
 """
 
-import keras
-import numpy as np
+import argparse
+import os
 
-import tfpriors
-from tfpriors import calibration, tta
+from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
+
+start_tensorflow()  # imports TensorFlow without its start-up log lines
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfpriors  # noqa: E402
+from tfpriors import calibration, tta  # noqa: E402
 
 DIGITS_POLICY = tta.Policy([[("crop", 10), ("rotate", 5)]])
 
@@ -28,9 +36,23 @@ def train_member(x, y, seed, epochs):
     return model
 
 
-def main(epochs=15, members=3):
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=15, help="epochs per member (default 15)")
+    parser.add_argument("--members", type=int, default=3, help="ensemble size (default 3)")
+    parser.add_argument(
+        "--out",
+        default=os.path.join("examples_out", "tta_digits"),
+        help="output folder, created if missing (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        check_output_directory(args.out, "--out")  # before training, not after
+    except CommandError as error:
+        parser.error(str(error))
+
     (x, y), (x_test, y_test) = tfpriors.datasets.load_digits(flat=False)
-    ensemble = [train_member(x, y, seed, epochs) for seed in range(members)]
+    ensemble = [train_member(x, y, seed, args.epochs) for seed in range(args.members)]
     rows = {}
     for label, models in (("single", ensemble[:1]), ("ensemble", ensemble)):
         for policy_name, policy, samples in (
@@ -46,10 +68,11 @@ def main(epochs=15, members=3):
             f"{m['calibrated_nll']:7.4f} {m['ece']:7.4f} {m['brier']:7.4f}"
         )
     probs = tta.TTAPredictor(ensemble, DIGITS_POLICY, 10).predict(x_test)
+    path = os.path.join(args.out, "reliability.png")
     calibration.reliability_diagram(
-        probs, y_test, "reliability.png", title="3-member ensemble + TTA on digits"
+        probs, y_test, path, title=f"{args.members}-member ensemble + TTA on digits"
     )
-    print("wrote reliability.png")
+    print(f"wrote {path}")
     return rows
 
 

@@ -412,12 +412,109 @@ def _check_gradient(x, w, call):
             )
 
 
-def check(call):
-    """Runs ``call`` and raises :class:`ContractViolation` when the op breaks its contract."""
+def _definition(x, w, call):
+    """The perforated convolution by its definition, in NumPy (no TensorFlow, no tfpriors).
+
+    Output position ``(i, j)`` is the sum over the kernel window at
+    ``(i * sh - pad_top, j * sw - pad_left)``, zero outside the input; position
+    ``p`` then takes the value at ``kept[fill[p]]``. (NumPy, not ``tf.nn.conv2d``:
+    TensorFlow's oneDNN convolution returns garbage for some strides larger than
+    what remains of the input, e.g. width 4, kernel 3, stride 3.)
+    """
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    (sh, sw), (pad_top, pad_left) = call.strides, call.pads
+    (out_h, out_w), (kh, kw) = call.output_size, call.w_shape[:2]
+    height = max(x.shape[1] + pad_top, (out_h - 1) * sh + kh)
+    width = max(x.shape[2] + pad_left, (out_w - 1) * sw + kw)
+    padded = np.zeros((x.shape[0], height, width, x.shape[3]))
+    padded[:, pad_top : pad_top + x.shape[1], pad_left : pad_left + x.shape[2]] = x
+    full = np.empty((x.shape[0], out_h * out_w, w.shape[3]))
+    for i in range(out_h):
+        for j in range(out_w):
+            window = padded[:, i * sh : i * sh + kh, j * sw : j * sw + kw]
+            full[:, i * out_w + j] = np.einsum("nhwc,hwco->no", window, w)
+    nearest = np.asarray(call.kept, np.int64)[np.asarray(call.fill, np.int64)]
+    return full[:, nearest].reshape(x.shape[0], out_h, out_w, w.shape[3])
+
+
+def _check_pure_tf(call):
+    """The contract of the pure-TensorFlow path, which runs where the op is not built.
+
+    ``tfpriors.ops.perforated_conv2d`` without the op: a valid call gives the
+    convolution's definition (:func:`_definition`) with the ``"reference"``
+    and the ``"dense"`` implementations both; an invalid one is refused with
+    ``ValueError`` / ``TypeError`` / ``InvalidArgumentError``, except where the
+    Python entry point takes the value on purpose (:data:`PYTHON_ACCEPTS`) or the
+    batch is empty (the answer is known: zero rows).
+    """
+    import tensorflow as tf
+
+    import tfpriors
+
+    if not _materialisable(call):
+        return
+    rng = np.random.default_rng(call.seed)
+    try:
+        x = _tensor(call.x_shape, call.x_dtype, rng)
+        w = _tensor(call.w_shape, call.w_dtype, rng)
+    except tf.errors.InvalidArgumentError:
+        return
+    empty_batch = call.x_shape[:1] == [0] and 0 not in call.x_shape[1:] + call.w_shape
+    reasons = [
+        reason
+        for reason in violations(_int32_tables(call))
+        if not any(reason.startswith(accepted) for accepted in PYTHON_ACCEPTS)
+        and not (reason == "empty dimension" and empty_batch)
+    ]
+    arguments = (x, w, call.kept, call.fill, call.output_size, call.strides, call.pads)
+    refusals = (tf.errors.InvalidArgumentError, ValueError, TypeError)
+    answers = {}
+    for implementation in ("reference", "dense"):
+        try:
+            answers[implementation] = tfpriors.ops.perforated_conv2d(
+                *arguments, implementation=implementation
+            ).numpy()
+        except refusals as error:
+            if not reasons:
+                raise ContractViolation(
+                    f"valid call refused by the {implementation} implementation "
+                    f"({type(error).__name__}: {error}): {call}"
+                ) from error
+            return
+        except tf.errors.OpError as error:
+            raise ContractViolation(
+                f"{type(error).__name__} instead of a refusal: {error}; {call}"
+            ) from error
+    if reasons:
+        raise ContractViolation(f"invalid call accepted ({'; '.join(reasons)}): {call}")
+    expected_shape = (call.x_shape[0], *call.output_size, call.w_shape[3])
+    expected = _definition(x, w, _int32_tables(call)) if call.x_shape[0] else None
+    for implementation, y in answers.items():
+        if y.shape != expected_shape:
+            raise ContractViolation(
+                f"{implementation}: output shape {y.shape} != {expected_shape}: {call}"
+            )
+        if expected is not None and not np.allclose(y, expected, atol=1e-4, rtol=1e-4):
+            raise ContractViolation(
+                f"{implementation} differs from the definition by "
+                f"{np.max(np.abs(y - expected)):.3g}: {call}"
+            )
+
+
+def check(call, target="op"):
+    """Runs ``call`` and raises :class:`ContractViolation` when it breaks the contract.
+
+    ``target``: ``"op"`` (the compiled op, against the reference) or
+    ``"pure-tf"`` (the pure-TensorFlow path, see :func:`_check_pure_tf`).
+    """
     import tensorflow as tf
 
     from tfpriors.ops import perforated_conv2d_reference
 
+    if target == "pure-tf":
+        return _check_pure_tf(call)
+    if target != "op":
+        raise ValueError(f"`target` must be 'op' or 'pure-tf'; received {target!r}.")
     if not _materialisable(call):
         return
     rng = np.random.default_rng(call.seed)
@@ -468,6 +565,28 @@ def check(call):
         )
     if call.gradient:
         _check_gradient(x, w, call)
+
+
+# Rules of the raw op that the Python entry point does not share, with the reason
+# (prefixes of the reasons of :func:`violations`).
+PYTHON_ACCEPTS = {
+    "pads must be smaller than the kernel": "the reference pads with zeros to any width",
+}
+
+
+def _int32_tables(call):
+    """``call`` with its tables as int32 where they hold integers that fit.
+
+    The Python entry point converts tables of any numeric dtype holding integers.
+    """
+    tables = []
+    for table in (call.kept, call.fill):
+        table = np.asarray(table)
+        wide = table.astype(np.float64)
+        if table.size and np.all(wide == np.round(wide)) and np.all(np.abs(wide) < 2**31):
+            table = table.astype(np.int32)
+        tables.append(table)
+    return dataclasses.replace(call, kept=tables[0], fill=tables[1])
 
 
 def test_one_input(data):

@@ -65,6 +65,7 @@ from tfpriors import (  # noqa: E402
 from tfpriors.compression import CompressionReport, compression_report  # noqa: E402
 from tfpriors.layers.kl_layer import set_dataset_size, set_kl_weight  # noqa: E402
 from tfpriors.sparsify import sparsify  # noqa: E402
+from tfpriors.structured import structured  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -83,6 +84,7 @@ __all__ = [
     "set_dataset_size",
     "set_kl_weight",
     "sparsify",
+    "structured",
     "adaptive",
     "distill",
     "distributed",

@@ -129,7 +129,7 @@ def copy_layer(layer, **overrides):
         ) from error
 
 
-def rewrite_model(model, replace):
+def rewrite_model(model, replace, insert_after=None):
     """Clones ``model``, replacing layers as ``replace`` says.
 
     Args:
@@ -138,6 +138,9 @@ def rewrite_model(model, replace):
         replace: ``replace(layer)`` returns ``None`` to keep a copy of the layer
             with its weights, or ``(new_layer, set_weights)`` where
             ``set_weights(new_layer)`` is called once the new layer is built.
+        insert_after: optional ``insert_after(layer)``, called with each
+            original (non-model) layer: ``None``, or a new layer that the copy
+            of ``layer`` feeds (``tfpriors.structured`` inserts gates so).
 
     Returns:
         The new model (uncompiled); ``model`` is left unchanged.
@@ -159,7 +162,51 @@ def rewrite_model(model, replace):
         pending[id(new_layer)] = (new_layer, set_weights)
         return new_layer
 
-    new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    if insert_after is None:
+        new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    else:
+        following = {}
+
+        def clone_and_insert(layer):
+            new_layer = clone_layer(layer)
+            inserted = insert_after(layer)
+            if inserted is not None:
+                following[id(new_layer)] = inserted
+            return new_layer
+
+        new_model = _clone_inserting(model, clone_and_insert, following)
     for new_layer, set_weights in pending.values():
         set_weights(new_layer)
     return new_model
+
+
+def _clone_inserting(model, clone_layer, following):
+    """``clone_model`` that also calls ``following[id(copy)]`` on a copy's output.
+
+    Keras' ``call_function`` does this for functional models only, so
+    Sequential models (top-level or nested) are rebuilt here layer by layer.
+    """
+    from keras.src.models.functional import Functional
+
+    def clone(layer):
+        if isinstance(layer, (keras.Sequential, Functional)):
+            return _clone_inserting(layer, clone_layer, following)
+        return clone_layer(layer)
+
+    if isinstance(model, keras.Sequential):
+        layers = []
+        for layer in model.layers:
+            new_layer = clone(layer)
+            layers.append(new_layer)
+            if id(new_layer) in following:
+                layers.append(following[id(new_layer)])
+        spec = model.inputs[0]
+        inputs = keras.Input(batch_shape=spec.shape, dtype=spec.dtype)
+        return keras.Sequential([inputs, *layers], name=model.name, trainable=model.trainable)
+
+    def call(layer, *args, **kwargs):
+        outputs = layer(*args, **kwargs)
+        inserted = following.get(id(layer))
+        return outputs if inserted is None else inserted(outputs)
+
+    return keras.models.clone_model(model, clone_function=clone, call_function=call)

@@ -8,9 +8,11 @@ import numbers
 
 import numpy as np
 
+INT32_MAX = 2**31 - 1
 
-def positive_int(value, name):
-    """Returns ``value`` as an int, or raises if it is not a positive integer."""
+
+def positive_int(value, name, maximum=None):
+    """Returns ``value`` as an int, or raises if it is not a positive integer (<= ``maximum``)."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(
             f"`{name}` must be a positive integer; received {value!r} "
@@ -18,6 +20,8 @@ def positive_int(value, name):
         )
     if value <= 0:
         raise ValueError(f"`{name}` must be a positive integer; received {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"`{name}` must be a positive integer <= {maximum}; received {value}.")
     return int(value)
 
 
@@ -63,13 +67,16 @@ def int_tuple(value, name, length):
             f"`{name}` must be a positive integer or a tuple of {length} "
             f"positive integers; received {value!r}."
         ) from None
+    # At most INT32_MAX: TensorFlow's int32 attributes (strides) abort the process beyond.
     if len(items) != length or any(
-        isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)) or v <= 0
+        isinstance(v, bool)
+        or not isinstance(v, (numbers.Integral, np.integer))
+        or not 0 < v <= INT32_MAX
         for v in items
     ):
         raise ValueError(
             f"`{name}` must be a positive integer or a tuple of {length} "
-            f"positive integers; received {value!r}."
+            f"positive integers (at most {INT32_MAX}); received {value!r}."
         )
     return tuple(int(v) for v in items)
 
@@ -101,6 +108,50 @@ def shape(value, name, lengths=None):
     if not items or (lengths is not None and len(items) not in lengths):
         raise ValueError(f"`{name}` must be {what}; received {value!r}.")
     return int_tuple(items, name, len(items))
+
+
+def file_path(value, name="path"):
+    """Returns ``value`` (a ``str`` or ``os.PathLike``) as a string path."""
+    import os
+
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"`{name}` must be a file path (str or os.PathLike); received {value!r} "
+            f"of type {type(value).__name__}."
+        )
+    return os.fspath(value)
+
+
+def _keras_get(getter, value, name, accepted):
+    """``getter(value)`` (a ``keras.*.get``) with an error naming the argument."""
+    try:
+        return getter(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"`{name}` must be {accepted}; received {value!r} ({error}).") from None
+
+
+def activation(value, name="activation"):
+    """``keras.activations.get(value)`` with an error naming the argument."""
+    import keras
+
+    accepted = "None, a Keras activation or its name (e.g. 'relu'), or a callable"
+    return _keras_get(keras.activations.get, value, name, accepted)
+
+
+def regularizer(value, name):
+    """``keras.regularizers.get(value)`` with an error naming the argument."""
+    import keras
+
+    accepted = "None, a Keras regularizer or its name (e.g. 'l2'), or a callable"
+    return _keras_get(keras.regularizers.get, value, name, accepted)
+
+
+def constraint(value, name):
+    """``keras.constraints.get(value)`` with an error naming the argument."""
+    import keras
+
+    accepted = "None, a Keras constraint or its name (e.g. 'non_neg'), or a callable"
+    return _keras_get(keras.constraints.get, value, name, accepted)
 
 
 def seed(value, name="seed"):

@@ -14,6 +14,11 @@ Sparse VD model (``model.keras``) and a picture of what it removed
 The functions behind them (:func:`run_demo`, :func:`run_export`,
 :func:`main`) can be called from Python too.
 
+The argument parser, the checks of the files a command writes, and :func:`main`
+live in :mod:`tfpriors_cli` (outside this package, so that ``tfpriors --help``
+and usage errors answer without importing TensorFlow) and are importable from
+here as well.
+
 Example:
 In a shell::
 
@@ -30,18 +35,25 @@ The export from Python, on a small saved model:
 ('model.tflite', 1.0)
 """
 
-import argparse
-import contextlib
 import dataclasses
 import os
 import sys
-import tempfile
 import time
-import zipfile
 
-DEFAULT_OUT = "tfpriors_demo"
-MODEL_FILE = "model.keras"
-PLOT_FILE = "sparsity.png"
+from tfpriors_cli import (  # noqa: F401  (re-exported: the parser and its checks)
+    DEFAULT_EPOCHS,
+    DEFAULT_OUT,
+    DENSE_EPOCHS,
+    MODEL_FILE,
+    PLOT_FILE,
+    CommandError,
+    build_parser,
+    check_model_file,
+    check_output_directory,
+    check_output_file,
+    main,
+    start_tensorflow,
+)
 
 # The demo recipe: pretrain dense, `tfpriors.sparsify` it, fine-tune with the
 # KL weight warmed up over the first third of the epochs (the paper's recipe
@@ -49,146 +61,11 @@ PLOT_FILE = "sparsity.png"
 # Sparse VD from scratch on accuracy at similar compression: 100 epochs
 # 96.3% vs 95.7% test accuracy at 92x vs 94x; 150 epochs 96.8% vs 96.6% at
 # 106x vs 116x, with a smaller spread over seeds. 150 epochs take about half
-# a minute on 2 CPU cores.
-DEFAULT_EPOCHS = 150
-DENSE_EPOCHS = 20
+# a minute on 2 CPU cores. DEFAULT_EPOCHS and DENSE_EPOCHS live in tfpriors_cli
+# (the help text shows them).
 BATCH_SIZE = 64
 WARMUP_FRACTION = 1 / 3
 DIGITS_IMAGE_SHAPE = (8, 8)
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; received {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; received {value}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; received {value}")
-    return value
-
-
-def _directory(text):
-    if not text:
-        raise argparse.ArgumentTypeError("must be a directory path; received ''")
-    if os.path.exists(text) and not os.path.isdir(text):
-        raise argparse.ArgumentTypeError(
-            f"must be a directory; {text!r} exists and is not a directory"
-        )
-    return text
-
-
-def build_parser():
-    """The argument parser of ``tfpriors`` (one subparser per command).
-
-    Returns:
-        An ``argparse.ArgumentParser``; the parsed namespace has ``command``,
-        the command's options, ``handler`` (the function running it) and
-        ``parser`` (the command's subparser).
-
-    Example:
-    >>> from tfpriors.cli import build_parser
-    >>> args = build_parser().parse_args(["demo", "--epochs", "20"])
-    >>> args.command, args.epochs, args.out, args.seed
-    ('demo', 20, 'tfpriors_demo', 0)
-    >>> args = build_parser().parse_args(["export", "model.keras", "model.tflite"])
-    >>> args.quantize, args.verify, args.batch_size
-    ('none', None, 1)
-    """
-    parser = argparse.ArgumentParser(
-        prog="tfpriors",
-        description="Prior knowledge for Keras 3 models: Sparse Variational Dropout and friends.",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo",
-        help="dense vs Sparse VD LeNet-300-100 on digits; saves model and plot",
-        description="Trains LeNet-300-100 (64-300-100-10) on the embedded 8x8 digits "
-        "(1,347 train / 450 test images): a dense baseline, then the same "
-        "network sparsified with Sparse Variational Dropout "
-        "(tfpriors.sparsify) and fine-tuned. Prints test accuracy and "
-        f"compression, and writes {MODEL_FILE} (the Sparse VD model) and "
-        f"{PLOT_FILE} into --out.",
-    )
-    demo.add_argument(
-        "--epochs",
-        type=_positive_int,
-        default=DEFAULT_EPOCHS,
-        metavar="N",
-        help=f"Sparse VD fine-tuning epochs (default {DEFAULT_EPOCHS}); the "
-        f"dense baseline trains for min(N, {DENSE_EPOCHS})",
-    )
-    demo.add_argument(
-        "--out",
-        type=_directory,
-        default=DEFAULT_OUT,
-        metavar="DIR",
-        help=f"output directory, created if missing (default ./{DEFAULT_OUT})",
-    )
-    demo.add_argument(
-        "--seed",
-        type=_non_negative_int,
-        default=0,
-        help="random seed of initialisation and training (default 0)",
-    )
-    demo.set_defaults(handler=_demo_command, parser=demo)
-
-    export = commands.add_parser(
-        "export",
-        help="export a .keras model to TFLite and verify it on LiteRT",
-        description="Exports a saved Keras model (tfpriors layers included) to a .tflite "
-        "file: deterministic inference graph, dead units removed, sparse "
-        "storage where it pays, optional quantization. With --verify, runs "
-        "the file on a TFLite runtime and compares it with Keras.",
-    )
-    export.add_argument("model", help="the saved model (.keras)")
-    export.add_argument("output", help="the .tflite file to write")
-    export.add_argument(
-        "--quantize",
-        choices=["none", "dynamic", "int8"],
-        default="none",
-        help="weight quantization (default none); int8 calibrates on "
-        "the --verify training split or the first 200 .npy rows",
-    )
-    export.add_argument(
-        "--verify",
-        metavar="DATA",
-        help="a data set name (digits, mnist, fashion_mnist, cifar10) or "
-        "a .npy file of inputs to check the export on",
-    )
-    export.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="fixed batch dimension of the exported graph (default 1)",
-    )
-    export.add_argument("--no-shrink", action="store_true", help="keep dead units and filters")
-    export.add_argument("--report", metavar="JSON", help="also write the report as JSON")
-    export.set_defaults(handler=_export_command, parser=export)
-    return parser
-
-
-class CommandError(Exception):
-    """A failure the CLI reports as one line, without a traceback.
-
-    Example:
-    >>> from tfpriors.cli import CommandError, run_export
-    >>> try:
-    ...     run_export("missing.keras", "model.tflite")
-    ... except CommandError as error:
-    ...     print(error)
-    no model file at 'missing.keras'.
-    """
 
 
 def _load_verify_data(spec, input_shape):
@@ -229,12 +106,7 @@ def _load_keras_model(path):
 
     import tfpriors  # noqa: F401  (registers the tfpriors layers for loading)
 
-    if not os.path.isfile(path):
-        raise CommandError(f"no model file at '{path}'.")
-    if not zipfile.is_zipfile(path):
-        raise CommandError(
-            f"'{path}' is not a .keras file (not a zip archive: truncated or another format?)."
-        )
+    check_model_file(path)
     try:
         return keras.models.load_model(path)
     except Exception as error:  # keras raises many kinds for truncated / foreign files
@@ -268,8 +140,11 @@ def run_export(
         The :class:`tfpriors.export.ExportReport`.
 
     Raises:
-        CommandError: for a missing or unreadable model, bad ``verify`` data,
-            ``int8`` without ``verify``, or a model that cannot be exported.
+        CommandError: for a missing or unreadable model, an ``output`` or
+            ``report_path`` that cannot be written (checked before anything
+            is loaded; when a write fails, neither file is left behind), bad
+            ``verify`` data, ``int8`` without ``verify``, or a model that cannot
+            be exported.
 
     Example:
     >>> from tfpriors.cli import run_export
@@ -283,7 +158,11 @@ def run_export(
     >>> json.load(open("report.json"))["quantization"]
     'none'
     """
-    _initialize_devices()
+    check_model_file(model_path)
+    check_output_file(output, "output")
+    if report_path:
+        check_output_file(report_path, "report_path")
+    start_tensorflow()
     import json
 
     import tfpriors
@@ -295,41 +174,44 @@ def run_export(
         representative, verify_data = _load_verify_data(verify, model.inputs[0].shape[1:])
     elif quantize == "int8":
         raise CommandError("--quantize int8 needs --verify DATA to calibrate on.")
+    writing = output
     try:
-        report = tfpriors.export.to_tflite(
-            model,
-            output,
-            quantize=None if quantize == "none" else quantize,
-            representative_data=representative,
-            verify_data=verify_data,
-            batch_size=batch_size,
-            shrink=shrink,
-        )
+        # The .tflite file appears only once the report is written too.
+        with atomic_path(output, "output") as temporary:
+            report = tfpriors.export.to_tflite(
+                model,
+                temporary,
+                quantize=None if quantize == "none" else quantize,
+                representative_data=representative,
+                verify_data=verify_data,
+                batch_size=batch_size,
+                shrink=shrink,
+            )
+            report.path = os.fspath(output)
+            if report_path:
+                writing = report_path
+                with atomic_path(report_path, "report_path") as temporary_report:
+                    with open(temporary_report, "w") as f:
+                        json.dump(report.to_dict(), f, indent=2)
     except ValueError as error:  # ExportError included: the message names the layer
         raise CommandError(str(error)) from None
-    if report_path:
-        with atomic_path(report_path) as temporary:
-            with open(temporary, "w") as f:
-                json.dump(report.to_dict(), f, indent=2)
+    except OSError as error:  # the checks passed, the write failed: a full disk, ...
+        raise CommandError(
+            f"cannot write {os.fspath(writing)!r}: {error.strerror or error}."
+        ) from None
     return report
 
 
 def _export_command(args):
-    if not args.output.endswith(".tflite"):
-        args.parser.error(f"argument output: must end in .tflite; received {args.output!r}")
-    try:
-        report = run_export(
-            args.model,
-            args.output,
-            quantize=args.quantize,
-            verify=args.verify,
-            batch_size=args.batch_size,
-            shrink=not args.no_shrink,
-            report_path=args.report,
-        )
-    except CommandError as error:
-        print(f"tfpriors export: error: {error}", file=sys.stderr)
-        return 1
+    report = run_export(
+        args.model,
+        args.output,
+        quantize=args.quantize,
+        verify=args.verify,
+        batch_size=args.batch_size,
+        shrink=not args.no_shrink,
+        report_path=args.report,
+    )
     print(report)
     return 0
 
@@ -371,51 +253,21 @@ class DemoResult:
     seconds: float
 
 
-@contextlib.contextmanager
-def _native_stderr_hidden_unless_failing():
-    """Hides what C++ code writes to stderr in the block, unless the block fails."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as captured:
-            os.dup2(captured.fileno(), 2)
-            try:
-                yield
-            except BaseException:
-                os.dup2(saved, 2)
-                captured.seek(0)
-                sys.stderr.write(captured.read().decode(errors="replace"))
-                raise
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _initialize_devices():
-    # TensorFlow 2.21 probes CUDA when it first lists devices and logs a
-    # scary "failed call to cuInit" on CPU-only machines, whatever
-    # TF_CPP_MIN_LOG_LEVEL says. The demo runs on CPU; keep that line out of
-    # its output unless the user asked for TensorFlow's logs.
-    import tensorflow as tf
-
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
-        tf.config.list_logical_devices()
-        return
-    with _native_stderr_hidden_unless_failing():
-        tf.config.list_logical_devices()
-
-
 def run_demo(epochs=DEFAULT_EPOCHS, out=DEFAULT_OUT, seed=0):
     """Trains a dense baseline on digits, sparsifies and fine-tunes it; saves model and plot.
 
     Args:
         epochs: Sparse VD fine-tuning epochs; the dense baseline trains for
             ``min(epochs, 20)``.
-        out: existing output directory.
+        out: output directory, created if missing.
         seed: random seed for Keras, NumPy and Python.
 
     Returns:
         A :class:`DemoResult`.
+
+    Raises:
+        CommandError: when ``out`` cannot be written (checked before training)
+            or a write fails (the message says what was written).
 
     Example:
     The command runs 150 epochs; one is enough to see what comes back:
@@ -433,7 +285,12 @@ def run_demo(epochs=DEFAULT_EPOCHS, out=DEFAULT_OUT, seed=0):
     dense baseline  ...
     Sparse VD       ...
     """
-    _initialize_devices()
+    model_path = os.path.join(out, MODEL_FILE)
+    plot_path = os.path.join(out, PLOT_FILE)
+    check_output_directory(out, "out")
+    for path in (model_path, plot_path):
+        check_output_file(path, "out")
+    start_tensorflow()
     import keras
 
     import tfpriors
@@ -488,11 +345,18 @@ def run_demo(epochs=DEFAULT_EPOCHS, out=DEFAULT_OUT, seed=0):
     )
     _, sparse_accuracy = sparse.evaluate(x_test, y_test, batch_size=len(x_test), verbose=0)
 
-    model_path = os.path.join(out, MODEL_FILE)
-    with atomic_path(model_path) as temporary:
-        sparse.save(temporary)
-    plot_path = os.path.join(out, PLOT_FILE)
-    plot_sparsity(sparse, plot_path, input_image_shape=DIGITS_IMAGE_SHAPE)
+    try:
+        with atomic_path(model_path) as temporary:
+            sparse.save(temporary)
+    except OSError as error:  # the checks passed, the write failed: a full disk, ...
+        raise CommandError(f"cannot write {model_path!r}: {error.strerror or error}.") from None
+    try:
+        plot_sparsity(sparse, plot_path, input_image_shape=DIGITS_IMAGE_SHAPE)
+    except OSError as error:
+        raise CommandError(
+            f"cannot write {plot_path!r}: {error.strerror or error} (the model was "
+            f"saved to {model_path!r})."
+        ) from None
 
     return DemoResult(
         model=sparse,
@@ -560,12 +424,6 @@ def format_summary(result):
 
 
 def _demo_command(args):
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as error:
-        args.parser.error(
-            f"argument --out: cannot create directory {args.out!r}: {error.strerror or error}"
-        )
     result = run_demo(epochs=args.epochs, out=args.out, seed=args.seed)
     print()
     print(format_summary(result))
@@ -580,49 +438,6 @@ def _demo_command(args):
     print(f"wrote {result.plot_path}  (sparsity per layer and first-layer mask)")
     print(f"done in {result.seconds:.0f} s")
     return 0
-
-
-def main(argv=None):
-    """Entry point of the ``tfpriors`` console script; returns the exit code.
-
-    Usage errors exit through ``SystemExit(2)`` (argparse's convention),
-    naming the bad argument.
-
-    Args:
-        argv: the arguments, without the program name; default ``sys.argv[1:]``.
-
-    Returns:
-        The exit code: 0 on success, 1 when a command failed (the error is
-        printed on stderr as one line), 130 when interrupted.
-
-    Example:
-    ``main`` takes what follows ``tfpriors`` on the command line, e.g. for
-    ``tfpriors export model.keras model.tflite --verify digits``:
-
-    >>> from tfpriors.cli import main
-    >>> model = keras.Sequential([keras.Input((64,)), tfpriors.layers.SparseVDDense(10)])
-    >>> model.save("model.keras")
-    >>> main(["export", "model.keras", "model.tflite", "--verify", "digits"])
-    TFLite export: model.tflite
-    ...
-      top-1 agreement 100.00%
-    ...
-    0
-    >>> main(["export", "missing.keras", "model.tflite"])  # the error goes to stderr
-    1
-    """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        parser.exit(
-            2, f"\n{parser.prog}: error: a command is required, e.g. `{parser.prog} demo`\n"
-        )
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

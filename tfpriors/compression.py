@@ -1,4 +1,8 @@
-"""How much of a model Sparse VD removed: a per-layer table and the total."""
+"""How much of a model Sparse VD removed: a per-layer table and the total.
+
+With ``StructuredBayesianPruning`` gates, the table also lists the units and
+filters kept per layer and the multiply-adds (FLOPs) left.
+"""
 
 import dataclasses
 
@@ -6,7 +10,9 @@ import keras
 import numpy as np
 
 from tfpriors.graph import walk
+from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
 from tfpriors.layers.sparse_vd import SparseVDLayer
+from tfpriors.layers.structured import StructuredBayesianPruning
 
 # Plain layers whose kernels count as fully kept, so that the total
 # compression is over all weights of the network (as in the papers).
@@ -29,6 +35,10 @@ class LayerCompression:
         kind: the layer's class name.
         weights: its number of kernel weights.
         nonzero: how many of them are kept.
+        units: output units (Dense) or filters (Conv2D); None for other rows.
+        units_kept: how many of them a ``StructuredBayesianPruning`` gate keeps.
+        flops: multiply-adds of one example through the layer.
+        flops_kept: those left once pruned units and their inputs are removed.
 
     Example:
     >>> row = tfpriors.compression.LayerCompression("fc1", "SparseVDDense", 2048, 512)
@@ -40,6 +50,10 @@ class LayerCompression:
     kind: str
     weights: int
     nonzero: int
+    units: int = None
+    units_kept: int = None
+    flops: int = None
+    flops_kept: int = None
 
     @property
     def sparsity(self):
@@ -97,9 +111,21 @@ class CompressionReport:
         """All kernel weights over the kept ones (a float)."""
         return float(self.total_weights / max(self.total_nonzero, 1))
 
+    @property
+    def total_flops(self):
+        """Multiply-adds of one example through the rows' layers."""
+        return sum(row.flops or 0 for row in self.layers)
+
+    @property
+    def total_flops_kept(self):
+        """Multiply-adds left once pruned units are removed."""
+        return sum(row.flops_kept or 0 for row in self.layers)
+
     def to_dict(self):
         """A JSON-friendly dict of the rows and totals."""
         return {
+            "total_flops": self.total_flops,
+            "total_flops_kept": self.total_flops_kept,
             "layers": [
                 dict(dataclasses.asdict(row), sparsity=row.sparsity, compression=row.compression)
                 for row in self.layers
@@ -127,6 +153,21 @@ class CompressionReport:
             f"{self.total_nonzero:>10,d} {self.total_sparsity:>9.2%} "
             f"{self.total_compression:>11.1f}x"
         )
+        if any(row.units_kept is not None for row in self.layers):
+            lines.append("")
+            lines.append(f"{'layer':<{width}}  {'units kept':>14} {'FLOPs':>14} {'FLOPs kept':>14}")
+            for row in self.layers:
+                if row.units is None:
+                    continue
+                lines.append(
+                    f"{row.name:<{width}}  {f'{row.units_kept:,} of {row.units:,}':>14} "
+                    f"{row.flops:>14,d} {row.flops_kept:>14,d}"
+                )
+            lines.append(
+                f"{'total':<{width}}  {'':>14} {self.total_flops:>14,d} "
+                f"{self.total_flops_kept:>14,d} "
+                f"({self.total_flops / max(self.total_flops_kept, 1):.1f}x fewer)"
+            )
         return "\n".join(lines)
 
 
@@ -166,21 +207,71 @@ def compression_report(model):
             "`model` must be built (call it on data or give it an Input) "
             "before a compression report can count its weights."
         )
+    layers = list(walk(model))
+    gates = [layer for layer in layers if isinstance(layer, StructuredBayesianPruning)]
+    gate_of = {}
+    for gate in gates:
+        producer = _upstream(gate, lambda layer: hasattr(layer, "kernel"))
+        if producer is not None:
+            gate_of[id(producer)] = gate
     rows = []
-    for layer in walk(model):
+    for layer in layers:
         if isinstance(layer, SparseVDLayer):
             kept = layer.kept_mask()
-            rows.append(
-                LayerCompression(layer.name, type(layer).__name__, int(kept.size), int(kept.sum()))
+            row = LayerCompression(
+                layer.name, type(layer).__name__, int(kept.size), int(kept.sum())
             )
         elif isinstance(layer, _DENSE_KERNEL_LAYERS) and layer.built:
             kernel = keras.ops.convert_to_numpy(layer.kernel)
-            rows.append(
-                LayerCompression(
-                    layer.name,
-                    type(layer).__name__,
-                    int(kernel.size),
-                    int(np.count_nonzero(kernel)),
-                )
+            row = LayerCompression(
+                layer.name,
+                type(layer).__name__,
+                int(kernel.size),
+                int(np.count_nonzero(kernel)),
             )
+        else:
+            continue
+        if gates:
+            row = _with_units(row, layer, gate_of)
+        rows.append(row)
     return CompressionReport(tuple(rows))
+
+
+def _upstream(layer, stops):
+    """The layer feeding ``layer`` through single-input layers for which ``stops`` is false."""
+    current = layer
+    for _ in range(64):
+        nodes = getattr(current, "_inbound_nodes", [])
+        if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+            return None
+        current = nodes[0].input_tensors[0]._keras_history.operation
+        if current is None or isinstance(current, keras.layers.InputLayer):
+            return None
+        if stops(current):
+            return current
+    return None
+
+
+def _with_units(row, layer, gate_of):
+    """``row`` with the units kept by the layer's gate and the FLOPs kept."""
+    if not isinstance(
+        layer, (keras.layers.Dense, keras.layers.Conv2D, DenseGeometry, Conv2DGeometry)
+    ):
+        return row
+    units = int(layer.kernel.shape[-1])
+    gate = gate_of.get(id(layer))
+    units_kept = units if gate is None else gate.kept_units()
+    # The inputs left: the kept fraction of the gate (if any) before this layer.
+    before = _upstream(
+        layer,
+        lambda other: isinstance(other, StructuredBayesianPruning) or hasattr(other, "kernel"),
+    )
+    inputs_kept = 1.0
+    if isinstance(before, StructuredBayesianPruning):
+        inputs_kept = before.kept_units() / before.units
+    positions = int(np.prod(layer.output.shape[1:-1])) if len(layer.output.shape) > 2 else 1
+    flops = int(np.prod(layer.kernel.shape)) * positions
+    flops_kept = int(round(flops * inputs_kept * units_kept / units))
+    return dataclasses.replace(
+        row, units=units, units_kept=units_kept, flops=flops, flops_kept=flops_kept
+    )

@@ -42,6 +42,11 @@ def walk(model, include_self=False):
     """
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"`model` must be a Keras model or layer; received {type(model).__name__}.")
+    # Checked here, at the call, not at the first ``next`` of a generator.
+    return _walk(model, _validation.boolean(include_self, "include_self"))
+
+
+def _walk(model, include_self):
     seen, stack = set(), [model]
     while stack:
         layer = stack.pop()
@@ -58,6 +63,14 @@ def _check_layer(layer):
     if not isinstance(layer, keras.layers.Layer):
         raise TypeError(f"`layer` must be a Keras layer; received {type(layer).__name__}.")
     return layer
+
+
+def _ids(value, name):
+    """``value`` (an iterable of ``id()`` values) as a frozenset of ints."""
+    items = _validation.sequence(value, name, "a set of id() values (ints)")
+    if any(isinstance(item, bool) or not isinstance(item, int) for item in items):
+        raise TypeError(f"`{name}` must be a set of id() values (ints); received {value!r}.")
+    return frozenset(items)
 
 
 def consumers(layer, members=None):
@@ -82,7 +95,10 @@ def consumers(layer, members=None):
     ['relu', 'pool']
     """
     found = [node.operation for node in _check_layer(layer)._outbound_nodes]
-    return found if members is None else [c for c in found if id(c) in members]
+    if members is None:
+        return found
+    members = _ids(members, "members")
+    return [c for c in found if id(c) in members]
 
 
 def chain_after(layer, passes, stops, members=None, outputs=(), limit=None):
@@ -124,6 +140,8 @@ def chain_after(layer, passes, stops, members=None, outputs=(), limit=None):
             raise TypeError(f"`{name}` must be a callable taking a layer; received {function!r}.")
     if limit is not None:
         limit = _validation.positive_int(limit, "limit")
+    members = None if members is None else _ids(members, "members")
+    outputs = _ids(outputs, "outputs")
     chain, current = [], layer
     while limit is None or len(chain) < limit:
         following = consumers(current, members)

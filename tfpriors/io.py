@@ -10,6 +10,8 @@ import os
 import tempfile
 import zipfile
 
+from tfpriors import _validation
+
 
 @contextlib.contextmanager
 def atomic_path(path, argument="path"):
@@ -108,7 +110,7 @@ def check_archive(path, what, argument="path"):
     ...
     tfpriors.io.CorruptFileError: `filepath` 'cut.keras' is truncated or corrupted: ...
     """
-    path = os.fspath(path)
+    path = _validation.file_path(path, argument)
     if not os.path.exists(path):
         raise FileNotFoundError(f"`{argument}`: no such file '{path}' ({what}).")
     try:

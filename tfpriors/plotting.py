@@ -13,6 +13,7 @@ from tfpriors.compression import compression_report
 from tfpriors.graph import walk
 from tfpriors.io import save_figure
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense, SparseVDLayer
+from tfpriors.layers.structured import StructuredBayesianPruning
 
 _KEPT_COLOR = "#1f4e79"
 _REMOVED_COLOR = "#e6e9ee"
@@ -113,6 +114,36 @@ def _plot_layer_bars(ax, report):
     ax.set_xlim(0, 100)
     ax.set_xlabel("weights removed (%)")
     ax.set_title("sparsity per layer", fontsize=10)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _plot_units_kept(ax, report):
+    """Draws the units / filters a ``StructuredBayesianPruning`` gate keeps per layer."""
+    rows = [row for row in report.layers if row.units is not None]
+    positions = np.arange(len(rows))
+    kept = np.array([100.0 * row.units_kept / row.units for row in rows])
+    ax.barh(positions, np.full(len(rows), 100.0), color=_REMOVED_COLOR, height=0.6)
+    ax.barh(positions, kept, color=_KEPT_COLOR, height=0.6)
+    for position, row, value in zip(positions, rows, kept):
+        inside = value > 50
+        ax.text(
+            2 if inside else value + 2,
+            position,
+            f"{row.units_kept:,} of {row.units:,} kept",
+            va="center",
+            ha="left",
+            fontsize=8,
+            color="white" if inside else "black",
+        )
+    ax.set_yticks(positions, [row.name for row in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(
+        f"units / filters kept (%)  ·  FLOPs kept "
+        f"{report.total_flops_kept:,} of {report.total_flops:,}"
+    )
+    ax.set_title("units kept per layer", fontsize=10)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
 
@@ -224,7 +255,9 @@ def plot_sparsity(model, path=None, input_image_shape=None):
 
     Three panels: the fraction of weights removed in each layer (with the kept
     counts and compression), the first Sparse VD layer's kept-weight mask, and
-    where that layer still looks at its input:
+    where that layer still looks at its input (a model with
+    ``StructuredBayesianPruning`` gates gets a fourth, the units and filters
+    kept per layer; one with gates only gets the first and that one):
 
     - Dense first layer: the mask as an (inputs x units) image (units with no
       weight left are hidden, so the survivors stay readable), and how many
@@ -236,7 +269,8 @@ def plot_sparsity(model, path=None, input_image_shape=None):
       position over all filters.
 
     Args:
-        model: a built Keras model with at least one Sparse VD layer.
+        model: a built Keras model with at least one Sparse VD layer or
+            ``StructuredBayesianPruning`` gate.
         path: optional output file, written atomically; its suffix picks the
             format (``.png``, ``.pdf``, ``.svg``; PNG when there is none).
         input_image_shape: ``(height, width)`` or ``(height, width, channels)``
@@ -263,18 +297,20 @@ def plot_sparsity(model, path=None, input_image_shape=None):
     from matplotlib.figure import Figure
 
     layers = sparse_vd_layers(model)
-    if not layers:
+    gated = any(isinstance(layer, StructuredBayesianPruning) for layer in walk(model))
+    if not layers and not gated:
         raise ValueError(
             "`model` has no Sparse VD layers (SparseVDDense / SparseVDConv2D) "
-            "to plot; build it with kind='sparse_vd' or convert it with "
-            "`tfpriors.sparsify(model)` first."
+            "or StructuredBayesianPruning gates to plot; build it with kind='sparse_vd' "
+            "or convert it with `tfpriors.sparsify(model)` or `tfpriors.structured(model)` "
+            "first."
         )
     if not all(layer.built for layer in layers):
         raise ValueError(
             "`model` must be built (call it on data or give it an Input) "
             "before its sparsity can be plotted."
         )
-    first = layers[0]
+    first = layers[0] if layers else None
     if input_image_shape is not None and not isinstance(first, SparseVDDense):
         raise ValueError(
             "`input_image_shape` only applies when the first Sparse VD layer "
@@ -286,13 +322,16 @@ def plot_sparsity(model, path=None, input_image_shape=None):
     height = max(4.6, 1.6 + 0.28 * len(report.layers))
     fig = Figure(figsize=(16, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(1, 3, width_ratios=[1.25, 1.45, 1.0])
-    bars_ax, mask_ax, detail_ax = (fig.add_subplot(grid[0, i]) for i in range(3))
-    _plot_layer_bars(bars_ax, report)
+    ratios = [1.25] + ([1.45, 1.0] if layers else []) + ([1.25] if gated else [])
+    grid = fig.add_gridspec(1, len(ratios), width_ratios=ratios)
+    axes = [fig.add_subplot(grid[0, i]) for i in range(len(ratios))]
+    _plot_layer_bars(axes[0], report)
     if isinstance(first, SparseVDConv2D):
-        _plot_conv_mask(fig, mask_ax, detail_ax, first)
-    else:
-        _plot_dense_mask(fig, mask_ax, detail_ax, model, first, input_image_shape)
+        _plot_conv_mask(fig, axes[1], axes[2], first)
+    elif layers:
+        _plot_dense_mask(fig, axes[1], axes[2], model, first, input_image_shape)
+    if gated:
+        _plot_units_kept(axes[-1], report)
     fig.suptitle(
         f"{model.name}: {report.total_compression:.1f}x compression, "
         f"{report.total_sparsity:.2%} of {report.total_weights:,} weights removed",

@@ -196,6 +196,22 @@ def test_bad_arguments(relaxed_model):
         tfpriors.adaptive.flops_report(model, np.zeros((0, 8, 8, 1)))
 
 
+@pytest.mark.parametrize("blocks", [(2,), (2, 2), (3, 3, 3), (2, 2, 2, 2)])
+@pytest.mark.parametrize("kind", ["plain", "sact"])
+def test_default_widths_follow_blocks(blocks, kind):
+    """Without `widths`, every stage gets a width: 16 doubled at each next stage."""
+    model = tfpriors.models.act_resnet((8, 8, 1), 10, blocks=blocks, kind=kind)
+    widths = {}  # stage -> the channel counts of its residual units
+    for layer in model.layers:
+        units = getattr(layer, "units", [layer])
+        for unit in units if isinstance(units, list) else []:
+            if isinstance(unit, tfpriors.layers.ResidualUnit):
+                widths.setdefault(layer.name.split("_")[0], set()).add(unit.filters)
+    assert widths == {f"stage{s}": {16 * 2**s} for s in range(len(blocks))}
+    assert model.get_layer("stem").filters == 16
+    assert model.output_shape == (None, 10)
+
+
 def test_schedules_refuse_models_without_blocks(digits):
     (x, y), _ = _images(digits)
     plain = _compile(tfpriors.models.act_resnet((8, 8, 1), 10, kind="plain", **SMALL))

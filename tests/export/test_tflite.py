@@ -68,11 +68,75 @@ def test_quantized_exports_agree(sparse_lenet, images, tmp_path, quantize):
         verify_data=x_test,
         latency_repeats=5,
         compare_dense=False,
+        # Stored sparse, this model's float32 file is smaller than its dynamic one
+        # (which `dynamic` would then write instead: see the size tests below).
+        sparse_storage=False,
     )
     assert report.quantization == quantize
     assert report.top1_agreement >= 0.95
     if quantize == "int8":
         assert {"QUANTIZE", "DEQUANTIZE"} <= report.ops
+
+
+def _pruned_mlp(fraction_pruned):
+    """A Sparse VD LeNet-300-100 on digits with `fraction_pruned` of its weights pruned."""
+    keras.utils.set_random_seed(1)
+    model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        kernel = layer.kernel.numpy()
+        log_alpha = np.where(rng.random(kernel.shape) < fraction_pruned, 6.0, -6.0)
+        layer.log_sigma2.assign(log_alpha + np.log(kernel**2 + 1e-8))
+    return model
+
+
+def _export_sizes(model, tmp_path, x_test):
+    reports = {}
+    for quantize in (None, "dynamic"):
+        path = tmp_path / f"{quantize}.tflite"
+        reports[quantize] = to_tflite(
+            model, str(path), quantize=quantize, verify_data=x_test, latency_repeats=2
+        )
+        assert path.stat().st_size == reports[quantize].size_bytes
+    return reports[None], reports["dynamic"]
+
+
+def test_dynamic_never_writes_a_file_larger_than_the_float_export(tmp_path):
+    """Quantized weights lose sparse storage: a sparse model keeps its float32 file."""
+    _, (x_test, _) = tfpriors.datasets.load_digits()
+    floats, dynamic = _export_sizes(_pruned_mlp(0.97), tmp_path, x_test[:50])
+    assert floats.sparse_storage
+    assert dynamic.size_bytes <= floats.size_bytes
+    # Here the quantized file is the larger one: the float32 file is written, and said so.
+    assert dynamic.quantization == "none" and dynamic.sparse_storage
+    assert any("quantize='dynamic' not applied" in note for note in dynamic.notes)
+    assert "quantize='dynamic' not applied" in str(dynamic)
+    assert dynamic.max_abs_diff < 1e-5
+    # Both compare with the same baseline: the dense float32 export.
+    assert dynamic.dense_size_bytes == floats.dense_size_bytes > 10 * dynamic.size_bytes
+    assert "dense float32 export" in str(dynamic)
+
+
+def test_dynamic_quantizes_when_that_file_is_smaller(tmp_path):
+    _, (x_test, _) = tfpriors.datasets.load_digits()
+    floats, dynamic = _export_sizes(_pruned_mlp(0.0), tmp_path, x_test[:50])
+    assert not floats.sparse_storage
+    assert dynamic.quantization == "dynamic" and not dynamic.notes
+    assert dynamic.size_bytes < floats.size_bytes / 3  # int8 weights
+    assert dynamic.top1_agreement >= 0.95
+    # The baseline is float32: a dense export of this unpruned model is the float one.
+    assert dynamic.dense_size_bytes == floats.dense_size_bytes
+    assert abs(floats.dense_size_bytes - floats.size_bytes) < 1000
+
+
+def test_export_raises_no_deprecation_warning_of_the_converter(tmp_path, caplog):
+    import logging
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with caplog.at_level(logging.WARNING):
+        to_tflite(model, str(tmp_path / "m.tflite"))
+    messages = [record.getMessage() for record in caplog.records]
+    assert not [m for m in messages if "deprecated" in m or "trackable_obj" in m], messages
 
 
 def test_plain_keras_model_exports_too(tmp_path):

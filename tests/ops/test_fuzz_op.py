@@ -1,4 +1,10 @@
-"""The fuzz driver of the fused op (fuzz/), the regressions it found, and a sanitizer run."""
+"""The fuzz driver of the fused op (fuzz/), the regressions it found, and a sanitizer run.
+
+The regression inputs and the random-input run check every path that applies:
+the compiled op (a failure, not a skip, when a C++ compiler exists but the op
+did not build; a skip only without a compiler) and the pure-TensorFlow path that
+runs where the op is not built (always).
+"""
 
 import glob
 import json
@@ -22,6 +28,20 @@ import fuzz_perforated_conv as driver  # noqa: E402  (fuzz/ is not a package)
 # Fails instead of skipping when a C++ compiler exists but the op is missing (conftest).
 needs_op = pytest.mark.usefixtures("fused_op")
 REGRESSIONS = sorted(glob.glob(os.path.join(ROOT, "fuzz", "regressions", "*")))
+
+
+@pytest.fixture(params=["op", "pure-tf"])
+def target(request):
+    """What a fuzz input runs against: the compiled op, or the pure-TensorFlow path."""
+    if request.param == "op":
+        request.getfixturevalue("fused_op")  # fails or skips as conftest decides
+    return request.param
+
+
+def test_regressions_exist():
+    """Both findings of the fuzzer are replayed (an empty folder would test nothing)."""
+    names = {os.path.basename(path) for path in REGRESSIONS}
+    assert {"reference-permuted-fill-all-kept", "shape-function-output-size-overflow"} <= names
 
 
 def test_reference_honours_a_permuted_fill_when_every_position_is_kept():
@@ -65,23 +85,36 @@ def test_shape_function_checks_strides_and_pads_like_the_kernel(attribute):
             )
 
 
-@needs_op
 @pytest.mark.parametrize("path", REGRESSIONS, ids=os.path.basename)
-def test_fuzz_regressions_replay(path):
+def test_fuzz_regressions_replay(path, target):
     with open(path, "rb") as f:
-        driver.test_one_input(f.read())
+        driver.check(driver.decode(f.read()), target)
 
 
-@needs_op
-def test_fuzz_driver_on_random_inputs():
+def test_fuzz_driver_on_random_inputs(target):
     """A few hundred random inputs against the normal build, valid and hostile both seen."""
     rng = np.random.default_rng(0)
     valid = 0
     for _ in range(200):
         call = driver.decode(rng.integers(0, 256, rng.integers(0, 300), dtype=np.uint8).tobytes())
         valid += not driver.violations(call)
-        driver.check(call)
+        driver.check(call, target)
     assert 40 <= valid <= 160
+
+
+def test_pure_tf_path_refuses_attributes_that_abort_tensorflow():
+    """Found by fuzzing the pure-TF path: a stride of 2**63 - 1 reached TensorFlow's MKL
+    graph pass, which aborted the process; the Python checks now refuse it first."""
+    x, w = np.ones((1, 4, 4, 1), "float32"), np.ones((3, 3, 1, 1), "float32")
+    fill = np.zeros(4, "int32")
+    for name, strides, output_shape in (
+        ("strides", (1, 2**63 - 1), (2, 2)),
+        ("output_shape", (1, 1), (1 << 20, 1)),
+    ):
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            tfpriors.ops.perforated_conv2d(
+                x, w, [0], fill, output_shape, strides, (0, 0), implementation="reference"
+            )
 
 
 class _WrongOp:

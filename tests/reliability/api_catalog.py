@@ -21,7 +21,9 @@ import contextlib
 import dataclasses
 import inspect
 import math
+import numbers
 import os
+import re
 import signal
 import tempfile
 import types
@@ -148,6 +150,16 @@ VALID = {
     "threshold": 3.0,
     "kernel_initializer": "glorot_uniform",
     "bias_initializer": "zeros",
+    "kernel_regularizer": "l2",
+    "bias_regularizer": "l2",
+    "activity_regularizer": "l2",
+    "kernel_constraint": "non_neg",
+    "bias_constraint": "non_neg",
+    "implementation": "auto",
+    "selected_implementation": None,
+    "small_batch_implementation": None,
+    "built_mask": None,
+    "dtype": "float32",
     "log_sigma2_initializer": -10.0,
     "prior": "normal",
     "seed": 0,
@@ -209,7 +221,7 @@ VALID = {
     "pool_size": 20,
     "policy_length": 2,
     "ops_per_subpolicy": (1, 2),
-    "magnitude_bound": 3,
+    "magnitude_bound": 3.0,
     "ops": None,
     "calibration_splits": 2,
     "num_samples": 2,
@@ -226,7 +238,7 @@ VALID = {
     "pool_strides": 2,
     "pool_padding": "valid",
     "input_hw": (8, 8),
-    "magnitude": 3,
+    "magnitude": 3.0,
     "zero_mean": False,
     "min_variance": 1e-8,
     "noise": False,
@@ -275,6 +287,14 @@ VALID_FOR = {
     "tfpriors.set_dataset_size": {"model": Make(_mlp)},
     "tfpriors.set_kl_weight": {"model": Make(_mlp)},
     "tfpriors.sparsify": {"model": Make(lambda c: _mlp(kind="dense")), "dataset_size": 32},
+    "tfpriors.structured": {"model": Make(lambda c: _mlp(kind="dense")), "dataset_size": 32},
+    "tfpriors.priors.TruncatedLogNormal": {"mu": 0.0, "log_sigma": -1.0, "a": -20.0, "b": 0.0},
+    "tfpriors.layers.StructuredBayesianPruning": {
+        "a": -20.0,
+        "b": 0.0,
+        "mu_initializer": 0.0,
+        "log_sigma_initializer": -5.0,
+    },
     "tfpriors.export.inference_model": {"model": Make(_mlp)},
     "tfpriors.export.shrink": {"model": Make(_mlp)},
     "tfpriors.datasets.load": {"name": "digits"},
@@ -323,7 +343,7 @@ VALID_FOR = {
         "fractions": (0.0, 0.5),
     },
     "tfpriors.initializers.DWPInitializer": {"vae": Make(_kernel_vae)},
-    "tfpriors.initializers.check_vae": {"vae": Make(_kernel_vae)},
+    "tfpriors.initializers.check_vae": {"vae": Make(_kernel_vae), "name": "vae"},
     "tfpriors.initializers.vae_to_config": {"vae": Make(_kernel_vae)},
     "tfpriors.initializers.vae_from_config": {
         "config": Make(lambda c: tfpriors.initializers.vae_to_config(_kernel_vae()))
@@ -331,7 +351,8 @@ VALID_FOR = {
     "tfpriors.initializers.check_kernel_shape": {
         "shape": (3, 3, 1, 4),
         "kernel_size": 3,
-        "where": "kernel",
+        # What the caller calls the shape; the messages name it so.
+        "where": "`shape`",
     },
     "tfpriors.priors.DeepWeightPrior": {"vae": Make(_kernel_vae)},
     "tfpriors.priors.log_alpha": {
@@ -367,6 +388,7 @@ VALID_FOR = {
             "output_shape": (6, 6),
             "strides": (1, 1),
             "pads": (0, 0),
+            "bias": None,
         }
     ),
     "tfpriors.ops.perforated_conv2d_reference": _PERFORATED,
@@ -409,8 +431,13 @@ VALID_FOR = {
     ),
     "tfpriors.ops.autotune.measure": {**_TUNED, "batches": (1,), "repeats": 1},
     "tfpriors.perforation.lattice_mask": {"output_shape": (6, 6)},
-    "tfpriors.perforation.lattice_rates": {"output_shape": (6, 6)},
-    "tfpriors.perforation.make_mask": {"kind": "lattice", "output_shape": (6, 6)},
+    "tfpriors.perforation.lattice_rates": {"output_shape": (6, 6), "max_step": 4},
+    "tfpriors.perforation.make_mask": {
+        "kind": "lattice",
+        "output_shape": (6, 6),
+        "pooling": None,
+        "scores": None,
+    },
     "tfpriors.perforation.PerforationMask": {"output_shape": (6, 6)},
     "tfpriors.perforation.grid_mask": {"output_shape": (6, 6)},
     "tfpriors.perforation.uniform_mask": {"output_shape": (6, 6)},
@@ -424,7 +451,7 @@ VALID_FOR = {
     "tfpriors.perforation.kept_count": {"size": 36},
     "tfpriors.perforation.check_rate": {"rate": 0.5, "name": "rate"},
     "tfpriors.perforation.perforable_layers": {"model": Make(_cnn)},
-    "tfpriors.perforation.perforate": {"model": Make(_cnn), "rates": 0.5},
+    "tfpriors.perforation.perforate": {"model": Make(_cnn), "rates": 0.5, "data": None},
     "tfpriors.perforation.plot_mask": {"layer": Make(lambda c: _perforated_cnn().layers[0])},
     "tfpriors.perforation.impact_scores": {
         "model": Make(_cnn),
@@ -434,19 +461,25 @@ VALID_FOR = {
     "tfpriors.plotting.plot_sparsity": {"model": Make(_mlp)},
     "tfpriors.plotting.sparse_vd_layers": {"model": Make(_mlp)},
     "tfpriors.graph.walk": {"model": Make(_mlp)},
-    "tfpriors.graph.consumers": {"layer": Make(lambda c: _cnn().layers[0])},
+    "tfpriors.graph.consumers": {"layer": Make(lambda c: _cnn().layers[0]), "members": None},
     "tfpriors.graph.chain_after": {
         "layer": Make(lambda c: _cnn().layers[0]),
         "passes": lambda layer: isinstance(layer, keras.layers.Activation),
         "stops": lambda layer: isinstance(layer, keras.layers.Dense),
+        "members": None,
+        "outputs": (),
+        "limit": None,
     },
     "tfpriors.io.check_archive": {
         "path": Make(lambda c: _saved_model(c)),
         "what": "a .keras model",
+        "argument": "path",
     },
     "tfpriors.io.save_figure": {
         "figure": Make(lambda c: __import__("matplotlib.figure").figure.Figure()),
         "path": Make(lambda c: os.path.join(c.directory, "figure.png")),
+        "argument": "path",
+        "dpi": None,
     },
     "tfpriors.io.load_model": {"path": Make(lambda c: _saved_model(c))},
     "tfpriors.distill.GaussianNLL": {},
@@ -490,6 +523,165 @@ NOT_FUZZED = {
         "called inside layers with graph tensors; every stochastic layer's fuzz runs it"
     ),
 }
+
+
+# Arguments that accept a value of :func:`hostile_cases` marks as refused, with the
+# reason; keyed by argument name, or by "qualified.name.argument" for one callable.
+ACCEPTS = {
+    "title": "a plot title: matplotlib shows any object with str()",
+    "tfpriors.initializers.check_kernel_shape.where": "a label put into messages with str()",
+    "tfpriors.initializers.check_vae.name": "a label put into messages with str()",
+    "tfpriors.io.check_archive.what": "a label put into messages with str()",
+    "tfpriors.io.check_archive.argument": "a label put into messages with str()",
+    "tfpriors.io.save_figure.argument": "a label put into messages with str()",
+}
+
+
+def accepts(name, argument):
+    """Whether ``argument`` of ``name`` is listed in :data:`ACCEPTS`."""
+    return argument in ACCEPTS or f"{name}.{argument}" in ACCEPTS
+
+
+# Arguments that say how the caller names another one in messages: with both
+# hostile, the message names the other by the hostile label.
+LABELS = {
+    "tfpriors.initializers.check_kernel_shape.where",
+    "tfpriors.initializers.check_vae.name",
+    "tfpriors.io.check_archive.argument",
+    "tfpriors.io.check_archive.what",
+    "tfpriors.io.save_figure.argument",
+    "tfpriors.perforation.check_rate.name",
+}
+
+
+# --- arguments take effect ----------------------------------------------------------
+
+# A second valid value of each layer argument. Built with it, a layer must differ
+# from the one built with :data:`VALID` in something observable (its weights, its
+# outputs in training or inference, its losses or its metrics): a layer that takes
+# an argument and ignores it (a `threshold` that never reaches the keep rule) fails
+# ``test_layer_argument_takes_effect``.
+ALTERNATIVES = {
+    "units": 4,
+    "filters": 5,
+    "kernel_size": 1,
+    "strides": 2,
+    "padding": "valid",
+    "dilation_rate": 2,
+    "activation": "tanh",
+    "use_bias": False,
+    # log sigma^2 = -10: log alpha > -8 drops every weight under 0.37 in magnitude.
+    "threshold": -8.0,
+    "kernel_initializer": "ones",
+    "bias_initializer": "ones",
+    "kernel_regularizer": None,
+    "bias_regularizer": None,
+    "activity_regularizer": None,
+    "log_sigma2_initializer": -2.0,
+    "prior": "log_uniform",
+    "seed": 1,
+    "dataset_size": 50,
+    "kind": "lowrank",
+    "rank": 1,
+    "hidden_units": 2,
+    "lambda_range": (0.01, 1.0),
+    "lambda_draws": 2,
+    "prior_variance": 0.5,
+    "log_sigma2_init": -2.0,
+    "rate": 0.25,
+    "mask": "grid",
+    "num_units": 3,
+    "ponder_cost": 0.1,
+    "mode": "threshold",
+    "temperature": 1.0,
+    "group_size": 2,
+    "track_metrics": False,
+    "unit_factory": Make(lambda c: tfpriors.layers.ResidualUnit(4, kernel_size=1)),
+}
+
+# Alternatives for one layer (keyed "qualified.name.argument"), where the general one
+# is not valid for it.
+ALTERNATIVES_FOR = {
+    # A fresh gate's units have E[theta] / std[theta] ~ 248: 1000 prunes them all.
+    "tfpriors.layers.StructuredBayesianPruning.threshold": 1000.0,
+    # mu starts at 0: inside [-20, 1] rather than at its upper end, E[theta] changes.
+    "tfpriors.layers.StructuredBayesianPruning.b": 1.0,
+    # mu = -1 inside the interval: a lower end of -1.001 truncates it (E[theta] changes).
+    "tfpriors.layers.StructuredBayesianPruning.a": -1.001,
+    "tfpriors.layers.StructuredBayesianPruning.mu_initializer": -3.0,
+    "tfpriors.layers.StructuredBayesianPruning.log_sigma_initializer": 1.0,
+}
+
+# Valid values both layers of an effect check get, where the argument only acts
+# with them (by argument name; applied to the layers that take them).
+EFFECT_BASE = {
+    "rank": {"kind": "lowrank"},
+    "hidden_units": {"kind": "lowrank"},
+}
+
+# Layer arguments whose effect is not observable in one forward pass, with the reason.
+NO_EFFECT = {
+    "data_format": "one layout on CPU; channels_first is tested in tests/layers",
+    "sparse_inference": "speed only: the same outputs by design (tests/adaptive)",
+    "implementation": "speed only: every implementation gives the same outputs (tests/ops)",
+    "selected_implementation": "state a saved layer restores (tests/layers/test_perforated.py)",
+    "small_batch_implementation": "state a saved layer restores (tests/layers/test_perforated.py)",
+    "built_mask": "state a saved layer restores (tests/layers/test_perforated.py)",
+    "kernel_constraint": "applied by the optimizer after a step, not in the forward pass",
+    "bias_constraint": "applied by the optimizer after a step, not in the forward pass",
+    "synchronized_batch_norm": "the same statistics on one replica (tests/reliability)",
+    "tfpriors.layers.PerforatedConv2D.dilation_rate": "only 1 is accepted (others are refused)",
+}
+
+
+def effect_arguments(name, obj):
+    """The arguments of layer ``name`` whose effect is checked, and those with no entry."""
+    checked, missing = [], []
+    for parameter in parameters(obj):
+        argument = parameter.name
+        if argument.startswith("_") or argument in NO_EFFECT or f"{name}.{argument}" in NO_EFFECT:
+            continue
+        known = argument in ALTERNATIVES or f"{name}.{argument}" in ALTERNATIVES_FOR
+        (checked if known else missing).append(argument)
+    return checked, missing
+
+
+def alternative(name, argument):
+    """The second valid value of ``argument`` for layer ``name``."""
+    return ALTERNATIVES_FOR.get(f"{name}.{argument}", ALTERNATIVES.get(argument))
+
+
+def effect_base(obj, argument):
+    """The :data:`EFFECT_BASE` values for ``argument`` that ``obj`` takes."""
+    names = {parameter.name for parameter in parameters(obj)}
+    return {key: value for key, value in EFFECT_BASE.get(argument, {}).items() if key in names}
+
+
+def layer_fingerprint(name, obj, overrides, context):
+    """Everything observable of a layer built with ``overrides``: a list of arrays.
+
+    The global seed is reset first, so that two layers built with the same
+    arguments give the same fingerprint.
+    """
+    keras.utils.set_random_seed(0)
+    kwargs = arguments(valid_spec(name, obj), context)
+    kwargs.update({key: _value(value, context) for key, value in overrides.items()})
+    layer = construct(obj, kwargs)
+    x = layer_input(layer)
+    found = []
+    for training in (False, True):
+        outputs = call_layer(layer, x, training=training)
+        found += [np.asarray(a) for a in keras.tree.flatten(outputs)]
+    found += [np.asarray(loss) for loss in layer.losses]
+    found += [np.asarray(w) for w in layer.weights]
+    found += [np.asarray(v) for metric in layer.metrics for v in metric.variables]
+    return found
+
+
+def same_fingerprint(first, second):
+    return len(first) == len(second) and all(
+        a.shape == b.shape and np.array_equal(a, b, equal_nan=True) for a, b in zip(first, second)
+    )
 
 
 def public_api():
@@ -586,35 +778,46 @@ def valid_spec(name, obj):
 # --- hostile values ---------------------------------------------------------
 
 
-def hostile_values(valid):
-    """Wrong values for an argument whose valid value is ``valid``."""
+def hostile_cases(valid):
+    """``(value, must_refuse)`` pairs: wrong values for an argument whose valid value is ``valid``.
+
+    ``must_refuse`` marks the values no argument may accept: a wrong type (a
+    string for a number, a number for a string, a float for a count, an
+    object for anything) or a NaN. An argument that takes one silently was
+    either never checked or never used; arguments that do accept one are
+    listed in :data:`ACCEPTS`. The other values (0, -1, inf, None, an empty
+    string) are valid for some arguments.
+    """
     if isinstance(valid, bool):
-        return ["yes", 2, None, 1.5]
-    if isinstance(valid, int):
-        return [0, -1, -7, 2.5, "2", None, True, math.nan]
-    if isinstance(valid, float):
-        return [math.nan, math.inf, -math.inf, -1.0, 0.0, "0.5", None]
-    if isinstance(valid, str):
-        return ["bogus", "", 7, None, b"relu"]
-    if isinstance(valid, tuple):
-        return [(), (1,), ("a", "b"), None, 5, (math.nan, 1.0), (-1, -1), (0, 0, 0)]
-    if isinstance(valid, dict):
-        return [{}, {1: math.nan}, [1, 2], "bogus", None]
-    if isinstance(valid, np.ndarray):
-        return hostile_arrays(valid)
-    if valid is None:
-        return [3, "bogus", -1, math.nan, (1, 2), object()]
-    return ["bogus", 3, None, object()]
+        refused, other = ["yes", 2, 1.5], [None]
+    elif isinstance(valid, int):
+        refused, other = [2.5, "2", True, math.nan], [0, -1, -7, None]
+    elif isinstance(valid, float):
+        refused, other = [math.nan, "0.5"], [math.inf, -math.inf, -1.0, 0.0, None]
+    elif isinstance(valid, str):
+        refused, other = [7, b"relu"], ["bogus", "", None]
+    elif isinstance(valid, tuple):
+        refused = [("a", "b"), (math.nan, 1.0)]
+        other = [(), (1,), None, 5, (-1, -1), (0, 0, 0)]
+    elif isinstance(valid, dict):
+        refused, other = [{1: math.nan}, "bogus"], [{}, [1, 2], None]
+    elif isinstance(valid, np.ndarray):
+        refused, other = [valid.astype(str)], hostile_arrays(valid)
+    elif valid is None:
+        refused, other = [object()], [3, "bogus", -1, math.nan, (1, 2)]
+    else:
+        refused, other = [object()], ["bogus", 3, None]
+    return [(value, True) for value in refused] + [(value, False) for value in other]
+
+
+def hostile_values(valid):
+    """Wrong values for an argument whose valid value is ``valid`` (see :func:`hostile_cases`)."""
+    return [value for value, _ in hostile_cases(valid)]
 
 
 def hostile_arrays(valid):
     """Arrays with NaN, inf, no rows, the wrong rank and the wrong dtype."""
-    out = [
-        valid[:0],
-        valid.reshape(-1)[:1].reshape(()),
-        valid.astype(str),
-        np.expand_dims(valid, -1),
-    ]
+    out = [valid[:0], valid.reshape(-1)[:1].reshape(()), np.expand_dims(valid, -1)]
     if valid.dtype.kind == "f":
         for bad in (np.nan, np.inf, -np.inf):
             copy = valid.copy()
@@ -692,23 +895,54 @@ def _numbers(result):
 
 
 def is_finite(value):
-    """False for NaN / inf numbers and arrays holding any; True for everything else."""
-    try:
-        array = np.asarray(value, dtype="float64")
-    except (TypeError, ValueError):
+    """False for NaN / inf numbers and containers holding any; True for everything else.
+
+    Explicit about what is a number: ``None``, strings and other objects are
+    not NaN (``np.asarray(None, float)`` is, which would turn the NaN-output
+    check off for a hostile ``None``).
+    """
+    if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
         return True
-    return bool(np.all(np.isfinite(array)))
+    if isinstance(value, (numbers.Number, np.number)):
+        return bool(np.isfinite(complex(value)))
+    if isinstance(value, (np.ndarray, tf.Tensor)):
+        array = np.asarray(value)
+        if array.dtype.kind in "biufc":
+            return bool(np.all(np.isfinite(array)))
+        return array.dtype.kind != "O" or all(is_finite(item) for item in array.reshape(-1))
+    if isinstance(value, dict):
+        return all(is_finite(key) and is_finite(item) for key, item in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(is_finite(item) for item in value)
+    return True
+
+
+def names_argument(message, argument):
+    """Whether an error ``message`` names ``argument`` as our errors do.
+
+    A parameter is named in backquotes (`` `x` ``, as ``tfpriors._validation``
+    writes it; also a part of it, `` `data[0]` ``, or how to pass it,
+    `` `dataset_size=` ``), so that the message of an argument called ``x``
+    or ``c`` is not matched by any word that holds the letter. The layer input (``"input"``)
+    is matched as a whole word (``input`` / ``inputs``), as Keras names it.
+    """
+    if argument == "input":
+        return re.search(r"\binputs?\b", message, re.IGNORECASE) is not None
+    return re.search(rf"`{re.escape(argument)}(\[[^`]*\]|=[^`]*)?`", message) is not None
 
 
 def _alarm(signum, frame):
     raise Finding(f"hang: the case ran for more than {HANG_SECONDS} s")
 
 
-def check_case(description, run, argument=None, finite_expected=True):
+def check_case(description, run, argument=None, finite_expected=True, must_refuse=False):
     """Runs ``run()``; returns its result or raises :class:`Finding`.
 
     ``argument`` is the name the error message must contain when the call is
-    refused (``None``: the valid call, which must not be refused at all).
+    refused (``None``: the valid call, which must not be refused at all), or
+    a tuple of names of which it must contain one.
+    ``must_refuse``: the call has a value no argument may accept (see
+    :func:`hostile_cases`), so that working is a finding too.
     """
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(HANG_SECONDS)
@@ -729,10 +963,10 @@ def check_case(description, run, argument=None, finite_expected=True):
             raise Finding(
                 f"{description}: the valid call was refused: {type(error).__name__}: {error}"
             ) from error
-        message = str(error).lower()
-        if argument.lower() not in message:
+        names = (argument,) if isinstance(argument, str) else argument
+        if not any(names_argument(str(error), name) for name in names):
             raise Finding(
-                f"{description}: the error does not name `{argument}`: "
+                f"{description}: the error does not name {' or '.join(f'`{n}`' for n in names)}: "
                 f"{type(error).__name__}: {error}"
             ) from error
         return None
@@ -744,6 +978,8 @@ def check_case(description, run, argument=None, finite_expected=True):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+    if must_refuse:
+        raise Finding(f"{description}: accepted a value of the wrong type or NaN without an error")
     if finite_expected:
         for array in _numbers(result):
             if not np.all(np.isfinite(array)):

@@ -2,10 +2,15 @@
 
 Run by test_crash_safe.py in a subprocess:
 
-    python crash_worker.py MODEL BACKUP_DIR OUT.npz [--kill-at EPOCH BATCH]
+    python crash_worker.py MODEL BACKUP_DIR OUT.npz [--seed SEED] [--kill-at EPOCH BATCH]
 
-MODEL names a builder in BUILDERS. The final weights (and, for models that
-have one, their sampler state) go to OUT.npz.
+MODEL names a builder in BUILDERS. SEED (default 0) seeds everything the
+checkpoint does not hold: the initial weights come from it, so a process that
+trains from scratch with another seed ends elsewhere, while one that resumes
+from BACKUP_DIR ends where the interrupted run would have. The final weights
+(and, for models that have one, their sampler state) go to OUT.npz, with
+`first_epoch` (the epoch this process started training at) and
+`epochs_trained` (how many epochs it ran).
 """
 
 import argparse
@@ -88,25 +93,40 @@ class KillAt(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class EpochRecorder(keras.callbacks.Callback):
+    """Records the epochs this process trains (after BackupAndRestore has loaded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("model", choices=sorted(BUILDERS))
     parser.add_argument("backup_dir")
     parser.add_argument("out")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kill-at", nargs=2, type=int, metavar=("EPOCH", "BATCH"))
     args = parser.parse_args()
 
     tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(args.seed)
     (x, y), _ = tfpriors.datasets.load_digits()
     x, y = x[:EXAMPLES], y[:EXAMPLES]
     model, extra_callbacks = BUILDERS[args.model](args.backup_dir)
     model.build((None, 64))
-    callbacks = [keras.callbacks.BackupAndRestore(args.backup_dir)] + extra_callbacks
+    recorder = EpochRecorder()
+    callbacks = [keras.callbacks.BackupAndRestore(args.backup_dir), recorder] + extra_callbacks
     if args.kill_at:
         callbacks.append(KillAt(*args.kill_at))
     model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, shuffle=False, verbose=0, callbacks=callbacks)
     arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    arrays["first_epoch"] = np.array(recorder.epochs[0] if recorder.epochs else EPOCHS)
+    arrays["epochs_trained"] = np.array(len(recorder.epochs))
     for callback in extra_callbacks:
         arrays.update(getattr(callback, "state_arrays", lambda: {})())
     np.savez(args.out, **arrays)

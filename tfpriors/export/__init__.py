@@ -14,7 +14,7 @@ Example:
 >>> report = tfpriors.export.to_tflite(model, "digits.tflite", verify_data=x_test[:100])
 >>> print(report)
 TFLite export: digits.tflite
-  size            ... bytes (dense export ..., ...x smaller)
+  size            ... bytes (dense float32 export ..., ...x smaller)
   ops             FULLY_CONNECTED
   quantization    none
   sparse storage  no
@@ -22,7 +22,7 @@ TFLite export: digits.tflite
   runtime         ... (XNNPACK, 1 thread)
   max |diff|      ... (vs Keras)
   top-1 agreement 100.00%
-  latency         ... ms median, 1 thread (dense export ... ms, ...x faster)
+  latency         ... ms median, 1 thread (dense float32 export ... ms, ...x faster)
 """
 
 from tfpriors.export.inference import ExportError, inference_model

@@ -13,6 +13,12 @@ Between producer and consumer only channel-wise layers may stand (pooling,
 element-wise activations, dropout, batch normalization, flatten); anything
 else, a branch, or a model output leaves that producer alone. Shrinking runs
 to a fixed point, since removing a consumer's inputs can kill its own units.
+
+Before that, per-channel scales (a ``Rescaling`` by a non-negative vector, the
+export form of ``StructuredBayesianPruning``: ``E[theta]`` per unit, 0 for
+pruned ones) are folded into the next weight layer's input rows, or into the
+producing layer when only that is exact; the zero rows then make the pruned
+units dead, and the scale layer becomes an identity (no op in the file).
 """
 
 import dataclasses
@@ -128,6 +134,85 @@ def _is_weight_layer(layer):
     )
 
 
+# Activations f with f(s * x) = s * f(x) for s >= 0: a per-channel scale passes them.
+_HOMOGENEOUS_ACTIVATIONS = {"linear", "relu", "leaky_relu"}
+
+
+def _is_homogeneous(layer, flatten=True):
+    """Channel-wise layers that commute with a non-negative per-channel scale."""
+    if not _channels_last(layer):
+        return False
+    if isinstance(layer, keras.layers.Activation):
+        return _activation_name(layer) in _HOMOGENEOUS_ACTIVATIONS
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.max_value is None and float(layer.threshold) == 0.0
+    if isinstance(layer, keras.layers.Flatten):
+        return flatten
+    return isinstance(layer, _POOLING + _PASS_THROUGH) and not isinstance(
+        layer, (keras.layers.ELU, keras.layers.ReLU)
+    )
+
+
+def _channel_scale(layer):
+    """The per-channel scale of a ``Rescaling`` by a non-negative vector, else None.
+
+    ``StructuredBayesianPruning`` exports as one (``E[theta]``, 0 for pruned units).
+    """
+    if not isinstance(layer, keras.layers.Rescaling) or np.any(np.asarray(layer.offset) != 0):
+        return None
+    scale = np.asarray(layer.scale, "float32")
+    channels = layer.input.shape[-1]
+    if scale.ndim != 1 or len(scale) != channels or np.any(scale < 0):
+        return None
+    return scale
+
+
+def _fold_channel_scales(graph, weights):
+    """Folds per-channel scales into a neighbouring weight layer; returns the folded names.
+
+    Into the next weight layer's input rows when only homogeneous layers stand
+    in between (a zero scale then leaves zero rows, i.e. a dead unit the
+    shrink removes exactly); otherwise into the producing layer's kernel
+    columns and bias when its activation is homogeneous.
+    """
+    folded = set()
+    for layer in graph.layers:
+        scale = _channel_scale(layer)
+        if scale is None:
+            continue
+        found = graph.follow(layer, _is_homogeneous)
+        if found is not None:
+            chain, consumer = found
+            kernel = weights[consumer.name][0]
+            if isinstance(consumer, keras.layers.Dense):
+                flattened = any(isinstance(item, keras.layers.Flatten) for item in chain)
+                rows = kernel.shape[0]
+                if (rows % len(scale)) if flattened else (rows != len(scale)):
+                    found = None
+                else:
+                    weights[consumer.name][0] = kernel * scale[np.arange(rows) % len(scale), None]
+            else:
+                weights[consumer.name][0] = kernel * scale[None, None, :, None]
+        if found is None:
+            producer = next(
+                (
+                    candidate
+                    for candidate in graph.layers
+                    if _is_weight_layer(candidate)
+                    and _activation_name(candidate) in _HOMOGENEOUS_ACTIVATIONS
+                    and graph.reaches(candidate, layer)
+                ),
+                None,
+            )
+            if producer is None:
+                continue
+            weights[producer.name][0] = weights[producer.name][0] * scale
+            if producer.use_bias:
+                weights[producer.name][1] = weights[producer.name][1] * scale
+        folded.add(layer.name)
+    return folded
+
+
 class _Graph:
     """Consumers of each top-level layer of a functional (or Sequential) model."""
 
@@ -138,12 +223,34 @@ class _Graph:
         ]
         self._members = {id(layer) for layer in self.layers}
         self.output_ids = {id(t) for t in keras.tree.flatten(functional.outputs)}
+        self.folded = set()  # names of scales folded away: identities from now on
+
+    def follow(self, layer, passes):
+        """Returns (layers passed, weight layer) after ``layer``, or None."""
+        return chain_after(
+            layer,
+            passes=passes,
+            stops=_is_weight_layer,
+            members=self._members,
+            outputs=self.output_ids,
+        )
+
+    def reaches(self, producer, target):
+        """Whether ``producer``'s output flows only into ``target``, through homogeneous layers."""
+        found = chain_after(
+            producer,
+            passes=lambda layer: _is_homogeneous(layer, flatten=False),
+            stops=lambda layer: layer is target,
+            members=self._members,
+            outputs=self.output_ids,
+        )
+        return found is not None
 
     def chain_from(self, producer):
         """Returns (transparent layers, consumer) after ``producer``, or None."""
         return chain_after(
             producer,
-            passes=_is_transparent,
+            passes=lambda layer: _is_transparent(layer) or layer.name in self.folded,
             stops=_is_weight_layer,
             members=self._members,
             outputs=self.output_ids,
@@ -280,6 +387,7 @@ def shrink(model):
         for layer in graph.layers
         if _is_weight_layer(layer)
     }
+    folded = graph.folded = _fold_channel_scales(graph, weights)
     changed = True
     while changed:
         changed = False
@@ -294,7 +402,7 @@ def shrink(model):
         for name, before in sizes_before.items()
         if weights[name][0].shape[-1] != before
     }
-    if not resized:
+    if not resized and not folded:
         return model, ShrinkSummary({})
 
     by_name = {layer.name: layer for layer in graph.layers}
@@ -302,6 +410,8 @@ def shrink(model):
     def replace(layer):
         if by_name.get(layer.name) is not layer:
             return None
+        if layer.name in folded:  # its scale now lives in the neighbouring weights
+            return keras.layers.Identity(name=layer.name), lambda target: None
         overrides = {}
         if layer.name in resized:
             key = "units" if isinstance(layer, keras.layers.Dense) else "filters"

@@ -48,7 +48,9 @@ class ExportReport:
         path: the ``.tflite`` file written.
         size_bytes: its size.
         ops: the set of TFLite op names in the file.
-        quantization: ``"none"``, ``"dynamic"`` or ``"int8"``.
+        quantization: what the file holds: ``"none"``, ``"dynamic"`` or
+            ``"int8"``; ``"none"`` for ``quantize="dynamic"`` when the float32
+            file is the smaller one (``notes`` says so).
         sparse_storage: whether some weights are stored in TFLite's sparse encoding.
         sparse_layers: the names of the layers stored sparse.
         shrink: the :class:`ShrinkSummary` of the structural shrink.
@@ -56,9 +58,13 @@ class ExportReport:
         max_abs_diff: largest ``|TFLite - Keras|`` output difference on ``verify_data``.
         top1_agreement: fraction of ``verify_data`` where both agree on the top class.
         latency_ms: median latency of one invoke, one thread.
-        dense_latency_ms: the same for the dense export of the same architecture.
-        dense_size_bytes: the size of the dense export.
+        dense_latency_ms: the same for the dense float32 export of the same
+            architecture (unpruned, no shrink, dense storage, no quantization).
+        dense_size_bytes: the size of that dense float32 export.
         notes: remarks on choices the exporter made (e.g. sparse storage dropped).
+        units_kept: ``{layer name: (units kept, units before)}`` for every Dense
+            (units) and Conv2D (filters) layer of the export graph, after the
+            structural shrink (e.g. the units ``StructuredBayesianPruning`` kept).
 
     Example:
     >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
@@ -86,6 +92,7 @@ class ExportReport:
     dense_latency_ms: float = None
     dense_size_bytes: int = None
     notes: tuple = ()
+    units_kept: dict = dataclasses.field(default_factory=dict)
 
     @property
     def speedup(self):
@@ -108,7 +115,7 @@ class ExportReport:
             f"TFLite export: {self.path}",
             f"  size            {self.size_bytes:,d} bytes"
             + (
-                f" (dense export {self.dense_size_bytes:,d}, "
+                f" (dense float32 export {self.dense_size_bytes:,d}, "
                 f"{self.dense_size_bytes / self.size_bytes:.1f}x smaller)"
                 if self.dense_size_bytes
                 else ""
@@ -128,7 +135,8 @@ class ExportReport:
             lines.append(
                 f"  latency         {self.latency_ms:.4f} ms median, 1 thread"
                 + (
-                    f" (dense export {self.dense_latency_ms:.4f} ms, {self.speedup:.2f}x faster)"
+                    f" (dense float32 export {self.dense_latency_ms:.4f} ms, "
+                    f"{self.speedup:.2f}x faster)"
                     if self.dense_latency_ms
                     else ""
                 )
@@ -188,9 +196,12 @@ def _sparse_candidates(model):
 def _convert(model, batch_size, quantize, representative_data, sparse):
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [_frozen_function(model, batch_size)]
-    )
+    frozen = _frozen_function(model, batch_size)
+    # With the function itself as `trackable_obj`, the converter keeps the
+    # concrete-function path that a frozen graph needs (a tf.Module would be
+    # saved and reloaded as a SavedModel first) and, unlike without one, does not
+    # warn that it is deprecated.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], trackable_obj=frozen)
     optimizations = []
     if quantize is not None:
         optimizations.append(tf.lite.Optimize.DEFAULT)
@@ -218,6 +229,37 @@ def _convert(model, batch_size, quantize, representative_data, sparse):
             f"The TFLite converter refused '{model.name}' with builtin ops "
             f"only: {str(error).strip().splitlines()[0]}"
         ) from error
+
+
+@dataclasses.dataclass
+class _RunnableFile:
+    content: bytes
+    sparse_layers: tuple
+    interpreter: object
+    runtime: str
+    notes: list
+
+
+def _runnable_file(model, batch_size, quantize, representative_data, sparse_layers):
+    """Converts ``model``; drops sparse storage when the runtime cannot run the file."""
+    from tfpriors_mobile import ModelFileError, load_interpreter
+
+    content = _convert(model, batch_size, quantize, representative_data, bool(sparse_layers))
+    try:
+        interpreter, runtime = load_interpreter(model_content=content, num_threads=1)
+        return _RunnableFile(content, sparse_layers, interpreter, runtime, [])
+    except ModelFileError as error:
+        if not sparse_layers:
+            raise ExportError(f"The exported file does not run: {error}") from error
+    # XNNPACK (LiteRT 2.3) cannot prepare quantized weights stored sparse;
+    # a file the default runtime cannot run is worth less than a few bytes.
+    note = (
+        "sparse storage dropped: the runtime's XNNPACK delegate cannot "
+        f"run it with quantize={quantize!r}"
+    )
+    content = _convert(model, batch_size, quantize, representative_data, False)
+    interpreter, runtime = load_interpreter(model_content=content, num_threads=1)
+    return _RunnableFile(content, (), interpreter, runtime, [note])
 
 
 def _check_ops(ops, path):
@@ -267,16 +309,21 @@ def to_tflite(
         path: where to write the ``.tflite`` file (written atomically).
         quantize: ``None`` (float32), ``"dynamic"`` (int8 weights, float
             activations) or ``"int8"`` (full integer; needs ``representative_data``).
+            Quantized weights cannot be stored sparse (the runtime's XNNPACK
+            delegate does not run them), so ``"dynamic"`` writes the float32
+            file instead when that one is not larger; the report says so.
         representative_data: input samples for int8 calibration.
         verify_data: input samples; when given, the file is run on a TFLite
             runtime and compared with ``model(x, training=False)``, and its
-            latency is measured beside the dense export of the same architecture.
+            latency is measured beside the dense float32 export of the same
+            architecture.
         shrink: remove dead units / filters.
         sparse_storage: use TFLite's sparse encoding where it pays.
         batch_size: the fixed batch dimension of the exported graph.
         latency_repeats: timed invokes per latency median.
         compare_dense: with ``verify_data``, also export and time the dense
-            architecture (no pruning, no shrink, no sparse storage).
+            float32 architecture (no pruning, no shrink, no sparse storage, no
+            quantization): what a plain export of the model would give.
 
     Returns:
         An :class:`ExportReport`.
@@ -334,52 +381,44 @@ def to_tflite(
     exported = plain
     if shrink:
         exported, summary = shrink_model(plain)
-    from tfpriors_mobile import (
-        ModelFileError,
-        load_interpreter,
-        median_latency_ms,
-        op_names,
-        run_batch,
-    )
+    from tfpriors_mobile import load_interpreter, median_latency_ms, op_names, run_batch
 
     sparse_layers = _sparse_candidates(exported) if sparse_storage else ()
-    notes = []
-    content = _convert(exported, batch_size, quantize, representative_data, bool(sparse_layers))
-    try:
-        interpreter, runtime = load_interpreter(model_content=content, num_threads=1)
-    except ModelFileError as error:
-        if not sparse_layers:
-            raise ExportError(f"The exported file does not run: {error}") from error
-        # XNNPACK (LiteRT 2.3) cannot prepare quantized weights stored sparse;
-        # a file the default runtime cannot run is worth less than a few bytes.
-        notes.append(
-            "sparse storage dropped: the runtime's XNNPACK delegate cannot "
-            f"run it with quantize={quantize!r}"
-        )
-        sparse_layers = ()
-        content = _convert(exported, batch_size, quantize, representative_data, False)
-        interpreter, runtime = load_interpreter(model_content=content, num_threads=1)
-    ops = op_names(model_content=content)
+    file = _runnable_file(exported, batch_size, quantize, representative_data, sparse_layers)
+    quantization = quantize or "none"
+    if quantize == "dynamic":
+        # Quantized weights cannot keep their sparse storage (see _runnable_file), so
+        # the quantized file of a sparse model can be the larger one: never write it then.
+        float_file = _runnable_file(exported, batch_size, None, None, sparse_layers)
+        if len(float_file.content) <= len(file.content):
+            float_file.notes.append(
+                f"quantize='dynamic' not applied: the float32 file is smaller "
+                f"({len(float_file.content):,} bytes; quantized {len(file.content):,}"
+                + (", without sparse storage)" if file.notes else ")")
+            )
+            file, quantization = float_file, "none"
+    ops = op_names(model_content=file.content)
     _check_ops(ops, path)
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
-            f.write(content)
+            f.write(file.content)
     report = ExportReport(
         path=str(path),
-        size_bytes=len(content),
+        size_bytes=len(file.content),
         ops=ops,
-        quantization=quantize or "none",
-        sparse_storage=bool(sparse_layers),
-        sparse_layers=sparse_layers,
+        quantization=quantization,
+        sparse_storage=bool(file.sparse_layers),
+        sparse_layers=file.sparse_layers,
         shrink=summary,
-        runtime=runtime,
-        notes=tuple(notes),
+        runtime=file.runtime,
+        units_kept=_units_kept(plain, exported),
+        notes=tuple(file.notes),
     )
     if verify_data is None:
         return report
 
     expected = keras.ops.convert_to_numpy(model.predict(verify_data, verbose=0, batch_size=256))
-    actual = run_batch(interpreter, verify_data)
+    actual = run_batch(file.interpreter, verify_data)
     report.max_abs_diff = float(np.max(np.abs(actual - expected)))
     report.top1_agreement = float(
         np.mean(
@@ -389,21 +428,31 @@ def to_tflite(
     )
     example = verify_data[:batch_size]
     if not compare_dense:
-        report.latency_ms = median_latency_ms(interpreter, example, repeats=latency_repeats)
+        report.latency_ms = median_latency_ms(file.interpreter, example, repeats=latency_repeats)
         return report
-    dense_content = _convert(
-        _dense_architecture(model), batch_size, quantize, representative_data, sparse=False
-    )
+    # The baseline is what a plain export gives: float32, unpruned, dense storage.
+    dense_content = _convert(_dense_architecture(model), batch_size, None, None, sparse=False)
     dense_interpreter, _ = load_interpreter(model_content=dense_content, num_threads=1)
     report.dense_size_bytes = len(dense_content)
     # Alternate the two files so that drift of a noisy machine hits both alike.
     ours, dense = [], []
     for _ in range(LATENCY_ROUNDS):
-        ours.append(median_latency_ms(interpreter, example, repeats=latency_repeats))
+        ours.append(median_latency_ms(file.interpreter, example, repeats=latency_repeats))
         dense.append(median_latency_ms(dense_interpreter, example, repeats=latency_repeats))
     report.latency_ms = float(np.median(ours))
     report.dense_latency_ms = float(np.median(dense))
     return report
+
+
+def _units_kept(plain, exported):
+    """``{name: (kept, before)}`` of the Dense / Conv2D layers of the export graph."""
+    after = {layer.name: layer for layer in walk(exported)}
+    units = {}
+    for layer in walk(plain):
+        if type(layer) in (keras.layers.Dense, keras.layers.Conv2D) and layer.name in after:
+            size = int(layer.kernel.shape[-1])
+            units[layer.name] = (int(after[layer.name].kernel.shape[-1]), size)
+    return units
 
 
 def _dense_architecture(model):

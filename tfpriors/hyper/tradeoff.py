@@ -1,7 +1,6 @@
 """Accuracy against the fraction of weights removed, for several lambdas of one hypernetwork."""
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -183,7 +182,7 @@ def tradeoff_curve(model, data, lambdas, path="tradeoff.png", fractions=DEFAULT_
     if isinstance(fractions, (str, bytes)) or np.ndim(fractions) != 1 or len(fractions) == 0:
         raise ValueError(f"`fractions` must be a non-empty list; received {fractions!r}.")
     fractions = [validate_prune_fraction(f, "fractions") for f in fractions]
-    if path is not None and not str(os.fspath(path)).endswith(".png"):
+    if path is not None and not _validation.file_path(path).endswith(".png"):
         raise ValueError(f"`path` must end in '.png' (or be None); received {path!r}.")
     accuracy = [
         [accuracy_of(model.at(lam, prune_fraction=f or None), x, y) for f in fractions]

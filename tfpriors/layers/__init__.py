@@ -5,6 +5,8 @@
   (a Gaussian posterior and any :class:`tfpriors.priors.Prior`) and
   :class:`HyperVariationalDense` / :class:`HyperVariationalConv2D` (one layer
   for every KL weight lambda). Their KL terms go through :class:`KLLayer`.
+- Structured pruning: :class:`StructuredBayesianPruning` (whole units and
+  filters, by multiplicative log-normal noise).
 - Faster convolutions: :class:`PerforatedConv2D` (PerforatedCNNs).
 - Adaptive computation: :class:`ACTBlock`, :class:`SACTBlock` and
   :class:`ProbabilisticACTBlock` over :class:`ResidualUnit` s.
@@ -28,6 +30,7 @@ from tfpriors.layers.hyper import (
 from tfpriors.layers.kl_layer import DatasetSizeNotSetError, KLLayer
 from tfpriors.layers.perforated import PerforatedConv2D
 from tfpriors.layers.sparse_vd import SparseVDConv2D, SparseVDDense, SparseVDLayer
+from tfpriors.layers.structured import StructuredBayesianPruning
 from tfpriors.layers.variational import VariationalConv2D, VariationalDense, VariationalLayer
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "SparseVDLayer",
     "SparseVDDense",
     "SparseVDConv2D",
+    "StructuredBayesianPruning",
     "VariationalLayer",
     "VariationalDense",
     "VariationalConv2D",

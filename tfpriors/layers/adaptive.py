@@ -164,7 +164,8 @@ class ResidualUnit(FloatInputs, keras.layers.Layer):
         self.kernel_size = _validation.positive_int(kernel_size, "kernel_size")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"`kernel_size` must be odd; received {kernel_size}.")
-        self.strides = _validation.positive_int(strides, "strides")
+        # A TensorFlow int32 attribute: larger strides abort the process.
+        self.strides = _validation.positive_int(strides, "strides", maximum=_validation.INT32_MAX)
         self.synchronized_batch_norm = _validation.boolean(
             synchronized_batch_norm, "synchronized_batch_norm"
         )

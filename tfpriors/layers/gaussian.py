@@ -165,9 +165,13 @@ class GaussianPosteriorLayer(SeedStateMixin, KLLayer):
         **kwargs,
     ):
         super().__init__(dataset_size=dataset_size, **kwargs)
-        self.activation = keras.activations.get(activation)
+        self.activation = _validation.activation(activation)
         self.use_bias = _validation.boolean(use_bias, "use_bias")
-        self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
+        # None is Keras' default for a float weight (as in keras.layers.Dense).
+        self.kernel_initializer = _validation.initializer(
+            "glorot_uniform" if kernel_initializer is None else kernel_initializer,
+            "kernel_initializer",
+        )
         self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -254,13 +258,15 @@ class GaussianWeightLayer(WeightKernelLayer, GaussianPosteriorLayer):
             kernel_initializer=kernel_initializer,
             seed=seed,
             dataset_size=dataset_size,
-            activity_regularizer=activity_regularizer,
+            activity_regularizer=_validation.regularizer(
+                activity_regularizer, "activity_regularizer"
+            ),
             **kwargs,
         )
         self.bias_initializer = _validation.initializer(bias_initializer, "bias_initializer")
         self.log_sigma2_initializer = as_log_sigma2_initializer(log_sigma2_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_regularizer = _validation.regularizer(kernel_regularizer, "kernel_regularizer")
+        self.bias_regularizer = _validation.regularizer(bias_regularizer, "bias_regularizer")
 
     def _check_kernel_shape(self, kernel_shape):
         """Hook: refuse a kernel shape before any weight exists (a prior over slices)."""

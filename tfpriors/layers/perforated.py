@@ -133,7 +133,12 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
         built_mask=None,
         **kwargs,
     ):
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        super().__init__(
+            activity_regularizer=_validation.regularizer(
+                activity_regularizer, "activity_regularizer"
+            ),
+            **kwargs,
+        )
         self.filters = _validation.positive_int(filters, "filters")
         self.kernel_size = _validation.int_tuple(kernel_size, "kernel_size", 2)
         self.strides = _validation.int_tuple(strides, "strides", 2)
@@ -170,14 +175,14 @@ class PerforatedConv2D(FloatInputs, keras.layers.Layer):
                     f"layer; leave it None); received {built_mask!r}."
                 )
         self.mask = built_mask if built_mask is not None else mask
-        self.activation = keras.activations.get(activation)
+        self.activation = _validation.activation(activation)
         self.use_bias = _validation.boolean(use_bias, "use_bias")
         self.kernel_initializer = _validation.initializer(kernel_initializer, "kernel_initializer")
         self.bias_initializer = _validation.initializer(bias_initializer, "bias_initializer")
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.kernel_regularizer = _validation.regularizer(kernel_regularizer, "kernel_regularizer")
+        self.bias_regularizer = _validation.regularizer(bias_regularizer, "bias_regularizer")
+        self.kernel_constraint = _validation.constraint(kernel_constraint, "kernel_constraint")
+        self.bias_constraint = _validation.constraint(bias_constraint, "bias_constraint")
         if seed is not None:
             seed = _validation.real_number(seed, "seed")
             if seed != int(seed) or seed < 0:

@@ -6,6 +6,7 @@ import tensorflow as tf
 from tfpriors import _validation
 from tfpriors.layers.adaptive import (
     BASELINE_DECAY,
+    MODES,
     ACTBlock,
     ProbabilisticACTBlock,
     ResidualUnit,
@@ -15,6 +16,8 @@ from tfpriors.layers.adaptive import (
 from tfpriors.models.lenet import check_common
 
 KINDS = ("plain", "act", "sact", "pact")
+# Channels of the first stage when `widths` is not given; each next stage doubles them.
+DEFAULT_WIDTH = 16
 
 
 @keras.saving.register_keras_serializable(package="tfpriors")
@@ -72,7 +75,7 @@ def act_resnet(
     num_classes,
     blocks=(3, 3, 3),
     kind="sact",
-    widths=(16, 32, 64),
+    widths=None,
     ponder_cost=0.01,
     mode="relaxed",
     temperature=0.5,
@@ -88,15 +91,17 @@ def act_resnet(
     like in the SACT paper), and the remaining units form one adaptive block
     (``kind``) or plain units (``"plain"``). Global average pooling and a
     Dense layer give the logits. ``blocks=(5, 5, 5)`` with the default widths
-    is the ResNet-32 of the SACT paper; ``blocks=(3, 3, 3), widths=(8, 16, 32)``
-    suits 8x8 digits.
+    (16, 32, 64) is the ResNet-32 of the SACT paper; ``blocks=(3, 3, 3),
+    widths=(8, 16, 32)`` suits 8x8 digits.
 
     Args:
         input_shape: ``(height, width, channels)``.
         num_classes: number of logits.
         blocks: units per stage (positive ints).
         kind: ``"plain"``, ``"act"``, ``"sact"`` or ``"pact"``.
-        widths: channels per stage, as many as ``blocks``.
+        widths: channels per stage, as many as ``blocks``; default 16 for the
+            first stage, doubled at each next one (``(16, 32)`` for two
+            stages, ``(16, 32, 64)`` for three).
         ponder_cost: ``tau`` of the adaptive blocks.
         mode: ``"relaxed"``, ``"discrete"`` or ``"threshold"``: the mode of the
             probabilistic ACT blocks (``kind="pact"``).
@@ -118,6 +123,9 @@ def act_resnet(
     [('stage0_sact', 3), ('stage1_sact', 2), ('stage2_sact', 2)]
     >>> model.name, model.output_shape
     ('sact_resnet', (None, 10))
+    >>> two_stages = tfpriors.models.act_resnet((8, 8, 1), 10, blocks=(2, 2))  # widths (16, 32)
+    >>> two_stages.get_layer("stage1_down").filters
+    32
     """
     input_shape, num_classes = check_common(input_shape, num_classes)
     if len(input_shape) != 3:
@@ -131,8 +139,10 @@ def act_resnet(
             f"`blocks` must be a non-empty tuple of positive ints; received {blocks!r}."
         )
     blocks = tuple(_validation.positive_int(b, "blocks") for b in blocks)
+    if widths is None:
+        widths = tuple(DEFAULT_WIDTH * 2**stage for stage in range(len(blocks)))
     if isinstance(widths, (int, str)) or not isinstance(widths, (list, tuple)):
-        raise TypeError(f"`widths` must be a tuple of positive ints; received {widths!r}.")
+        raise TypeError(f"`widths` must be None or a tuple of positive ints; received {widths!r}.")
     widths = tuple(_validation.positive_int(w, "widths") for w in widths)
     if len(widths) != len(blocks):
         raise ValueError(
@@ -140,9 +150,17 @@ def act_resnet(
             f"received {widths}."
         )
     block_kwargs = {"ponder_cost": ponder_cost}
+    # Checked whatever the kind, so that a wrong one is never dropped silently.
+    pact_kwargs = {
+        "mode": _validation.one_of(mode, "mode", set(MODES)),
+        "temperature": _validation.positive_number(temperature, "temperature"),
+        "group_size": None
+        if group_size is None
+        else _validation.positive_int(group_size, "group_size"),
+    }
     if kind == "pact":
         block_class = ProbabilisticACTBlock
-        block_kwargs.update(mode=mode, temperature=temperature, group_size=group_size)
+        block_kwargs.update(pact_kwargs)
     else:
         block_class = {"act": ACTBlock, "sact": SACTBlock}.get(kind)
 

@@ -208,7 +208,10 @@ def measure(
     )
     kept, fill_index, output_shape = _check_mask(kept, output_shape, fill_index)
     dtype = _check_dtype(dtype)
-    batches = [_validation.positive_int(b, "batches") for b in batches]
+    batches = [
+        _validation.positive_int(b, "batches")
+        for b in _validation.sequence(batches, "batches", "a sequence of positive ints")
+    ]
     repeats = _validation.positive_int(repeats, "repeats")
     rng = np.random.default_rng(0)
     names = candidates(kept, output_shape, dtype)

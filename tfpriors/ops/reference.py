@@ -14,6 +14,11 @@ import tensorflow as tf
 
 from tfpriors import _validation
 
+# Strides, pads and output sizes from 2**20 on are refused, as by the compiled op
+# (custom_ops/perforated_conv.cc): larger ones overflow TensorFlow's int32 attributes,
+# and an MKL graph pass aborts the process on them.
+ATTRIBUTE_LIMIT = 1 << 20
+
 
 def check_images(value, name):
     """``value`` as a 4-D float tensor without empty dimensions (but an empty batch)."""
@@ -60,6 +65,9 @@ def check_arguments(inputs, kernel, kept, fill_index, output_shape, strides, pad
     output_shape = _validation.int_tuple(output_shape, "output_shape", 2)
     strides = _validation.int_tuple(strides, "strides", 2)
     pads = check_pads(pads)
+    for name, values in (("output_shape", output_shape), ("strides", strides), ("pads", pads)):
+        if max(values) >= ATTRIBUTE_LIMIT:
+            raise ValueError(f"`{name}` must be below {ATTRIBUTE_LIMIT}; received {values}.")
     kept, fill_index = check_tables(kept, fill_index, output_shape)
     return inputs, kernel, kept, fill_index, output_shape, strides, pads
 

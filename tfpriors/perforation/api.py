@@ -183,6 +183,8 @@ def perforate(model, rates, mask="uniform", data=None, seed=0, implementation="a
             _validation.one_of(
                 kind, f"mask['{name}']" if isinstance(mask, dict) else "mask", set(MASK_KINDS)
             )
+    if data is not None:
+        _split_data(data)  # checked whatever the masks, so that it is never dropped silently
     scores_cache = {}
     built = {
         name: _build_mask(

@@ -309,6 +309,7 @@ def lattice_rates(output_shape, max_step=MAX_LATTICE_STEP):
     """
     height, width = _output_shape(output_shape)
     rates = {}
+    max_step = _validation.positive_int(max_step, "max_step")
     for row_step in range(1, min(height, max_step) + 1):
         for col_step in range(1, min(width, max_step) + 1):
             rows = len(range((row_step - 1) // 2, height, row_step))
@@ -571,6 +572,17 @@ def make_mask(kind, output_shape, rate, seed=None, pooling=None, scores=None):
             )
         return kind
     kind = _validation.one_of(kind, "kind", set(MASK_KINDS))
+    # Checked for every kind, so that an argument the kind does not use is never dropped
+    # silently.
+    seed = _validation.seed(seed)
+    if pooling is not None:
+        pooling = _validation.sequence(pooling, "pooling", "a tuple (pool_size, strides, padding)")
+        if len(pooling) != 3:
+            raise ValueError(
+                f"`pooling` must be a tuple (pool_size, strides, padding); received {pooling!r}."
+            )
+    if scores is not None and kind != "impact":
+        raise ValueError(f"`scores` apply to kind='impact' only; received kind={kind!r}.")
     if kind == "uniform":
         return uniform_mask(output_shape, rate, seed=seed)
     if kind == "grid":

@@ -4,6 +4,8 @@
 (empirical Bayes) and :class:`DeepWeightPrior` (a :class:`KernelVAE` trained on
 the kernels that :func:`collect_kernels` gathers) plug into the ``prior``
 argument of ``tfpriors.layers.VariationalDense`` / ``VariationalConv2D``.
+:class:`TruncatedLogNormal` is the per-unit noise of Structured Bayesian
+Pruning, with its KL from the truncated log-uniform prior.
 """
 
 from tfpriors.priors.base import Prior
@@ -13,6 +15,7 @@ from tfpriors.priors.kernels import collect_kernels, plot_kernels
 from tfpriors.priors.learned_gaussian import LearnedGaussian
 from tfpriors.priors.log_uniform import LogUniform, log_alpha
 from tfpriors.priors.normal import Normal
+from tfpriors.priors.truncated_log_uniform import TruncatedLogNormal
 
 __all__ = [
     "Prior",
@@ -24,4 +27,5 @@ __all__ = [
     "DeepWeightPrior",
     "collect_kernels",
     "plot_kernels",
+    "TruncatedLogNormal",
 ]

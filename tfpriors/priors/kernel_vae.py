@@ -256,7 +256,7 @@ def vae_from_config(config):
         ]
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(
-            "`vae` config is not a serialized KernelVAE (expected the keys "
+            "`config` is not a serialized KernelVAE (expected the keys "
             f"'model' and 'weights'): {error}"
         ) from error
     check_vae(vae)
@@ -264,7 +264,7 @@ def vae_from_config(config):
     sizes = [len(network.weights) for network in networks]
     if len(weights) != sum(sizes):
         raise ValueError(
-            f"`vae` config holds {len(weights)} weight arrays; its KernelVAE has {sum(sizes)}."
+            f"`config` holds {len(weights)} weight arrays; its KernelVAE has {sum(sizes)}."
         )
     vae.encoder.set_weights(weights[: sizes[0]])
     vae.decoder.set_weights(weights[sizes[0] :])
