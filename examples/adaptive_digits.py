@@ -13,7 +13,7 @@ units evaluated at each position of a few test digits.
 import argparse
 import os
 
-from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
+from tfpriors_cli import add_output_folder, parse_args_with_output, start_tensorflow
 
 start_tensorflow()  # imports TensorFlow without its start-up log lines
 
@@ -28,16 +28,8 @@ def main(argv=None):
     parser.add_argument("--kind", default="sact", choices=["act", "sact", "pact"])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--ponder-cost", type=float, default=0.1)
-    parser.add_argument(
-        "--out",
-        default=os.path.join("examples_out", "adaptive_digits"),
-        help="output folder, created if missing (default: %(default)s)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        check_output_directory(args.out, "--out")  # before training, not after
-    except CommandError as error:
-        parser.error(str(error))
+    add_output_folder(parser, "adaptive_digits")
+    args = parse_args_with_output(parser, argv)  # checks --out before training
 
     keras.utils.set_random_seed(0)
     (x, y), (xt, yt) = tfpriors.datasets.load_digits(flat=False)

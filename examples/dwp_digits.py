@@ -19,7 +19,7 @@ import math
 import os
 import time
 
-from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
+from tfpriors_cli import add_output_folder, parse_args_with_output, start_tensorflow
 
 start_tensorflow()  # imports TensorFlow without its start-up log lines
 
@@ -248,17 +248,9 @@ def main(argv=None):
     parser.add_argument("--source-epochs", type=int, default=15)
     parser.add_argument("--vae-epochs", type=int, default=60)
     parser.add_argument("--steps", type=int, default=400, help="target training steps")
-    parser.add_argument(
-        "--out",
-        default=os.path.join("examples_out", "dwp_digits"),
-        help="output folder, created if missing (default: %(default)s)",
-    )
+    add_output_folder(parser, "dwp_digits")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        check_output_directory(args.out, "--out")  # before training, not after
-    except CommandError as error:
-        parser.error(str(error))
+    args = parse_args_with_output(parser, argv)  # checks --out before training
     start = time.perf_counter()
 
     ((xs, ys), (xs_test, ys_test)), ((xt, yt), (xt_test, yt_test)) = split_digits()

@@ -14,7 +14,7 @@ Keras on the test set. Writes ``OUT/digits.tflite`` and 16 test images,
 import argparse
 import os
 
-from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
+from tfpriors_cli import add_output_folder, parse_args_with_output, start_tensorflow
 
 start_tensorflow()  # imports TensorFlow without its start-up log lines
 
@@ -28,16 +28,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quantize", choices=["none", "dynamic", "int8"], default="none")
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument(
-        "--out",
-        default=os.path.join("examples_out", "export_tflite"),
-        help="output folder, created if missing (default: %(default)s)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        check_output_directory(args.out, "--out")  # before training, not after
-    except CommandError as error:
-        parser.error(str(error))
+    add_output_folder(parser, "export_tflite")
+    args = parse_args_with_output(parser, argv)  # checks --out before training
 
     (x_train, y_train), (x_test, y_test) = tfpriors.datasets.load_digits()
     model = tfpriors.models.lenet_300_100((64,), 10, kind="sparse_vd")

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
+from tfpriors_cli import add_output_folder, parse_args_with_output, start_tensorflow
 
 start_tensorflow()  # imports TensorFlow without its start-up log lines
 
@@ -31,16 +31,8 @@ def main(argv=None):
     parser.add_argument(
         "--policy-length", type=int, default=5, help="sub-policies chosen (default 5)"
     )
-    parser.add_argument(
-        "--out",
-        default=os.path.join("examples_out", "gps_digits"),
-        help="output folder, created if missing (default: %(default)s)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        check_output_directory(args.out, "--out")  # before training, not after
-    except CommandError as error:
-        parser.error(str(error))
+    add_output_folder(parser, "gps_digits")
+    args = parse_args_with_output(parser, argv)  # checks --out before training
 
     (x, y), (x_test, y_test) = tfpriors.datasets.load_digits(flat=False)
     x_train, y_train, x_search, y_search = x[:-300], y[:-300], x[-300:], y[-300:]

@@ -15,7 +15,7 @@ Writes the trade-off plot and the pruned model's ``hypernet.tflite`` into
 import argparse
 import os
 
-from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
+from tfpriors_cli import add_output_folder, parse_args_with_output, start_tensorflow
 
 start_tensorflow()  # imports TensorFlow without its start-up log lines
 
@@ -36,16 +36,8 @@ def main(argv=None):
     )
     parser.add_argument("--export-lambda", type=float, default=1.0)
     parser.add_argument("--prune-fraction", type=float, default=0.8)
-    parser.add_argument(
-        "--out",
-        default=os.path.join("examples_out", "hypernet_digits"),
-        help="output folder, created if missing (default: %(default)s)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        check_output_directory(args.out, "--out")  # before training, not after
-    except CommandError as error:
-        parser.error(str(error))
+    add_output_folder(parser, "hypernet_digits")
+    args = parse_args_with_output(parser, argv)  # checks --out before training
 
     (x, y), (x_test, y_test) = tfpriors.datasets.load_digits()
     model = tfpriors.hyper.LambdaHyperModel(

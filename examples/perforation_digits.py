@@ -22,7 +22,7 @@ perforation benchmark (bench/perforation.py) times VGG-sized layers.
 import argparse
 import os
 
-from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
+from tfpriors_cli import add_output_folder, parse_args_with_output, start_tensorflow
 
 start_tensorflow()  # imports TensorFlow without its start-up log lines
 
@@ -125,16 +125,8 @@ if __name__ == "__main__":
         default="perforation_mask.png",
         help="file name of conv2's mask picture in --out (default: %(default)s)",
     )
-    parser.add_argument(
-        "--out",
-        default=os.path.join("examples_out", "perforation_digits"),
-        help="output folder, created if missing (default: %(default)s)",
-    )
-    args = parser.parse_args()
-    try:
-        check_output_directory(args.out, "--out")  # before training, not after
-    except CommandError as error:
-        parser.error(str(error))
+    add_output_folder(parser, "perforation_digits")
+    args = parse_args_with_output(parser)  # checks --out before training
     main(
         args.epochs, args.fine_tune_epochs, args.target_speedup, args.size, args.mask_png, args.out
     )

@@ -12,7 +12,7 @@ TTA / TTA. Writes the ensemble's reliability diagram with TTA to
 import argparse
 import os
 
-from tfpriors_cli import CommandError, check_output_directory, start_tensorflow
+from tfpriors_cli import add_output_folder, parse_args_with_output, start_tensorflow
 
 start_tensorflow()  # imports TensorFlow without its start-up log lines
 
@@ -40,16 +40,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15, help="epochs per member (default 15)")
     parser.add_argument("--members", type=int, default=3, help="ensemble size (default 3)")
-    parser.add_argument(
-        "--out",
-        default=os.path.join("examples_out", "tta_digits"),
-        help="output folder, created if missing (default: %(default)s)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        check_output_directory(args.out, "--out")  # before training, not after
-    except CommandError as error:
-        parser.error(str(error))
+    add_output_folder(parser, "tta_digits")
+    args = parse_args_with_output(parser, argv)  # checks --out before training
 
     (x, y), (x_test, y_test) = tfpriors.datasets.load_digits(flat=False)
     ensemble = [train_member(x, y, seed, args.epochs) for seed in range(args.members)]

@@ -27,7 +27,11 @@ def _source(path):
 
 
 # The scripts that write files (they take --out); the others only print.
-WRITERS = {name for name, path in zip(NAMES, EXAMPLES) if '"--out"' in _source(path)}
+WRITERS = {
+    name
+    for name, path in zip(NAMES, EXAMPLES)
+    if '"--out"' in _source(path) or "add_output_folder(" in _source(path)
+}
 # Settings that make each script's whole run short (--out is added).
 TINY_RUNS = {
     "adaptive_digits": ["--epochs", "1"],

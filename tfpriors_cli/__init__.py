@@ -182,6 +182,58 @@ def check_output_directory(path, argument):
     _check_can_create_in(path, f"into {path!r}", argument)
 
 
+def add_output_folder(parser, name):
+    """Adds ``--out``, an example's output folder (default ``examples_out/<name>``).
+
+    Pair it with :func:`parse_args_with_output`, which checks the folder
+    before the example starts any work.
+
+    Args:
+        parser: the example's ``argparse.ArgumentParser``.
+        name: the example's name, the default folder's last part.
+
+    Example:
+    >>> import argparse
+    >>> from tfpriors_cli import add_output_folder, parse_args_with_output
+    >>> parser = argparse.ArgumentParser()
+    >>> add_output_folder(parser, "my_example")
+    >>> parse_args_with_output(parser, []).out
+    'examples_out/my_example'
+    """
+    parser.add_argument(
+        "--out",
+        default=os.path.join("examples_out", name),
+        help="output folder, created if missing (default: %(default)s)",
+    )
+
+
+def parse_args_with_output(parser, argv=None):
+    """Parses ``argv`` and checks ``--out`` before any training: a bad folder is a usage error.
+
+    Args:
+        parser: a parser given ``--out`` by :func:`add_output_folder`.
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The parsed arguments; ``args.out`` exists and is writable.
+
+    Example:
+    >>> import argparse
+    >>> from tfpriors_cli import add_output_folder, parse_args_with_output
+    >>> parser = argparse.ArgumentParser()
+    >>> add_output_folder(parser, "my_example")
+    >>> import os
+    >>> os.path.isdir(parse_args_with_output(parser, ["--out", "runs/one"]).out)
+    True
+    """
+    args = parser.parse_args(argv)
+    try:
+        check_output_directory(args.out, "--out")
+    except CommandError as error:
+        parser.error(str(error))
+    return args
+
+
 def check_model_file(path):
     """Raises :class:`CommandError` unless ``path`` is a file that can be a ``.keras`` model.
 
