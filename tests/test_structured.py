@@ -111,6 +111,14 @@ def test_skip_and_bad_arguments():
         tfpriors.structured(model, dataset_size=0)
     with pytest.raises(TypeError, match="model"):
         tfpriors.structured("model")
+    with pytest.raises(ValueError, match="learning_rate_multiplier"):
+        tfpriors.structured(model, learning_rate_multiplier=-1.0)
+    (gate,) = [
+        layer
+        for layer in tfpriors.structured(model, learning_rate_multiplier=4.0).layers
+        if isinstance(layer, StructuredBayesianPruning)
+    ]
+    assert gate.learning_rate_multiplier == 4.0
 
 
 def test_gated_model_trains_and_prunes_with_a_strong_kl(digits):
@@ -136,8 +144,10 @@ def _prune(gate, keep):
     units = gate.units
     keep = np.asarray(keep)
     rng = np.random.default_rng(units)
-    gate.mu.assign(np.where(keep, rng.uniform(-1.0, 0.0, units), -15.0).astype("float32"))
-    gate.log_sigma.assign(np.where(keep, rng.uniform(-4.0, -1.0, units), 2.0).astype("float32"))
+    gate.set_posterior(
+        mu=np.where(keep, rng.uniform(-1.0, 0.0, units), -15.0),
+        log_sigma=np.where(keep, rng.uniform(-4.0, -1.0, units), 2.0),
+    )
     np.testing.assert_array_equal(gate.kept_mask(), keep)
 
 

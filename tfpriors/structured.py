@@ -13,7 +13,7 @@ from tfpriors import _validation
 from tfpriors._rewrite import check_rewritable, rewrite_model
 from tfpriors.graph import consumers, walk
 from tfpriors.layers.geometry import Conv2DGeometry, DenseGeometry
-from tfpriors.layers.structured import StructuredBayesianPruning
+from tfpriors.layers.structured import LEARNING_RATE_MULTIPLIER, StructuredBayesianPruning
 
 # Layers between a gated layer and the model output that keep one value per
 # class: a gate there could only zero a class score, never remove it.
@@ -77,7 +77,15 @@ def _skip_names(model, skip):
     return skip
 
 
-def structured(model, skip=None, *, threshold=1.0, dataset_size=None, seed=None):
+def structured(
+    model,
+    skip=None,
+    *,
+    threshold=1.0,
+    dataset_size=None,
+    seed=None,
+    learning_rate_multiplier=LEARNING_RATE_MULTIPLIER,
+):
     """Inserts a ``StructuredBayesianPruning`` gate after every Dense and Conv2D layer.
 
     Works on Sequential and functional models, nested ones included. Every
@@ -101,6 +109,10 @@ def structured(model, skip=None, *, threshold=1.0, dataset_size=None, seed=None)
         dataset_size: optional training-set size for the KL; it can be set
             later with ``tfpriors.set_dataset_size``.
         seed: optional seed; gate ``i`` gets ``seed + i``.
+        learning_rate_multiplier: how many times the optimizer's learning rate
+            the gates' ``mu`` and ``log_sigma`` train with; default 30 (see
+            ``StructuredBayesianPruning``: without it, pruning needs thousands
+            of steps), 1 for the paper's single learning rate.
 
     Returns:
         A new, uncompiled model. The original model is not changed.
@@ -130,8 +142,10 @@ def structured(model, skip=None, *, threshold=1.0, dataset_size=None, seed=None)
     >>> gated.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
     ``gated`` then fine-tunes as usual, e.g. ``gated.fit(x_train, y_train,
-    epochs=20, callbacks=[tfpriors.callbacks.KLWarmup(0, 10)])``; units whose
-    signal-to-noise ratio falls below ``threshold`` are pruned.
+    epochs=40, callbacks=[tfpriors.callbacks.KLWarmup(0, 3)])`` with Adam at
+    lr 1e-3; units whose signal-to-noise ratio falls below ``threshold`` are
+    pruned (dense layers' units within a few epochs, convolution filters more
+    slowly: the weights must first learn to do without them).
     """
     check_rewritable(model)
     skip = _skip_names(model, skip)
@@ -139,6 +153,7 @@ def structured(model, skip=None, *, threshold=1.0, dataset_size=None, seed=None)
     if dataset_size is not None:
         dataset_size = _validation.positive_int(dataset_size, "dataset_size")
     seed = _validation.seed(seed)
+    multiplier = _validation.positive_number(learning_rate_multiplier, "learning_rate_multiplier")
     outputs = _output_ids(model)
     count = [0]
 
@@ -149,6 +164,7 @@ def structured(model, skip=None, *, threshold=1.0, dataset_size=None, seed=None)
         count[0] += 1
         return StructuredBayesianPruning(
             threshold=threshold,
+            learning_rate_multiplier=multiplier,
             seed=gate_seed,
             dataset_size=dataset_size,
             name=f"{layer.name}_sbp",

@@ -287,13 +287,18 @@ VALID_FOR = {
     "tfpriors.set_dataset_size": {"model": Make(_mlp)},
     "tfpriors.set_kl_weight": {"model": Make(_mlp)},
     "tfpriors.sparsify": {"model": Make(lambda c: _mlp(kind="dense")), "dataset_size": 32},
-    "tfpriors.structured": {"model": Make(lambda c: _mlp(kind="dense")), "dataset_size": 32},
+    "tfpriors.structured": {
+        "model": Make(lambda c: _mlp(kind="dense")),
+        "dataset_size": 32,
+        "learning_rate_multiplier": 30.0,
+    },
     "tfpriors.priors.TruncatedLogNormal": {"mu": 0.0, "log_sigma": -1.0, "a": -20.0, "b": 0.0},
     "tfpriors.layers.StructuredBayesianPruning": {
         "a": -20.0,
         "b": 0.0,
         "mu_initializer": 0.0,
         "log_sigma_initializer": -5.0,
+        "learning_rate_multiplier": 30.0,
     },
     "tfpriors.export.inference_model": {"model": Make(_mlp)},
     "tfpriors.export.shrink": {"model": Make(_mlp)},
@@ -610,6 +615,8 @@ ALTERNATIVES_FOR = {
     "tfpriors.layers.StructuredBayesianPruning.a": -1.001,
     "tfpriors.layers.StructuredBayesianPruning.mu_initializer": -3.0,
     "tfpriors.layers.StructuredBayesianPruning.log_sigma_initializer": 1.0,
+    # The stored (scaled) parameters are the initial ones divided by the multiplier.
+    "tfpriors.layers.StructuredBayesianPruning.learning_rate_multiplier": 1.0,
 }
 
 # Valid values both layers of an effect check get, where the argument only acts

@@ -32,6 +32,9 @@ from tfpriors.priors.truncated_log_uniform import (
 # and log_sigma = -5, so theta starts in [0.98, 1] and E[theta] ~ 0.9946.
 MU_INIT = 0.0
 LOG_SIGMA_INIT = -5.0
+# mu and log_sigma train with this many times the optimizer's learning rate
+# (see the class docstring): log_sigma must travel ~5 before a unit is pruned.
+LEARNING_RATE_MULTIPLIER = 30.0
 # Input ranks: (batch, units) after a Dense, (batch, steps, units), and
 # (batch, height, width, channels) after a Conv2D.
 _RANKS = (2, 3, 4)
@@ -62,7 +65,20 @@ class ClipConstraint(keras.constraints.Constraint):
         return {"minimum": self.minimum, "maximum": self.maximum}
 
 
-def _initializer(value, name):
+class _Scaled(keras.initializers.Initializer):
+    """``initializer`` divided by ``multiplier`` (the stored, scaled parameters)."""
+
+    def __init__(self, initializer, multiplier):
+        self.initializer = initializer
+        self.multiplier = multiplier
+
+    def __call__(self, shape, dtype=None):
+        return self.initializer(shape, dtype=dtype) / self.multiplier
+
+
+def _initializer(value, name, default):
+    if value is None:
+        value = default
     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
         return keras.initializers.Constant(_validation.real_number(value, name))
     return _validation.initializer(value, name)
@@ -89,6 +105,21 @@ class StructuredBayesianPruning(FloatInputs, SeedStateMixin, KLLayer):
     trained network changes its evaluation output by about 0.5% per gated
     layer; ``E[theta] = 1`` exactly is impossible with ``theta <= e^b = 1``.
 
+    From there a unit is pruned only once ``log_sigma`` has travelled about 5
+    (to ``sigma ~ 1``), while the network's weights move by hundredths. An
+    optimizer that normalizes its steps (Adam, RMSprop) moves every parameter
+    by at most about its learning rate per step, so with one learning rate for
+    all the gates need thousands of steps before the first unit goes (the
+    paper fine-tunes LeNet-5 for 200 MNIST epochs, ~94,000 steps; 4 epochs of
+    the 4,000-image sample, 250 steps at lr 1e-3, pruned nothing). The layer
+    therefore trains ``mu`` and ``log_sigma`` with ``learning_rate_multiplier``
+    times the optimizer's learning rate: it stores ``mu / m`` and
+    ``log_sigma / m`` as its variables (``scaled_mu``, ``scaled_log_sigma``)
+    and uses ``m`` times their value with the gradient of the parameters
+    themselves, so every optimizer's step (SGD's included) is ``m`` times
+    larger on the parameters. The default 30 at Adam's lr 1e-3 moves them by
+    up to 0.03 per step: units start to go after a few hundred steps.
+
     Args:
         threshold: units with ``E[theta] / std[theta] < threshold`` are pruned;
             a number > 0, default 1 (the paper's).
@@ -97,6 +128,9 @@ class StructuredBayesianPruning(FloatInputs, SeedStateMixin, KLLayer):
         mu_initializer: initial ``mu`` (a number or a Keras initializer); default 0.
         log_sigma_initializer: initial ``log(sigma)`` (a number or an
             initializer); default -5.
+        learning_rate_multiplier: how many times the optimizer's learning rate
+            ``mu`` and ``log_sigma`` train with (a number > 0); default 30,
+            1 for the paper's single learning rate.
         seed: seed of the noise.
         dataset_size: training-set size dividing the KL; usually set later with
             ``tfpriors.set_dataset_size(model, n)``.
@@ -123,8 +157,8 @@ class StructuredBayesianPruning(FloatInputs, SeedStateMixin, KLLayer):
     >>> gate = model.get_layer("gate")
     >>> gate.kept_units()  # a fresh gate keeps every unit
     32
-    >>> _ = gate.mu.assign(np.where(np.arange(32) < 8, 0.0, -15.0))
-    >>> _ = gate.log_sigma.assign(np.where(np.arange(32) < 8, -5.0, 2.0))
+    >>> gate.set_posterior(mu=np.where(np.arange(32) < 8, 0.0, -15.0),
+    ...                    log_sigma=np.where(np.arange(32) < 8, -5.0, 2.0))
     >>> gate.kept_units(), gate.kept_mask()[:10]
     (8, array([ True,  True,  True,  True,  True,  True,  True,  True, False, False]))
     >>> bool(np.all(gate(np.ones((1, 32), "float32"))[0, 8:] == 0.0))  # pruned at evaluation
@@ -138,6 +172,7 @@ class StructuredBayesianPruning(FloatInputs, SeedStateMixin, KLLayer):
         b=LOG_THETA_MAX,
         mu_initializer=MU_INIT,
         log_sigma_initializer=LOG_SIGMA_INIT,
+        learning_rate_multiplier=LEARNING_RATE_MULTIPLIER,
         seed=None,
         dataset_size=None,
         **kwargs,
@@ -145,8 +180,13 @@ class StructuredBayesianPruning(FloatInputs, SeedStateMixin, KLLayer):
         super().__init__(dataset_size=dataset_size, **kwargs)
         self.threshold = _validation.positive_number(threshold, "threshold")
         self.a, self.b = validate_interval(a, b)
-        self.mu_initializer = _initializer(mu_initializer, "mu_initializer")
-        self.log_sigma_initializer = _initializer(log_sigma_initializer, "log_sigma_initializer")
+        self.mu_initializer = _initializer(mu_initializer, "mu_initializer", MU_INIT)
+        self.log_sigma_initializer = _initializer(
+            log_sigma_initializer, "log_sigma_initializer", LOG_SIGMA_INIT
+        )
+        self.learning_rate_multiplier = _validation.positive_number(
+            learning_rate_multiplier, "learning_rate_multiplier"
+        )
         self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
@@ -161,27 +201,92 @@ class StructuredBayesianPruning(FloatInputs, SeedStateMixin, KLLayer):
         self.units = int(input_shape[-1])
         self.input_spec = keras.InputSpec(ndim=len(input_shape), axes={-1: self.units})
         # float32 parameters under mixed precision: the normal CDFs of the
-        # truncated log-normal need more than float16's range.
-        self.mu = self.add_weight(
-            name="mu",
+        # truncated log-normal need more than float16's range. The variables
+        # hold mu / m and log_sigma / m (m = learning_rate_multiplier): an
+        # optimizer that normalizes its steps (Adam) then moves mu and
+        # log_sigma m times faster than the weights.
+        m = self.learning_rate_multiplier
+        self.scaled_mu = self.add_weight(
+            name="scaled_mu",
             shape=(self.units,),
-            initializer=self.mu_initializer,
-            constraint=ClipConstraint(self.a, self.b),
+            initializer=_Scaled(self.mu_initializer, m),
+            constraint=ClipConstraint(self.a / m, self.b / m),
             autocast=False,
         )
-        self.log_sigma = self.add_weight(
-            name="log_sigma",
+        self.scaled_log_sigma = self.add_weight(
+            name="scaled_log_sigma",
             shape=(self.units,),
-            initializer=self.log_sigma_initializer,
-            constraint=ClipConstraint(LOG_SIGMA_MIN, LOG_SIGMA_MAX),
+            initializer=_Scaled(self.log_sigma_initializer, m),
+            constraint=ClipConstraint(LOG_SIGMA_MIN / m, LOG_SIGMA_MAX / m),
             autocast=False,
         )
+
+    def _unscaled(self, variable):
+        # Value m * v with gradient 1 with respect to v: the optimizer's step on
+        # v, whatever its rule, becomes m times that step on the parameter.
+        value = ops.convert_to_tensor(variable)
+        return value + (self.learning_rate_multiplier - 1.0) * ops.stop_gradient(value)
+
+    @property
+    def mu(self):
+        """Per-unit location of ``log(theta)`` (a float32 tensor; see :meth:`set_posterior`)."""
+        return self._unscaled(self.scaled_mu)
+
+    @property
+    def log_sigma(self):
+        """Per-unit ``log(sigma)`` of ``log(theta)`` (a float32 tensor)."""
+        return self._unscaled(self.scaled_log_sigma)
+
+    def set_posterior(self, mu=None, log_sigma=None):
+        """Sets ``mu`` and / or ``log_sigma`` per unit (clipped to their ranges).
+
+        Writes the scaled variables, so use this rather than assigning to
+        ``scaled_mu`` / ``scaled_log_sigma`` yourself.
+
+        Args:
+            mu: values of ``mu``, a number or an array of shape ``(units,)``.
+            log_sigma: values of ``log(sigma)``, the same.
+
+        Raises:
+            ValueError: when the layer is not built, a value is not finite,
+                or its shape is not ``(units,)``.
+
+        Example:
+        >>> gate = tfpriors.layers.StructuredBayesianPruning()
+        >>> gate.build((None, 3))
+        >>> gate.set_posterior(mu=[0.0, -4.0, -10.0], log_sigma=[-5.0, 0.0, 1.0])
+        >>> gate.kept_mask()
+        array([ True, False, False])
+        >>> np.round(keras.ops.convert_to_numpy(gate.mu), 3)  # the parameter, not the variable
+        array([  0.,  -4., -10.], dtype=float32)
+        """
+        if not self.built:
+            raise ValueError(
+                f"StructuredBayesianPruning '{self.name}' must be built before `set_posterior`."
+            )
+        for value, name, variable, low, high in (
+            (mu, "mu", self.scaled_mu, self.a, self.b),
+            (log_sigma, "log_sigma", self.scaled_log_sigma, LOG_SIGMA_MIN, LOG_SIGMA_MAX),
+        ):
+            if value is None:
+                continue
+            array = np.asarray(_validation.numeric_array(value, name), "float32")
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"`{name}` must hold finite numbers; received {value!r}.")
+            try:
+                array = np.broadcast_to(array, (self.units,))
+            except ValueError:
+                raise ValueError(
+                    f"`{name}` must be a number or have shape ({self.units},); "
+                    f"received shape {array.shape}."
+                ) from None
+            variable.assign(np.clip(array, low, high) / self.learning_rate_multiplier)
 
     # -- posterior summaries ---------------------------------------------------------
 
     def posterior(self):
         """The :class:`~tfpriors.priors.TruncatedLogNormal` of the units' noise."""
-        return TruncatedLogNormal(self.mu.value, self.log_sigma.value, self.a, self.b)
+        return TruncatedLogNormal(self.mu, self.log_sigma, self.a, self.b)
 
     def kl(self):
         """Returns the unscaled KL(q || p), summed over the units (float32 scalar)."""
@@ -248,6 +353,7 @@ class StructuredBayesianPruning(FloatInputs, SeedStateMixin, KLLayer):
                 "b": self.b,
                 "mu_initializer": keras.initializers.serialize(self.mu_initializer),
                 "log_sigma_initializer": keras.initializers.serialize(self.log_sigma_initializer),
+                "learning_rate_multiplier": self.learning_rate_multiplier,
                 "seed": self.seed,
             }
         )
