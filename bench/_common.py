@@ -187,6 +187,30 @@ def read_json(path):
         ) from None
 
 
+def error_rate(model, x, y, batch_size=512):
+    """Test error of a classifier's arg-max (Keras 2 or 3: only ``predict`` is called)."""
+    import numpy as np
+
+    # predict runs the inference path: posterior means, pruned weights zeroed.
+    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) != y))
+
+
+def litert_latencies(interpreters, example, rounds, invokes):
+    """Median ms per invoke of each LiteRT interpreter, ``rounds`` interleaved rounds.
+
+    Returns ``{name: [median ms of each round]}``; the files alternate inside
+    every round, so a slow phase of the machine hits them alike.
+    """
+    from tfpriors_mobile import median_latency_ms
+
+    per_file = {name: [] for name in interpreters}
+    for _ in range(rounds):
+        for name, interpreter in interpreters.items():
+            per_file[name].append(median_latency_ms(interpreter, example, repeats=invokes))
+    return per_file
+
+
 def time_interleaved(candidates, repeats, warmup=1):
     """Times each zero-argument callable ``repeats`` times; returns seconds per call.
 

@@ -89,12 +89,6 @@ def loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def error_rate(model, x, y):
-    # predict runs the inference path: posterior means, pruned weights zeroed.
-    logits = model.predict(x, batch_size=512, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) != y))
-
-
 def train_dense(net, x_train, y_train, settings, seed):
     keras.utils.set_random_seed(seed)
     model = NETS[net]["build"]("dense")
@@ -136,7 +130,7 @@ def run_keras3_side(settings):
             start = time.perf_counter()
             dense = train_dense(net, x_train, y_train, settings, seed)
             dense_seconds = time.perf_counter() - start
-            dense_error = error_rate(dense, x_test, y_test)
+            dense_error = _common.error_rate(dense, x_test, y_test)
             weights = dense.get_weights()
             arrays[f"{net}/seed{seed}/count"] = np.array(len(weights))
             arrays.update({f"{net}/seed{seed}/w{i}": w for i, w in enumerate(weights)})
@@ -148,15 +142,15 @@ def run_keras3_side(settings):
             row = {
                 "seed": seed,
                 "dense_error": dense_error,
-                "dense_train_error": error_rate(dense, x_train, y_train),
+                "dense_train_error": _common.error_rate(dense, x_train, y_train),
                 "dense_seconds": dense_seconds,
                 "budget": dense_error + BUDGET,
                 "sparse_vd": {
                     "compression": report.total_compression,
-                    "test_error": error_rate(sparse, x_test, y_test),
+                    "test_error": _common.error_rate(sparse, x_test, y_test),
                     # Evidence for the reason when the budget is missed: with
                     # few training images the KL dominates and the net underfits.
-                    "train_error": error_rate(sparse, x_train, y_train),
+                    "train_error": _common.error_rate(sparse, x_train, y_train),
                     "seconds": sparse_seconds,
                     "report": report.to_dict(),
                 },

@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import compression  # noqa: E402
 
-from tfpriors_mobile import load_interpreter, median_latency_ms, run_batch  # noqa: E402
+from tfpriors_mobile import load_interpreter, run_batch  # noqa: E402
 
 SEED = 0
 SIZE_GOAL = 5.0
@@ -61,14 +61,6 @@ def tfmot_sparsity(net):
 
 def accuracy(interpreter, x, y):
     return float(np.mean(run_batch(interpreter, x).argmax(1) == y))
-
-
-def interleaved_latency(interpreters, example, rounds, invokes):
-    per_file = {name: [] for name in interpreters}
-    for _ in range(rounds):
-        for name, interpreter in interpreters.items():
-            per_file[name].append(median_latency_ms(interpreter, example, repeats=invokes))
-    return per_file
 
 
 def main():
@@ -138,7 +130,7 @@ def main():
         interpreters = {
             name: load_interpreter(path, num_threads=1)[0] for name, path in paths.items()
         }
-        latencies = interleaved_latency(interpreters, x_test[:1], rounds, invokes)
+        latencies = _common.litert_latencies(interpreters, x_test[:1], rounds, invokes)
         files = {}
         for name, path in paths.items():
             files[name] = {

@@ -50,7 +50,7 @@ import tfpriors  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
-from tfpriors_mobile import load_interpreter, median_latency_ms, run_batch  # noqa: E402
+from tfpriors_mobile import load_interpreter, run_batch  # noqa: E402
 
 NUM_CLASSES = 10
 BATCH_SIZE = 64
@@ -113,11 +113,6 @@ QUICK = Settings(
 
 def loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def error_rate(model, x, y):
-    logits = model.predict(x, batch_size=500, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) != y))
 
 
 class KeptUnits(keras.callbacks.Callback):
@@ -217,11 +212,7 @@ def file_flops(layers, units_kept):
 
 def interleaved_latency(paths, example, rounds, invokes):
     interpreters = {name: load_interpreter(path, num_threads=1)[0] for name, path in paths.items()}
-    per_file = {name: [] for name in paths}
-    for _ in range(rounds):
-        for name, interpreter in interpreters.items():
-            per_file[name].append(median_latency_ms(interpreter, example, repeats=invokes))
-    return interpreters, per_file
+    return interpreters, _common.litert_latencies(interpreters, example, rounds, invokes)
 
 
 def run_seed(net, data, settings, seed, variants, workdir, dense=None):
@@ -233,8 +224,8 @@ def run_seed(net, data, settings, seed, variants, workdir, dense=None):
     row = {
         "seed": seed,
         "dense_seconds": time.perf_counter() - start,
-        "dense_error": error_rate(dense, x_test, y_test),
-        "dense_train_error": error_rate(dense, x_train, y_train),
+        "dense_error": _common.error_rate(dense, x_test, y_test),
+        "dense_train_error": _common.error_rate(dense, x_train, y_train),
         "dense_model": dense,  # dropped before the JSON is written
     }
     row["budget"] = row["dense_error"] + BUDGET
@@ -257,8 +248,8 @@ def run_seed(net, data, settings, seed, variants, workdir, dense=None):
         exported_units = {k: tuple(int(n) for n in v) for k, v in export.units_kept.items()}
         row[variant] = {
             "seconds": seconds,
-            "test_error": error_rate(model, x_test, y_test),
-            "train_error": error_rate(model, x_train, y_train),
+            "test_error": _common.error_rate(model, x_test, y_test),
+            "train_error": _common.error_rate(model, x_train, y_train),
             "flops": int(report.total_flops),
             # compression_report's count (gates only) and the exported file's.
             "flops_kept": int(report.total_flops_kept),
