@@ -44,7 +44,8 @@ CXX ?= g++
 
 ops: $(OPS_LIB)
 
-$(OPS_LIB): custom_ops/perforated_conv.cc custom_ops/packed_gemm.h custom_ops/build.py | $(STAMP)
+$(OPS_LIB): custom_ops/perforated_conv.cc custom_ops/packed_gemm.h custom_ops/lrt_sample.cc \
+		custom_ops/philox_normal.h custom_ops/philox_normal_simd.inc custom_ops/build.py | $(STAMP)
 	$(PY) custom_ops/build.py
 
 # Builds the op whenever a C++ compiler exists, and then a failure stops `make test` with
@@ -63,9 +64,11 @@ wheel: $(STAMP)
 ops-asan: $(STAMP)
 	$(PY) custom_ops/build.py --asan
 
-# Fuzzing of the op (fuzz/) under ASan + UBSan for FUZZ_SECONDS; summary in
-# bench/results/fuzz.json, reproducers in fuzz/artifacts/.
+# Fuzzing of the ops (fuzz/) under ASan + UBSan for FUZZ_SECONDS, split between the
+# targets of FUZZ_TARGET (perforated_conv, lrt_sample or all); summary in
+# bench/results/fuzz.json, reproducers in fuzz/artifacts/<target>/.
 FUZZ_SECONDS ?= 600
+FUZZ_TARGET ?= all
 FUZZ_STAMP := $(VENV)/.installed-fuzz
 FUZZ_LIB := tfpriors/ops/_perforated_conv_fuzz.so
 FUZZ_COVERAGE := build/fuzz_coverage.so
@@ -76,11 +79,12 @@ $(FUZZ_STAMP): $(STAMP)
 
 # One build.py --fuzz makes both: the instrumented op and the coverage bridge it needs.
 $(FUZZ_LIB) $(FUZZ_COVERAGE) &: custom_ops/perforated_conv.cc custom_ops/packed_gemm.h custom_ops/fuzz_coverage.c \
+		custom_ops/lrt_sample.cc custom_ops/philox_normal.h custom_ops/philox_normal_simd.inc \
 		custom_ops/build.py | $(STAMP)
 	$(PY) custom_ops/build.py --fuzz
 
 fuzz: $(FUZZ_STAMP) $(FUZZ_LIB) $(FUZZ_COVERAGE)
-	$(PY) fuzz/run_fuzz.py --seconds $(FUZZ_SECONDS)
+	$(PY) fuzz/run_fuzz.py --seconds $(FUZZ_SECONDS) --target $(FUZZ_TARGET)
 
 # The library with the CUDA kernel registered as the GPU kernel of PerforatedConv2D
 # (tfpriors/ops/_perforated_conv_gpu.so, loaded instead of the CPU one when TensorFlow

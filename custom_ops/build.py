@@ -1,4 +1,7 @@
-"""Builds the fused perforated convolution with TensorFlow's own compile and link flags.
+"""Builds the compiled ops with TensorFlow's own compile and link flags.
+
+One library holds them all: the fused perforated convolution (perforated_conv.cc) and
+the fused local-reparameterization noise (lrt_sample.cc).
 
 python custom_ops/build.py             # tfpriors/ops/_perforated_conv.so (g++, -O3, any x86-64)
 python custom_ops/build.py --asan      # tfpriors/ops/_perforated_conv_asan.so
@@ -16,6 +19,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The C++ sources of the library, and the CUDA sources of its GPU kernels.
+CPU_SOURCES = ("perforated_conv.cc", "lrt_sample.cc")
+CUDA_SOURCES = ("perforated_conv_gpu.cu.cc", "lrt_sample_gpu.cu.cc")
 ROOT = os.path.dirname(HERE)
 OPS_DIR = os.path.join(ROOT, "tfpriors", "ops")
 
@@ -108,7 +114,7 @@ def build_cpu(variant=None, ops_dir=OPS_DIR):
             *optimise,
             "-w",
             *compile_flags,
-            os.path.join(HERE, "perforated_conv.cc"),
+            *(os.path.join(HERE, source) for source in CPU_SOURCES),
             "-o",
             temporary,
             *link_flags,
@@ -172,43 +178,46 @@ def build_cuda(ops_dir=OPS_DIR):
     compile_flags, link_flags = tf_flags()
     build_dir = os.path.join(ROOT, "build")
     os.makedirs(build_dir, exist_ok=True)
-    kernels = os.path.join(build_dir, "perforated_conv_gpu.cu.o")
-    host = os.path.join(build_dir, "perforated_conv_gpu_host.o")
     codes = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in CUDA_ARCHS]
     codes.append(f"-gencode=arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}")
-    run(
-        [
-            nvcc,
-            "-c",
-            "-O3",
-            "-std=c++17",
-            "-Xcompiler",
-            "-fPIC",
-            "-x",
-            "cu",
-            *codes,
-            os.path.join(HERE, "perforated_conv_gpu.cu.cc"),
-            "-o",
-            kernels,
-        ]
-    )
+    objects = []
+    for source in CUDA_SOURCES:
+        objects.append(os.path.join(build_dir, source.replace(".cu.cc", ".cu.o")))
+        run(
+            [
+                nvcc,
+                "-c",
+                "-O3",
+                "-std=c++17",
+                "-Xcompiler",
+                "-fPIC",
+                "-x",
+                "cu",
+                *codes,
+                os.path.join(HERE, source),
+                "-o",
+                objects[-1],
+            ]
+        )
     cxx = os.environ.get("CXX", "g++")
-    run(
-        [
-            cxx,
-            "-c",
-            "-fPIC",
-            *PORTABLE_FLAGS,
-            "-w",
-            *compile_flags,
-            "-DGOOGLE_CUDA=1",
-            "-DEIGEN_USE_GPU",
-            f"-I{os.path.join(root, 'include')}",
-            os.path.join(HERE, "perforated_conv.cc"),
-            "-o",
-            host,
-        ]
-    )
+    for source in CPU_SOURCES:
+        objects.append(os.path.join(build_dir, source.replace(".cc", "_host.o")))
+        run(
+            [
+                cxx,
+                "-c",
+                "-fPIC",
+                *PORTABLE_FLAGS,
+                "-w",
+                *compile_flags,
+                "-DGOOGLE_CUDA=1",
+                "-DEIGEN_USE_GPU",
+                f"-I{os.path.join(root, 'include')}",
+                os.path.join(HERE, source),
+                "-o",
+                objects[-1],
+            ]
+        )
     target = os.path.join(ops_dir, "_perforated_conv_gpu.so")
     temporary = target + ".tmp"
     cudart = os.path.join(root, "lib", "libcudart_static.a")
@@ -218,8 +227,7 @@ def build_cuda(ops_dir=OPS_DIR):
         [
             cxx,
             "-shared",
-            host,
-            kernels,
+            *objects,
             "-o",
             temporary,
             *link_flags,

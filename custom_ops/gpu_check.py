@@ -1,11 +1,14 @@
-"""Tests and times the CUDA kernel of PerforatedConv2D against PyTorch's cuDNN convolution.
+"""Tests and times the CUDA kernels: PerforatedConv2D against cuDNN, LrtSample against NumPy.
 
 Runs on a GPU machine without TensorFlow (the device tool's machines have PyTorch, not
 TensorFlow): custom_ops/device_check.sh builds the kernel with a C entry point
 (gpu_check_bridge.cu.cc) and calls this script, which draws uniform and lattice masks
 (nearest-neighbour fill by SciPy's distance transform, as tfpriors.perforation does),
 checks every output against cuDNN's full convolution gathered at the nearest kept
-position, and times both with CUDA events (medians of repeats).
+position, and times both with CUDA events (medians of repeats). The noise kernel
+(LrtSample and its gradient) is checked against a NumPy Philox-4x32-10 + Box-Muller
+stream (:func:`philox_normals`, TensorFlow's StatelessRandomNormalV2 numbers) and timed
+against ``torch.randn`` followed by the square root and multiply-add.
 
     python3 custom_ops/gpu_check.py --library build/perforated_conv_gpu_check.so --out r.json
 """
@@ -53,6 +56,119 @@ def median_ms(fn, repeats):
         torch.cuda.synchronize()
         times.append(start.elapsed_time(stop))
     return statistics.median(times)
+
+
+PHILOX_MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
+PHILOX_KEY_STEPS = (0x9E3779B9, 0xBB67AE85)
+
+
+def philox_normals(key, counter, offset, n):
+    """Elements [offset, offset + n) of the Philox normal stream of (key, counter), in NumPy."""
+    first, last = offset // 4, (offset + n + 3) // 4
+    blocks = np.arange(first, last, dtype=np.uint64)
+    low = (np.uint64(counter[0]) + blocks).astype(np.uint64)
+    carry = (low < blocks).astype(np.uint64)
+    high = np.uint64(counter[1]) + carry
+    mask = np.uint64(0xFFFFFFFF)
+    c = [low & mask, low >> np.uint64(32), high & mask, high >> np.uint64(32)]
+    k = [np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32)]
+    for _ in range(10):
+        p0 = np.uint64(PHILOX_MULTIPLIERS[0]) * c[0]
+        p1 = np.uint64(PHILOX_MULTIPLIERS[1]) * c[2]
+        c = [
+            ((p1 >> np.uint64(32)) ^ c[1] ^ k[0]) & mask,
+            p1 & mask,
+            ((p0 >> np.uint64(32)) ^ c[3] ^ k[1]) & mask,
+            p0 & mask,
+        ]
+        k = [
+            (k[0] + np.uint64(PHILOX_KEY_STEPS[0])) & mask,
+            (k[1] + np.uint64(PHILOX_KEY_STEPS[1])) & mask,
+        ]
+
+    def uniform(x):
+        return (x & np.uint64(0x7FFFFF)).astype(np.float64) / 2.0**23
+
+    out = np.empty((len(blocks), 4))
+    for i in (0, 2):
+        radius = np.sqrt(-2.0 * np.log(np.maximum(uniform(c[i]), 1e-7)))
+        angle = 2.0 * np.pi * uniform(c[i + 1])
+        out[:, i], out[:, i + 1] = radius * np.sin(angle), radius * np.cos(angle)
+    return out.reshape(-1)[offset - 4 * first :][:n]
+
+
+def check_noise(library, repeats, n=2**21):
+    """Checks and times the LrtSample kernel; returns its rows."""
+    launch = library.tfpriors_gpu_lrt
+    launch.restype = ctypes.c_int
+    launch.argtypes = (
+        [ctypes.c_void_p, ctypes.c_int]
+        + [ctypes.c_void_p] * 4
+        + [
+            ctypes.c_int64,
+            ctypes.c_int64,
+            ctypes.c_float,
+            ctypes.c_void_p,
+        ]
+    )
+    device = torch.device("cuda")
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    mean = torch.randn(n, generator=generator).to(device)
+    variance = torch.rand(n, generator=generator).to(device)
+    key_value, counter_value = 0x0123456789ABCDEF, (2**32 - 7, 5)
+    key = torch.tensor([key_value], dtype=torch.int64, device=device)
+    counter = torch.tensor(counter_value, dtype=torch.int64, device=device)
+    out = torch.empty_like(mean)
+    stream = torch.cuda.current_stream().cuda_stream
+    rows = []
+    for gradient in (0, 1):
+        for offset in (0, 3, 4097):
+
+            def ours(offset=offset, gradient=gradient):
+                status = launch(
+                    stream,
+                    gradient,
+                    mean.data_ptr(),
+                    variance.data_ptr(),
+                    key.data_ptr(),
+                    counter.data_ptr(),
+                    offset,
+                    n,
+                    1e-8,
+                    out.data_ptr(),
+                )
+                if status != 0:
+                    raise RuntimeError("the CUDA launch failed")
+
+            ours()
+            torch.cuda.synchronize()
+            eps = philox_normals(key_value, counter_value, offset, n)
+            m, v = mean.cpu().double().numpy(), variance.cpu().double().numpy()
+            root = np.sqrt(v + 1e-8)
+            expected = 0.5 * m * eps / root if gradient else m + root * eps
+            error = float(np.max(np.abs(out.cpu().double().numpy() - expected)))
+            rows.append(
+                {
+                    "op": "LrtSampleVarianceGrad" if gradient else "LrtSample",
+                    "offset": offset,
+                    "max_abs_diff": error,
+                    "kernel_ms": median_ms(ours, repeats),
+                }
+            )
+
+    def torch_baseline():
+        return mean + torch.sqrt(variance + 1e-8) * torch.randn_like(mean)
+
+    baseline_ms = median_ms(torch_baseline, repeats)
+    for row in rows:
+        row["torch_randn_fma_ms"] = baseline_ms
+        row["speedup"] = baseline_ms / row["kernel_ms"]
+        print(
+            f"{row['op']} offset {row['offset']}: max |diff| {row['max_abs_diff']:.2e}, "
+            f"kernel {row['kernel_ms']:.3f} ms vs torch.randn + FMA {baseline_ms:.3f} ms",
+            flush=True,
+        )
+    return rows
 
 
 def main():
@@ -140,7 +256,10 @@ def main():
                         f"({dense_ms / ms:.2f}x)",
                         flush=True,
                     )
+    noise_rows = check_noise(library, args.repeats)
     result = {
+        "noise_rows": noise_rows,
+        "noise_correct": all(r["max_abs_diff"] < 1e-4 for r in noise_rows),
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -152,6 +271,8 @@ def main():
         json.dump(result, handle, indent=2)
     if not result["all_correct"]:
         raise SystemExit("the CUDA kernel disagrees with cuDNN")
+    if not result["noise_correct"]:
+        raise SystemExit("the CUDA noise kernel disagrees with the NumPy Philox stream")
 
 
 if __name__ == "__main__":

@@ -20,3 +20,16 @@ extern "C" int tfpriors_gpu_perforated_conv2d(
              ? 0
              : 1;
 }
+
+#include "lrt_sample_gpu.h"
+
+// The fused local-reparameterization noise (LrtSample / LrtSampleVarianceGrad).
+extern "C" int tfpriors_gpu_lrt(void* stream, int gradient, const float* a,
+                                const float* variance, const uint64_t* key_device,
+                                const uint64_t* counter_device, int64_t offset, int64_t n,
+                                float floor, float* out) {
+  return tfpriors::LaunchLrt(static_cast<cudaStream_t>(stream), gradient != 0, a, variance,
+                             key_device, counter_device, offset, n, floor, out)
+             ? 0
+             : 1;
+}

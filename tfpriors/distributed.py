@@ -2,7 +2,8 @@
 
 Two things live here:
 
-* :func:`batch_rows`, how our stochastic layers draw their noise. Under a
+* :func:`batch_rows` and :func:`replica_offset`, how our stochastic layers
+  draw their noise. Under a
   strategy each replica holds a slice of the global batch; noise drawn for
   the slice alone would depend on how many replicas there are. Instead every
   replica draws the noise of the *global* batch from the same seed and keeps
@@ -86,6 +87,42 @@ def batch_rows(sample, shape):
     offset = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows
     draw = sample(tf.concat([[rows * context.num_replicas_in_sync], shape[1:]], 0))
     return draw[offset : offset + rows]
+
+
+def replica_offset(size):
+    """Where this replica's elements start in a draw for the global batch.
+
+    The counterpart of :func:`batch_rows` for counter-based noise
+    (:func:`tfpriors.ops.lrt_sample`), which draws any run of elements of a
+    stream directly: replica ``r`` of ``R``, holding ``size`` elements, takes
+    elements ``[r * size, (r + 1) * size)`` of the single-device draw, the
+    same rows as :func:`batch_rows` keeps (and under the same assumption of
+    even slices).
+
+    Args:
+        size: the number of elements this replica draws (an int or an integer
+            scalar tensor).
+
+    Returns:
+        The Python int 0 without a strategy or with one replica, else an int64
+        scalar tensor.
+
+    Example:
+    >>> tfpriors.distributed.replica_offset(12)  # no strategy: this is the whole batch
+    0
+    >>> devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    >>> strategy = tf.distribute.MirroredStrategy(devices)
+    >>> offsets = strategy.experimental_local_results(
+    ...     strategy.run(lambda: tf.convert_to_tensor(tfpriors.distributed.replica_offset(12),
+    ...                                               tf.int64)))
+    >>> [int(offset) for offset in offsets] == [12 * r for r in range(len(devices))]
+    True
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 0
+    replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+    return replica * tf.cast(size, tf.int64)
 
 
 # -- Keras 3 and MultiWorkerMirroredStrategy ---------------------------------------------

@@ -372,8 +372,9 @@ def test_portable_build_flags_and_recorded_version(fused_op):
     assert library.built_against() == tf.__version__
     objdump = shutil.which("objdump")
     if objdump is not None:
-        # Wide registers only inside the micro-kernels compiled for their own target and
-        # called after a CPUID check: the library loads and runs on any x86-64 CPU.
+        # Wide registers only inside the micro-kernels and the noise op's vector code,
+        # compiled for their own target and called after a CPUID check: the library
+        # loads and runs on any x86-64 CPU.
         disassembly = subprocess.run(
             [objdump, "-d", "-C", "--no-show-raw-insn", library.library_path()],
             capture_output=True,
@@ -387,7 +388,11 @@ def test_portable_build_flags_and_recorded_version(fused_op):
                 function = line
             elif "%ymm" in line or "%zmm" in line:
                 wide.add(function)
-        assert wide and all("packed_gemm::" in name for name in wide), sorted(wide)[:5]
+        targeted = ("packed_gemm::", "philox::avx512::", "philox::avx2::")
+        assert wide and all(any(t in name for t in targeted) for name in wide), sorted(wide)[:5]
+        # Both instruction sets of the noise op are there, each in its own functions.
+        assert any("philox::avx512::" in name for name in wide)
+        assert any("philox::avx2::" in name for name in wide)
 
 
 def test_a_library_built_for_another_tensorflow_is_not_loaded(fused_op, tmp_path, monkeypatch):

@@ -303,6 +303,7 @@ VALID_FOR = {
     "tfpriors.export.inference_model": {"model": Make(_mlp)},
     "tfpriors.export.shrink": {"model": Make(_mlp)},
     "tfpriors.datasets.load": {"name": "digits"},
+    "tfpriors.datasets.load_font_letters": {"num_per_class": 2, "seed": 0},
     "tfpriors.adaptive.set_mode": {"model": Make(_adaptive_model), "mode": "threshold"},
     "tfpriors.adaptive.evaluated_units": {"model": Make(_sact_model)},
     "tfpriors.adaptive.ponder_map": {"model": Make(_sact_model)},
@@ -409,6 +410,16 @@ VALID_FOR = {
     ),
     "tfpriors.ops.conv_at_positions_reference": _POSITIONS,
     "tfpriors.ops.library.select_gemm": {"name": "auto"},
+    "tfpriors.ops.library.select_noise_isa": {"name": "auto"},
+    "tfpriors.ops.lrt_sample": {
+        "mean": Make(lambda c: np.zeros((3, 4), "float32")),
+        "variance": Make(lambda c: np.ones((3, 4), "float32")),
+        "seed": Make(lambda c: np.array([1, 2], "int32")),
+        "variance_floor": 0.0,
+        "offset": 0,
+        "implementation": "auto",
+    },
+    "tfpriors.ops.noise_implementation": {"name": "tensorflow"},
     "tfpriors.ops.library.built_against": {
         "path": Make(lambda c: tfpriors.ops.library.library_path())
     },
@@ -526,6 +537,9 @@ NOT_FUZZED = {
     ),
     "tfpriors.distributed.batch_rows": (
         "called inside layers with graph tensors; every stochastic layer's fuzz runs it"
+    ),
+    "tfpriors.distributed.replica_offset": (
+        "called inside layers with graph tensors; every Gaussian-weight layer's fuzz runs it"
     ),
 }
 

@@ -149,6 +149,7 @@ def main():
     tf.config.experimental.enable_op_determinism()
     if args.per_replica_noise:
         tfpriors.distributed.batch_rows = lambda sample, shape: sample(shape)
+        tfpriors.distributed.replica_offset = lambda size: 0
     if args.cluster:
         tfpriors.distributed.enable_multi_worker_fit()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()

@@ -4,8 +4,9 @@ Each run starts three processes of multiworker_worker.py at once: the
 single-device reference and the two workers of a cluster described by
 TF_CONFIG. Every model trains in its ordinary stochastic training mode
 (local-reparameterization noise, relaxed halting samples, lambda draws):
-each replica draws the noise of the global batch and keeps its own rows
-(``tfpriors.distributed.batch_rows``), so the two-worker run must reproduce
+each replica draws the noise of its own rows of the global batch's draw
+(``tfpriors.distributed.batch_rows``, or ``replica_offset`` for the fused noise
+op, which draws those rows directly), so the two-worker run must reproduce
 the single-device run up to floating-point summation order. The KL and
 ponder terms are a sizeable part of the compared losses, so counting them
 twice (or not at all) across workers would fail the loss check.

@@ -15,12 +15,15 @@ prior, the keep rule, the forward passes).
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from tfpriors import _validation, distributed
 from tfpriors.layers.geometry import WeightKernelLayer
 from tfpriors.layers.kl_layer import KLLayer
 from tfpriors.layers.seed_state import SeedStateMixin
+from tfpriors.ops import noise as noise_ops
+from tfpriors.ops.library import has_fused_op
 
 # log sigma^2 of a layer trained from scratch (the Sparse VD paper's -10).
 LOG_SIGMA2_INIT_SCRATCH = -10.0
@@ -112,6 +115,16 @@ def local_reparameterization(mean, variance, seed_generator, noise_shape=None, a
     True
     """
     dtype = mean.dtype
+    if noise_shape is None and arrange is None:
+        # One pass (tfpriors.ops.lrt_sample): the compiled op where it is built. Each
+        # replica of a distributed step draws its own rows of the global batch's noise.
+        return noise_ops.lrt_sample(
+            mean,
+            variance,
+            _stateless_seed(seed_generator),
+            variance_floor=variance_floor(dtype),
+            offset=distributed.replica_offset(ops.size(mean)),
+        )
     shape = ops.shape(mean) if noise_shape is None else noise_shape
     noise = distributed.batch_rows(
         lambda rows: keras.random.normal(rows, dtype=dtype, seed=seed_generator), shape
@@ -119,6 +132,19 @@ def local_reparameterization(mean, variance, seed_generator, noise_shape=None, a
     if arrange is not None:
         noise = arrange(noise)
     return mean + ops.sqrt(variance + variance_floor(dtype)) * noise
+
+
+def _stateless_seed(seed_generator):
+    """The next seed of ``seed_generator``, as ``keras.random.normal`` would draw it.
+
+    Advances the generator once and casts its state to the int32 seed Keras'
+    TensorFlow backend passes to ``tf.random.stateless_normal``, so that the
+    noise is the one ``keras.random.normal(shape, seed=seed_generator)`` draws.
+    """
+    seed = seed_generator.next()
+    if seed.dtype != tf.int32:
+        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+    return seed
 
 
 class GaussianPosteriorLayer(SeedStateMixin, KLLayer):
@@ -174,6 +200,10 @@ class GaussianPosteriorLayer(SeedStateMixin, KLLayer):
         )
         self.seed = _validation.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # XLA cannot compile the compiled noise op: where it is loaded, Keras' "auto"
+        # leaves the train step uncompiled (and an explicit jit_compile=True falls back
+        # with a warning) instead of failing.
+        self.supports_jit = not has_fused_op()
 
     def _sample_preactivations(self, mean, variance, noise_shape=None, arrange=None):
         """``mean + sqrt(variance) * eps`` with the layer's seeds (``local_reparameterization``)."""

@@ -414,22 +414,20 @@ class HyperVariationalLayer(GaussianPosteriorLayer):
         groups = _to_groups(inputs, draws)
         mean_kernel = tf.cast(parameters["kernel_mean"], dtype)
         outputs = self._batched_linear(groups, mean_kernel)
-        if training:
-            variance_kernel = tf.cast(tf.exp(parameters["kernel_log_sigma2"]), dtype)
-            variance = self._batched_linear(tf.square(groups), variance_kernel)
-            # One noise row per example of the global batch, grouped like the inputs.
-            outputs = self._sample_preactivations(
-                outputs,
-                variance,
-                noise_shape=tf.concat([[batch], tf.shape(outputs)[2:]], 0),
-                arrange=lambda noise: _to_groups(noise, draws),
-            )
         if self.use_bias:
             bias = tf.cast(parameters["bias"], dtype)
             outputs = outputs + tf.reshape(
                 bias, (draws,) + (1,) * (len(outputs.shape) - 2) + (self._out_dim,)
             )
-        return self._activate(_from_groups(outputs, batch))
+        if not training:
+            return self._activate(_from_groups(outputs, batch))
+        variance_kernel = tf.cast(tf.exp(parameters["kernel_log_sigma2"]), dtype)
+        variance = self._batched_linear(tf.square(groups), variance_kernel)
+        # Sampled in batch order: example i's noise is row i of the batch's draw, whatever
+        # its group (and the bias, a constant, commutes with the noise).
+        return self._activate(
+            self._sample_preactivations(_from_groups(outputs, batch), _from_groups(variance, batch))
+        )
 
     def call(self, inputs, lambdas=None, training=False):
         """Runs the layer.

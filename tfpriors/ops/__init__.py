@@ -1,10 +1,11 @@
-"""Convolutions at chosen output positions: the compiled ops and their pure-TF forms.
+"""The compiled ops and their pure-TF forms: perforated convolutions, fused noise.
 
-``make ops`` compiles ``custom_ops/perforated_conv.cc`` into
-``tfpriors/ops/_perforated_conv.so`` (:mod:`tfpriors.ops.library` loads it);
-:mod:`tfpriors.ops.conv` runs a perforated convolution or a convolution at
-chosen positions through one of several exact implementations, and
-:mod:`tfpriors.ops.autotune` measures which is fastest for a shape.
+``make ops`` compiles ``custom_ops/`` into ``tfpriors/ops/_perforated_conv.so``
+(:mod:`tfpriors.ops.library` loads it); :mod:`tfpriors.ops.conv` runs a
+perforated convolution or a convolution at chosen positions through one of
+several exact implementations, :mod:`tfpriors.ops.autotune` measures which is
+fastest for a shape, and :mod:`tfpriors.ops.noise` samples the local
+reparameterization's pre-activations in one pass (:func:`lrt_sample`).
 
 Every implementation computes the same convolution; the compiled op is used when it
 is loaded, and pure TensorFlow otherwise.
@@ -23,7 +24,7 @@ TensorShape([2, 8, 8, 4])
 True
 """
 
-from tfpriors.ops import autotune, library
+from tfpriors.ops import autotune, library, noise
 from tfpriors.ops.conv import (
     IMPLEMENTATIONS,
     builtin_ops_only,
@@ -37,6 +38,7 @@ from tfpriors.ops.library import (
     gemm_backend,
     has_fused_op,
 )
+from tfpriors.ops.noise import NOISE_IMPLEMENTATIONS, lrt_sample, noise_implementation
 from tfpriors.ops.reference import (
     conv_at_positions_reference,
     conv_geometry,
@@ -56,6 +58,10 @@ __all__ = [
     "has_fused_op",
     "lattice_of",
     "library",
+    "lrt_sample",
+    "NOISE_IMPLEMENTATIONS",
+    "noise",
+    "noise_implementation",
     "perforated_conv2d",
     "perforated_conv2d_reference",
 ]

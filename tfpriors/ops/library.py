@@ -171,6 +171,9 @@ def _load_library():
         handle.tfpriors_gemm_backend.restype = ctypes.c_char_p
         handle.tfpriors_select_gemm.argtypes = [ctypes.c_char_p]
         handle.tfpriors_select_gemm.restype = ctypes.c_int
+        handle.tfpriors_noise_isa.restype = ctypes.c_int
+        handle.tfpriors_select_noise_isa.argtypes = [ctypes.c_int]
+        handle.tfpriors_select_noise_isa.restype = ctypes.c_int
         _state["handle"] = handle
         _state["blas"] = blas
     except (OSError, AttributeError) as error:
@@ -284,6 +287,61 @@ def select_gemm(name="auto"):
     return gemm_backend()
 
 
+NOISE_ISAS = ("scalar", "avx2", "avx512")
+
+
+def noise_isa():
+    """The vector code the compiled noise op (``LrtSample``) runs on this CPU.
+
+    Chosen at run time from CPUID: the library itself is compiled for
+    baseline x86-64, and carries AVX2 and AVX-512 versions of its loops.
+
+    Returns:
+        ``"avx512"``, ``"avx2"`` or ``"scalar"``, or None when the compiled ops
+        are not loaded.
+
+    Example:
+    >>> tfpriors.ops.library.noise_isa() in ("avx512", "avx2", "scalar", None)
+    True
+    """
+    if load() is None:
+        return None
+    return NOISE_ISAS[_state["handle"].tfpriors_noise_isa()]
+
+
+def select_noise_isa(name="auto"):
+    """Chooses the vector code of the compiled noise op (for tests and benchmarks).
+
+    Args:
+        name: ``"auto"`` (the widest this CPU runs: the default), ``"avx512"``,
+            ``"avx2"`` or ``"scalar"``.
+
+    Returns:
+        :func:`noise_isa` after the change.
+
+    Raises:
+        ValueError: when ``name`` is unknown or this CPU cannot run that code.
+        RuntimeError: when the compiled ops are not loaded.
+
+    Example:
+    >>> library = tfpriors.ops.library
+    >>> if library.noise_isa() is not None:  # the compiled ops are loaded
+    ...     assert library.select_noise_isa("scalar") == "scalar"
+    ...     _ = library.select_noise_isa("auto")  # back to the widest
+    >>> library.noise_isa() in ("avx512", "avx2", "scalar", None)
+    True
+    """
+    choices = ("auto", *NOISE_ISAS)
+    if name not in choices:
+        raise ValueError(f"`name` must be one of {list(choices)}; received {name!r}.")
+    if load() is None:
+        raise RuntimeError(f"The compiled ops are not loaded: {load_error()}.")
+    code = -1 if name == "auto" else NOISE_ISAS.index(name)
+    if _state["handle"].tfpriors_select_noise_isa(code) != 0:
+        raise ValueError(f"`name`={name!r}: this CPU cannot run that code.")
+    return noise_isa()
+
+
 def warn_fallback():
     """Warns once per process that the pure-TF path replaces the compiled op.
 
@@ -304,9 +362,9 @@ def warn_fallback():
             return
         _state["warned"] = True
     warnings.warn(
-        "tfpriors: the fused perforated convolution op is unavailable "
-        f"({_state['error']}); using the pure-TensorFlow implementation, which is "
-        "slower. Build it with `make ops`.",
+        "tfpriors: the compiled ops (fused perforated convolution, fused noise) are "
+        f"unavailable ({_state['error']}); using the pure-TensorFlow implementations, "
+        "which are slower. Build them with `make ops`.",
         FusedOpUnavailableWarning,
         stacklevel=4,
     )
@@ -325,6 +383,9 @@ __all__ = [
     "has_fused_op",
     "load",
     "load_error",
+    "NOISE_ISAS",
+    "noise_isa",
     "select_gemm",
+    "select_noise_isa",
     "warn_fallback",
 ]
