@@ -47,15 +47,95 @@ def results_dir(quick):
     return QUICK_RESULTS_DIR if quick else RESULTS_DIR
 
 
-def cpu_model():
+# What a benchmark process saw when it started (every benchmark imports this
+# module first): the load average at the end alone would hide a busy start.
+_START_LOAD_AVERAGE = list(os.getloadavg())
+
+# The SIMD extensions that decide which kernels TensorFlow and oneDNN run, in
+# the order of /proc/cpuinfo's names; the full flag list is recorded too.
+SIMD_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+
+# Paths whose uncommitted changes make a figure unreproducible from its
+# commit. Results and the generated report are outputs, not inputs.
+CODE_PATHS = ("tfpriors", "custom_ops", "bench")
+OUTPUT_PATHS = ("bench/results", "bench/RESULTS.md")
+
+
+def _cpuinfo_field(name):
+    """The first value of field ``name`` in /proc/cpuinfo, or None off Linux."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model():
+    return _cpuinfo_field("model name") or platform.processor() or "unknown"
+
+
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (an empty list where there is none)."""
+    flags = _cpuinfo_field("flags")
+    return flags.split() if flags else []
+
+
+def isa_info():
+    """The SIMD flags that matter for kernels (``simd``) and every flag (``flags``)."""
+    flags = cpu_flags()
+    present = set(flags)
+    return {"simd": [f for f in SIMD_FLAGS if f in present], "flags": flags}
+
+
+def isa_summary(simd):
+    """A short reading of a ``simd`` flag list, e.g. ``AVX2+FMA, AVX-512 F/BW/VL/VNNI``."""
+    if simd is None:
+        return "unknown"
+    present = set(simd)
+    parts = []
+    if "sse4_2" in present:
+        parts.append("SSE4.2")
+    if "avx2" in present:
+        parts.append("AVX2+FMA" if "fma" in present else "AVX2")
+    elif "avx" in present:
+        parts.append("AVX")
+    avx512 = [
+        label
+        for flag, label in (
+            ("avx512f", "F"),
+            ("avx512bw", "BW"),
+            ("avx512vl", "VL"),
+            ("avx512_vnni", "VNNI"),
+            ("avx512_bf16", "BF16"),
+            ("avx512_fp16", "FP16"),
+        )
+        if flag in present
+    ]
+    if avx512:
+        parts.append("AVX-512 " + "/".join(avx512))
+    amx = [label for flag, label in (("amx_bf16", "BF16"), ("amx_int8", "INT8")) if flag in present]
+    if "amx_tile" in present:
+        parts.append("AMX" + (" " + "/".join(amx) if amx else ""))
+    return ", ".join(parts) or "no SSE4.2"
 
 
 def usable_cores():
@@ -78,32 +158,88 @@ def versions():
     return found
 
 
-def code_state():
-    """The tfpriors commit measured, and whether tfpriors/ differed from it."""
-    repo = os.path.dirname(BENCH_DIR)
+def _git(repo, *args):
+    """``git args`` in ``repo``; its stdout, or None when git or the repository is missing."""
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
-    def git(*args):
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
 
-    status = git("status", "--porcelain", "--", "tfpriors")
+def code_state(repo=None):
+    """The commit measured and the uncommitted changes that could colour its figures.
+
+    ``dirty_paths`` lists every modified, staged, deleted or untracked (not
+    ignored) file under ``tfpriors/``, ``custom_ops/`` and ``bench/``, the
+    benchmark results themselves excepted; ``dirty`` is whether there is any.
+    Both are None when git cannot answer.
+
+    Args:
+        repo: the repository root; the one holding ``bench/`` by default.
+
+    Returns:
+        A dict with ``commit``, ``dirty``, ``dirty_paths`` and, for older
+        readers, ``tfpriors_uncommitted_changes``.
+    """
+    repo = repo or os.path.dirname(BENCH_DIR)
+    commit = _git(repo, "rev-parse", "HEAD")
+    status = _git(
+        repo,
+        "status",
+        "--porcelain",
+        "--untracked-files=all",
+        "--",
+        *CODE_PATHS,
+        *(f":(exclude){path}" for path in OUTPUT_PATHS),
+    )
+    dirty_paths = None
+    if status is not None:
+        # Porcelain lines are "XY path" or "XY old -> new" (renames).
+        dirty_paths = sorted({line[3:].split(" -> ")[-1] for line in status.splitlines() if line})
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "tfpriors_uncommitted_changes": None if status is None else bool(status),
+        "commit": commit.strip() if commit else None,
+        "dirty": None if dirty_paths is None else bool(dirty_paths),
+        "dirty_paths": dirty_paths,
+        "tfpriors_uncommitted_changes": None
+        if dirty_paths is None
+        else any(path.startswith("tfpriors/") for path in dirty_paths),
     }
 
 
+def merge_code_states(start, end):
+    """One record of a run during which the tree may have changed: dirty if either was."""
+    merged = dict(start)
+    if end.get("commit") != start.get("commit"):
+        merged["commit_at_end"] = end.get("commit")
+    if start.get("dirty_paths") is None or end.get("dirty_paths") is None:
+        return merged
+    merged["dirty_paths"] = sorted(set(start["dirty_paths"]) | set(end["dirty_paths"]))
+    merged["dirty"] = bool(merged["dirty_paths"])
+    merged["tfpriors_uncommitted_changes"] = any(
+        path.startswith("tfpriors/") for path in merged["dirty_paths"]
+    )
+    return merged
+
+
 def machine_info():
+    """The machine, the software and the code state of this run, for a result's JSON.
+
+    ``load_average_start`` is the load when this process imported
+    ``_common`` (the benchmark's start), ``load_average_end`` the load now;
+    :func:`save_result` refreshes the end figures when the result is written.
+    """
+    load = list(os.getloadavg())
     return {
         "cpu": cpu_model(),
         "cores": usable_cores(),
         "platform": platform.platform(),
+        "isa": isa_info(),
         "versions": versions(),
-        "load_average": list(os.getloadavg()),
+        "load_average": load,
+        "load_average_start": list(_START_LOAD_AVERAGE),
+        "load_average_end": load,
         "code": code_state(),
     }
 
@@ -137,10 +273,21 @@ def result_header(name, title, doc, quick):
     }
 
 
+def finish_record(payload):
+    """Stamps the end of a run on ``payload["machine"]``: load average and code state now."""
+    machine = payload.get("machine")
+    if machine is None:
+        return payload
+    machine["load_average_end"] = list(os.getloadavg())
+    machine.setdefault("load_average_start", list(_START_LOAD_AVERAGE))
+    machine["code"] = merge_code_states(machine.get("code", {}), code_state())
+    return payload
+
+
 def save_result(name, quick, payload):
     """Writes a benchmark's payload to results/<name>.json (results/quick/ for --quick)."""
     path = os.path.join(results_dir(quick), f"{name}.json")
-    write_json(path, payload)
+    write_json(path, finish_record(payload))
     print(f"[{name}] wrote {path} ({payload['seconds']:.0f} s)", flush=True)
     return path
 

@@ -5,6 +5,13 @@ TF_USE_LEGACY_KERAS=1 (tf.keras is then tf_keras). It receives the data and the
 dense weights that the Keras 3 side pretrained, so both methods start from the
 very same dense network and are held to the same error budget.
 
+Two sweeps per net and seed: ``global`` prunes the whole model with
+``prune_low_magnitude`` at one target sparsity (every layer alike);
+``per_layer`` wraps each layer with its own target sparsity. Within a sweep
+the runs go from low to high compression; with ``stop_after_misses`` set,
+the rest of a sweep is skipped once that many runs in a row missed the error
+``budget`` (magnitude pruning only gets worse with more sparsity).
+
     python bench/_tfmot_worker.py JOB.json REPLY.json
 """
 
@@ -44,13 +51,14 @@ def build(net, input_shape, num_classes):
             ]
         )
     if net == "lenet5":
-        # Same padding, as tfpriors.models.lenet5 picks for 8x8 inputs.
+        # The padding tfpriors.models.lenet5 picks: valid (Caffe) from 16 pixels a side.
+        padding = "valid" if min(input_shape[:2]) >= 16 else "same"
         return keras.Sequential(
             [
                 keras.Input(input_shape),
-                layers.Conv2D(20, 5, padding="same"),
+                layers.Conv2D(20, 5, padding=padding),
                 layers.MaxPooling2D(2),
-                layers.Conv2D(50, 5, padding="same"),
+                layers.Conv2D(50, 5, padding=padding),
                 layers.MaxPooling2D(2),
                 layers.Flatten(),
                 layers.Dense(500, activation="relu"),
@@ -76,24 +84,51 @@ def kernel_counts(model):
     return total, nonzero
 
 
+def _prunable(layer):
+    return isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))
+
+
 def prune(net, weights, data, sparsity, recipe, seed):
-    """Prunes the pretrained net to ``sparsity`` while fine-tuning; returns the stripped model."""
+    """Prunes the pretrained net while fine-tuning; returns the stripped model.
+
+    ``sparsity`` is one target for the whole model (a float: TFMOT's
+    ``prune_low_magnitude`` of the model) or a list with one target per
+    Dense/Conv2D layer, in order (each layer wrapped with its own schedule).
+    """
     (x_train, y_train), _ = data
     tf.keras.utils.set_random_seed(seed)
     model = build(net, x_train.shape[1:], recipe["num_classes"])
     model.set_weights(weights)
     steps_per_epoch = int(np.ceil(len(x_train) / recipe["batch_size"]))
     total_steps = steps_per_epoch * recipe["epochs"]
-    # Reach the target after 2/3 of fine-tuning and spend the rest recovering
-    # accuracy at that sparsity (TFMOT's documented usage pattern).
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0,
-        final_sparsity=sparsity,
-        begin_step=0,
-        end_step=max(1, (2 * total_steps) // 3),
-        frequency=max(1, steps_per_epoch // 2),
-    )
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+
+    def schedule(target):
+        # Reach the target after 2/3 of fine-tuning and spend the rest recovering
+        # accuracy at that sparsity (TFMOT's documented usage pattern).
+        return tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0,
+            final_sparsity=float(target),
+            begin_step=0,
+            end_step=max(1, (2 * total_steps) // 3),
+            frequency=max(1, steps_per_epoch // 2),
+        )
+
+    if isinstance(sparsity, (list, tuple)):
+        targets = iter(sparsity)
+
+        def wrap(layer):
+            if _prunable(layer):
+                return tfmot.sparsity.keras.prune_low_magnitude(
+                    layer, pruning_schedule=schedule(next(targets))
+                )
+            return layer
+
+        # The wrappers hold the model's own (pretrained) layers: no weights are re-initialized.
+        pruned = keras.models.clone_model(model, clone_function=wrap)
+    else:
+        pruned = tfmot.sparsity.keras.prune_low_magnitude(
+            model, pruning_schedule=schedule(sparsity)
+        )
     pruned.compile(
         keras.optimizers.Adam(recipe["learning_rate"]),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -109,20 +144,45 @@ def prune(net, weights, data, sparsity, recipe, seed):
     return tfmot.sparsity.keras.strip_pruning(pruned)
 
 
+def run_sweep(net, weights, data, recipe, seed, runs, budget, stop_after_misses):
+    """Fine-tunes one pruned copy per run, in order; returns one record per run."""
+    records, misses = [], 0
+    for run in runs:
+        if stop_after_misses and misses >= stop_after_misses:
+            records.append({**run, "skipped": f"{misses} runs in a row over the budget before it"})
+            continue
+        start = time.perf_counter()
+        model = prune(net, weights, data, run["sparsity"], recipe, seed)
+        total, nonzero = kernel_counts(model)
+        record = {
+            **run,
+            "test_error": error_rate(model, *data[1]),
+            "kernel_weights": total,
+            "nonzero": nonzero,
+            "sparsity_reached": 1.0 - nonzero / total,
+            "compression": total / max(nonzero, 1),
+            "seconds": time.perf_counter() - start,
+        }
+        records.append(record)
+        over = budget is not None and record["test_error"] > budget + 1e-9
+        misses = misses + 1 if over else 0
+    return records
+
+
 def main(job_path, reply_path):
     job = _common.read_json(job_path)
     arrays = np.load(job["arrays"])
     recipe = job["recipe"]
-    runs = [
-        (net, seed, sparsity)
+    reply = {"machine": _common.machine_info(), "tf_keras_is": keras.__name__, "nets": {}}
+    tasks = [
+        (net, seed, sweep)
         for net in job["nets"]
         for seed in job["seeds"]
-        for sparsity in job["sparsities"]
+        for sweep in job["sweeps"][net][str(seed)]
     ]
-    reply = {"machine": _common.machine_info(), "tf_keras_is": keras.__name__, "nets": {}}
-    bar = tqdm(runs, desc="tfmot sweep", unit="run", file=sys.stderr)
-    for net, seed, sparsity in bar:
-        bar.set_postfix(net=net, seed=seed, sparsity=sparsity, refresh=False)
+    bar = tqdm(tasks, desc="tfmot sweeps", unit="sweep", file=sys.stderr)
+    for net, seed, sweep in bar:
+        bar.set_postfix(net=net, seed=seed, sweep=sweep["scheme"], refresh=False)
         data = (
             (arrays[f"{net}/x_train"], arrays[f"{net}/y_train"]),
             (arrays[f"{net}/x_test"], arrays[f"{net}/y_test"]),
@@ -134,19 +194,16 @@ def main(job_path, reply_path):
             dense = build(net, data[0][0].shape[1:], recipe["num_classes"])
             dense.set_weights(weights)
             per_seed["dense_error"] = error_rate(dense, *data[1])
-        start = time.perf_counter()
-        model = prune(net, weights, data, sparsity, recipe, seed)
-        total, nonzero = kernel_counts(model)
-        per_seed["sweep"].append(
-            {
-                "target_sparsity": sparsity,
-                "test_error": error_rate(model, *data[1]),
-                "kernel_weights": total,
-                "nonzero": nonzero,
-                "sparsity": 1.0 - nonzero / total,
-                "compression": total / max(nonzero, 1),
-                "seconds": time.perf_counter() - start,
-            }
+        runs = [{"scheme": sweep["scheme"], **run} for run in sweep["runs"]]
+        per_seed["sweep"] += run_sweep(
+            net,
+            weights,
+            data,
+            recipe,
+            seed,
+            runs,
+            sweep.get("budget"),
+            job.get("stop_after_misses"),
         )
     _common.write_json(reply_path, reply)
 

@@ -9,16 +9,16 @@ with the standard normal, log-uniform, learned (empirical-Bayes) Gaussian or
 Deep Weight Prior on its convolutions (the logits layer keeps the standard
 normal prior), trained for
 a fixed number of steps on 50, 100 and 500 target images; test accuracy at
-the posterior means, mean over 3 seeds (each seed draws its own training
+the posterior means, median over 3 seeds (each seed draws its own training
 subset). Initialization: the plain conv net on all target training images
 from He, a source net's filters, DWP initialization (decoder means at
 z ~ N(0, I)) or DWP initialization with the decoder's noise added; test
-accuracy after 1, 5 and 20 epochs, mean over 3 seeds.
+accuracy after 1, 5 and 20 epochs, median over 3 seeds.
 
-Goals: the Deep Weight Prior beats the standard normal prior at the smallest
-training size; DWP initialization beats He at 1, 5 and 20 epochs. The CPU is
-shared with other jobs: the figures are accuracies, not times, so load only
-changes the run time.
+Goals (on the medians): the Deep Weight Prior beats the standard normal prior
+at the smallest training size; DWP initialization beats He at 1, 5 and 20
+epochs. The CPU is shared with other jobs: the figures are accuracies, not
+times, so load only changes the run time.
 
     python bench/dwp.py [--quick]
 """
@@ -71,6 +71,13 @@ def init_note(kernels, samples):
     )
 
 
+def _median_and_range(runs):
+    """Medians (%) of each row of ``runs`` and their distances to the row's min and max."""
+    median = np.median(runs, axis=1)
+    spread = np.stack([median - runs.min(axis=1), runs.max(axis=1) - median])
+    return median * 100, spread * 100
+
+
 def plot(result, path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -81,23 +88,20 @@ def plot(result, path):
     sizes = result["settings"]["train_sizes"]
     for name in PRIORS:
         runs = np.array([result["priors"][name][str(n)] for n in sizes])
-        left.errorbar(
-            sizes, runs.mean(1) * 100, yerr=runs.std(1) * 100, marker="o", capsize=3, label=name
-        )
+        left.errorbar(sizes, *_median_and_range(runs), marker="o", capsize=3, label=name)
     left.set_xscale("log")
     left.minorticks_off()
     left.set_xticks(sizes, [str(n) for n in sizes])
     left.set_xlabel("target training images")
     left.set_ylabel("test accuracy (%)")
-    left.set_title("prior on the conv kernels (mean ± sd, 3 seeds)", fontsize=10)
+    left.set_title("prior on the conv kernels (median, min-max over seeds)", fontsize=10)
     left.legend()
     epochs = result["settings"]["init_epochs"]
     for name, curves in result["inits"].items():
         runs = np.array([curves[str(e)] for e in epochs])
         right.errorbar(
             epochs,
-            runs.mean(1) * 100,
-            yerr=runs.std(1) * 100,
+            *_median_and_range(runs),
             marker="o",
             capsize=3,
             label=f"{name} init",
@@ -107,7 +111,7 @@ def plot(result, path):
     right.set_xticks(epochs, [str(e) for e in epochs])
     right.set_xlabel("epochs")
     right.set_ylabel("test accuracy (%)")
-    right.set_title("initialization of the plain net (mean ± sd, 3 seeds)", fontsize=10)
+    right.set_title("initialization of the plain net (median, min-max over seeds)", fontsize=10)
     right.legend()
     fig.tight_layout()
     with tfpriors.io.atomic_path(path) as tmp:
@@ -195,11 +199,11 @@ def main():
                 inits[name][str(epochs)].append(accuracy)
 
     smallest = str(settings["train_sizes"][0])
-    dwp_small = float(np.mean(priors["DWP"][smallest]))
-    normal_small = float(np.mean(priors["normal"][smallest]))
+    dwp_small = _common.median(priors["DWP"][smallest])
+    normal_small = _common.median(priors["normal"][smallest])
     goals = [
         _common.goal_row(
-            f"DWP prior vs standard normal, {smallest} target images (test accuracy)",
+            f"DWP prior vs standard normal, {smallest} target images (median test accuracy)",
             dwp_small,
             "accuracy",
             "standard normal prior",
@@ -211,11 +215,12 @@ def main():
         )
     ]
     for epochs in settings["init_epochs"]:
-        dwp = float(np.mean(inits["DWP"][str(epochs)]))
-        he = float(np.mean(inits["He"][str(epochs)]))
+        dwp = _common.median(inits["DWP"][str(epochs)])
+        he = _common.median(inits["He"][str(epochs)])
         goals.append(
             _common.goal_row(
-                f"DWP init vs He init, {epochs} epoch{'s' if epochs > 1 else ''} (test accuracy)",
+                f"DWP init vs He init, {epochs} epoch{'s' if epochs > 1 else ''} "
+                "(median test accuracy)",
                 dwp,
                 "accuracy",
                 "He init",

@@ -15,6 +15,7 @@ import argparse
 import glob
 import importlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,13 +46,31 @@ def run_benchmark(name, quick):
     if quick:
         command.append("--quick")
     print(f"=== {name}: {' '.join(command)}", flush=True)
+    start_wall = time.time()
     start = time.perf_counter()
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     completed = subprocess.run(command, env=env)
     seconds = time.perf_counter() - start
     print(f"=== {name}: exit status {completed.returncode} after {seconds:.0f} s", flush=True)
+    if completed.returncode == 0:
+        record_wall_time(
+            os.path.join(_common.results_dir(quick), f"{name}.json"), seconds, start_wall
+        )
     return completed.returncode, seconds
+
+
+def record_wall_time(path, seconds, started):
+    """Adds the wall time of the process that wrote ``path`` (imports and start-up included).
+
+    Only a file written after ``started`` (seconds since the epoch) is this
+    run's; an older one is left alone.
+    """
+    if not os.path.exists(path) or os.path.getmtime(path) < started:
+        return
+    result = _common.read_json(path)
+    result["wall_seconds"] = seconds
+    _common.write_json(path, result)
 
 
 # -- RESULTS.md ----------------------------------------------------------------------------
@@ -75,9 +94,11 @@ def fmt_measure(value, unit):
     return f"{value:.1f}x" if unit == "x" else f"{value:.2f} {unit}"
 
 
-def summary_section(results):
+def summary_section(results, stale=None):
+    stale = stale or {}
     rows = []
     for result in results:
+        record = "**stale**" if stale.get(result["benchmark"]) else "current"
         for goal in result.get("goals", []):
             rows.append(
                 [
@@ -87,10 +108,11 @@ def summary_section(results):
                     fmt_ratio(goal),
                     goal["goal"],
                     verdict(goal),
+                    record,
                 ]
             )
     lines = ["## Goals", ""]
-    lines += table(["Benchmark", "Measured", "Baseline", "Ratio", "Goal", "Result"], rows)
+    lines += table(["Benchmark", "Measured", "Baseline", "Ratio", "Goal", "Result", "Record"], rows)
     missed = [g for r in results for g in r.get("goals", []) if not g["met"]]
     if missed:
         lines += ["", "Missed goals:", ""]
@@ -100,110 +122,6 @@ def summary_section(results):
                 f"- **{goal['name']}**: ratio {fmt_ratio(goal)} against the goal "
                 f"{goal['goal']}.{reason}"
             )
-    return lines
-
-
-def compression_section(result):
-    settings = result["settings"]
-    lines = [
-        f"## {result['title']}",
-        "",
-        result["description"],
-        "",
-        f"Rule: {result['rule']}",
-        "",
-        f"Recipe: dense pretraining {settings['pretrain_epochs']} epochs; both methods then "
-        f"fine-tune {settings['finetune_epochs']} epochs (Adam, lr "
-        f"{settings['learning_rate']:g}, batch {settings['batch_size']}); Sparse VD: "
-        f"{settings['sparse_vd_recipe']}; TFMOT: {settings['tfmot_schedule']}, target "
-        f"sparsities {', '.join(str(s) for s in settings['sparsities'])}.",
-        "",
-    ]
-    rows = []
-    for net in result["nets"].values():
-        s = net["summary"]
-        goal = next(g for g in result["goals"] if g["name"].startswith(net["title"]))
-        rows.append(
-            [
-                net["title"],
-                pct(s["dense_error"]),
-                pct(s["budget"]),
-                f"{s['sparse_vd_compression']:.1f}x",
-                pct(s["sparse_vd_error"]),
-                f"{s['sparse_vd_seeds_within_budget']}/{s['seeds']}",
-                f"{s['tfmot_compression']:.1f}x",
-                pct(s["tfmot_error"]),
-                fmt_ratio(goal),
-                goal["goal"],
-                verdict(goal),
-                f"{s['tfmot_compression_at_sparse_vd_error']:.1f}x",
-            ]
-        )
-    lines += table(
-        [
-            "Net",
-            "Dense error",
-            "Budget",
-            "Sparse VD compression",
-            "Sparse VD error",
-            "Sparse VD seeds within budget",
-            "TFMOT compression",
-            "TFMOT error",
-            "Ratio",
-            "Goal",
-            "Result",
-            "TFMOT within Sparse VD's own error",
-        ],
-        rows,
-    )
-    lines += ["", f"Medians over {result['repeats']} seeds. Per seed:", ""]
-    rows = []
-    for net in result["nets"].values():
-        for r in net["per_seed"]:
-            chosen = r["tfmot"]["chosen"]
-            rows.append(
-                [
-                    net["title"],
-                    r["seed"],
-                    pct(r["dense_error"]),
-                    pct(r["budget"]),
-                    f"{r['sparse_vd']['compression']:.1f}x",
-                    pct(r["sparse_vd"]["test_error"]),
-                    pct(r["sparse_vd"]["train_error"]),
-                    f"{chosen['compression']:.1f}x (sparsity {chosen['target_sparsity']})",
-                    pct(chosen["test_error"]),
-                    f"{r['tfmot']['at_sparse_vd_error']['compression']:.1f}x",
-                ]
-            )
-    lines += table(
-        [
-            "Net",
-            "Seed",
-            "Dense error",
-            "Budget",
-            "Sparse VD compression",
-            "Sparse VD test error",
-            "Sparse VD train error",
-            "TFMOT pick",
-            "TFMOT error",
-            "TFMOT within Sparse VD's error",
-        ],
-        rows,
-    )
-    lines += ["", "TFMOT sweep (medians over seeds):", ""]
-    nets = list(result["nets"].values())
-    header = ["Target sparsity"] + [f"{n['title']}: compression / error" for n in nets]
-    rows = []
-    for i, point in enumerate(nets[0]["tfmot_sweep_medians"]):
-        rows.append(
-            [point["target_sparsity"]]
-            + [
-                f"{n['tfmot_sweep_medians'][i]['compression']:.1f}x / "
-                f"{pct(n['tfmot_sweep_medians'][i]['test_error'])}"
-                for n in nets
-            ]
-        )
-    lines += table(header, rows)
     return lines
 
 
@@ -259,6 +177,12 @@ def train_step_section(result):
     return lines
 
 
+def fmt_sparsity(sparsity):
+    if isinstance(sparsity, list):
+        return "per layer " + "/".join(f"{s:g}" for s in sparsity)
+    return f"{sparsity:g}"
+
+
 def export_section(result):
     lines = [
         f"## {result['title']}",
@@ -289,6 +213,8 @@ def export_section(result):
                     f"{1000 * f['latency_ms']:.2f}",
                     f"{dense['latency_ms'] / f['latency_ms']:.2f}x",
                     pct(f["test_accuracy"]),
+                    # Older records lack the field; the difference follows from the accuracies.
+                    f"{100 * (f['test_accuracy'] - dense['test_accuracy']):+.2f}",
                 ]
             )
     lines += table(
@@ -300,6 +226,7 @@ def export_section(result):
             "Latency us",
             "Faster than dense",
             "Test accuracy (LiteRT)",
+            "Accuracy vs dense (pt)",
         ],
         rows,
     )
@@ -313,7 +240,7 @@ def export_section(result):
             f"shrink {shrink or 'none'}; ops {', '.join(report['ops'])}; sparse "
             f"storage {', '.join(report['sparse_layers']) or 'none'}; max |diff| "
             f"vs Keras {report['max_abs_diff']:.2g}. TFMOT pruned to sparsity "
-            f"{net['tfmot']['sparsity']} ({net['tfmot']['compression']:.1f}x)."
+            f"{fmt_sparsity(net['tfmot']['sparsity'])} ({net['tfmot']['compression']:.1f}x)."
         )
     return lines
 
@@ -394,11 +321,17 @@ def tta_section(result):
     lines = [f"## {result['title']}", "", result["description"], "", "### Digits", ""]
     lines += tta_rows(result)
     speed = result["speed"]
+    if "median_per_augmentation_loop" in speed:
+        baseline, label = (
+            speed["median_per_augmentation_loop"],
+            f"a loop with one batched call per augmentation over the {speed['images']} test images",
+        )
+    else:  # records before the fair baseline: one eager call per image and augmentation
+        baseline, label = speed["median_python_loop"], "a Python loop of one call per image"
     lines += [
         f"- Speed ({speed['samples']} samples): TTAPredictor "
-        f"{speed['median_batched']:.2f} ms per image, Python loop "
-        f"{speed['median_python_loop']:.2f} ms per image "
-        f"({speed['median_python_loop'] / speed['median_batched']:.1f}x)."
+        f"{speed['median_batched']:.3f} ms per image, {label} "
+        f"{baseline:.3f} ms per image ({baseline / speed['median_batched']:.1f}x)."
     ]
     cifar = result.get("cifar10")
     if cifar and "skipped" in cifar:
@@ -409,7 +342,6 @@ def tta_section(result):
 
 
 SECTIONS = {
-    "compression": compression_section,
     "train_step": train_step_section,
     "export_tflite": export_section,
     "tta": tta_section,
@@ -430,13 +362,203 @@ def section_renderer(name):
     return None
 
 
+# -- provenance: which commit, which tree, which machine, and is the figure still current --
+
+REPO_ROOT = os.path.dirname(_common.BENCH_DIR)
+# Always part of what a benchmark measures.
+SHARED_SOURCES = ("tfpriors", "custom_ops", "bench/_common.py")
+# Code a benchmark runs that the import scan below cannot see.
+EXTRA_SOURCES = {
+    "fuzz": ("fuzz", "bench/_report_fuzz.py"),
+    "multiworker": ("tests/reliability/multiworker_worker.py",),
+}
+# Where a benchmark's own imports may live (bench/ is first on its sys.path).
+_IMPORT_DIRS = ("bench", "examples", "mobile", "")
+_IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", re.MULTILINE)
+_WORKER = re.compile(r"[\"'](_\w+\.py)[\"']")
+
+
+def _local_module(name, repo):
+    """The repo-relative path of module ``name`` when it is the repository's own code."""
+    for directory in _IMPORT_DIRS:
+        base = os.path.join(directory, name) if directory else name
+        if os.path.isfile(os.path.join(repo, base + ".py")):
+            return base + ".py"
+        if os.path.isfile(os.path.join(repo, base, "__init__.py")):
+            return base
+    return None
+
+
+def benchmark_sources(name, repo=REPO_ROOT):
+    """The repo-relative paths whose changes can move benchmark ``name``'s figures.
+
+    ``tfpriors/``, ``custom_ops/`` and ``bench/_common.py``; ``bench/<name>.py``
+    and ``bench/_report_<name>.py``; and, followed from those files, the
+    repository modules they import (``examples/``, ``mobile/``, other
+    ``bench/`` files) and the ``bench/_*.py`` workers they name.
+    """
+    found = list(SHARED_SOURCES) + list(EXTRA_SOURCES.get(name, ()))
+    queue = [f"bench/{name}.py", f"bench/_report_{name}.py"]
+    while queue:
+        path = queue.pop()
+        full = os.path.join(repo, path)
+        if path in found or not os.path.exists(full):
+            continue
+        found.append(path)
+        if not path.endswith(".py"):
+            continue  # a package: its whole folder is listed
+        with open(full, encoding="utf-8") as f:
+            text = f.read()
+        for module in _IMPORT.findall(text):
+            local = _local_module(module, repo)
+            if local and local != "tfpriors":
+                queue.append(local)
+        queue += [f"bench/{script}" for script in _WORKER.findall(text)]
+    return found
+
+
+def _git_lines(repo, *args):
+    out = _common._git(repo, *args)
+    return None if out is None else [line for line in out.splitlines() if line]
+
+
+def staleness(result, repo=REPO_ROOT):
+    """Why ``result`` no longer stands for the code here (a list of reasons; empty: current).
+
+    A result is stale when it was measured with uncommitted changes, when its
+    commit is unknown, or when any of :func:`benchmark_sources` differs
+    between its commit and the working tree (later commits and uncommitted
+    edits alike; new untracked files too).
+    """
+    code = result.get("machine", {}).get("code", {})
+    commit = code.get("commit")
+    if not commit:
+        return ["commit unknown"]
+    reasons = []
+    if code.get("dirty"):
+        paths = code.get("dirty_paths") or []
+        reasons.append(f"measured on a dirty tree ({_grouped(paths, _common.CODE_PATHS[:2])})")
+    elif code.get("dirty") is None and code.get("tfpriors_uncommitted_changes"):
+        reasons.append("measured with uncommitted changes in tfpriors/")
+    if _common._git(repo, "cat-file", "-e", f"{commit}^{{commit}}") is None:
+        return reasons + [f"commit {commit[:12]} is not in this repository"]
+    sources = benchmark_sources(result["benchmark"], repo)
+    changed = _git_lines(repo, "diff", "--name-only", commit, "--", *sources) or []
+    untracked = _git_lines(repo, "ls-files", "--others", "--exclude-standard", "--", *sources)
+    changed = sorted(set(changed) | set(untracked or []))
+    if changed:
+        reasons.append(f"changed since {commit[:12]}: {_grouped(changed, sources)}")
+    return reasons
+
+
+def _grouped(paths, sources):
+    """``paths`` for a reader: files named, folders (``tfpriors/``...) as file counts."""
+    folders = [s for s in sources if os.path.splitext(s)[1] != ".py"]
+    counts, files = {}, []
+    for path in paths:
+        folder = next((f for f in folders if path.startswith(f + "/")), None)
+        if folder is None:
+            files.append(path)
+        else:
+            counts[folder] = counts.get(folder, 0) + 1
+    parts = files + [f"{folder}/ ({n} file{'s' if n > 1 else ''})" for folder, n in counts.items()]
+    return ", ".join(parts)
+
+
+def tree_state(code):
+    if code.get("dirty") is None:
+        if code.get("tfpriors_uncommitted_changes") is False:
+            return "clean tfpriors/ (bench/, custom_ops/ not checked)"
+        return "dirty tfpriors/" if code.get("tfpriors_uncommitted_changes") else "unknown"
+    return "dirty" if code["dirty"] else "clean"
+
+
+def fmt_load(values):
+    return "-" if not values else "/".join(f"{x:.1f}" for x in values)
+
+
+def fmt_minutes(seconds):
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def run_seconds(result):
+    """Wall time of the process when run_all timed it, else the benchmark's own clock."""
+    return result.get("wall_seconds", result.get("seconds", 0.0))
+
+
+def records_section(results, stale):
+    """Per benchmark: commit, tree, CPU, ISA, load, time and whether the figures are stale."""
+    rows = []
+    for result in results:
+        machine = result["machine"]
+        code = machine.get("code", {})
+        simd = machine.get("isa", {}).get("simd")
+        # Older records hold one load average, taken when the JSON was made.
+        start = machine.get("load_average_start")
+        end = machine.get("load_average_end", machine.get("load_average"))
+        reasons = stale[result["benchmark"]]
+        rows.append(
+            [
+                result["benchmark"],
+                (code.get("commit") or "unknown")[:12],
+                tree_state(code),
+                machine["cpu"],
+                _common.isa_summary(simd) if simd is not None else "not recorded",
+                f"{fmt_load(start)} -> {fmt_load(end)}" if start else f"{fmt_load(end)} (one)",
+                result["timestamp"],
+                fmt_minutes(run_seconds(result)),
+                "**stale**" if reasons else "current",
+            ]
+        )
+    lines = ["## Records", ""]
+    lines += table(
+        [
+            "Benchmark",
+            "Commit",
+            "Tree",
+            "CPU",
+            "ISA",
+            "Load 1/5/15 min (start -> end)",
+            "Run at",
+            "Time",
+            "Figures",
+        ],
+        rows,
+    )
+    in_make = [r for r in results if r["benchmark"] in BENCHMARKS]
+    others = [r for r in results if r["benchmark"] not in BENCHMARKS]
+    timed = sum("wall_seconds" in r for r in in_make)
+    lines += [
+        "",
+        f"Total time of the {len(in_make)} benchmarks that `make bench` runs: "
+        f"{fmt_minutes(sum(run_seconds(r) for r in in_make))} on these records "
+        f"({timed} timed by run_all.py as whole processes, the others by their own "
+        "clock, which leaves out start-up).",
+    ]
+    if others:
+        lines[-1] += (
+            " Not part of `make bench`: "
+            + ", ".join(f"{r['benchmark']} ({fmt_minutes(run_seconds(r))})" for r in others)
+            + "."
+        )
+    stale_results = [r for r in results if stale[r["benchmark"]]]
+    if stale_results:
+        lines += [
+            "",
+            "**Stale** figures were measured on code that differs from this tree; they "
+            "stay below for reference but need a re-run on a clean tree before anyone "
+            "quotes them:",
+            "",
+        ]
+        lines += [f"- {r['benchmark']}: {'; '.join(stale[r['benchmark']])}." for r in stale_results]
+    return lines
+
+
 def machine_lines(results):
-    machine = results[0]["machine"]
-    v = machine["versions"]
-    worker = results[0].get("keras2_worker_machine", {}).get("versions", {})
-    code = machine.get("code", {})
-    changes = (
-        " with uncommitted changes in tfpriors/" if code.get("tfpriors_uncommitted_changes") else ""
+    v = results[0]["machine"]["versions"]
+    worker = next(
+        (r["keras2_worker_machine"]["versions"] for r in results if "keras2_worker_machine" in r),
+        {},
     )
     # Benchmarks rerun on another machine say so: one line per machine.
     machines = {}
@@ -449,31 +571,17 @@ def machine_lines(results):
         + (f" ({', '.join(names)})" if len(machines) > 1 else "")
         for (cpu, cores, platform), names in machines.items()
     ]
-    commits = {}
-    for result in results:
-        commit = (result["machine"].get("code", {}).get("commit") or "unknown")[:12]
-        commits.setdefault(commit, []).append(result["benchmark"])
-    commit_text = (
-        f"- tfpriors at commit {(code.get('commit') or 'unknown')[:12]}{changes}"
-        if len(commits) == 1
-        else "- tfpriors at commits "
-        + "; ".join(f"{commit} ({', '.join(names)})" for commit, names in commits.items())
-    )
     return [
         *machine_text,
         f"- Python {v['python']}, TensorFlow {v['tensorflow']}, Keras {v['keras']}, NumPy "
         f"{v['numpy']}; Keras 2 baselines: tf_keras {worker.get('tf_keras')}, TFMOT "
         f"{worker.get('tensorflow-model-optimization')}, TFP "
         f"{worker.get('tensorflow-probability')}",
-        commit_text,
-        "- Runs: "
-        + "; ".join(
-            f"{r['benchmark']} at {r['timestamp']} ({r['seconds']:.0f} s)" for r in results
-        ),
     ]
 
 
-def render(results_dir):
+def render(results_dir, repo=REPO_ROOT):
+    """RESULTS.md from every JSON file in ``results_dir``; staleness judged against ``repo``."""
     paths = sorted(glob.glob(os.path.join(results_dir, "*.json")))
     results = [_common.read_json(p) for p in paths]
     order = {name: i for i, name in enumerate(BENCHMARKS)}
@@ -499,8 +607,10 @@ def render(results_dir):
     ]
     if any(r.get("quick") for r in results):
         lines += ["**Quick smoke run: few repeats and epochs; these figures mean nothing.**", ""]
+    stale = {r["benchmark"]: staleness(r, repo) for r in results}
     lines += machine_lines(results) + [""]
-    lines += summary_section(results)
+    lines += records_section(results, stale) + [""]
+    lines += summary_section(results, stale)
     for result in results:
         section = section_renderer(result["benchmark"])
         if section is not None:
@@ -524,10 +634,10 @@ def main():
     args = parser.parse_args()
 
     start = time.perf_counter()
-    failed = []
+    failed, timings = [], {}
     if not args.report_only:
         for name in args.only or BENCHMARKS:
-            status, _ = run_benchmark(name, args.quick)
+            status, timings[name] = run_benchmark(name, args.quick)
             if status != 0:
                 failed.append(name)
 
@@ -538,7 +648,9 @@ def main():
         else os.path.join(_common.BENCH_DIR, "RESULTS.md")
     )
     _common.write_text(report_path, render(results_dir))
-    print(f"wrote {report_path}; total {time.perf_counter() - start:.0f} s", flush=True)
+    for name, seconds in timings.items():
+        print(f"  {name:<16} {fmt_minutes(seconds):>10}{' (failed)' if name in failed else ''}")
+    print(f"wrote {report_path}; total {fmt_minutes(time.perf_counter() - start)}", flush=True)
     if failed:
         sys.exit(f"benchmarks failed: {', '.join(failed)}")
 

@@ -15,11 +15,12 @@ k members x B/k TTA samples against the B-member ensemble without TTA.
 Goals: GPS has the lowest calibrated NLL in every row (the GPS paper's
 claim); TTA improves the ensemble at equal compute (the best k < B split
 has a lower calibrated NLL than B members without TTA); TTAPredictor is at
-least 5x faster per image than a Python loop calling the model on each
-augmentation of each image. MeTTA: linear-probe accuracy of mean vs central
-embeddings (reported, no goal). CIFAR-10 runs the same pipeline (flip+crop
-training) when its file is in the Keras cache; otherwise the JSON says why
-it was skipped.
+least 5x faster per image than what a careful user writes by hand: a loop
+over the augmentations that augments the whole test set and calls the model
+once per augmentation (timed alternately with it, medians of 7 repeats).
+MeTTA: linear-probe accuracy of mean vs central embeddings (reported, no
+goal). CIFAR-10 runs the same pipeline (flip+crop training) when its file is
+in the Keras cache; otherwise the JSON says why it was skipped.
 
     python bench/tta.py [--quick]
 """
@@ -32,7 +33,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 import tfpriors  # noqa: E402
 from tfpriors import calibration, tta  # noqa: E402
@@ -76,21 +76,20 @@ def train_member(x, y, seed, epochs, policy, width):
     return model
 
 
-def python_loop_probs(model, policy, x, samples, seed):
-    """The hand-written baseline: one model call per augmentation of each image."""
+def per_augmentation_loop_probs(model, policy, x, samples, seed):
+    """The careful hand-written baseline: one batched model call per augmentation.
+
+    For each of the ``samples`` augmentations the whole of ``x`` is augmented
+    and sent through the model in one call; the softmax outputs are averaged.
+    """
     generator = keras.random.SeedGenerator(seed)
-    out = []
-    for image in x:
-        probs = [
-            keras.ops.convert_to_numpy(
-                keras.ops.softmax(
-                    model(policy.augment(image[None], draw=s, seed=generator), training=False)
-                )
-            )
-            for s in range(samples)
-        ]
-        out.append(np.mean(probs, axis=0)[0])
-    return np.array(out)
+    total = 0.0
+    for s in range(samples):
+        augmented = policy.augment(x, draw=s, seed=generator)
+        total = total + keras.ops.convert_to_numpy(
+            keras.ops.softmax(model(augmented, training=False))
+        )
+    return total / samples
 
 
 def scored(models, policy, samples, x, y, curve):
@@ -255,31 +254,39 @@ def run_dataset(name, data, quick):
 
 
 def speed(model, policy, x_test, quick):
-    """Batched predictor against a Python loop over images and augmentations."""
-    timing_images, samples = (x_test[:20], 5) if quick else (x_test[:100], 10)
+    """TTAPredictor against a loop that batches the images per augmentation.
+
+    Both take the whole test set; their calls alternate inside every repeat
+    so that a slow phase of the shared CPU hits both alike.
+    """
+    samples, repeats = (5, 3) if quick else (10, 7)
     predictor = tta.TTAPredictor(model, policy, num_samples=samples)
-    predictor.predict(timing_images[:4])
-    python_loop_probs(model, policy, timing_images[:2], samples, 0)
-    batched, looped = [], []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        predictor.predict(timing_images)
-        batched.append((time.perf_counter() - t0) / len(timing_images) * 1e3)
-        t0 = time.perf_counter()
-        python_loop_probs(model, policy, timing_images, samples, 0)
-        looped.append((time.perf_counter() - t0) / len(timing_images) * 1e3)
+
+    def predictor_run():  # returns None: time_interleaved then takes the wall time
+        predictor.predict(x_test)
+
+    def loop_run():
+        per_augmentation_loop_probs(model, policy, x_test, samples, 0)
+
+    times = _common.time_interleaved({"predictor": predictor_run, "loop": loop_run}, repeats)
+    to_ms = lambda seconds: [1e3 * t / len(x_test) for t in seconds]  # noqa: E731
+    batched, looped = to_ms(times["predictor"]), to_ms(times["loop"])
     result = {
         "ms_per_image_batched": batched,
-        "ms_per_image_python_loop": looped,
+        "ms_per_image_per_augmentation_loop": looped,
         "median_batched": _common.median(batched),
-        "median_python_loop": _common.median(looped),
+        "median_per_augmentation_loop": _common.median(looped),
         "samples": samples,
+        "images": len(x_test),
+        "repeats": repeats,
+        "baseline": "for each augmentation: augment the whole test set, one model call, "
+        "softmax; then the mean over augmentations",
     }
     goal = _common.goal_row(
-        f"TTAPredictor speed-up over a Python loop ({samples} samples)",
-        result["median_python_loop"] / result["median_batched"],
+        f"TTAPredictor speed-up over a per-augmentation batched loop ({samples} samples)",
+        result["median_per_augmentation_loop"] / result["median_batched"],
         "x",
-        "Python loop",
+        "per-augmentation batched loop",
         1.0,
         ">=",
         5.0,
@@ -311,8 +318,8 @@ def main():
 
     payload = {
         **_common.result_header("tta", "Test-time augmentation on digits", __doc__, args.quick),
-        "repeats": 3,
-        "repeat_kind": "timing repeats (metrics: one run, seed 0)",
+        "repeats": speed_result["repeats"],
+        "repeat_kind": "interleaved timing repeats (metrics: one run, seed 0)",
         **public(digits),
         "speed": speed_result,
         "cifar10": cifar,
