@@ -136,14 +136,23 @@ bool ValidateOffset(OpKernelContext* context, int64_t offset, int64_t n) {
   return true;
 }
 
-template <philox::Combine kCombine>
-class LrtCpu : public OpKernel {
+// What the CPU and GPU kernels share: the checked `variance_floor` attribute.
+class LrtKernelBase : public OpKernel {
  public:
-  explicit LrtCpu(OpKernelConstruction* context) : OpKernel(context) {
+  explicit LrtKernelBase(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, context->GetAttr("variance_floor", &floor_));
     OP_REQUIRES(context, std::isfinite(floor_) && floor_ >= 0.0f,
                 InvalidArgument("`variance_floor` must be finite and >= 0; received ", floor_));
   }
+
+ protected:
+  float floor_ = 0.0f;
+};
+
+template <philox::Combine kCombine>
+class LrtCpu : public LrtKernelBase {
+ public:
+  using LrtKernelBase::LrtKernelBase;
 
   void Compute(OpKernelContext* context) override {
     int64_t n = 0;
@@ -175,9 +184,6 @@ class LrtCpu : public OpKernel {
     tensorflow::Shard(workers->num_threads, workers->workers, chunks, philox::kChunk * 8,
                       work);
   }
-
- private:
-  float floor_ = 0.0f;
 };
 
 }  // namespace
@@ -191,13 +197,9 @@ REGISTER_KERNEL_BUILDER(Name("LrtSampleVarianceGrad").Device(tensorflow::DEVICE_
 namespace {
 
 template <bool kGradient>
-class LrtGpu : public OpKernel {
+class LrtGpu : public LrtKernelBase {
  public:
-  explicit LrtGpu(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, context->GetAttr("variance_floor", &floor_));
-    OP_REQUIRES(context, std::isfinite(floor_) && floor_ >= 0.0f,
-                InvalidArgument("`variance_floor` must be finite and >= 0; received ", floor_));
-  }
+  using LrtKernelBase::LrtKernelBase;
 
   void Compute(OpKernelContext* context) override {
     int64_t n = 0;
@@ -219,9 +221,6 @@ class LrtGpu : public OpKernel {
                           offset, n, floor_, output->flat<float>().data()),
                 tensorflow::errors::Internal("CUDA launch of ", type_string(), " failed"));
   }
-
- private:
-  float floor_ = 0.0f;
 };
 
 }  // namespace
