@@ -29,7 +29,7 @@ convolutions alone (``two_gemm``), the floor of the trick itself. Sparse VD's
 step = two_gemm + the noise + its per-weight terms (log_alpha, KL and their
 gradients).
 
-    python bench/train_step.py [--quick]
+    python bench/train_step.py [--quick] [--skip-peer]
 """
 
 import argparse
@@ -314,6 +314,11 @@ def main():
         action="store_true",
         help="2 short repeats: a smoke check, written to results/quick/",
     )
+    parser.add_argument(
+        "--skip-peer",
+        action="store_true",
+        help="leave out the Keras 2 peer (TFP), e.g. where tf_keras is not installed",
+    )
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     start = time.perf_counter()
@@ -390,15 +395,17 @@ def main():
         "steps": settings.mlp_steps,
         "repeats": settings.repeats,
     }
-    reply = _common.run_keras2_worker("_tfp_worker.py", job, "train_step")
-    cases["tfp_peer"] = case(
-        "Peer (Keras 2): tfp.layers.DenseLocalReparameterization MLP 784-300-100-10, "
-        "batch 128, vs a tf.keras Dense MLP timed in the same subprocess",
-        reply["ms_per_step"],
-        "tfp_local_reparameterization",
-        batch_size=MLP_BATCH,
-        steps_per_repeat=settings.mlp_steps,
-    )
+    reply = {"machine": None}
+    if not args.skip_peer:
+        reply = _common.run_keras2_worker("_tfp_worker.py", job, "train_step")
+        cases["tfp_peer"] = case(
+            "Peer (Keras 2): tfp.layers.DenseLocalReparameterization MLP 784-300-100-10, "
+            "batch 128, vs a tf.keras Dense MLP timed in the same subprocess",
+            reply["ms_per_step"],
+            "tfp_local_reparameterization",
+            batch_size=MLP_BATCH,
+            steps_per_repeat=settings.mlp_steps,
+        )
 
     if "speedup" in noise:
         print(
