@@ -1,12 +1,15 @@
-"""Runs the PerforatedConv2D fuzzer under AddressSanitizer + UBSan for a fixed time.
+"""Runs the fuzz targets of the compiled ops under AddressSanitizer + UBSan for a fixed time.
 
 ``make fuzz`` builds ``tfpriors/ops/_perforated_conv_fuzz.so`` (``build.py --fuzz``)
-and calls this script, which runs ``fuzz/fuzz_perforated_conv.py`` (atheris,
-libFuzzer in process) with the sanitizer runtimes preloaded, restarts it after
-every finding until the time is spent, and writes a summary (executions,
-seconds, findings with their reproducer files, corpus size) to
-``bench/results/fuzz.json``. Earlier runs recorded in that file are kept under
-``history``, so the file also holds the total time fuzzed.
+and calls this script, which runs the fuzz targets (atheris, libFuzzer in
+process) with the sanitizer runtimes preloaded: ``fuzz/fuzz_perforated_conv.py``
+(``PerforatedConv2D``) and ``fuzz/fuzz_lrt_sample.py`` (``LrtSample`` and its
+gradient op), one after the other, the time split evenly between them. Each
+restarts after every finding until its time is spent, grows its own corpus and
+writes its reproducers and logs to its own folder. The summary (executions,
+seconds, findings with their reproducer files, corpus size, per target and in
+total) goes to ``bench/results/fuzz.json``. Earlier runs recorded in that file
+are kept under ``history``, so the file also holds the total time fuzzed.
 
 Coverage: g++ has no ``-fsanitize=fuzzer``, so the fuzzing build is compiled
 with ``-fsanitize-coverage=trace-pc,trace-cmp`` and ``build/fuzz_coverage.so``
@@ -14,7 +17,8 @@ with ``-fsanitize-coverage=trace-pc,trace-cmp`` and ``build/fuzz_coverage.so``
 counters and comparison feedback for the libFuzzer inside atheris, next to
 atheris' coverage of the driver's own Python.
 
-    python fuzz/run_fuzz.py --seconds 600
+    python fuzz/run_fuzz.py --seconds 600                        # both targets, 300 s each
+    python fuzz/run_fuzz.py --seconds 600 --target lrt_sample    # one target
 """
 
 import argparse
@@ -23,6 +27,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +39,20 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import _common  # noqa: E402  (bench/ is not a package)
 
-TARGET = os.path.join(HERE, "fuzz_perforated_conv.py")
+# Each fuzz target: its driver and the folder of its regression inputs (read-only seeds;
+# the files directly in it, not its subfolders).
+TARGETS = {
+    "perforated_conv": {
+        "driver": os.path.join(HERE, "fuzz_perforated_conv.py"),
+        "regressions": os.path.join(HERE, "regressions"),
+        "op": "PerforatedConv2D",
+    },
+    "lrt_sample": {
+        "driver": os.path.join(HERE, "fuzz_lrt_sample.py"),
+        "regressions": os.path.join(HERE, "regressions", "lrt_sample"),
+        "op": "LrtSample / LrtSampleVarianceGrad",
+    },
+}
 FUZZ_LIBRARY = os.path.join(ROOT, "tfpriors", "ops", "_perforated_conv_fuzz.so")
 COVERAGE_LIBRARY = os.path.join(ROOT, "build", "fuzz_coverage.so")
 # A run that keeps hitting one finding is stopped after this many reproducers of it.
@@ -122,11 +140,14 @@ class _Stop:
             cls.process.send_signal(signal.SIGINT)  # libFuzzer prints its stats and exits
 
 
-def run_once(seconds, args, env, log_path):
-    """One libFuzzer process; returns ``(exit code, log text, command)``."""
+def run_once(seconds, paths, args, env, log_path):
+    """One libFuzzer process of one target; returns ``(exit code, log text, command)``.
+
+    ``paths``: the target's ``driver``, ``corpus``, ``seeds`` and ``artifacts``.
+    """
     command = [
         sys.executable,
-        TARGET,
+        paths["driver"],
         f"-max_total_time={seconds}",
         f"-timeout={args.timeout}",
         f"-rss_limit_mb={args.rss_limit_mb}",
@@ -136,9 +157,9 @@ def run_once(seconds, args, env, log_path):
         "-len_control=0",
         "-detect_leaks=0",
         "-print_final_stats=1",
-        f"-artifact_prefix={args.artifacts}{os.sep}",
-        args.corpus,
-        args.seeds,
+        f"-artifact_prefix={paths['artifacts']}{os.sep}",
+        paths["corpus"],
+        paths["seeds"],
     ]
     with open(log_path, "w") as log:
         _Stop.process = subprocess.Popen(
@@ -153,22 +174,56 @@ def run_once(seconds, args, env, log_path):
         return code, log.read(), command
 
 
-def fuzz(args):
-    """Fuzzes for ``args.seconds``; returns the summary that goes into the JSON file."""
-    for directory in (args.corpus, args.artifacts):
+def _move_flat_corpus(root):
+    """Moves a corpus from before the per-target folders (files directly in ``root``,
+    all of them PerforatedConv2D inputs) into ``root/perforated_conv``."""
+    flat = [p for p in glob.glob(os.path.join(root, "*")) if os.path.isfile(p)]
+    if flat:
+        os.makedirs(os.path.join(root, "perforated_conv"), exist_ok=True)
+        for path in flat:
+            os.replace(path, os.path.join(root, "perforated_conv", os.path.basename(path)))
+
+
+def target_paths(target, args):
+    """The driver, corpus, seed and artifact folders of ``target`` (created).
+
+    The seeds are the regression inputs of the target (the files directly in its
+    ``regressions`` folder), copied afresh into its artifact folder, because
+    libFuzzer reads a corpus folder recursively and ``fuzz/regressions/`` holds the
+    other target's regressions in a subfolder. ``--seeds`` replaces them.
+    """
+    artifacts = os.path.join(args.artifacts, target)
+    corpus = os.path.join(args.corpus, target)
+    for directory in (corpus, artifacts):
         os.makedirs(directory, exist_ok=True)
-    env = sanitizer_environment(args.library)
+    seeds = args.seeds
+    if seeds is None:
+        seeds = os.path.join(artifacts, "seeds")
+        shutil.rmtree(seeds, ignore_errors=True)
+        os.makedirs(seeds)
+        for path in glob.glob(os.path.join(TARGETS[target]["regressions"], "*")):
+            if os.path.isfile(path):
+                shutil.copy(path, seeds)
+    return {
+        "driver": TARGETS[target]["driver"],
+        "corpus": corpus,
+        "seeds": seeds,
+        "artifacts": artifacts,
+    }
+
+
+def fuzz(target, seconds, args, env):
+    """Fuzzes ``target`` for ``seconds``; returns its summary (see :func:`write_summary`)."""
+    paths = target_paths(target, args)
     start = time.monotonic()
     total, processes, findings, command, native_coverage = 0, 0, [], None, False
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _Stop.handle)
     while not _Stop.requested:
-        remaining = int(args.seconds - (time.monotonic() - start))
+        remaining = int(seconds - (time.monotonic() - start))
         if remaining < 10:
             break
         processes += 1
-        log_path = os.path.join(args.artifacts, f"run-{processes}.log")
-        code, log, command = run_once(remaining, args, env, log_path)
+        log_path = os.path.join(paths["artifacts"], f"run-{processes}.log")
+        code, log, command = run_once(remaining, paths, args, env, log_path)
         total += executions(log)
         native_coverage = native_coverage or "tfpriors native coverage: on" in log
         if _Stop.requested:
@@ -179,6 +234,7 @@ def fuzz(args):
         reproducer = re.findall(r"Test unit written to (\S+)", log)
         findings.append(
             {
+                "target": target,
                 "kind": kind,
                 "message": message,
                 "exit_code": code,
@@ -186,60 +242,140 @@ def fuzz(args):
                 "log": os.path.relpath(log_path, ROOT),
             }
         )
-        print(f"[fuzz] finding {len(findings)}: {kind}: {message}", flush=True)
+        print(f"[fuzz] {target}: finding {len(findings)}: {kind}: {message}", flush=True)
         if sum(f["message"] == message for f in findings) >= MAX_REPEATS:
-            print("[fuzz] the same finding again: stopping", flush=True)
+            print(f"[fuzz] {target}: the same finding again: stopping", flush=True)
             break
-    seconds = time.monotonic() - start
-    corpus = glob.glob(os.path.join(args.corpus, "*"))
+    elapsed = time.monotonic() - start
+    corpus = glob.glob(os.path.join(paths["corpus"], "*"))
     return {
-        "seconds": round(seconds, 1),
+        "target": target,
+        "op": TARGETS[target]["op"],
+        "seconds": round(elapsed, 1),
         "stopped_early": _Stop.requested,
         "executions": total,
-        "executions_per_second": round(total / seconds, 2) if seconds else 0.0,
+        "executions_per_second": round(total / elapsed, 2) if elapsed else 0.0,
         "processes": processes,
         "findings": findings,
+        "corpus": os.path.relpath(paths["corpus"], ROOT),
         "corpus_files": len(corpus),
         "corpus_bytes": sum(os.path.getsize(path) for path in corpus),
-        "library": os.path.relpath(args.library, ROOT),
-        "sanitizers": "address,undefined (g++ -fsanitize=address,undefined)",
         "native_coverage": native_coverage,
         "libfuzzer_command": shlex.join(command or []),
     }
 
 
-def write_summary(path, run, command):
-    """Writes the run and every earlier run recorded in ``path`` (totals included)."""
-    history = []
+def fuzz_targets(targets, args):
+    """Fuzzes each of ``targets`` in turn, ``args.seconds`` split evenly between them.
+
+    Returns ``{target: summary}`` for the targets that ran (a stop request ends the
+    current one, which still reports, and skips the rest).
+    """
+    env = sanitizer_environment(args.library)
+    _move_flat_corpus(args.corpus)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _Stop.handle)
+    start, runs = time.monotonic(), {}
+    for i, target in enumerate(targets):
+        if _Stop.requested:
+            break
+        # What the earlier targets left (a target that stops early gives its time on).
+        share = (args.seconds - (time.monotonic() - start)) / (len(targets) - i)
+        print(f"[fuzz] {target}: {share:.0f} s", flush=True)
+        runs[target] = fuzz(target, share, args, env)
+    return runs
+
+
+# Per-run keys kept in the history (with the number of findings, not the list).
+HISTORY_KEYS = (
+    "timestamp",
+    "command",
+    "target",
+    "seconds",
+    "executions",
+    "processes",
+    "corpus_files",
+    "native_coverage",
+    "stopped_early",
+)
+
+
+# Runs from before the second target carry no "target": they fuzzed PerforatedConv2D.
+FIRST_TARGET = "perforated_conv"
+# The keys of such a run at the top level of its file.
+LEGACY_RUN_KEYS = HISTORY_KEYS + (
+    "executions_per_second",
+    "findings",
+    "corpus_bytes",
+    "library",
+    "libfuzzer_command",
+)
+
+
+def _history_target(entry):
+    return entry.get("target", FIRST_TARGET)
+
+
+def write_summary(path, runs, command, library=FUZZ_LIBRARY):
+    """Writes this run (``{target: summary}``) and every earlier run recorded in ``path``.
+
+    The top level describes this run (totals over its targets, every finding with
+    its target); ``targets`` holds the latest run of each target, this one's or an
+    earlier one's; ``history`` one entry per target and run; ``by_target`` the
+    totals of the history per target.
+    """
+    history, targets = [], {}
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
         history = previous.get("history", [])
-    entry = {"timestamp": _common.now_iso(), "command": command, **run}
-    history.append(
-        {
-            key: entry[key]
-            for key in (
-                "timestamp",
-                "command",
-                "seconds",
-                "executions",
-                "processes",
-                "corpus_files",
-                "native_coverage",
-                "stopped_early",
-            )
-        }
-        | {"findings": len(run["findings"])}
-    )
+        targets = previous.get("targets", {})
+        if "targets" not in previous and "executions" in previous:
+            # A file from before the second target: its top level is a PerforatedConv2D run.
+            targets[FIRST_TARGET] = {"target": FIRST_TARGET} | {
+                key: value for key, value in previous.items() if key in LEGACY_RUN_KEYS
+            }
+    timestamp = _common.now_iso()
+    for target, run in runs.items():
+        entry = {"timestamp": timestamp, "command": command, **run}
+        history.append(
+            {key: entry[key] for key in HISTORY_KEYS} | {"findings": len(run["findings"])}
+        )
+        targets[target] = entry
+    seconds = sum(run["seconds"] for run in runs.values())
+    executions_total = sum(run["executions"] for run in runs.values())
+    by_target = {}
+    for entry in history:
+        totals = by_target.setdefault(
+            _history_target(entry), {"runs": 0, "seconds": 0.0, "executions": 0, "findings": 0}
+        )
+        totals["runs"] += 1
+        totals["seconds"] = round(totals["seconds"] + entry["seconds"], 1)
+        totals["executions"] += entry["executions"]
+        totals["findings"] += entry["findings"]
     payload = {
         "benchmark": "fuzz",
-        "title": "Fuzzing of the fused PerforatedConv2D op under ASan + UBSan",
+        "title": "Fuzzing of the compiled ops under ASan + UBSan",
         "description": __doc__.strip().split("\n\n")[1],
-        **entry,
+        "timestamp": timestamp,
+        "command": command,
+        "targets_run": list(runs),
+        "seconds": round(seconds, 1),
+        "stopped_early": any(run["stopped_early"] for run in runs.values()),
+        "executions": executions_total,
+        "executions_per_second": round(executions_total / seconds, 2) if seconds else 0.0,
+        "processes": sum(run["processes"] for run in runs.values()),
+        "findings": [finding for run in runs.values() for finding in run["findings"]],
+        "corpus_files": sum(run["corpus_files"] for run in runs.values()),
+        "corpus_bytes": sum(run["corpus_bytes"] for run in runs.values()),
+        "library": os.path.relpath(library, ROOT),
+        "sanitizers": "address,undefined (g++ -fsanitize=address,undefined)",
+        "native_coverage": bool(runs) and all(run["native_coverage"] for run in runs.values()),
+        "targets": targets,
         "machine": _common.machine_info(),
         "total_seconds": round(sum(h["seconds"] for h in history), 1),
         "total_executions": sum(h["executions"] for h in history),
+        "by_target": by_target,
         "history": history,
     }
     _common.write_json(path, payload)
@@ -250,20 +386,31 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=600, help="total fuzzing time")
-    parser.add_argument("--library", default=FUZZ_LIBRARY, help="sanitizer build of the op")
+    parser.add_argument(
+        "--seconds", type=int, default=600, help="total fuzzing time, split between the targets"
+    )
+    parser.add_argument(
+        "--target",
+        choices=(*TARGETS, "all"),
+        default="all",
+        help="which fuzz target to run (default: all, one after the other)",
+    )
+    parser.add_argument("--library", default=FUZZ_LIBRARY, help="sanitizer build of the ops")
     parser.add_argument(
         "--corpus",
         default=os.path.join(HERE, "corpus"),
-        help="corpus directory (grows as libFuzzer finds new inputs)",
+        help="corpus root: each target grows CORPUS/<target> as libFuzzer finds new inputs",
     )
     parser.add_argument(
         "--seeds",
-        default=os.path.join(HERE, "regressions"),
-        help="read-only seed inputs: the reproducers of past findings",
+        default=None,
+        help="read-only seed inputs for every target (default: each target's regressions, "
+        "fuzz/regressions/ and fuzz/regressions/lrt_sample/)",
     )
     parser.add_argument(
-        "--artifacts", default=os.path.join(HERE, "artifacts"), help="where reproducers and logs go"
+        "--artifacts",
+        default=os.path.join(HERE, "artifacts"),
+        help="where reproducers and logs go (ARTIFACTS/<target>)",
     )
     parser.add_argument("--out", default=os.path.join(_common.RESULTS_DIR, "fuzz.json"))
     parser.add_argument("--timeout", type=int, default=60, help="seconds before a hang")
@@ -274,16 +421,21 @@ def main():
     for path in (args.library, COVERAGE_LIBRARY):
         if not os.path.exists(path):
             sys.exit(f"{path} is missing: run `python custom_ops/build.py --fuzz`.")
-    run = fuzz(args)
+    targets = list(TARGETS) if args.target == "all" else [args.target]
+    runs = fuzz_targets(targets, args)
     command = "python fuzz/run_fuzz.py " + shlex.join(sys.argv[1:])
-    payload = write_summary(args.out, run, command)
+    payload = write_summary(args.out, runs, command, args.library)
+    for target, run in runs.items():
+        print(
+            f"[fuzz] {target}: {run['executions']} inputs in {run['seconds']:.0f} s, "
+            f"{len(run['findings'])} findings, corpus {run['corpus_files']} files",
+            flush=True,
+        )
     print(
-        f"[fuzz] {run['executions']} inputs in {run['seconds']:.0f} s, "
-        f"{len(run['findings'])} findings, corpus {run['corpus_files']} files; "
-        f"{payload['total_seconds'] / 3600:.2f} h in total; wrote {args.out}",
+        f"[fuzz] {payload['total_seconds'] / 3600:.2f} h fuzzed in total; wrote {args.out}",
         flush=True,
     )
-    return 1 if run["findings"] else 0
+    return 1 if payload["findings"] else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,12 @@ import fuzz_perforated_conv as driver  # noqa: E402  (fuzz/ is not a package)
 
 # Fails instead of skipping when a C++ compiler exists but the op is missing (conftest).
 needs_op = pytest.mark.usefixtures("fused_op")
-REGRESSIONS = sorted(glob.glob(os.path.join(ROOT, "fuzz", "regressions", "*")))
+# The files directly in fuzz/regressions/ (fuzz/regressions/lrt_sample/ is the noise op's).
+REGRESSIONS = sorted(
+    path
+    for path in glob.glob(os.path.join(ROOT, "fuzz", "regressions", "*"))
+    if os.path.isfile(path)
+)
 
 
 @pytest.fixture(params=["op", "pure-tf"])
@@ -240,7 +245,7 @@ def test_sanitizer_setup_reports_a_planted_heap_overflow(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_fuzz_under_sanitizers(tmp_path):
-    """One minute of make fuzz (ASan + UBSan build): no finding."""
+    """One minute of make fuzz (ASan + UBSan build, every target): no finding."""
     pytest.importorskip("atheris")
     if shutil.which("g++") is None:
         pytest.skip("no g++")
@@ -249,7 +254,14 @@ def test_fuzz_under_sanitizers(tmp_path):
         os.path.join(ROOT, "build", "fuzz_coverage.so"),
     ]
     sources = [
-        os.path.join(ROOT, "custom_ops", name) for name in ("perforated_conv.cc", "fuzz_coverage.c")
+        os.path.join(ROOT, "custom_ops", name)
+        for name in (
+            "perforated_conv.cc",
+            "lrt_sample.cc",
+            "philox_normal.h",
+            "philox_normal_simd.inc",
+            "fuzz_coverage.c",
+        )
     ]
     newest_source = max(os.path.getmtime(path) for path in sources)
     if any(not os.path.exists(path) or os.path.getmtime(path) < newest_source for path in built):
@@ -280,3 +292,55 @@ def test_fuzz_under_sanitizers(tmp_path):
     assert summary["findings"] == [], result.stdout[-3000:]
     assert result.returncode == 0
     assert summary["executions"] > 0
+    assert summary["targets_run"] == ["perforated_conv", "lrt_sample"]
+    assert all(summary["targets"][t]["executions"] > 0 for t in summary["targets_run"])
+
+
+def _run(target, executions, findings=()):
+    return {
+        "target": target,
+        "op": target,
+        "seconds": 10.0,
+        "stopped_early": False,
+        "executions": executions,
+        "executions_per_second": executions / 10.0,
+        "processes": 1,
+        "findings": [{"target": target, "kind": "ContractViolation", **f} for f in findings],
+        "corpus": f"fuzz/corpus/{target}",
+        "corpus_files": 3,
+        "corpus_bytes": 30,
+        "native_coverage": True,
+        "libfuzzer_command": "python fuzz/x.py",
+    }
+
+
+def test_summary_keeps_the_history_and_records_each_target(tmp_path):
+    """run_fuzz.py's JSON: a file from before the second target keeps its runs (counted
+    as perforated_conv), each target gets its own entry, findings say their target."""
+    import run_fuzz
+
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import _report_fuzz
+
+    path = tmp_path / "fuzz.json"
+    old = {"timestamp": "t0", "command": "old", "seconds": 100.0, "executions": 7}
+    old |= {"processes": 1, "corpus_files": 0, "findings": 0, "native_coverage": False}
+    old |= {"stopped_early": False}
+    path.write_text(json.dumps(old | {"libfuzzer_command": "x", "history": [old]}))
+    run_fuzz.write_summary(
+        str(path), {"lrt_sample": _run("lrt_sample", 50, [{"message": "m"}])}, "a"
+    )
+    assert json.loads(path.read_text())["targets"]["perforated_conv"]["command"] == "old"
+    run_fuzz.write_summary(str(path), {"perforated_conv": _run("perforated_conv", 20)}, "b")
+    summary = json.loads(path.read_text())
+    assert [h.get("target") for h in summary["history"]] == [None, "lrt_sample", "perforated_conv"]
+    assert summary["by_target"]["perforated_conv"]["executions"] == 27
+    assert summary["by_target"]["lrt_sample"]["findings"] == 1
+    assert set(summary["targets"]) == {"lrt_sample", "perforated_conv"}
+    assert summary["targets"]["lrt_sample"]["findings"][0]["target"] == "lrt_sample"
+    assert summary["targets"]["perforated_conv"]["command"] == "b"
+    assert summary["findings"] == [] and summary["targets_run"] == ["perforated_conv"]
+    assert summary["total_executions"] == 77
+    rows = [line for line in _report_fuzz.section(summary) if line.startswith("| ")][1:]
+    targets = [row.split(" | ")[1] for row in rows]
+    assert targets == ["perforated_conv", "lrt_sample", "perforated_conv"]
