@@ -10,8 +10,6 @@
 
     python examples/dwp_digits.py [--train-size 100] [--sources 4]
         [--out examples_out/dwp_digits]
-
-The functions here are reused by ``bench/dwp.py``.
 """
 
 import argparse
