@@ -11,11 +11,38 @@ def _x(value):
     return "-" if value is None else f"{value:.1f}x"
 
 
+def _epochs(settings):
+    """Fine-tuning epochs, with the per-net overrides of newer records."""
+    text = str(settings["finetune_epochs"])
+    overrides = [
+        f"{values['finetune_epochs']} for {net}"
+        for net, values in settings.get("per_net", {}).items()
+        if "finetune_epochs" in values
+    ]
+    return f"{text} ({', '.join(overrides)})" if overrides else text
+
+
+def _schedule(settings):
+    schedule = settings.get("lr_schedule")
+    return f", {schedule}" if schedule else ""
+
+
+def _search(settings):
+    if "tfmot_search" in settings:
+        return settings["tfmot_search"]
+    return (
+        f"a sweep stops after {settings['stop_after_misses']} runs in a row over both the "
+        "budget and Sparse VD's own error"
+    )
+
+
 def _verdict(goal):
     return "met" if goal["met"] else "**MISSED**"
 
 
 def _pick(chosen):
+    if chosen.get("compression") is None:
+        return "not measured"
     if chosen["scheme"] == "none":
         return "dense (none within budget)"
     scheme = "global" if chosen["scheme"] == "global" else "per layer"
@@ -23,10 +50,13 @@ def _pick(chosen):
 
 
 def _at_top_of_sweep(tfmot):
-    """Whether TFMOT's pick is the last point of its sweep (nothing more compressed was tried)."""
+    """Whether TFMOT's pick is the top point of its sweep (nothing more compressed was tried)."""
     chosen = tfmot["chosen"]
     runs = [r for r in tfmot["sweep"] if r["scheme"] == chosen.get("scheme")]
-    return bool(runs) and runs[-1]["label"] == chosen["label"] and "skipped" not in runs[-1]
+    if not runs:
+        return False
+    top = max(runs, key=lambda r: r["target_compression"])
+    return top["label"] == chosen["label"] and "skipped" not in top
 
 
 def section(result):
@@ -40,14 +70,14 @@ def section(result):
         f"Rule: {result['rule']}",
         "",
         f"Recipe: dense pretraining {settings['pretrain_epochs']} epochs; both methods then "
-        f"fine-tune {settings['finetune_epochs']} epochs (Adam, lr "
-        f"{settings['learning_rate']:g}, batch {settings['batch_size']}); Sparse VD: "
+        f"fine-tune {_epochs(settings)} epochs (Adam, lr "
+        f"{settings['learning_rate']:g}{_schedule(settings)}, batch {settings['batch_size']}); "
+        "Sparse VD: "
         f"{settings['sparse_vd_recipe']}; TFMOT: {settings['tfmot_schedule']}; global "
         f"target sparsities {', '.join(f'{s:g}' for s in settings['sparsities'])}; per "
         f"layer: {settings['tfmot_per_layer']}, fractions "
         f"{', '.join(f'1/{1 / f:g}' for f in sorted(settings['per_layer_fractions']))}; "
-        f"a sweep stops after {settings['stop_after_misses']} runs in a row over both the "
-        "budget and Sparse VD's own error.",
+        f"{_search(settings)}.",
     ]
     if settings.get("recipe_note"):
         lines += ["", f"Recipe choice: {settings['recipe_note']}"]

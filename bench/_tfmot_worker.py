@@ -7,10 +7,22 @@ very same dense network and are held to the same error budget.
 
 Two sweeps per net and seed: ``global`` prunes the whole model with
 ``prune_low_magnitude`` at one target sparsity (every layer alike);
-``per_layer`` wraps each layer with its own target sparsity. Within a sweep
-the runs go from low to high compression; with ``stop_after_misses`` set,
-the rest of a sweep is skipped once that many runs in a row missed the error
-``budget`` (magnitude pruning only gets worse with more sparsity).
+``per_layer`` wraps each layer with its own target sparsity. The caller only
+wants TFMOT's highest compression within each error level of ``levels`` (the
+budget, Sparse VD's own error): the sweeps run in the order given, each from
+high to low compression, and a run is skipped when its target compression
+cannot beat what an earlier run of either sweep already reached within every
+level. The picks are those of running every point (up to the small gap
+between a run's target and the compression it reaches); only the time
+differs. A net's ``recipe_by_net`` entry overrides the shared ``recipe``
+(epochs); ``"lr_schedule": "linear"`` decays the learning rate linearly to 0
+over fine-tuning, as the Sparse VD side does.
+
+A job with ``"kind": "export"`` (bench/structured.py) instead prunes each
+run's net to one global target sparsity, strips the pruning wrappers and
+converts the result with the TFLite converter (float32, batch 1), writing the
+file where the job says, so that the Keras 3 side times it on LiteRT beside
+its own exports.
 
     python bench/_tfmot_worker.py JOB.json REPLY.json
 """
@@ -42,9 +54,13 @@ def build(net, input_shape, num_classes):
     """
     layers = keras.layers
     if net == "lenet_300_100":
+        # Images (bench/structured.py) are flattened first, as tfpriors.models does;
+        # vectors (bench/compression.py) go straight in.
+        flatten = [layers.Flatten()] if len(input_shape) > 1 else []
         return keras.Sequential(
             [
                 keras.Input(input_shape),
+                *flatten,
                 layers.Dense(300, activation="relu"),
                 layers.Dense(100, activation="relu"),
                 layers.Dense(num_classes),
@@ -129,8 +145,13 @@ def prune(net, weights, data, sparsity, recipe, seed):
         pruned = tfmot.sparsity.keras.prune_low_magnitude(
             model, pruning_schedule=schedule(sparsity)
         )
+    learning_rate = recipe["learning_rate"]
+    if recipe.get("lr_schedule") == "linear":
+        learning_rate = keras.optimizers.schedules.PolynomialDecay(
+            learning_rate, total_steps, end_learning_rate=0.0
+        )
     pruned.compile(
-        keras.optimizers.Adam(recipe["learning_rate"]),
+        keras.optimizers.Adam(learning_rate),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     pruned.fit(
@@ -144,28 +165,94 @@ def prune(net, weights, data, sparsity, recipe, seed):
     return tfmot.sparsity.keras.strip_pruning(pruned)
 
 
-def run_sweep(net, weights, data, recipe, seed, runs, budget, stop_after_misses):
-    """Fine-tunes one pruned copy per run, in order; returns one record per run."""
-    records, misses = [], 0
-    for run in runs:
-        if stop_after_misses and misses >= stop_after_misses:
-            records.append({**run, "skipped": f"{misses} runs in a row over the budget before it"})
-            continue
+def run_sweeps(net, weights, data, recipe, seed, sweeps, levels):
+    """Fine-tunes one pruned copy per needed run; returns one record per run.
+
+    ``sweeps`` run in order, each from its highest target compression down. A
+    run whose target compression is below the best compression already
+    reached within each error level of ``levels`` cannot change any pick and
+    is recorded as skipped.
+    """
+    records = []
+    best = {level: 0.0 for level in levels}
+    for sweep in sweeps:
+        for run in sorted(sweep["runs"], key=lambda run: -run["target_compression"]):
+            run = {"scheme": sweep["scheme"], **run}
+            if levels and all(run["target_compression"] < best[level] for level in levels):
+                records.append(
+                    {**run, "skipped": "cannot beat what was already reached within every level"}
+                )
+                continue
+            start = time.perf_counter()
+            model = prune(net, weights, data, run["sparsity"], recipe, seed)
+            total, nonzero = kernel_counts(model)
+            record = {
+                **run,
+                "test_error": error_rate(model, *data[1]),
+                "kernel_weights": total,
+                "nonzero": nonzero,
+                "sparsity_reached": 1.0 - nonzero / total,
+                "compression": total / max(nonzero, 1),
+                "seconds": time.perf_counter() - start,
+            }
+            records.append(record)
+            for level in levels:
+                if record["test_error"] <= level + 1e-9:
+                    best[level] = max(best[level], record["compression"])
+    return records
+
+
+def to_tflite(model, path):
+    """TFMOT's export path: the stripped model through the TFLite converter (batch 1).
+
+    Default converter settings, as TFMOT's pruning guide uses them: the zeros
+    stay in dense float32 kernels. Written through a temporary file.
+    """
+    spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)
+    function = tf.function(lambda x: model(x, training=False))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function(spec)], model
+    )
+    content = converter.convert()
+    temporary = f"{path}.tmp"
+    with open(temporary, "wb") as f:
+        f.write(content)
+    os.replace(temporary, path)
+    return len(content)
+
+
+def export_runs(job, arrays):
+    """The ``export`` job: one pruned, stripped and converted net per run."""
+    recipe = job["recipe"]
+    records = []
+    for run in tqdm(job["runs"], desc="tfmot exports", unit="net", file=sys.stderr):
+        net, seed = run["net"], run["seed"]
+        data = (
+            (arrays[f"{net}/x_train"], arrays[f"{net}/y_train"]),
+            (arrays[f"{net}/x_test"], arrays[f"{net}/y_test"]),
+        )
+        count = int(arrays[f"{net}/seed{seed}/count"])
+        weights = [arrays[f"{net}/seed{seed}/w{i}"] for i in range(count)]
+        dense = build(net, data[0][0].shape[1:], recipe["num_classes"])
+        dense.set_weights(weights)
         start = time.perf_counter()
-        model = prune(net, weights, data, run["sparsity"], recipe, seed)
+        model = prune(
+            net, weights, data, run["sparsity"], {**recipe, "epochs": run["epochs"]}, seed
+        )
+        seconds = time.perf_counter() - start
         total, nonzero = kernel_counts(model)
-        record = {
-            **run,
-            "test_error": error_rate(model, *data[1]),
-            "kernel_weights": total,
-            "nonzero": nonzero,
-            "sparsity_reached": 1.0 - nonzero / total,
-            "compression": total / max(nonzero, 1),
-            "seconds": time.perf_counter() - start,
-        }
-        records.append(record)
-        over = budget is not None and record["test_error"] > budget + 1e-9
-        misses = misses + 1 if over else 0
+        records.append(
+            {
+                **run,
+                "dense_error": error_rate(dense, *data[1]),
+                "test_error": error_rate(model, *data[1]),
+                "train_error": error_rate(model, *data[0]),
+                "sparsity_reached": 1.0 - nonzero / total,
+                "compression": total / max(nonzero, 1),
+                "seconds": seconds,
+                "size_bytes": to_tflite(model, run["path"]),
+            }
+        )
     return records
 
 
@@ -174,37 +261,30 @@ def main(job_path, reply_path):
     arrays = np.load(job["arrays"])
     recipe = job["recipe"]
     reply = {"machine": _common.machine_info(), "tf_keras_is": keras.__name__, "nets": {}}
-    tasks = [
-        (net, seed, sweep)
-        for net in job["nets"]
-        for seed in job["seeds"]
-        for sweep in job["sweeps"][net][str(seed)]
-    ]
-    bar = tqdm(tasks, desc="tfmot sweeps", unit="sweep", file=sys.stderr)
-    for net, seed, sweep in bar:
-        bar.set_postfix(net=net, seed=seed, sweep=sweep["scheme"], refresh=False)
+    if job.get("kind") == "export":
+        reply["runs"] = export_runs(job, arrays)
+        _common.write_json(reply_path, reply)
+        return
+    tasks = [(net, seed) for net in job["nets"] for seed in job["seeds"]]
+    bar = tqdm(tasks, desc="tfmot sweeps", unit="seed", file=sys.stderr)
+    for net, seed in bar:
+        bar.set_postfix(net=net, seed=seed, refresh=False)
+        net_recipe = {**recipe, **job.get("recipe_by_net", {}).get(net, {})}
         data = (
             (arrays[f"{net}/x_train"], arrays[f"{net}/y_train"]),
             (arrays[f"{net}/x_test"], arrays[f"{net}/y_test"]),
         )
         count = int(arrays[f"{net}/seed{seed}/count"])
         weights = [arrays[f"{net}/seed{seed}/w{i}"] for i in range(count)]
-        per_seed = reply["nets"].setdefault(net, {}).setdefault(str(seed), {"sweep": []})
-        if "dense_error" not in per_seed:
-            dense = build(net, data[0][0].shape[1:], recipe["num_classes"])
-            dense.set_weights(weights)
-            per_seed["dense_error"] = error_rate(dense, *data[1])
-        runs = [{"scheme": sweep["scheme"], **run} for run in sweep["runs"]]
-        per_seed["sweep"] += run_sweep(
-            net,
-            weights,
-            data,
-            recipe,
-            seed,
-            runs,
-            sweep.get("budget"),
-            job.get("stop_after_misses"),
-        )
+        dense = build(net, data[0][0].shape[1:], net_recipe["num_classes"])
+        dense.set_weights(weights)
+        plan = job["sweeps"][net][str(seed)]
+        reply["nets"].setdefault(net, {})[str(seed)] = {
+            "dense_error": error_rate(dense, *data[1]),
+            "sweep": run_sweeps(
+                net, weights, data, net_recipe, seed, plan["sweeps"], plan["levels"]
+            ),
+        }
     _common.write_json(reply_path, reply)
 
 

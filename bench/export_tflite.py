@@ -95,7 +95,7 @@ def main():
         (x_train, y_train), (x_test, y_test) = compression.load(net, data)
         titles[net] = compression.net_title(net, x_train)
         dense = compression.train_dense(net, x_train, y_train, settings, SEED)
-        sparse = compression.train_sparse_vd(dense, x_train, y_train, settings)
+        sparse = compression.train_sparse_vd(dense, x_train, y_train, settings, net=net)
         trained[net] = (dense, sparse, x_train, x_test, y_test)
         weights = dense.get_weights()
         arrays.update(

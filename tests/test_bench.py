@@ -191,3 +191,45 @@ def test_tfmot_per_layer_targets_follow_sparse_vd_pattern():
     assert capped[0] == 0.0 and 0.0 < capped[1] < 1.0
     # No pruning needed for 1x.
     assert compression.per_layer_sparsities(layers, 1.0) == [0.0, 0.0]
+
+
+def test_tfmot_plan_and_per_sweep_picks():
+    sys.path.insert(0, BENCH_DIR)
+    try:
+        compression = _load("compression")
+    finally:
+        sys.path.remove(BENCH_DIR)
+    settings = compression.QUICK
+    layers = [{"weights": 100, "nonzero": 10}, {"weights": 100_000, "nonzero": 1_000}]
+    row = {
+        "budget": 0.06,
+        "sparse_vd": {"compression": 91.8, "test_error": 0.08, "report": {"layers": layers}},
+    }
+    plan = compression.tfmot_sweeps(settings, row)
+    # Both error levels the picks are made at, and the stronger per-layer sweep first.
+    assert plan["levels"] == [0.06, 0.08]
+    assert [sweep["scheme"] for sweep in plan["sweeps"]] == ["per_layer", "global"]
+    targets = [run["target_compression"] for run in plan["sweeps"][0]["runs"]]
+    assert targets == pytest.approx([91.8 * f for f in sorted(settings.per_layer_fractions)])
+    # A sweep whose runs within reach were skipped has no measured pick; one whose
+    # runs all ran and missed falls back to the dense net.
+    sweep = [
+        {
+            "scheme": "global",
+            "label": "a",
+            "target_compression": 100.0,
+            "test_error": 0.2,
+            "compression": 100.0,
+        },
+        {"scheme": "global", "label": "b", "target_compression": 10.0, "skipped": "..."},
+        {
+            "scheme": "per_layer",
+            "label": "c",
+            "target_compression": 50.0,
+            "test_error": 0.05,
+            "compression": 49.0,
+        },
+    ]
+    assert compression.scheme_best(sweep, "global", 0.06, 0.05)["compression"] is None
+    assert compression.scheme_best(sweep, "per_layer", 0.06, 0.05)["compression"] == 49.0
+    assert compression.scheme_best(sweep[:1], "global", 0.06, 0.05)["compression"] == 1.0
