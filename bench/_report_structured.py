@@ -6,6 +6,7 @@ _NAMES = {
     "sbp": "SBP (structured)",
     "sparse_vd": "Sparse VD",
     "sparse_vd_sbp": "Sparse VD + SBP",
+    "tfmot": "TFMOT magnitude pruning",
 }
 
 
@@ -15,6 +16,12 @@ def _pct(value):
 
 def _units(units_kept):
     return " - ".join(f"{kept:g}/{total}" for kept, total in units_kept.values())
+
+
+def _epochs(epochs):
+    if isinstance(epochs, dict):  # per net
+        return ", ".join(f"{net} {n}" for net, n in epochs.items())
+    return f"{epochs}"
 
 
 def section(result):
@@ -27,7 +34,7 @@ def section(result):
         f"Rule: {result['rule']}",
         "",
         f"Recipe: dense pretraining {settings['pretrain_epochs']} epochs, then "
-        f"{settings['finetune_epochs']} fine-tuning epochs (Adam, lr "
+        f"{_epochs(settings['finetune_epochs'])} fine-tuning epochs (Adam, lr "
         f"{settings['learning_rate']:g}, batch {settings['batch_size']}, KL warmed up over "
         f"epochs [0, {settings['warmup_end']}), gate learning-rate multiplier "
         f"{settings['learning_rate_multiplier']:g}). Latency: median of "
@@ -89,8 +96,51 @@ def section(result):
     lines += [
         "",
         "Medians over the seeds (the dense row over all of them; each model's ratios "
-        "against the dense export of its own seed, timed in the same rounds).",
+        "against the dense export of its own seed, timed in the same rounds). TFMOT "
+        "prunes to the sparsity Sparse VD reached on the same seed; its file keeps "
+        "dense kernels (zeros included), so it computes every multiply-add of the "
+        "dense net.",
         "",
+    ]
+    tfmot = [
+        (net["title"], r["seed"], r["sparse_vd"]["weight_compression"], r["tfmot"])
+        for net in result["nets"].values()
+        for r in net["per_seed"]
+        if "tfmot" in r
+    ]
+    if tfmot:
+        lines += ["TFMOT runs (Keras 2 subprocess):", ""]
+        lines += _table(
+            [
+                "Net",
+                "Seed",
+                "Sparse VD weight compression",
+                "TFMOT sparsity reached",
+                "TFMOT test error",
+                "Fine-tuning s",
+            ],
+            [
+                [
+                    title,
+                    seed,
+                    f"{svd:.1f}x",
+                    f"{t['sparsity_reached']:.4f}",
+                    _pct(t["test_error"]),
+                    f"{t['seconds']:.0f}",
+                ]
+                for title, seed, svd, t in tfmot
+            ],
+        )
+        lines += [""]
+    timing = result.get("timing_seconds")
+    if timing:
+        lines += [
+            "Wall time of the run (s): "
+            + ", ".join(f"{k.replace('_seconds', '')} {v:.0f}" for k, v in timing.items())
+            + ".",
+            "",
+        ]
+    lines += [
         "Per seed, SBP:",
         "",
     ]

@@ -196,6 +196,82 @@ def test_export_removes_pruned_units_and_folds_the_gates(digits, tmp_path):
     assert (5, 3, 3, 4) in shapes and (4, 3, 3, 1) in shapes  # OHWI conv kernels, shrunk
 
 
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_export_folds_gates_inside_nested_models(digits, tmp_path, kind):
+    (_, _), (x_test, _) = digits
+    x = x_test[:64].reshape(-1, 8, 8, 1)
+    if kind == "sequential":
+        block = keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
+                keras.layers.Conv2D(12, 3, padding="same", name="conv2"),
+            ],
+            name="block",
+        )
+    else:
+        inputs = keras.Input((8, 8, 1))
+        hidden = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+        outputs = keras.layers.Conv2D(12, 3, padding="same", name="conv2")(hidden)
+        block = keras.Model(inputs, outputs, name="block")
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.ReLU(name="relu")(block(inputs))
+    hidden = keras.layers.Flatten(name="flatten")(keras.layers.MaxPooling2D(name="pool")(hidden))
+    hidden = keras.layers.Dense(20, activation="relu", name="fc")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(hidden))
+    gated = tfpriors.structured(model)
+    assert _gate_names(gated) == ["conv1_sbp", "conv2_sbp", "fc_sbp"]
+    assert isinstance(gated.get_layer("block"), keras.Model)  # the gates are nested
+    keep = {
+        "conv1_sbp": np.arange(8) % 2 == 0,
+        "conv2_sbp": np.arange(12) < 5,
+        "fc_sbp": np.arange(20) % 4 != 1,
+    }
+    for name, mask in keep.items():
+        _prune(next(g for g in tfpriors.graph.walk(gated) if g.name == name), mask)
+    report = tfpriors.export.to_tflite(
+        gated, str(tmp_path / "nested.tflite"), verify_data=x, compare_dense=False
+    )
+    # No MUL: every gate was folded into the weights, none stayed a per-channel multiply.
+    assert report.ops <= {"CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "RESHAPE"}
+    assert report.units_kept == {
+        "conv1": (4, 8),
+        "conv2": (5, 12),
+        "fc": (15, 20),
+        "logits": (10, 10),
+    }
+    assert report.max_abs_diff <= 1e-5 * max(1.0, np.abs(gated.predict(x, verbose=0)).max())
+
+
+def test_shrink_of_a_nested_model_without_dead_units_returns_it_unchanged():
+    block = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(4, activation="relu", name="inner")], name="block"
+    )
+    model = keras.Sequential([keras.Input((6,)), block, keras.layers.Dense(3, name="outer")])
+    small, summary = tfpriors.export.shrink(model)
+    assert small is model and summary.resized == {}
+
+
+def test_dense_baseline_of_an_export_has_no_gates(digits):
+    from tfpriors.export.tflite import _dense_architecture
+
+    (_, _), (x_test, _) = digits
+    block = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(16, activation="relu", name="fc1")], name="block"
+    )
+    model = keras.Sequential([keras.Input((64,)), block, keras.layers.Dense(10, name="logits")])
+    gated = tfpriors.structured(model)
+    _prune(next(g for g in tfpriors.graph.walk(gated) if g.name == "fc1_sbp"), np.arange(16) < 4)
+    baseline = _dense_architecture(gated)
+    # The gates' per-channel multiplies are not part of the dense network: the
+    # baseline computes the original function, with no Rescaling left to slow it.
+    assert not any(
+        isinstance(layer, keras.layers.Rescaling) for layer in tfpriors.graph.walk(baseline)
+    )
+    np.testing.assert_allclose(baseline(x_test[:32]), model(x_test[:32]), atol=1e-5)
+    assert not np.allclose(gated(x_test[:32]), model(x_test[:32]), atol=1e-3)  # pruned
+
+
 def test_shrink_keeps_a_gate_it_cannot_fold(digits):
     (_, _), (x_test, _) = digits
     model = keras.Sequential(

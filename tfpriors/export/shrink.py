@@ -19,6 +19,9 @@ export form of ``StructuredBayesianPruning``: ``E[theta]`` per unit, 0 for
 pruned ones) are folded into the next weight layer's input rows, or into the
 producing layer when only that is exact; the zero rows then make the pruned
 units dead, and the scale layer becomes an identity (no op in the file).
+
+Layers of nested Sequential / functional models are inlined first (a flat
+functional copy), so that gates and dead units inside them are handled too.
 """
 
 import dataclasses
@@ -28,7 +31,7 @@ import numpy as np
 
 from tfpriors import _validation
 from tfpriors._rewrite import copy_layer, rewrite_model
-from tfpriors.graph import chain_after
+from tfpriors.graph import chain_after, walk
 
 _ELEMENTWISE_ACTIVATIONS = {
     "linear",
@@ -350,6 +353,101 @@ def _shrink_pair(producer, chain, consumer, weights):
     return True
 
 
+def _graph_of(model):
+    """The functional graph of a model (a Sequential's inner one), or None."""
+    from keras.src.models.functional import Functional
+
+    graph = getattr(model, "_functional", None) or model
+    return graph if isinstance(graph, Functional) else None
+
+
+def _inline_nested(model):
+    """A flat functional copy of ``model`` with nested models' layers inlined, or None.
+
+    The shrink and the gate folding look at one level of layers, so a gate or
+    a dead unit inside a nested Sequential / functional model would stay in
+    the file. Inlining gives every layer one level; the copies keep their
+    names and weights. None when there is no nested model, or when inlining
+    is not possible (a nested subclassed model, a name used twice).
+    """
+    graph = _graph_of(model)
+    if graph is None or not any(isinstance(layer, keras.Model) for layer in graph.layers):
+        return None
+    names = [
+        layer.name
+        for layer in walk(model)
+        if not isinstance(layer, (keras.Model, keras.layers.InputLayer))
+    ]
+    if len(names) != len(set(names)):
+        return None
+    copies = {}
+
+    def operation(layer):
+        if isinstance(layer, keras.Model):
+            inner = _graph_of(layer)
+            if inner is None:
+                raise _NotInlinable(layer.name)
+            # Positional tensors only: a nested model's call options (training,
+            # mask) do not change its inference graph.
+            return lambda *args, **kwargs: inner._run_through_graph(
+                args[0] if len(args) == 1 else list(args), operation_fn=operation
+            )
+        if id(layer) not in copies:
+            copies[id(layer)] = (copy_layer(layer), layer.get_weights())
+        return copies[id(layer)][0]
+
+    inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype) for x in graph.inputs]
+    try:
+        outputs = graph._run_through_graph(
+            inputs[0] if len(inputs) == 1 else inputs, operation_fn=operation
+        )
+        flat = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name)
+    except (_NotInlinable, ValueError):
+        return None
+    for copy, weights in copies.values():
+        copy.set_weights(weights)
+    return flat
+
+
+def without_gates(model):
+    """A copy of ``model`` with its ``StructuredBayesianPruning`` gates made identities.
+
+    The dense baseline of an export: the gated network as it was before
+    pruning, without the per-channel multiplies that the pruned export folds
+    away (a baseline that kept them would be slower than the dense network).
+
+    Args:
+        model: a built Sequential or functional model, nested ones included.
+
+    Returns:
+        A new model; ``model`` itself when it has no gate.
+
+    Example:
+    >>> from tfpriors.export.shrink import without_gates
+    >>> gated = keras.Sequential([keras.Input((4,)),
+    ...                           keras.layers.Dense(3, name="fc"),
+    ...                           tfpriors.layers.StructuredBayesianPruning(name="gate"),
+    ...                           keras.layers.Dense(2, name="out")])
+    >>> [type(layer).__name__ for layer in without_gates(gated).layers]
+    ['Dense', 'Identity', 'Dense']
+    """
+    from tfpriors.layers.structured import StructuredBayesianPruning
+
+    if not any(isinstance(layer, StructuredBayesianPruning) for layer in walk(model)):
+        return model
+
+    def replace(layer):
+        if isinstance(layer, StructuredBayesianPruning):
+            return keras.layers.Identity(name=layer.name), lambda target: None
+        return None
+
+    return rewrite_model(model, replace)
+
+
+class _NotInlinable(Exception):
+    """A nested model without a functional graph: the model is shrunk as it is."""
+
+
 def shrink(model):
     """Returns ``(smaller model, ShrinkSummary)`` with dead units and filters removed.
 
@@ -361,8 +459,9 @@ def shrink(model):
             ``tfpriors.export.inference_model(sparse_model)``.
 
     Returns:
-        ``(model, ShrinkSummary)``: a new, smaller model, or ``model`` itself
-        (with an empty summary) when no unit is dead.
+        ``(model, ShrinkSummary)``: a new, smaller model (one flat functional
+        model when ``model`` nests others), or ``model`` itself (with an empty
+        summary) when no unit is dead and no scale can be folded.
 
     Example:
     >>> model = keras.Sequential([keras.Input((4,)),
@@ -380,7 +479,9 @@ def shrink(model):
     >>> np.allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     True
     """
-    graph = _Graph(_validation.keras_model(model))
+    original = _validation.keras_model(model)
+    model = _inline_nested(original) or original
+    graph = _Graph(model)
     weights = {layer.name: [np.array(w) for w in layer.get_weights()] for layer in graph.layers}
     sizes_before = {
         layer.name: weights[layer.name][0].shape[-1]
@@ -403,7 +504,7 @@ def shrink(model):
         if weights[name][0].shape[-1] != before
     }
     if not resized and not folded:
-        return model, ShrinkSummary({})
+        return original, ShrinkSummary({})
 
     by_name = {layer.name: layer for layer in graph.layers}
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from tfpriors import _validation
 from tfpriors.export.inference import ExportError, inference_model
-from tfpriors.export.shrink import ShrinkSummary
+from tfpriors.export.shrink import ShrinkSummary, without_gates
 from tfpriors.export.shrink import shrink as shrink_model
 from tfpriors.graph import walk
 from tfpriors.io import atomic_path
@@ -456,7 +456,8 @@ def _units_kept(plain, exported):
 
 
 def _dense_architecture(model):
-    """The same architecture with unpruned posterior means: the dense baseline."""
+    """The same architecture with unpruned posterior means and no gates: the dense baseline."""
+    model = without_gates(model)
     plain = inference_model(model)
     for layer, original in zip(walk(plain), walk(model)):
         if hasattr(original, "inference_layer") and hasattr(original, "kernel"):
