@@ -183,6 +183,22 @@ def test_16_bit_values_are_computed_in_float32(fused_op, dtype):
     np.testing.assert_allclose(tf.cast(sample, tf.float32), reference, rtol=1e-2, atol=1e-2)
 
 
+def test_auto_prefers_tensorflow_where_only_the_scalar_code_runs(fused_op):
+    # The op's portable code is slower than TensorFlow's draw (bench/train_step.py).
+    def traced_types():
+        concrete = tf.function(lambda m: lrt_sample(m, m, [1, 2])).get_concrete_function(
+            tf.TensorSpec([4, 3])
+        )
+        return {op.type for op in concrete.graph.get_operations()}
+
+    library.select_noise_isa("scalar")
+    try:
+        assert "LrtSample" not in traced_types()
+    finally:
+        library.select_noise_isa("auto")
+    assert ("LrtSample" in traced_types()) == (library.noise_isa() != "scalar")
+
+
 def test_float64_uses_the_tensorflow_path_under_auto(fused_op):
     sample = lrt_sample(tf.zeros((3, 4), tf.float64), tf.ones((3, 4), tf.float64), [1, 2])
     assert sample.dtype == tf.float64
@@ -226,7 +242,10 @@ def test_layers_train_through_the_op(fused_op, layer):
         tf.TensorSpec(x.shape)
     )
     types = {op.type for op in concrete.graph.get_operations()}
-    assert "LrtSample" in types and "StatelessRandomNormalV2" not in types
+    # (Where only the scalar code runs, "auto" takes TensorFlow's faster draw.)
+    fused = library.noise_isa() != "scalar"
+    assert ("LrtSample" in types) == fused
+    assert ("StatelessRandomNormalV2" in types) == (not fused)
     with tfpriors.ops.noise_implementation("tensorflow"):
         plain = tf.function(lambda x: layer(x, training=True)).get_concrete_function(
             tf.TensorSpec(x.shape)
