@@ -136,7 +136,8 @@ bool ValidateOffset(OpKernelContext* context, int64_t offset, int64_t n) {
   return true;
 }
 
-// What the CPU and GPU kernels share: the checked `variance_floor` attribute.
+// What the CPU and GPU kernels share: the checked `variance_floor` attribute, and the
+// checks and output allocation before the work.
 class LrtKernelBase : public OpKernel {
  public:
   explicit LrtKernelBase(OpKernelConstruction* context) : OpKernel(context) {
@@ -146,6 +147,21 @@ class LrtKernelBase : public OpKernel {
   }
 
  protected:
+  // Validates the inputs and allocates the output. Returns false when there is nothing
+  // more to do: the call was refused (the status is set) or it has no elements. The
+  // offset is read on the host (a HostMemory input on the GPU).
+  bool Prepare(OpKernelContext* context, int64_t* n, int64_t* offset, Tensor** output) {
+    if (!ValidateInputs(context, n)) return false;
+    *offset = context->input(4).scalar<int64_t>()();
+    if (!ValidateOffset(context, *offset, *n)) return false;
+    auto status = context->allocate_output(0, context->input(0).shape(), output);
+    if (!status.ok()) {
+      context->SetStatus(status);
+      return false;
+    }
+    return *n > 0;
+  }
+
   float floor_ = 0.0f;
 };
 
@@ -155,13 +171,9 @@ class LrtCpu : public LrtKernelBase {
   using LrtKernelBase::LrtKernelBase;
 
   void Compute(OpKernelContext* context) override {
-    int64_t n = 0;
-    if (!ValidateInputs(context, &n)) return;
-    const int64_t offset = context->input(4).scalar<int64_t>()();
-    if (!ValidateOffset(context, offset, n)) return;
+    int64_t n = 0, offset = 0;
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, context->input(0).shape(), &output));
-    if (n == 0) return;
+    if (!Prepare(context, &n, &offset, &output)) return;
     const auto key = context->input(2).flat<tensorflow::uint64>();
     const auto counter = context->input(3).flat<tensorflow::uint64>();
     const philox::Stream stream = philox::MakeStream(key(0), counter(0), counter(1));
@@ -202,14 +214,9 @@ class LrtGpu : public LrtKernelBase {
   using LrtKernelBase::LrtKernelBase;
 
   void Compute(OpKernelContext* context) override {
-    int64_t n = 0;
-    if (!ValidateInputs(context, &n)) return;
-    // The offset is read on the host (HostMemory): it is checked like on the CPU.
-    const int64_t offset = context->input(4).scalar<int64_t>()();
-    if (!ValidateOffset(context, offset, n)) return;
+    int64_t n = 0, offset = 0;
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, context->input(0).shape(), &output));
-    if (n == 0) return;
+    if (!Prepare(context, &n, &offset, &output)) return;
     OP_REQUIRES(context,
                 LaunchLrt(context->eigen_gpu_device().stream(), kGradient,
                           context->input(0).flat<float>().data(),

@@ -53,11 +53,11 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# The byte reader, the finding and the coverage hand-over are the other target's.
+# The byte reader, the finding and the libFuzzer set-up are the other target's.
 from fuzz_perforated_conv import (  # noqa: E402
     ByteReader,
     ContractViolation,
-    _register_native_coverage,
+    run_fuzzer,
 )
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -620,31 +620,25 @@ def test_one_input(data):
 
 
 def main():
-    import atheris
-
     op_module()  # loads TensorFlow and the op before libFuzzer starts timing inputs
     # Python coverage of the decoder and the contract checks (not of TensorFlow). Not of
     # `mismatches`: atheris 3.0's comparison tracing keeps every NumPy array that an
     # instrumented `<` / `==` returns (120 MB per 1,000 inputs, until -rss_limit_mb).
-    for name in (
-        "decode",
-        "violations",
-        "check",
-        "_valid_call",
-        "_valid_shape",
-        "_valid_offset",
-        "_corrupt_shape",
-        "_corrupt_dtype",
-        "_corrupt_table",
-        "_corrupt_offset",
-    ):
-        atheris.instrument_func(globals()[name])
-    atheris.Setup(sys.argv, test_one_input)
-    native = _register_native_coverage()
-    print(
-        f"INFO: tfpriors native coverage: {'on' if native else 'off'}", file=sys.stderr, flush=True
+    run_fuzzer(
+        [
+            decode,
+            violations,
+            check,
+            _valid_call,
+            _valid_shape,
+            _valid_offset,
+            _corrupt_shape,
+            _corrupt_dtype,
+            _corrupt_table,
+            _corrupt_offset,
+        ],
+        test_one_input,
     )
-    atheris.Fuzz()
 
 
 if __name__ == "__main__":

@@ -605,30 +605,42 @@ def _register_native_coverage():
     return bool(register())
 
 
-def main():
+def run_fuzzer(functions, entry_point):
+    """Instruments ``functions`` for Python coverage, then hands ``entry_point`` to libFuzzer.
+
+    Shared by every fuzz target of fuzz/: the target's op is loaded first, so that
+    libFuzzer does not time TensorFlow's start-up.
+    """
     import atheris
 
-    op_module()  # loads TensorFlow and the op before libFuzzer starts timing inputs
-    # Python coverage of the decoder and the contract checks (not of TensorFlow: far too
-    # slow), so libFuzzer also keeps inputs that reach a new corruption or a new rule.
-    for name in (
-        "decode",
-        "violations",
-        "check",
-        "_valid_call",
-        "_tables",
-        "_corrupt_attribute",
-        "_corrupt_table",
-        "_corrupt_shape",
-    ):
-        atheris.instrument_func(globals()[name])
-    atheris.Setup(sys.argv, test_one_input)
+    for function in functions:
+        atheris.instrument_func(function)
+    atheris.Setup(sys.argv, entry_point)
     # After Setup, which loads atheris' libFuzzer module; before Fuzz, which starts it.
     native = _register_native_coverage()
     print(
         f"INFO: tfpriors native coverage: {'on' if native else 'off'}", file=sys.stderr, flush=True
     )
     atheris.Fuzz()
+
+
+def main():
+    op_module()  # loads TensorFlow and the op before libFuzzer starts timing inputs
+    # Python coverage of the decoder and the contract checks (not of TensorFlow: far too
+    # slow), so libFuzzer also keeps inputs that reach a new corruption or a new rule.
+    run_fuzzer(
+        [
+            decode,
+            violations,
+            check,
+            _valid_call,
+            _tables,
+            _corrupt_attribute,
+            _corrupt_table,
+            _corrupt_shape,
+        ],
+        test_one_input,
+    )
 
 
 if __name__ == "__main__":
