@@ -20,7 +20,13 @@ import tfpriors
 sys.path.insert(
     0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 )
-from dwp_digits import compile_classifier, fit_steps, train_vae  # noqa: E402, F401
+from dwp_digits import (  # noqa: E402, F401
+    compile_classifier,
+    copy_source_filters,
+    fit_steps,
+    restart,
+    train_vae,
+)
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
@@ -157,19 +163,6 @@ def test_accuracy(model, x_test, y_test, batch_size=500):
     return float(np.mean(np.argmax(logits, -1) == y_test))
 
 
-def restart(model, fresh):
-    """Gives a compiled ``model`` the weights of ``fresh`` and a new optimizer state."""
-    model.set_weights(fresh.get_weights())
-    optimizer = model.optimizer
-    # Zero the step count and the moment estimates; the learning rate is an
-    # optimizer variable too and must survive.
-    learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    for variable in optimizer.variables:
-        variable.assign(keras.ops.zeros_like(variable))
-    optimizer.learning_rate = learning_rate
-    return model
-
-
 def train_variational(prior, x, y, x_test, y_test, steps, seed, model):
     """Test accuracy of a variational net trained on ``(x, y)`` with ``prior`` on its convs.
 
@@ -182,13 +175,6 @@ def train_variational(prior, x, y, x_test, y_test, steps, seed, model):
     restart(model, variational_net(prior))
     fit_steps(model, x, y, steps, seed=seed)
     return test_accuracy(model, x_test, y_test)
-
-
-def copy_source_filters(model, source):
-    """Source-filter copy initialization: the conv kernels and biases of a trained source net."""
-    for name in ("conv1", "conv2"):
-        model.get_layer(name).set_weights(source.get_layer(name).get_weights())
-    return model
 
 
 class _AccuracyAt(keras.callbacks.Callback):
