@@ -122,6 +122,8 @@ def main():
             "epochs": settings.finetune_epochs,
             "batch_size": compression.BATCH_SIZE,
             "learning_rate": compression.LEARNING_RATE,
+            # The same fine-tuning schedule as the Sparse VD net (linear decay to 0).
+            "lr_schedule": compression.LR_SCHEDULE,
         },
     }
     reply = _common.run_keras2_worker("_tfmot_export_worker.py", job, "export_tflite", arrays)
