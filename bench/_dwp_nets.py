@@ -21,10 +21,12 @@ sys.path.insert(
     0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 )
 from dwp_digits import (  # noqa: E402, F401
+    accuracy_curve,
     compile_classifier,
     copy_source_filters,
     fit_steps,
     restart,
+    test_accuracy,
     train_vae,
 )
 
@@ -152,17 +154,6 @@ def train_sources(x, y, count, epochs, seed=0):
     return models
 
 
-def test_accuracy(model, x_test, y_test, batch_size=500):
-    # Direct calls: predict() would trace a new function for every model.
-    logits = np.concatenate(
-        [
-            keras.ops.convert_to_numpy(model(x_test[i : i + batch_size], training=False))
-            for i in range(0, len(x_test), batch_size)
-        ]
-    )
-    return float(np.mean(np.argmax(logits, -1) == y_test))
-
-
 def train_variational(prior, x, y, x_test, y_test, steps, seed, model):
     """Test accuracy of a variational net trained on ``(x, y)`` with ``prior`` on its convs.
 
@@ -175,29 +166,6 @@ def train_variational(prior, x, y, x_test, y_test, steps, seed, model):
     restart(model, variational_net(prior))
     fit_steps(model, x, y, steps, seed=seed)
     return test_accuracy(model, x_test, y_test)
-
-
-class _AccuracyAt(keras.callbacks.Callback):
-    def __init__(self, epochs, x_test, y_test):
-        super().__init__()
-        self.epochs, self.x_test, self.y_test, self.accuracy = set(epochs), x_test, y_test, {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 in self.epochs:
-            self.accuracy[epoch + 1] = test_accuracy(self.model, self.x_test, self.y_test)
-
-
-def accuracy_curve(model, x, y, x_test, y_test, checkpoints, seed, compiled):
-    """Test accuracy of a plain net after each of ``checkpoints`` epochs (batch 32).
-
-    ``compiled``: a compiled net of the same architecture, restarted from
-    ``model``'s weights (reusing its traced train step).
-    """
-    keras.utils.set_random_seed(seed)
-    model = restart(compiled, model)
-    callback = _AccuracyAt(checkpoints, x_test, y_test)
-    model.fit(x, y, epochs=max(checkpoints), batch_size=32, verbose=0, callbacks=[callback])
-    return callback.accuracy
 
 
 def init_variants(vaes, sources):

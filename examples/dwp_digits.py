@@ -153,9 +153,14 @@ def fit_steps(model, x, y, steps, batch_size=32, seed=0):
     return model
 
 
-def test_accuracy(model, x_test, y_test):
-    # A direct call: predict() would trace a new function for every model.
-    logits = keras.ops.convert_to_numpy(model(x_test, training=False))
+def test_accuracy(model, x_test, y_test, batch_size=500):
+    # Direct calls: predict() would trace a new function for every model.
+    logits = np.concatenate(
+        [
+            keras.ops.convert_to_numpy(model(x_test[i : i + batch_size], training=False))
+            for i in range(0, len(x_test), batch_size)
+        ]
+    )
     return float(np.mean(np.argmax(logits, -1) == y_test))
 
 
