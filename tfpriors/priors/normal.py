@@ -31,12 +31,24 @@ class Normal(Prior):
         self.variance = _validation.positive_number(variance, "variance")
 
     def kl(self, mean, log_sigma2):
+        return ops.sum(self.kl_per_weight(mean, log_sigma2))
+
+    def kl_per_weight(self, mean, log_sigma2):
+        """The KL of each weight (``kl`` is their sum), float32, the shape of ``mean``.
+
+        A layer that needs several sums (one per lambda draw in the
+        hypernetwork layers) reduces these terms itself in one op.
+
+        Example:
+        >>> prior = tfpriors.priors.Normal(variance=1.0)
+        >>> terms = prior.kl_per_weight(np.array([0.0, 1.0], "float32"), np.zeros(2, "float32"))
+        >>> [round(float(t), 3) for t in terms]
+        [0.0, 0.5]
+        """
         mean = ops.cast(mean, "float32")
         log_sigma2 = ops.cast(log_sigma2, "float32")
         log_ratio = log_sigma2 - math.log(self.variance)
-        return 0.5 * ops.sum(
-            ops.exp(log_ratio) + ops.square(mean) / self.variance - 1.0 - log_ratio
-        )
+        return 0.5 * (ops.exp(log_ratio) + ops.square(mean) / self.variance - 1.0 - log_ratio)
 
     def get_config(self):
         return {"variance": self.variance}
