@@ -5,6 +5,7 @@ This module imports neither TensorFlow nor Keras, so the Keras 2 workers
 """
 
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -33,6 +34,37 @@ _VERSIONED = (
 
 def median(values):
     return float(statistics.median(values))
+
+
+@functools.cache
+def hold_then_decay_class(schedule_class):
+    """A learning-rate schedule: constant, then linear decay to 0 over the last ``decay_steps``.
+
+    ``schedule_class`` is the framework's ``LearningRateSchedule`` (Keras 3's, or
+    tf_keras' in the Keras 2 workers), so both sides of a benchmark fine-tune with
+    the same schedule. Returns the class; its arguments are ``learning_rate``,
+    ``total_steps`` and ``decay_steps``.
+    """
+    import tensorflow as tf
+
+    class HoldThenDecay(schedule_class):
+        def __init__(self, learning_rate, total_steps, decay_steps):
+            self.learning_rate = learning_rate
+            self.total_steps = total_steps
+            self.decay_steps = decay_steps
+
+        def __call__(self, step):
+            remaining = (self.total_steps - tf.cast(step, "float32")) / self.decay_steps
+            return self.learning_rate * tf.clip_by_value(remaining, 0.0, 1.0)
+
+        def get_config(self):
+            return {
+                "learning_rate": self.learning_rate,
+                "total_steps": self.total_steps,
+                "decay_steps": self.decay_steps,
+            }
+
+    return HoldThenDecay
 
 
 def doc_body(doc):

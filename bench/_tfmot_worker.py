@@ -16,7 +16,8 @@ level. The picks are those of running every point (up to the small gap
 between a run's target and the compression it reaches); only the time
 differs. A net's ``recipe_by_net`` entry overrides the shared ``recipe``
 (epochs); ``"lr_schedule": "linear"`` decays the learning rate linearly to 0
-over fine-tuning, as the Sparse VD side does.
+over fine-tuning, as the Sparse VD side does; ``"decay_epochs": k`` keeps it
+constant and decays it linearly to 0 over the last k epochs (bench/structured.py).
 
 A job with ``"kind": "export"`` (bench/structured.py) instead prunes each
 run's net to one global target sparsity, strips the pruning wrappers and
@@ -150,6 +151,13 @@ def prune(net, weights, data, sparsity, recipe, seed):
         learning_rate = keras.optimizers.schedules.PolynomialDecay(
             learning_rate, total_steps, end_learning_rate=0.0
         )
+    elif recipe.get("decay_epochs"):
+        schedule = _common.hold_then_decay_class(keras.optimizers.schedules.LearningRateSchedule)
+        learning_rate = schedule(
+            learning_rate,
+            total_steps,
+            steps_per_epoch * recipe["decay_epochs"],
+        )
     pruned.compile(
         keras.optimizers.Adam(learning_rate),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -237,7 +245,12 @@ def export_runs(job, arrays):
         dense.set_weights(weights)
         start = time.perf_counter()
         model = prune(
-            net, weights, data, run["sparsity"], {**recipe, "epochs": run["epochs"]}, seed
+            net,
+            weights,
+            data,
+            run["sparsity"],
+            {**recipe, "epochs": run["epochs"], "decay_epochs": run.get("decay_epochs", 0)},
+            seed,
         )
         seconds = time.perf_counter() - start
         total, nonzero = kernel_counts(model)
