@@ -19,6 +19,7 @@ import tensorflow as tf
 from scipy import special
 
 from tfpriors import _probabilities, _validation, calibration
+from tfpriors.tta import _compiled
 from tfpriors.tta.policy import Policy
 
 
@@ -84,13 +85,34 @@ class _ReplicatedCall:
         return np.concatenate([keras.ops.convert_to_numpy(v) for v in local])[:count]
 
 
+def _caller(model, strategy):
+    """How one member is called on a batch of augmented inputs.
+
+    Keras models through a cached traced call (graph rewrites such as fused
+    convolutions apply there, and no layer is dispatched from Python); under
+    a multi-replica strategy split over its replicas; any other callable as
+    it is, on a NumPy array.
+    """
+    if strategy is not None:
+        replicated = _ReplicatedCall(strategy, model)
+        return lambda inputs: replicated(keras.ops.convert_to_numpy(inputs))
+    if isinstance(model, keras.layers.Layer):
+        return _compiled.graph_call(model)
+    return lambda inputs: model(keras.ops.convert_to_numpy(inputs))
+
+
 class TTAPredictor:
     """Averages an ensemble's predictions over test-time augmentations.
 
     Each member gets its own augmentations of the same images (its own
     random stream). Batches are processed one at a time, with the
     ``num_samples`` augmented copies of a batch stacked into one model call,
-    so memory stays bounded by ``batch_size * num_samples`` images.
+    so memory stays bounded by ``batch_size * num_samples`` images. The
+    copies are augmented in one traced TensorFlow function (per-image random
+    magnitudes from stateless seeds: the same ``seed`` gives the same
+    result), and Keras members run as traced functions, cached per model;
+    with no op in the policy each member sees a batch once, however many
+    samples are asked for (the draws would all be equal).
 
     Args:
         models: a Keras model or a list of them (the ensemble members), all
@@ -227,37 +249,39 @@ class TTAPredictor:
             raise ValueError(f"`x` must be a batch of inputs; received shape {x.shape}.")
         draws = len(self.models) * self.num_samples
         progress = keras.utils.Progbar(len(x), verbose=verbose, unit_name="image")
-        generators = [
-            keras.random.SeedGenerator(self.seed + 7919 * i) for i in range(len(self.models))
-        ]
         rngs = [np.random.default_rng(self.seed + i) for i in range(len(self.models))]
         strategy = _resolve_strategy(self.strategy, self.models)
-        callers = [
-            (lambda inputs, model=model: _call(model, inputs))
-            if strategy is None
-            else _ReplicatedCall(strategy, model)
-            for model in self.models
-        ]
+        callers = [_caller(model, strategy) for model in self.models]
+        # No op in any sub-policy: every draw is the batch itself.
+        augments = any(self.policy.subpolicies)
+        if augments:
+            x = _compiled.check_images(x)
         readings = [None] * len(self.models)
         merged = []
-        for start in range(0, len(x), batch_size):
+        for batch_index, start in enumerate(range(0, len(x), batch_size)):
             batch = x[start : start + batch_size]
             total = None
-            for member, (caller, generator, rng) in enumerate(zip(callers, generators, rngs)):
-                # All samples of a batch in one call: fewer, larger model invocations.
-                augmented = np.concatenate(
-                    [
-                        keras.ops.convert_to_numpy(
-                            self.policy.augment(batch, draw=s, seed=generator, rng=rng)
-                        )
-                        for s in range(self.num_samples)
-                    ]
-                )
+            for member, (caller, rng) in enumerate(zip(callers, rngs)):
+                # All samples of a batch augmented in one graph call, and sent
+                # through the model in one call.
+                if augments:
+                    indices, bounds = _compiled.encode(
+                        [self.policy.subpolicy_for_draw(s, rng) for s in range(self.num_samples)]
+                    )
+                    seed = tf.constant(
+                        [(self.seed + 7919 * member) % 2**31, batch_index % 2**31], tf.int32
+                    )
+                    augmented = _compiled.augment_draws(batch, indices, bounds, seed)
+                else:
+                    augmented = batch  # identical draws: one call stands for all of them
                 log_probs, readings[member] = self._member_log_probs(
                     member, caller(augmented), readings[member]
                 )
-                log_probs = log_probs.reshape(self.num_samples, len(batch), -1)
-                member_sum = special.logsumexp(log_probs, axis=0)
+                copies = self.num_samples if augments else 1
+                log_probs = log_probs.reshape(copies, len(batch), -1)
+                member_sum = special.logsumexp(log_probs, axis=0) + np.log(
+                    self.num_samples / copies
+                )
                 total = member_sum if total is None else np.logaddexp(total, member_sum)
             merged.append(total - np.log(draws))
             progress.update(min(start + batch_size, len(x)))
