@@ -1,33 +1,15 @@
 """bench/distill.py: validation split, augmentation, bootstrap, goals, report, smoke run."""
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from bench_support import load_bench, run_quick
 
 from tfpriors import calibration
-
-BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
-
-
-def _load(name):
-    sys.path.insert(0, BENCH_DIR)
-    try:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH_DIR, f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(BENCH_DIR)
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("distill")
+    return load_bench("distill")
 
 
 def test_validation_split_is_stratified_disjoint_and_seeded(bench):
@@ -136,8 +118,8 @@ def test_goals_are_ratios_against_their_baselines(bench):
 
 
 def test_report_section_renders_new_and_legacy_records():
-    report = _load("_report_distill")
-    bench_settings = _load("distill").FULL_SETTINGS
+    report = load_bench("_report_distill")
+    bench_settings = load_bench("distill").FULL_SETTINGS
     part = dict(_result(), settings=bench_settings)
     diabetes = {
         "settings": {"hidden": 50, "lr": 1e-4, "epochs": 150},
@@ -168,17 +150,7 @@ def test_report_section_renders_new_and_legacy_records():
 
 @pytest.mark.slow
 def test_quick_run_writes_a_complete_record():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    completed = subprocess.run(
-        [sys.executable, os.path.join(BENCH_DIR, "distill.py"), "--quick"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    with open(os.path.join(BENCH_DIR, "results", "quick", "distill.json")) as f:
-        result = json.load(f)
+    result = run_quick("distill")
     assert result["quick"] is True
     part = result["classification"]
     assert part["data"]["name"] == "digits"

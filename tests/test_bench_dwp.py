@@ -1,36 +1,20 @@
 """bench/dwp.py: stratified subsets, goals on medians, the RESULTS.md section, the smoke run."""
 
-import importlib.util
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
-BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
-
-
-def _load(name):
-    sys.path.insert(0, BENCH_DIR)
-    try:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH_DIR, f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(BENCH_DIR)
-    return module
+from bench_support import BENCH_DIR, load_bench, run_quick
 
 
 @pytest.fixture(scope="module")
 def dwp():
-    return _load("dwp")
+    return load_bench("dwp")
 
 
 @pytest.fixture(scope="module")
 def nets():
-    return _load("_dwp_nets")
+    return load_bench("_dwp_nets")
 
 
 def test_subset_is_stratified_and_seeded(nets):
@@ -81,7 +65,7 @@ def test_goals_compare_medians_and_explain_misses(dwp):
 
 
 def test_report_section_shows_medians_ranges_and_layers():
-    report = _load("_report_dwp")
+    report = load_bench("_report_dwp")
     result = {
         "title": "DWP",
         "description": "text",
@@ -112,17 +96,7 @@ def test_report_section_shows_medians_ranges_and_layers():
 
 @pytest.mark.slow
 def test_quick_run_writes_a_complete_record():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    completed = subprocess.run(
-        [sys.executable, os.path.join(BENCH_DIR, "dwp.py"), "--quick"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    with open(os.path.join(BENCH_DIR, "results", "quick", "dwp.json")) as f:
-        result = json.load(f)
+    result = run_quick("dwp")
     assert result["quick"] is True
     assert set(result["priors"]) == {"normal", "log_uniform", "learned_gaussian", "DWP"}
     for by_size in result["priors"].values():

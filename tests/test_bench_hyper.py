@@ -1,32 +1,16 @@
 """bench/hyper.py: validation split, pruned curves, goals, RESULTS.md section, smoke run."""
 
-import importlib.util
-import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
-BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
-
-
-def _load(name):
-    sys.path.insert(0, BENCH_DIR)
-    try:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH_DIR, f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(BENCH_DIR)
-    return module
+from bench_support import BENCH_DIR, load_bench, run_quick
 
 
 @pytest.fixture(scope="module")
 def hyper():
-    return _load("hyper")
+    return load_bench("hyper")
 
 
 def test_validation_split_is_fixed_disjoint_and_paired(hyper):
@@ -99,7 +83,7 @@ def test_jobs_alternate_their_order(hyper):
 
 
 def test_report_section_shows_curves_times_and_validation():
-    report = _load("_report_hyper")
+    report = load_bench("_report_hyper")
     lambdas = [0.1, 1.0]
     curve = [0.9, 0.8]
     result = {
@@ -144,17 +128,7 @@ def test_report_section_shows_curves_times_and_validation():
 
 @pytest.mark.slow
 def test_quick_run_writes_a_complete_record():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    completed = subprocess.run(
-        [sys.executable, os.path.join(BENCH_DIR, "hyper.py"), "--quick"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    with open(os.path.join(BENCH_DIR, "results", "quick", "hyper.json")) as f:
-        result = json.load(f)
+    result = run_quick("hyper")
     assert result["quick"] is True and result["settings"]["data"] == "digits"
     names = [goal["name"] for goal in result["goals"]]
     assert len(names) == 4 and sum("training time" in name for name in names) == 2

@@ -1,32 +1,15 @@
 """bench/tta.py: the search split, goals on medians, the RESULTS.md section, the smoke run."""
 
-import importlib.util
-import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
-BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
-
-
-def _load(name):
-    sys.path.insert(0, BENCH_DIR)
-    try:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH_DIR, f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(BENCH_DIR)
-    return module
+from bench_support import load_bench, run_quick
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("tta")
+    return load_bench("tta")
 
 
 def test_search_split_is_stratified_disjoint_and_seeded(bench):
@@ -138,7 +121,7 @@ def _result():
 
 
 def test_report_section_shows_policies_equal_compute_and_the_speed_profile():
-    report = _load("_report_tta")
+    report = load_bench("_report_tta")
     text = "\n".join(report.section(_result()))
     assert "### MNIST sample" in text
     assert "| single | 10 (median of 3 seeds) | 90.00% / 0.2100 / 0.2000 / 1.00 |" in text
@@ -152,24 +135,14 @@ def test_report_section_shows_policies_equal_compute_and_the_speed_profile():
 
 
 def test_run_all_takes_the_tta_section_from_its_report_module():
-    run_all = _load("run_all")
+    run_all = load_bench("run_all")
     assert "tta" not in run_all.SECTIONS
     assert run_all.section_renderer("tta").__module__ == "_report_tta"
 
 
 @pytest.mark.slow
 def test_quick_run_writes_a_complete_record():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    completed = subprocess.run(
-        [sys.executable, os.path.join(BENCH_DIR, "tta.py"), "--quick"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    with open(os.path.join(BENCH_DIR, "results", "quick", "tta.json")) as f:
-        result = json.load(f)
+    result = run_quick("tta")
     assert result["quick"] is True and result["dataset"] == "digits"
     names = [g["name"] for g in result["goals"]]
     assert sum("GPS calibrated NLL" in n for n in names) == 2  # single and ensemble
