@@ -519,3 +519,43 @@ def run_keras2_worker(script, job, label, arrays=None):
             f"[{label}] Keras 2 subprocess done in {time.perf_counter() - start:.0f} s", flush=True
         )
         return read_json(reply_path)
+
+
+def net_arrays(net, data=None, seed=None, weights=None):
+    """Arrays of one net for the Keras 2 worker, keyed by net (and seed).
+
+    ``data`` is ``((x_train, y_train), (x_test, y_test))``; ``weights`` (a list,
+    as ``get_weights`` returns it) are stored under ``seed``. The worker reads
+    them back with :func:`net_data` and :func:`net_weights`.
+    """
+    import numpy as np
+
+    arrays = {}
+    if data is not None:
+        (x_train, y_train), (x_test, y_test) = data
+        arrays.update(
+            {
+                f"{net}/x_train": x_train,
+                f"{net}/y_train": y_train,
+                f"{net}/x_test": x_test,
+                f"{net}/y_test": y_test,
+            }
+        )
+    if weights is not None:
+        arrays[f"{net}/seed{seed}/count"] = np.array(len(weights))
+        arrays.update({f"{net}/seed{seed}/w{i}": w for i, w in enumerate(weights)})
+    return arrays
+
+
+def net_data(arrays, net):
+    """``((x_train, y_train), (x_test, y_test))`` of ``net`` from :func:`net_arrays`' arrays."""
+    return (
+        (arrays[f"{net}/x_train"], arrays[f"{net}/y_train"]),
+        (arrays[f"{net}/x_test"], arrays[f"{net}/y_test"]),
+    )
+
+
+def net_weights(arrays, net, seed):
+    """The weights list of ``net`` and ``seed`` from :func:`net_arrays`' arrays."""
+    count = int(arrays[f"{net}/seed{seed}/count"])
+    return [arrays[f"{net}/seed{seed}/w{i}"] for i in range(count)]

@@ -235,12 +235,8 @@ def export_runs(job, arrays):
     records = []
     for run in tqdm(job["runs"], desc="tfmot exports", unit="net", file=sys.stderr):
         net, seed = run["net"], run["seed"]
-        data = (
-            (arrays[f"{net}/x_train"], arrays[f"{net}/y_train"]),
-            (arrays[f"{net}/x_test"], arrays[f"{net}/y_test"]),
-        )
-        count = int(arrays[f"{net}/seed{seed}/count"])
-        weights = [arrays[f"{net}/seed{seed}/w{i}"] for i in range(count)]
+        data = _common.net_data(arrays, net)
+        weights = _common.net_weights(arrays, net, seed)
         dense = build(net, data[0][0].shape[1:], recipe["num_classes"])
         dense.set_weights(weights)
         start = time.perf_counter()
@@ -283,12 +279,8 @@ def main(job_path, reply_path):
     for net, seed in bar:
         bar.set_postfix(net=net, seed=seed, refresh=False)
         net_recipe = {**recipe, **job.get("recipe_by_net", {}).get(net, {})}
-        data = (
-            (arrays[f"{net}/x_train"], arrays[f"{net}/y_train"]),
-            (arrays[f"{net}/x_test"], arrays[f"{net}/y_test"]),
-        )
-        count = int(arrays[f"{net}/seed{seed}/count"])
-        weights = [arrays[f"{net}/seed{seed}/w{i}"] for i in range(count)]
+        data = _common.net_data(arrays, net)
+        weights = _common.net_weights(arrays, net, seed)
         dense = build(net, data[0][0].shape[1:], net_recipe["num_classes"])
         dense.set_weights(weights)
         plan = job["sweeps"][net][str(seed)]

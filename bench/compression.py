@@ -33,10 +33,11 @@ paper's figures on full MNIST (60,000 training images), 68x for LeNet-300-100
 and 280x for LeNet-5, are printed beside as anchors.
 
 Time: one net's TFMOT sweeps (a Keras 2 process) run while the next net
-trains on the Keras 3 side; these small nets keep about one core busy per
-process, so the two processes share the 2 cores instead of waiting in turn
-(the figures do not change: every run seeds itself). Before that overlap, on
-an idle machine: 29.6 minutes, 10 for the Keras 3 side and 21 for the TFMOT
+trains on the Keras 3 side (the figures do not change: every run seeds
+itself). The two processes do contend for the 2 cores (LeNet-5's Sparse VD
+runs took 160-170 s beside the sweeps against about 100 s alone), so the
+overlap saved 8 of the 10 minutes the sweeps of the first net take. Before
+it, on an idle machine: 29.6 minutes, 10 for the Keras 3 side and 21 for the TFMOT
 sweeps (LeNet-300-100's 100 fine-tuning epochs per run, and up to 9 runs per
 seed before a global target fits the budget). The records table of
 ``bench/RESULTS.md`` gives the time of this version.
@@ -302,21 +303,14 @@ def run_keras3_side(settings, data, net):
     Returns the rows, the TFMOT job's arrays and the net's title.
     """
     (x_train, y_train), (x_test, y_test) = load(net, data)
-    arrays = {
-        f"{net}/x_train": x_train,
-        f"{net}/y_train": y_train,
-        f"{net}/x_test": x_test,
-        f"{net}/y_test": y_test,
-    }
+    arrays = _common.net_arrays(net, ((x_train, y_train), (x_test, y_test)))
     rows = []
     for seed in settings.seeds:
         start = time.perf_counter()
         dense = train_dense(net, x_train, y_train, settings, seed)
         dense_seconds = time.perf_counter() - start
         dense_error = _common.error_rate(dense, x_test, y_test)
-        weights = dense.get_weights()
-        arrays[f"{net}/seed{seed}/count"] = np.array(len(weights))
-        arrays.update({f"{net}/seed{seed}/w{i}": w for i, w in enumerate(weights)})
+        arrays.update(_common.net_arrays(net, seed=seed, weights=dense.get_weights()))
 
         start = time.perf_counter()
         sparse = train_sparse_vd(dense, x_train, y_train, settings, net)
@@ -550,15 +544,13 @@ def main():
     settings = QUICK if args.quick else FULL[data]
     start = time.perf_counter()
 
-    rows, titles, train_images, replies = {}, {}, {}, {}
+    rows, titles, replies = {}, {}, {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(NETS)) as pool:
         for net in NETS:
             rows[net], arrays, titles[net] = run_keras3_side(settings, data, net)
-            train_images[net] = len(arrays[f"{net}/x_train"])
             # This net's TFMOT sweeps (a Keras 2 process) run while the next net
-            # trains here: these small nets keep about one core busy per process,
-            # so the two share the machine's cores instead of waiting in turn. The
-            # figures do not change: every run seeds itself.
+            # trains here, on the second core. The figures do not change: every
+            # run seeds itself.
             replies[net] = pool.submit(
                 _common.run_keras2_worker,
                 "_tfmot_worker.py",
@@ -568,6 +560,8 @@ def main():
             )
         replies = {net: future.result() for net, future in replies.items()}
 
+    # Both nets train on the same images.
+    train_images = len(load(next(iter(NETS)), data)[0][0])
     nets, goals = {}, []
     for net in NETS:
         summary, sweep_medians = summarize(net, rows[net], replies[net]["nets"][net])
@@ -577,7 +571,7 @@ def main():
             "tfmot_sweep_medians": sweep_medians,
             "per_seed": rows[net],
         }
-        goals.append(goal(titles[net], summary, train_images[net]))
+        goals.append(goal(titles[net], summary, train_images))
         print(
             f"[compression] {net}: Sparse VD {summary['sparse_vd_compression']:.1f}x at "
             f"{summary['sparse_vd_error']:.2%} (paper {summary['paper_compression']:g}x), "
@@ -596,7 +590,7 @@ def main():
         ),
         "data": data,
         "data_description": DATA[data]["description"],
-        "train_images": train_images[next(iter(NETS))],
+        "train_images": train_images,
         "keras2_worker_machine": replies[next(iter(NETS))]["machine"],
         "repeats": len(settings.seeds),
         "repeat_kind": "seeds",

@@ -21,6 +21,14 @@ and each seed:
    settings: its zeros stay inside dense kernels, which is what unstructured
    pruning gives a dense-kernel runtime.
 
+Time: the training runs (a dense net and its SBP per seed, then each
+extra, then TFMOT once Sparse VD has given its sparsity) go to two worker
+processes, longest chains first; every run seeds itself, so the figures do
+not depend on the order. The ``seconds`` of each run are measured with the
+other worker busy beside it. The files are timed after all training, on an
+otherwise idle machine. One process trained everything in turn before: 64
+minutes on an idle machine.
+
 Same preprocessing in every file: the nets take the [0, 1] pixels as they
 are (no ``Rescaling`` layer in any model); the dense baseline is the dense
 net itself (no gates), and every SBP gate is folded into the weights of the
@@ -69,7 +77,10 @@ is the speed of its file that is compared.
 """
 
 import argparse
+import concurrent.futures
 import dataclasses
+import functools
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -117,6 +128,9 @@ VARIANTS = {
     "tfmot": "TFMOT magnitude pruning",
 }
 EXTRAS = ("sparse_vd", "sparse_vd_sbp")
+# Training runs at once: these small nets keep about one core busy each; two
+# processes on the 2 cores train 1.6x as many epochs per second as one.
+WORKERS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,70 +292,152 @@ def interleaved_latency(paths, example, rounds, invokes):
     return interpreters, _common.litert_latencies(interpreters, example, rounds, invokes)
 
 
-def train_variants(net, data, settings, seed, variants, workdir, dense=None):
-    """Trains the dense net (unless given) and the variants, and exports their files.
+@functools.cache
+def mnist_sample():
+    """The data, loaded once per process (the parent and each worker)."""
+    return tfpriors.datasets.load_mnist_sample()
 
-    Returns the row of this seed and ``{name: .tflite path}`` (the dense export first).
-    """
+
+def dense_row(net, dense, data, seed, workdir):
+    """The row of one seed from its dense net (errors, budget, FLOPs) and its export's path."""
     (x_train, y_train), (x_test, y_test) = data
-    start = time.perf_counter()
-    if dense is None:
-        dense = train_dense(net, x_train, y_train, settings, seed)
     row = {
         "seed": seed,
-        "dense_seconds": time.perf_counter() - start,
         "dense_error": _common.error_rate(dense, x_test, y_test),
         "dense_train_error": _common.error_rate(dense, x_train, y_train),
-        "dense_model": dense,  # dropped before the JSON is written
+        "dense_weights": dense.get_weights(),  # dropped before the JSON is written
     }
     row["budget"] = row["dense_error"] + BUDGET
+    row["dense_flops"] = sum(layer["flops"] for layer in dense_layers(dense))
+    path = os.path.join(workdir, f"{net}_{seed}_dense.tflite")
+    export = tfpriors.export.to_tflite(dense, path, shrink=False, sparse_storage=False)
+    row["dense_ops"] = sorted(export.ops)
+    return row, path
+
+
+def train_variant(net, variant, dense, data, settings, seed, workdir):
+    """Fine-tunes one variant of the dense net and exports it.
+
+    Returns the variant's entry of the seed's row and the path of its .tflite file.
+    """
+    (x_train, y_train), (x_test, y_test) = data
     reference = dense_layers(dense)
-    row["dense_flops"] = sum(layer["flops"] for layer in reference)
-    tag = "_".join([net, str(seed), *variants])
-    paths = {"dense": os.path.join(workdir, f"{tag}_dense.tflite")}
-    dense_export = tfpriors.export.to_tflite(
-        dense, paths["dense"], shrink=False, sparse_storage=False
+    start = time.perf_counter()
+    model = build_variant(variant, dense, seed)
+    trajectory = fine_tune(model, net, x_train, y_train, settings, seed)
+    seconds = time.perf_counter() - start
+    report = tfpriors.compression_report(model)
+    path = os.path.join(workdir, f"{net}_{seed}_{variant}.tflite")
+    export = tfpriors.export.to_tflite(
+        model, path, verify_data=x_test[:256], compare_dense=False, latency_repeats=5
     )
-    row["dense_ops"] = sorted(dense_export.ops)
-    for variant in variants:
-        start = time.perf_counter()
-        model = build_variant(variant, dense, seed)
-        trajectory = fine_tune(model, net, x_train, y_train, settings, seed)
-        seconds = time.perf_counter() - start
-        report = tfpriors.compression_report(model)
-        paths[variant] = os.path.join(workdir, f"{tag}_{variant}.tflite")
-        export = tfpriors.export.to_tflite(
-            model, paths[variant], verify_data=x_test[:256], compare_dense=False, latency_repeats=5
-        )
-        layers = layer_rows(report)
-        exported_units = {k: tuple(int(n) for n in v) for k, v in export.units_kept.items()}
-        row[variant] = {
-            "seconds": seconds,
-            "test_error": _common.error_rate(model, x_test, y_test),
-            "train_error": _common.error_rate(model, x_train, y_train),
-            "flops": int(report.total_flops),
-            # compression_report's count (gates only) and the exported file's.
-            "flops_kept": int(report.total_flops_kept),
-            "file_flops": file_flops(reference, exported_units),
-            "weight_compression": float(report.total_compression),
-            "layers": layers,
-            "units_kept_trajectory": trajectory,
-            "export": {
-                "ops": sorted(export.ops),
-                "units_kept": {k: list(v) for k, v in exported_units.items()},
-                "sparse_layers": list(export.sparse_layers or []),
-                "max_abs_diff": float(export.max_abs_diff),
-                "top1_agreement": float(export.top1_agreement),
-            },
-        }
-        row[variant]["flops_ratio"] = row["dense_flops"] / max(row[variant]["file_flops"], 1)
-        print(
-            f"[structured] {net} seed {seed} {variant}: {row[variant]['flops_ratio']:.2f}x fewer "
-            f"FLOPs, error {row[variant]['test_error']:.2%} (dense {row['dense_error']:.2%}), "
-            f"{seconds:.0f} s",
-            flush=True,
-        )
-    return row, paths
+    exported_units = {k: tuple(int(n) for n in v) for k, v in export.units_kept.items()}
+    dense_flops = sum(layer["flops"] for layer in reference)
+    entry = {
+        "seconds": seconds,
+        "test_error": _common.error_rate(model, x_test, y_test),
+        "train_error": _common.error_rate(model, x_train, y_train),
+        "flops": int(report.total_flops),
+        # compression_report's count (gates only) and the exported file's.
+        "flops_kept": int(report.total_flops_kept),
+        "file_flops": file_flops(reference, exported_units),
+        "weight_compression": float(report.total_compression),
+        "layers": layer_rows(report),
+        "units_kept_trajectory": trajectory,
+        "export": {
+            "ops": sorted(export.ops),
+            "units_kept": {k: list(v) for k, v in exported_units.items()},
+            "sparse_layers": list(export.sparse_layers or []),
+            "max_abs_diff": float(export.max_abs_diff),
+            "top1_agreement": float(export.top1_agreement),
+        },
+    }
+    entry["flops_ratio"] = dense_flops / max(entry["file_flops"], 1)
+    print(
+        f"[structured] {net} seed {seed} {variant}: {entry['flops_ratio']:.2f}x fewer FLOPs, "
+        f"error {entry['test_error']:.2%}, {seconds:.0f} s",
+        flush=True,
+    )
+    return entry, path
+
+
+def sbp_job(net, seed, settings, workdir):
+    """A worker's job: the dense net of one seed and its SBP; the row and the files."""
+    data = mnist_sample()
+    start = time.perf_counter()
+    dense = train_dense(net, *data[0], settings, seed)
+    seconds = time.perf_counter() - start
+    row, dense_path = dense_row(net, dense, data, seed, workdir)
+    row["dense_seconds"] = seconds
+    row["sbp"], sbp_path = train_variant(net, "sbp", dense, data, settings, seed, workdir)
+    return row, {"dense": dense_path, "sbp": sbp_path}
+
+
+def extra_job(net, seed, variant, dense_weights, settings, workdir):
+    """A worker's job: Sparse VD or Sparse VD + SBP from one seed's dense weights."""
+    data = mnist_sample()
+    dense = NETS[net]["build"](data[0][0].shape[1:])
+    dense.set_weights(dense_weights)
+    return train_variant(net, variant, dense, data, settings, seed, workdir)
+
+
+def tfmot_job(net, seed, dense_weights, sparsity, settings, workdir):
+    """A worker's job: TFMOT's file at ``sparsity``, made by the Keras 2 worker.
+
+    Returns the worker's record of the run, its machine info and the file's path.
+    """
+    path = os.path.join(workdir, f"{net}_{seed}_tfmot.tflite")
+    job = {
+        "kind": "export",
+        "runs": [
+            {
+                "net": net,
+                "seed": seed,
+                "sparsity": sparsity,
+                "epochs": settings.finetune_epochs[net],
+                "decay_epochs": settings.decay_epochs.get(net, 0),
+                "path": path,
+            }
+        ],
+        "recipe": {
+            "num_classes": NUM_CLASSES,
+            "batch_size": BATCH_SIZE,
+            "learning_rate": LEARNING_RATE,
+        },
+    }
+    arrays = {
+        **_common.net_arrays(net, mnist_sample()),
+        **_common.net_arrays(net, seed=seed, weights=dense_weights),
+    }
+    reply = _common.run_keras2_worker(
+        "_tfmot_worker.py", job, f"structured {net} seed {seed}", arrays
+    )
+    return reply["runs"][0], reply["machine"], path
+
+
+def tfmot_entry(record, row, sparse_vd):
+    """The ``tfmot`` entry of a seed's row from the Keras 2 worker's record."""
+    units = sparse_vd["export"]["units_kept"]
+    print(
+        f"[structured] {record['net']} seed {record['seed']} tfmot: sparsity "
+        f"{record['sparsity_reached']:.3f}, error {record['test_error']:.2%}",
+        flush=True,
+    )
+    return {
+        "seconds": record["seconds"],
+        "test_error": record["test_error"],
+        "train_error": record["train_error"],
+        "dense_error_keras2": record["dense_error"],
+        "target_sparsity": record["sparsity"],
+        "sparsity_reached": record["sparsity_reached"],
+        "weight_compression": record["compression"],
+        # Dense kernels: the file computes every multiply-add of the dense net.
+        "flops": row["dense_flops"],
+        "flops_kept": row["dense_flops"],
+        "file_flops": row["dense_flops"],
+        "flops_ratio": 1.0,
+        "export": {"units_kept": {name: [total, total] for name, (_, total) in units.items()}},
+    }
 
 
 def time_files(net, row, paths, data, settings):
@@ -375,81 +471,82 @@ def time_files(net, row, paths, data, settings):
     )
 
 
-def run_seed(net, data, settings, seed, variants, workdir, dense=None):
-    """Trains the dense net (unless given), the variants, and times their files."""
-    row, paths = train_variants(net, data, settings, seed, variants, workdir, dense)
-    time_files(net, row, paths, data, settings)
-    return row
+# Rough seconds of each job on an idle machine (the last idle run), the job's
+# own and those it unlocks: only the order in which ready jobs start. The
+# longest chains go first so that the two workers finish together.
+CHAIN_SECONDS = {
+    "lenet5": {"sbp": 660, "sparse_vd": 340, "sparse_vd_sbp": 360, "tfmot": 110},
+    "lenet_300_100": {"sbp": 140, "sparse_vd": 110, "sparse_vd_sbp": 70, "tfmot": 60},
+}
 
 
-def tfmot_exports(settings, data, extras, workdir):
-    """TFMOT's files at Sparse VD's sparsity, made by the Keras 2 worker.
+def train_all(settings, workdir):
+    """Every training run, in ``WORKERS`` processes; the files are timed afterwards.
 
-    ``extras`` maps ``(net, seed)`` to ``(row, paths)`` of the Sparse VD runs;
-    each row gains a ``tfmot`` entry and each ``paths`` a ``tfmot`` file.
+    Each job seeds itself, so the figures do not depend on the order or on
+    which worker runs it. Returns ``rows`` and ``paths`` per ``(net, seed)``
+    (the SBP runs), the extras' rows and paths, and the Keras 2 worker's
+    machine info (``None`` without extras).
     """
-    (x_train, y_train), (x_test, y_test) = data
-    arrays, runs = {}, []
-    for net in NETS:
-        arrays.update(
+    rows, paths, extras, machine = {}, {}, {}, None
+    extra_seeds = settings.seeds[: settings.extras_seeds]
+    ready = [
+        ("sbp", net, seed, (net, seed, settings, workdir))
+        for net in NETS
+        for seed in settings.seeds
+    ]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
+        running = {}
+        while ready or running:
+            ready.sort(key=lambda job: CHAIN_SECONDS[job[1]][job[0]])
+            while ready and len(running) < WORKERS:
+                kind, net, seed, job_args = ready.pop()
+                function = {"sbp": sbp_job, "tfmot": tfmot_job}.get(kind, extra_job)
+                running[pool.submit(function, *job_args)] = (kind, net, seed)
+            done, _ = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                kind, net, seed = running.pop(future)
+                if kind == "sbp":
+                    row, paths[(net, seed)] = future.result()
+                    rows[(net, seed)] = row
+                    if seed in extra_seeds:
+                        extras[(net, seed)] = ({"seed": seed, "budget": row["budget"]}, {})
+                        weights = row["dense_weights"]
+                        ready += [
+                            (variant, net, seed, (net, seed, variant, weights, settings, workdir))
+                            for variant in EXTRAS
+                        ]
+                    continue
+                extra, extra_paths = extras[(net, seed)]
+                if kind == "tfmot":
+                    record, machine, extra_paths[kind] = future.result()
+                    extra[kind] = tfmot_entry(record, rows[(net, seed)], extra["sparse_vd"])
+                    continue
+                extra[kind], extra_paths[kind] = future.result()
+                if kind == "sparse_vd":
+                    # Sparse VD's fraction of zero kernel weights (TFMOT's ceiling 0.999).
+                    sparsity = min(0.999, 1.0 - 1.0 / extra[kind]["weight_compression"])
+                    weights = rows[(net, seed)]["dense_weights"]
+                    ready.append(
+                        ("tfmot", net, seed, (net, seed, weights, sparsity, settings, workdir))
+                    )
+    # In the order of the nets and seeds; the extras are timed against the same
+    # dense file as SBP, in rounds of their own.
+    extras = {
+        (net, seed): (
+            extras[(net, seed)][0],
             {
-                f"{net}/x_train": x_train,
-                f"{net}/y_train": y_train,
-                f"{net}/x_test": x_test,
-                f"{net}/y_test": y_test,
-            }
+                "dense": paths[(net, seed)]["dense"],
+                **{v: extras[(net, seed)][1][v] for v in (*EXTRAS, "tfmot")},
+            },
         )
-    for (net, seed), (row, paths) in extras.items():
-        weights = row["dense_model"].get_weights()
-        arrays[f"{net}/seed{seed}/count"] = np.array(len(weights))
-        arrays.update({f"{net}/seed{seed}/w{i}": w for i, w in enumerate(weights)})
-        # Sparse VD's fraction of zero kernel weights (TFMOT's practical ceiling 0.999).
-        sparsity = min(0.999, 1.0 - 1.0 / row["sparse_vd"]["weight_compression"])
-        paths["tfmot"] = os.path.join(workdir, f"{net}_{seed}_tfmot.tflite")
-        runs.append(
-            {
-                "net": net,
-                "seed": seed,
-                "sparsity": sparsity,
-                "epochs": settings.finetune_epochs[net],
-                "decay_epochs": settings.decay_epochs.get(net, 0),
-                "path": paths["tfmot"],
-            }
-        )
-    job = {
-        "kind": "export",
-        "runs": runs,
-        "recipe": {
-            "num_classes": NUM_CLASSES,
-            "batch_size": BATCH_SIZE,
-            "learning_rate": LEARNING_RATE,
-        },
+        for net in NETS
+        for seed in extra_seeds
     }
-    reply = _common.run_keras2_worker("_tfmot_worker.py", job, "structured", arrays)
-    for record in reply["runs"]:
-        row, _ = extras[(record["net"], record["seed"])]
-        units = row["sparse_vd"]["export"]["units_kept"]
-        row["tfmot"] = {
-            "seconds": record["seconds"],
-            "test_error": record["test_error"],
-            "train_error": record["train_error"],
-            "dense_error_keras2": record["dense_error"],
-            "target_sparsity": record["sparsity"],
-            "sparsity_reached": record["sparsity_reached"],
-            "weight_compression": record["compression"],
-            # Dense kernels: the file computes every multiply-add of the dense net.
-            "flops": row["dense_flops"],
-            "flops_kept": row["dense_flops"],
-            "file_flops": row["dense_flops"],
-            "flops_ratio": 1.0,
-            "export": {"units_kept": {name: [total, total] for name, (_, total) in units.items()}},
-        }
-        print(
-            f"[structured] {record['net']} seed {record['seed']} tfmot: sparsity "
-            f"{record['sparsity_reached']:.3f}, error {record['test_error']:.2%}",
-            flush=True,
-        )
-    return reply["machine"]
+    return rows, paths, extras, machine
 
 
 def summarize(rows):
@@ -590,7 +687,7 @@ def payload_of(args, settings, nets, goals, start, complete, timing):
             net: {
                 **entry,
                 "per_seed": [
-                    {k: v for k, v in row.items() if k != "dense_model"}
+                    {k: v for k, v in row.items() if k != "dense_weights"}
                     for row in entry["per_seed"]
                 ],
             }
@@ -621,16 +718,22 @@ def main():
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     start = time.perf_counter()
-    data = tfpriors.datasets.load_mnist_sample()
-    nets, timing = {}, {}
+    data = mnist_sample()
+    timing = {}
     with tempfile.TemporaryDirectory(prefix="tfpriors-structured-bench-") as workdir:
-        # SBP on every seed first: the goals; the figures are saved before the extras.
+        rows, paths, extras, worker_machine = train_all(settings, workdir)
+        timing["training_seconds"] = time.perf_counter() - start
+        # The latency rounds run after all training, on an otherwise idle machine:
+        # SBP on every seed first (the goals, saved before the extras are timed).
+        phase = time.perf_counter()
+        nets = {}
         for net in NETS:
-            rows = [
-                run_seed(net, data, settings, seed, ["sbp"], workdir) for seed in settings.seeds
-            ]
-            nets[net] = {"title": NETS[net]["title"], "per_seed": rows}
-            goals = conclude({net: nets[net]})
+            per_seed = [rows[(net, seed)] for seed in settings.seeds]
+            for row in per_seed:
+                time_files(net, row, paths[(net, row["seed"])], data, settings)
+            nets[net] = {"title": NETS[net]["title"], "per_seed": per_seed}
+        goals = conclude(nets)
+        for net in NETS:
             sbp = nets[net]["summary"]["variants"]["sbp"]
             print(
                 f"[structured] {net}: SBP {sbp['flops_ratio']:.2f}x fewer FLOPs, "
@@ -638,43 +741,22 @@ def main():
                 f"(budget {nets[net]['summary']['budget']:.2%})",
                 flush=True,
             )
-        goals = conclude(nets)
-        timing["sbp_seconds"] = time.perf_counter() - start
+        timing["sbp_latency_seconds"] = time.perf_counter() - phase
         _common.save_result(
             "structured",
             args.quick,
             payload_of(args, settings, nets, goals, start, False, timing),
         )
-        extras, worker_machine = {}, None
-        if settings.extras_seeds:
-            # Sparse VD, Sparse VD + SBP and TFMOT from the first seeds' dense nets,
-            # timed against their dense export in rounds of their own.
-            phase = time.perf_counter()
-            for net in NETS:
-                for first in nets[net]["per_seed"][: settings.extras_seeds]:
-                    extras[(net, first["seed"])] = train_variants(
-                        net,
-                        data,
-                        settings,
-                        first["seed"],
-                        list(EXTRAS),
-                        workdir,
-                        dense=first["dense_model"],
-                    )
-            timing["sparse_vd_seconds"] = time.perf_counter() - phase
-            phase = time.perf_counter()
-            worker_machine = tfmot_exports(settings, data, extras, workdir)
-            timing["tfmot_seconds"] = time.perf_counter() - phase
-            phase = time.perf_counter()
-            for (net, seed), (extra, paths) in extras.items():
-                time_files(net, extra, paths, data, settings)
-                first = next(r for r in nets[net]["per_seed"] if r["seed"] == seed)
-                for variant in (*EXTRAS, "tfmot"):
-                    first[variant] = extra[variant]
-                    first["files"][variant] = extra["files"][variant]
-                first["files"]["dense_extras_rounds"] = extra["files"]["dense"]
-            timing["extras_latency_seconds"] = time.perf_counter() - phase
-            goals = conclude(nets)
+        phase = time.perf_counter()
+        for (net, seed), (extra, extra_paths) in extras.items():
+            time_files(net, extra, extra_paths, data, settings)
+            row = rows[(net, seed)]
+            for variant in (*EXTRAS, "tfmot"):
+                row[variant] = extra[variant]
+                row["files"][variant] = extra["files"][variant]
+            row["files"]["dense_extras_rounds"] = extra["files"]["dense"]
+        timing["extras_latency_seconds"] = time.perf_counter() - phase
+        goals = conclude(nets)
     timing["total_seconds"] = time.perf_counter() - start
     print("[structured] time: " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()), flush=True)
     payload = payload_of(args, settings, nets, goals, start, True, timing)

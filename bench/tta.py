@@ -502,13 +502,13 @@ def speed(model, policy, x_test, quick):
 def speed_note(result):
     """Where the predictor's time goes, and what 5x over the loop would need (measured parts)."""
     p, loop = result["parts_ms_per_image"], result["median_per_augmentation_loop"]
-    free_augmentation = loop / p["model_graph"]
     if result["ratio_cap_free_model"] < 5.0:
         verdict = (
             f"even free model calls would leave the ratio at "
             f"{result['ratio_cap_free_model']:.1f}x, so 5x needs cheaper augmentation kernels"
         )
     else:
+        free_augmentation = loop / p["model_graph"]
         verdict = (
             f"5x needs both to shrink: free model calls would give "
             f"{result['ratio_cap_free_model']:.1f}x, free augmentation {free_augmentation:.1f}x"
