@@ -323,6 +323,9 @@ def train_variant(net, variant, dense, data, settings, seed, workdir):
     (x_train, y_train), (x_test, y_test) = data
     reference = dense_layers(dense)
     start = time.perf_counter()
+    # The variant's layers draw their noise seeds when they are built: seeded
+    # here, they do not depend on what the process ran before.
+    keras.utils.set_random_seed(seed)
     model = build_variant(variant, dense, seed)
     trajectory = fine_tune(model, net, x_train, y_train, settings, seed)
     seconds = time.perf_counter() - start
